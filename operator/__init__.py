@@ -1,0 +1,1 @@
+"""The Taskfleet Kubernetes operator (TaskQueue resources); built in a later issue."""

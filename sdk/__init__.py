@@ -1,0 +1,70 @@
+"""Taskfleet: a Kubernetes-native task queue for Python.
+
+    from taskfleet import App
+    app = App("billing", broker="redis://127.0.0.1:6379/0", result_backend="redis://127.0.0.1:6379/1")
+
+    @app.task(queue="emails", max_retries=5, retry_backoff=True)
+    def send(to: str) -> str: ...
+
+    send.delay("a@b.c").get(timeout=5)
+"""
+
+from __future__ import annotations
+
+from taskfleet.app import App
+from taskfleet.errors import (
+    BrokerConnectionError,
+    BrokerError,
+    ConfigurationError,
+    ContentTypeRefused,
+    DecodeError,
+    EncodeError,
+    MaxRetriesExceeded,
+    MessageTooLarge,
+    ResultTimeout,
+    Retry,
+    SoftTimeLimitExceeded,
+    TaskFailed,
+    TaskfleetError,
+    TaskNotRegistered,
+    TaskRevoked,
+    TimeLimitExceeded,
+    WorkerLostError,
+)
+from taskfleet.message import Message
+from taskfleet.result import AsyncResult
+from taskfleet.settings import PublishRetry, settings_from_env
+from taskfleet.states import READY_STATES, State
+from taskfleet.task import Request, Task, TaskOptions
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "READY_STATES",
+    "App",
+    "AsyncResult",
+    "BrokerConnectionError",
+    "BrokerError",
+    "ConfigurationError",
+    "ContentTypeRefused",
+    "DecodeError",
+    "EncodeError",
+    "MaxRetriesExceeded",
+    "Message",
+    "MessageTooLarge",
+    "PublishRetry",
+    "Request",
+    "ResultTimeout",
+    "Retry",
+    "SoftTimeLimitExceeded",
+    "State",
+    "Task",
+    "TaskFailed",
+    "TaskNotRegistered",
+    "TaskOptions",
+    "TaskRevoked",
+    "TaskfleetError",
+    "TimeLimitExceeded",
+    "WorkerLostError",
+    "settings_from_env",
+]

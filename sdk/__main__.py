@@ -1,0 +1,5 @@
+"""``python -m taskfleet``: the taskfleet command line."""
+
+from taskfleet.cli import main
+
+main()

@@ -1,0 +1,247 @@
+"""``App``: the registry of tasks plus the connections to the broker and the result backend."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar, overload
+
+from taskfleet import backends, brokers
+from taskfleet.backends.base import ResultBackend
+from taskfleet.brokers.base import Broker
+from taskfleet.errors import ConfigurationError, MessageTooLarge, TaskNotRegistered
+from taskfleet.message import Message
+from taskfleet.result import AsyncResult
+from taskfleet.retry import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF_MAX_S, DEFAULT_RETRY_DELAY_S
+from taskfleet.serializers import JSON, Serializer, get_serializer
+from taskfleet.settings import (
+    DEFAULT_MAX_DELIVERIES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_QUEUE,
+    DEFAULT_RESULT_EXPIRES_S,
+    DEFAULT_SOCKET_TIMEOUT_S,
+    DEFAULT_VISIBILITY_TIMEOUT_S,
+    AppSettings,
+    PublishRetry,
+    validate_queue_name,
+)
+from taskfleet.task import Task, TaskOptions
+
+R = TypeVar("R")
+
+
+class App:
+    """A Taskfleet application: ``App("billing", broker="redis://...", result_backend="redis://...")``.
+
+    Task names default to ``"<app name>.<function name>"``. Connections are opened lazily, once per process, so an
+    app imported before ``fork()`` is safe to use in the children. Nothing here reads environment variables: an
+    entrypoint passes ``**taskfleet.settings_from_env(os.environ)`` when it wants them.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        broker: str | None = None,
+        result_backend: str | None = None,
+        default_queue: str = DEFAULT_QUEUE,
+        serializer: str = JSON,
+        accept_content: frozenset[str] | set[str] | None = None,
+        allow_pickle: bool = False,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        visibility_timeout_s: float = DEFAULT_VISIBILITY_TIMEOUT_S,
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        result_expires_s: float = DEFAULT_RESULT_EXPIRES_S,
+        publish_retry: PublishRetry | None = None,
+        socket_timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S,
+    ) -> None:
+        if not name or not isinstance(name, str):
+            raise ConfigurationError("App needs a non-empty name, e.g. App('billing')")
+        self.name = name
+        self.settings = AppSettings(
+            broker_url=broker, result_backend_url=result_backend, default_queue=default_queue,
+            serializer=serializer,
+            accept_content=frozenset(accept_content) if accept_content is not None else frozenset({serializer}),
+            allow_pickle=allow_pickle, max_message_bytes=max_message_bytes,
+            visibility_timeout_s=visibility_timeout_s, max_deliveries=max_deliveries,
+            result_expires_s=result_expires_s, publish_retry=publish_retry or PublishRetry(),
+            socket_timeout_s=socket_timeout_s,
+        )
+        self.tasks: dict[str, Task[Any]] = {}
+        self._lock = threading.Lock()
+        self._broker: tuple[int, Broker] | None = None
+        self._backend: tuple[int, ResultBackend | None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<App {self.name} {self.settings!r}>"
+
+    # -- configuration -------------------------------------------------------------------------------------------
+
+    def configure(self, **changes: Any) -> None:
+        """Change settings (``broker=``, ``result_backend=`` or any ``AppSettings`` field) before use; open
+        connections are closed. Unknown names raise ``TypeError``."""
+        renamed = {"broker": "broker_url", "result_backend": "result_backend_url"}
+        fields = {renamed.get(k, k): v for k, v in changes.items()}
+        if "accept_content" in fields:
+            fields["accept_content"] = frozenset(fields["accept_content"])
+        self.settings = self.settings.replace(**fields)
+        self.close()
+
+    @property
+    def serializer(self) -> Serializer:
+        return get_serializer(self.settings.serializer)
+
+    # -- connections (one per process) ---------------------------------------------------------------------------
+
+    @property
+    def broker(self) -> Broker:
+        """This process's broker client (created on first use; a forked child gets its own)."""
+        pid = os.getpid()
+        current = self._broker
+        if current is None or current[0] != pid:
+            with self._lock:
+                current = self._broker
+                if current is None or current[0] != pid:
+                    current = (pid, brokers.connect(self.settings.broker_settings()))
+                    self._broker = current
+        return current[1]
+
+    @property
+    def backend(self) -> ResultBackend | None:
+        """This process's result-backend client, or None when the app has no result backend."""
+        pid = os.getpid()
+        current = self._backend
+        if current is None or current[0] != pid:
+            with self._lock:
+                current = self._backend
+                if current is None or current[0] != pid:
+                    bs = self.settings.backend_settings()
+                    current = (pid, None if bs is None else backends.connect(bs))
+                    self._backend = current
+        return current[1]
+
+    def close(self) -> None:
+        """Close this process's connections (they reopen on next use)."""
+        with self._lock:
+            broker, backend = self._broker, self._backend
+            self._broker = self._backend = None
+        if broker is not None and broker[0] == os.getpid():
+            broker[1].close()
+        if backend is not None and backend[0] == os.getpid() and backend[1] is not None:
+            backend[1].close()
+
+    # -- tasks ---------------------------------------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[..., R], /) -> Task[R]: ...
+
+    @overload
+    def task(
+        self, /, *, name: str | None = None, queue: str | None = None, priority: int = 0,
+        max_retries: int | None = DEFAULT_MAX_RETRIES, autoretry_for: tuple[type[BaseException], ...] = (),
+        retry_backoff: bool | float = False, retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX_S,
+        retry_jitter: bool = True, default_retry_delay: float = DEFAULT_RETRY_DELAY_S,
+        time_limit: float | None = None, soft_time_limit: float | None = None, expires: float | None = None,
+        ignore_result: bool = False, track_started: bool = True, bind: bool = False,
+    ) -> Callable[[Callable[..., R]], Task[R]]: ...
+
+    def task(
+        self, fn: Callable[..., R] | None = None, /, *, name: str | None = None, queue: str | None = None,
+        priority: int = 0, max_retries: int | None = DEFAULT_MAX_RETRIES,
+        autoretry_for: tuple[type[BaseException], ...] = (), retry_backoff: bool | float = False,
+        retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX_S, retry_jitter: bool = True,
+        default_retry_delay: float = DEFAULT_RETRY_DELAY_S, time_limit: float | None = None,
+        soft_time_limit: float | None = None, expires: float | None = None, ignore_result: bool = False,
+        track_started: bool = True, bind: bool = False,
+    ) -> Task[R] | Callable[[Callable[..., R]], Task[R]]:
+        """Register a task: ``@app.task`` or ``@app.task(queue=..., max_retries=..., ...)`` (see ``TaskOptions``
+        for the meaning and units of each option; an unknown option raises ``TypeError``)."""
+        if queue is not None:
+            validate_queue_name(queue)
+
+        def register(func: Callable[..., R]) -> Task[R]:
+            options = TaskOptions(
+                name=name or f"{self.name}.{func.__name__}", queue=queue, priority=priority,
+                max_retries=max_retries, autoretry_for=tuple(autoretry_for), retry_backoff=retry_backoff,
+                retry_backoff_max=retry_backoff_max, retry_jitter=retry_jitter,
+                default_retry_delay=default_retry_delay, time_limit=time_limit, soft_time_limit=soft_time_limit,
+                expires=expires, ignore_result=ignore_result, track_started=track_started, bind=bind,
+            )
+            existing = self.tasks.get(options.name)
+            if existing is not None and existing.fn is not func:
+                raise ConfigurationError(f"task name {options.name!r} is registered twice")
+            task: Task[R] = Task(self, func, options)
+            self.tasks[options.name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def get_task(self, name: str) -> Task[Any]:
+        """The registered task ``name``; ``TaskNotRegistered`` if there is none."""
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise TaskNotRegistered(f"task {name!r} is not registered in app {self.name!r}") from None
+
+    # -- sending -------------------------------------------------------------------------------------------------
+
+    def send(
+        self,
+        name: str,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        expires: float | datetime | None = None,
+        priority: int = 0,
+        queue: str | None = None,
+        task_id: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> AsyncResult:
+        """Send task ``name`` without importing its code (``app.send("billing.charge", args=(42,))``).
+        Options as for ``Task.apply_async``. Returns once the broker has stored the message."""
+        if countdown is not None and eta is not None:
+            raise ValueError("pass countdown or eta, not both")
+        now = datetime.now(UTC).timestamp()
+        eta_ts: float | None = None
+        if countdown is not None:
+            eta_ts = now + max(0.0, float(countdown))
+        elif eta is not None:
+            eta_ts = _timestamp(eta)
+        expires_ts: float | None = None
+        if isinstance(expires, datetime):
+            expires_ts = _timestamp(expires)
+        elif expires is not None:
+            expires_ts = now + float(expires)
+        message = Message(
+            id=task_id or uuid.uuid4().hex, task=name, args=tuple(args), kwargs=dict(kwargs or {}),
+            queue=validate_queue_name(queue or self.settings.default_queue), priority=priority,
+            eta=eta_ts, expires=expires_ts, headers=dict(headers or {}), created_at=now,
+        )
+        self.publish(message)
+        return AsyncResult(message.id, app=self)
+
+    def publish(self, message: Message) -> None:
+        """Encode ``message`` and hand it to the broker (after its eta, if any). Raises ``MessageTooLarge`` above
+        ``max_message_bytes``, ``EncodeError`` for unserializable arguments, ``BrokerConnectionError``."""
+        data = message.encode(self.serializer)
+        if len(data) > self.settings.max_message_bytes:
+            raise MessageTooLarge(
+                f"message for {message.task} is {len(data)} bytes, above max_message_bytes="
+                f"{self.settings.max_message_bytes}; pass a reference (URL, key) instead of the payload"
+            )
+        self.broker.enqueue(message.queue, message.broker_id, data, priority=message.priority,
+                            delay_s=message.delay_s())
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:
+        """A handle on the task ``task_id``."""
+        return AsyncResult(task_id, app=self)
+
+
+def _timestamp(when: datetime) -> float:
+    """Unix seconds of ``when``; a naive datetime is taken as UTC."""
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()

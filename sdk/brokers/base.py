@@ -1,0 +1,141 @@
+"""The broker contract: a small set of operations on opaque bytes, implemented once per broker.
+
+Delivery is at-least-once with leases: ``fetch`` moves messages from *ready* to *in-flight* with a lease of
+``visibility_timeout_s``; the consumer renews it with ``extend`` while it works and finishes with ``ack``. A message
+whose lease expires (its worker was SIGKILLed) goes back to *ready* and is delivered again. Delayed messages wait in
+a *delayed* set (never in a worker's memory) and move to *ready* when due. Priorities 0-9, higher first, FIFO within a
+priority. Every queue has a dead-letter list that keeps the bytes and the reason.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from taskfleet.settings import BrokerSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A fetched message, held in-flight under a lease until acked, released, nacked or dead-lettered."""
+
+    queue: str
+    message_id: str
+    data: bytes
+    delivery_count: int = 1  # 1 on the first delivery
+
+    @property
+    def redelivered(self) -> bool:
+        return self.delivery_count > 1
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message to enqueue (``enqueue_many`` takes a batch of these)."""
+
+    queue: str
+    message_id: str
+    data: bytes
+    priority: int = 0
+    delay_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """Counts of one queue. ``in_flight`` = fetched and not yet acked (running or prefetched).
+    ``in_flight_known`` is False when the broker could only count ready messages."""
+
+    ready: int
+    in_flight: int
+    delayed: int = 0
+    dead: int = 0
+    in_flight_known: bool = True
+
+    @property
+    def total(self) -> int:
+        """Work that needs a worker now: ready + in-flight (what the operator scales on)."""
+        return self.ready + self.in_flight
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message that could not be processed, with the reason, as stored in a queue's dead-letter list."""
+
+    queue: str
+    message_id: str
+    reason: str
+    data: bytes
+    dead_at: float  # Unix time, seconds
+
+
+class Broker(ABC):
+    """A connection to one broker. Not shared across ``fork()``: each process makes its own."""
+
+    settings: BrokerSettings
+
+    @abstractmethod
+    def enqueue(self, queue: str, message_id: str, data: bytes, *, priority: int = 0, delay_s: float = 0.0) -> None:
+        """Store ``data`` in ``queue``, ready now or after ``delay_s`` seconds. Re-enqueueing an id that is still
+        stored replaces it (no duplicate). Retries connection errors per ``settings.publish_retry``, then raises
+        ``BrokerConnectionError``."""
+
+    def enqueue_many(self, items: Sequence[Outgoing]) -> None:
+        """Enqueue a batch; implementations pipeline it into as few round trips as they can."""
+        for item in items:
+            self.enqueue(item.queue, item.message_id, item.data, priority=item.priority, delay_s=item.delay_s)
+
+    @abstractmethod
+    def fetch(self, queues: Sequence[str], *, max_messages: int, timeout_s: float) -> list[Delivery]:
+        """Lease up to ``max_messages`` ready messages from ``queues`` (highest priority first, queues served
+        fairly), blocking up to ``timeout_s`` seconds when none is ready. Due delayed messages and expired leases are
+        moved to ready on the way. A message delivered more than ``settings.max_deliveries`` times is dead-lettered
+        instead of returned. Returns ``[]`` on timeout."""
+
+    @abstractmethod
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Done with these: delete them. Acking a message whose lease was lost is a no-op."""
+
+    @abstractmethod
+    def release(self, deliveries: Sequence[Delivery]) -> None:
+        """Give back messages that were fetched but never started: ready again at once, at the head of their
+        priority, and the delivery is not counted against ``max_deliveries``."""
+
+    @abstractmethod
+    def nack(self, deliveries: Sequence[Delivery]) -> None:
+        """Give back messages whose processing was interrupted (worker lost): ready again at once, delivery
+        counted."""
+
+    @abstractmethod
+    def extend(self, deliveries: Sequence[Delivery]) -> None:
+        """Renew the leases of messages still being worked on, to now + ``visibility_timeout_s``."""
+
+    @abstractmethod
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Atomically remove an in-flight message and append it, with ``reason``, to its queue's dead-letter
+        list."""
+
+    @abstractmethod
+    def queue_depth(self, queue: str) -> QueueDepth:
+        """Ready, in-flight, delayed and dead counts of ``queue``, in one round trip."""
+
+    @abstractmethod
+    def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` entries of ``queue``'s dead-letter list (not removed)."""
+
+    @abstractmethod
+    def purge(self, queue: str) -> int:
+        """Delete ready and delayed messages of ``queue``; in-flight ones are left to their workers. Returns the
+        number deleted."""
+
+    @abstractmethod
+    def queues(self) -> list[str]:
+        """Names of the queues this broker has seen messages for."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Return when the broker answers; raise ``BrokerConnectionError`` when it does not."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close connections. The broker object must not be used afterwards."""

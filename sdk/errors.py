@@ -1,0 +1,95 @@
+"""The one error tree of Taskfleet. Every error the library raises on purpose is a ``TaskfleetError``."""
+
+from __future__ import annotations
+
+
+class TaskfleetError(Exception):
+    """Base class of every error Taskfleet raises on purpose."""
+
+
+class ConfigurationError(TaskfleetError, ValueError):
+    """A setting is missing, unknown or has a bad value (e.g. no broker configured)."""
+
+
+class BrokerError(TaskfleetError):
+    """The broker refused or failed an operation."""
+
+
+class BrokerConnectionError(BrokerError, ConnectionError):
+    """The broker could not be reached, even after the configured retries."""
+
+
+class MessageError(TaskfleetError):
+    """A message could not be built or read."""
+
+
+class DecodeError(MessageError):
+    """Bytes from the broker are not a valid Taskfleet message (malformed, wrong version, refused content type)."""
+
+
+class ContentTypeRefused(DecodeError):
+    """The message's content type is not in the worker's accept-list (e.g. pickle without opt-in)."""
+
+
+class EncodeError(MessageError, TypeError):
+    """Arguments or a result could not be serialized with the configured serializer."""
+
+
+class MessageTooLarge(MessageError, ValueError):
+    """An encoded message is larger than ``max_message_bytes``; it was not published."""
+
+
+class TaskNotRegistered(TaskfleetError, KeyError):
+    """No task with this name is registered in the worker's app."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "task not registered"
+
+
+class ResultError(TaskfleetError):
+    """A result could not be stored or read."""
+
+
+class ResultTimeout(ResultError, TimeoutError):
+    """``AsyncResult.get(timeout=...)`` ran out of time before the task finished."""
+
+
+class TaskFailed(TaskfleetError):
+    """A task failed with an exception whose type cannot be imported here; carries its type, message, traceback."""
+
+    def __init__(self, exc_type: str, message: str, traceback: str | None = None) -> None:
+        super().__init__(f"{exc_type}: {message}")
+        self.exc_type = exc_type
+        self.message = message
+        self.traceback = traceback
+
+
+class TaskRevoked(TaskfleetError):
+    """The task was revoked or expired before it ran."""
+
+
+class Retry(TaskfleetError):
+    """Raised by ``self.retry()`` inside a task: the worker re-enqueues the task after ``countdown_s``."""
+
+    def __init__(self, exc: BaseException | None = None, countdown_s: float | None = None,
+                 max_retries: int | None = None) -> None:
+        super().__init__(f"retry in {countdown_s}s" if countdown_s is not None else "retry")
+        self.exc = exc
+        self.countdown_s = countdown_s
+        self.max_retries = max_retries
+
+
+class MaxRetriesExceeded(TaskfleetError):
+    """A task asked for a retry but had used up ``max_retries``."""
+
+
+class SoftTimeLimitExceeded(TaskfleetError):
+    """Raised inside a running task when its ``soft_time_limit`` (seconds) has passed; the task may clean up."""
+
+
+class TimeLimitExceeded(TaskfleetError):
+    """The task ran past its hard ``time_limit`` and its worker child was killed."""
+
+
+class WorkerLostError(TaskfleetError):
+    """The worker child running the task died unexpectedly."""

@@ -1,0 +1,151 @@
+"""``Task``: a registered function that can be called in-process or sent to workers."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
+
+from taskfleet.errors import ConfigurationError, Retry
+from taskfleet.message import MAX_PRIORITY, MIN_PRIORITY
+from taskfleet.retry import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF_MAX_S, DEFAULT_RETRY_DELAY_S
+
+if TYPE_CHECKING:
+    from taskfleet.app import App
+    from taskfleet.result import AsyncResult
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskOptions:
+    """Per-task settings from ``@app.task(...)``. Times are in seconds."""
+
+    name: str
+    queue: str | None = None  # None: the app's default queue
+    priority: int = 0
+    max_retries: int | None = DEFAULT_MAX_RETRIES  # None: retry forever
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    retry_backoff: bool | float = False  # True: 1 s base, doubled each retry; a number: that base
+    retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX_S
+    retry_jitter: bool = True
+    default_retry_delay: float = DEFAULT_RETRY_DELAY_S  # used when there is no backoff
+    time_limit: float | None = None  # hard: the worker child is killed, the task FAILS with TimeLimitExceeded
+    soft_time_limit: float | None = None  # SoftTimeLimitExceeded is raised inside the task
+    expires: float | None = None  # default for apply_async(expires=)
+    ignore_result: bool = False
+    track_started: bool = True  # store STARTED when a worker begins the task
+    bind: bool = False  # the function receives the Task as its first argument
+
+    def __post_init__(self) -> None:
+        if not (MIN_PRIORITY <= self.priority <= MAX_PRIORITY):
+            raise ConfigurationError(f"priority must be {MIN_PRIORITY}-{MAX_PRIORITY}")
+        if self.max_retries is not None and self.max_retries < 0:
+            raise ConfigurationError("max_retries must be >= 0 or None")
+        for limit in (self.time_limit, self.soft_time_limit):
+            if limit is not None and limit <= 0:
+                raise ConfigurationError("time limits must be > 0 seconds")
+        if self.time_limit and self.soft_time_limit and self.soft_time_limit >= self.time_limit:
+            raise ConfigurationError("soft_time_limit must be smaller than time_limit")
+        if not all(isinstance(t, type) and issubclass(t, BaseException) for t in self.autoretry_for):
+            raise ConfigurationError("autoretry_for must be a tuple of exception types")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Request:
+    """What a running task knows about its own invocation (``self.request`` with ``bind=True``)."""
+
+    id: str | None = None
+    task: str = ""
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    retries: int = 0
+    queue: str | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    eta: float | None = None
+    expires: float | None = None
+    root_id: str | None = None
+    parent_id: str | None = None
+    delivery_count: int = 0
+    called_directly: bool = True
+
+
+_DIRECT_CALL = Request()
+_current_request: contextvars.ContextVar[Request | None] = contextvars.ContextVar("taskfleet_request", default=None)
+
+
+class Task(Generic[R]):
+    """A task function registered with an ``App``. Calling it runs it here; ``delay`` sends it to a worker."""
+
+    def __init__(self, app: App, fn: Callable[..., R], options: TaskOptions) -> None:
+        self.app = app
+        self.fn = fn
+        self.options = options
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    @property
+    def name(self) -> str:
+        return self.options.name
+
+    @property
+    def queue(self) -> str:
+        return self.options.queue or self.app.settings.default_queue
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.queue}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
+        """Run the function in this process, now (no message, no worker)."""
+        if self.options.bind:
+            return self.fn(self, *args, **kwargs)
+        return self.fn(*args, **kwargs)
+
+    @property
+    def request(self) -> Request:
+        """The invocation being executed in this context (``called_directly`` when not run by a worker)."""
+        return _current_request.get() or _DIRECT_CALL
+
+    def run_with_request(self, request: Request, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> R:
+        """Run the function with ``self.request`` set to ``request`` (the worker's entry point)."""
+        token = _current_request.set(request)
+        try:
+            return self(*args, **kwargs)
+        finally:
+            _current_request.reset(token)
+
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """Send the task to a worker with these arguments; shorthand for ``apply_async(args, kwargs)``."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        expires: float | datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        task_id: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+    ) -> AsyncResult:
+        """Send the task with options: run after ``countdown`` seconds or at ``eta``; skip (REVOKED) if not started
+        within ``expires`` seconds / by that datetime; ``priority`` 0-9 (higher first); another ``queue``; a chosen
+        ``task_id``; extra ``headers``."""
+        return self.app.send(
+            self.name, args, kwargs, countdown=countdown, eta=eta,
+            expires=self.options.expires if expires is None else expires,
+            priority=self.options.priority if priority is None else priority,
+            queue=queue or self.queue, task_id=task_id, headers=headers,
+        )
+
+    def retry(
+        self, *, countdown: float | None = None, exc: BaseException | None = None, max_retries: int | None = None
+    ) -> NoReturn:
+        """Ask the worker to run this task again after ``countdown`` seconds (default: the task's retry policy).
+        When retries are used up the task fails with ``exc`` (or ``MaxRetriesExceeded``)."""
+        raise Retry(exc=exc, countdown_s=countdown, max_retries=max_retries)

@@ -1,0 +1,1 @@
+"""The Taskfleet worker: prefork supervisor, children, executor, health and metrics."""
