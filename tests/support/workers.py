@@ -1,0 +1,92 @@
+"""Run ``taskfleet worker`` as a real subprocess (supervisor + forked children) for integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.support.servers import free_port
+from tests.support.waiting import wait_for
+
+STOP_TIMEOUT_S = 30.0
+
+
+class WorkerProcess:
+    """One ``taskfleet worker`` process tree. Its JSON log lines are kept in a file for assertions."""
+
+    def __init__(self, *, broker: str, backend: str | None, app: str = "tests.tasks:app",
+                 queues: str = "tests", concurrency: int = 2, extra: list[str] | None = None) -> None:
+        self.health_port = free_port()
+        self.log_path = Path(tempfile.mkstemp(prefix="taskfleet-worker-", suffix=".log")[1])
+        cmd = [sys.executable, "-m", "taskfleet", "worker", "-A", app, "-Q", queues, "-c", str(concurrency),
+               "--broker", broker, "--log-format", "json", "-l", "debug", "--health-host", "127.0.0.1",
+               "--health-port", str(self.health_port), "--drain-timeout", "10", *(extra or [])]
+        if backend:
+            cmd += ["--result-backend", backend]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("TASKFLEET_BROKER_URL", None)
+        env.pop("TASKFLEET_RESULT_BACKEND", None)
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     cwd=Path(__file__).resolve().parents[2])
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def logs(self) -> list[dict[str, object]]:
+        """Parsed JSON log lines so far (non-JSON lines are kept as {"raw": line})."""
+        out: list[dict[str, object]] = []
+        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                out.append({"raw": line})
+        return out
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_started(self, timeout: float = 15.0) -> WorkerProcess:
+        wait_for(lambda: self.proc.poll() is not None or "worker starting" in self.log_text(), timeout,
+                 message="worker did not start")
+        assert self.proc.poll() is None, f"worker exited early ({self.proc.returncode}):\n{self.log_text()}"
+        return self
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait_exit(self, timeout: float = STOP_TIMEOUT_S) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL of the whole tree if it does not exit in time."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self._log.close()
+
+
+def children_of(pid: int) -> list[int]:
+    """PIDs of the direct children of ``pid`` (Linux /proc)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def wait_children(pid: int, count: int, timeout: float = 10.0) -> list[int]:
+    wait_for(lambda: len(children_of(pid)) >= count, timeout, message=f"{count} children of {pid}")
+    time.sleep(0.2)  # let them connect
+    return children_of(pid)

@@ -1,0 +1,144 @@
+"""``taskfleet worker``: parse flags, apply env (this is an entrypoint), load the app, wait for the broker, run."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Mapping
+
+from taskfleet import brokers
+from taskfleet.errors import BrokerError, ConfigurationError
+from taskfleet.settings import BrokerSettings, settings_from_env
+from taskfleet.urls import mask_url
+from taskfleet.worker.exitcodes import ExitCode
+from taskfleet.worker.health import HealthServer, check_health
+from taskfleet.worker.loader import AppImportError, load_app
+from taskfleet.worker.logging import configure_logging, get_logger
+from taskfleet.worker.metrics import WorkerMetrics
+from taskfleet.worker.settings import (
+    DEFAULT_BROKER_CONNECT_TIMEOUT_S,
+    DEFAULT_DRAIN_TIMEOUT_S,
+    DEFAULT_HEALTH_PORT_IN_CONTAINER,
+    DEFAULT_PREFETCH,
+    WorkerSettings,
+)
+from taskfleet.worker.supervisor import Supervisor
+
+ENV_HEALTH_PORT = "TASKFLEET_HEALTH_PORT"
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("worker", help="run a prefork worker", description=__doc__)
+    p.add_argument("-A", "--app", required=True, help="module:attribute of your App, or a module holding one App")
+    p.add_argument("-Q", "--queues", default=None, help="comma-separated queues to consume (default: the app's)")
+    p.add_argument("-c", "--concurrency", type=int, default=os.cpu_count() or 1, help="child processes")
+    p.add_argument("--prefetch", type=int, default=DEFAULT_PREFETCH, help="messages leased per child fetch")
+    p.add_argument("--max-tasks-per-child", type=int, default=None, help="recycle a child after N tasks")
+    p.add_argument("--max-memory-per-child", type=float, default=None, metavar="MB",
+                   help="recycle a child whose resident memory exceeds MB after a task")
+    p.add_argument("--drain-timeout", type=float, default=DEFAULT_DRAIN_TIMEOUT_S, metavar="S",
+                   help="on SIGTERM, let running tasks finish for up to S seconds")
+    p.add_argument("--broker", default=None, help="broker URL (overrides the app and TASKFLEET_BROKER_URL)")
+    p.add_argument("--result-backend", default=None, help="result backend URL (overrides app and env)")
+    p.add_argument("--broker-timeout", type=float, default=DEFAULT_BROKER_CONNECT_TIMEOUT_S, metavar="S",
+                   help="give up (exit 4) when the broker does not answer within S seconds at start")
+    p.add_argument("--health-port", type=int, default=None,
+                   help=f"serve /healthz, /readyz, /metrics (default {DEFAULT_HEALTH_PORT_IN_CONTAINER} in "
+                        "containers, off elsewhere)")
+    p.add_argument("--health-host", default="0.0.0.0", help="address of the health server")  # noqa: S104
+    p.add_argument("--log-format", choices=["json", "console", "auto"], default="auto")
+    p.add_argument("-l", "--log-level", default="info")
+    p.add_argument("--check", action="store_true",
+                   help="probe a running worker's /healthz on --health-port and exit 0 (healthy) or 1")
+    p.set_defaults(handler=run)
+
+
+def _in_container(environ: Mapping[str, str]) -> bool:
+    return "KUBERNETES_SERVICE_HOST" in environ or os.path.exists("/.dockerenv")
+
+
+def _health_port(args: argparse.Namespace, environ: Mapping[str, str]) -> int | None:
+    if args.health_port is not None:
+        return int(args.health_port)
+    if environ.get(ENV_HEALTH_PORT):
+        return int(environ[ENV_HEALTH_PORT])
+    return DEFAULT_HEALTH_PORT_IN_CONTAINER if _in_container(environ) else None
+
+
+def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Run ``taskfleet worker``; returns an ``ExitCode``."""
+    try:
+        configure_logging(fmt=args.log_format, level=args.log_level)
+    except ConfigurationError as exc:
+        print(f"taskfleet worker: {exc}")  # noqa: T201 - logging is not configured
+        return ExitCode.BAD_CONFIG
+    log = get_logger("taskfleet.worker")
+    health_port = _health_port(args, environ)
+    if args.check:
+        ok, detail = check_health(f"http://127.0.0.1:{health_port or DEFAULT_HEALTH_PORT_IN_CONTAINER}/healthz")
+        print(detail)  # noqa: T201 - the probe's answer is its output
+        return ExitCode.OK if ok else ExitCode.FAILURE
+    try:
+        app = load_app(args.app)
+    except AppImportError as exc:
+        log.error("cannot load the app", app=args.app, error=str(exc))
+        return ExitCode.APP_IMPORT_ERROR
+    try:
+        overrides: dict[str, str] = settings_from_env(environ)
+        if args.broker:
+            overrides["broker"] = args.broker
+        if args.result_backend:
+            overrides["result_backend"] = args.result_backend
+        if overrides:
+            app.configure(**overrides)
+        queues = tuple(q.strip() for q in args.queues.split(",") if q.strip()) if args.queues else (
+            app.settings.default_queue,)
+        settings = WorkerSettings(
+            queues=queues, concurrency=args.concurrency, prefetch=args.prefetch,
+            max_tasks_per_child=args.max_tasks_per_child, max_memory_per_child_mb=args.max_memory_per_child,
+            drain_timeout_s=args.drain_timeout, broker_connect_timeout_s=args.broker_timeout,
+            health_host=args.health_host, health_port=health_port, log_format=args.log_format,
+            log_level=args.log_level,
+        )
+        broker_settings = app.settings.broker_settings()
+    except (ConfigurationError, ValueError) as exc:
+        log.error("bad configuration", error=str(exc))
+        return ExitCode.BAD_CONFIG
+    if not _wait_for_broker(broker_settings, settings.broker_connect_timeout_s):
+        return ExitCode.BROKER_UNREACHABLE
+    metrics = WorkerMetrics()
+    supervisor = Supervisor(app, settings, metrics)
+    health = None
+    if settings.health_port is not None:
+        health = HealthServer(host=settings.health_host, port=settings.health_port, liveness=supervisor.liveness,
+                              readiness=supervisor.readiness, metrics=metrics.render)
+        health.start()
+    backend_url = app.settings.result_backend_url
+    log.info("worker starting", app=app.name, queues=list(settings.queues), concurrency=settings.concurrency,
+             prefetch=settings.prefetch, broker=mask_url(broker_settings.url),
+             result_backend=mask_url(backend_url) if backend_url else None, tasks=len(app.tasks),
+             health_port=health.port if health else None, pid=os.getpid())
+    try:
+        return supervisor.run()
+    finally:
+        if health is not None:
+            health.stop()
+
+
+def _wait_for_broker(settings: BrokerSettings, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    broker = brokers.connect(settings)
+    try:
+        while True:
+            try:
+                broker.ping()
+                return True
+            except BrokerError as exc:
+                if time.monotonic() >= deadline:
+                    get_logger("taskfleet.worker").error("broker unreachable", broker=mask_url(settings.url),
+                                                         waited_s=timeout_s, error=str(exc))
+                    return False
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    finally:
+        broker.close()

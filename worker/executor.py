@@ -1,0 +1,198 @@
+"""Run one delivery: decode, check, execute, store the result, then ack, retry or dead-letter.
+
+The ack comes only after the result is stored, so a worker that dies anywhere before that point leaves the message
+in-flight and it is delivered again (at-least-once). Bad input never raises out of here: it is dead-lettered with
+the reason and the worker goes on.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from taskfleet.app import App
+from taskfleet.backends.base import ResultBackend, ResultRecord
+from taskfleet.brokers.base import Broker, Delivery
+from taskfleet.errors import (
+    DecodeError,
+    EncodeError,
+    MaxRetriesExceeded,
+    Retry,
+    SoftTimeLimitExceeded,
+    TaskNotRegistered,
+)
+from taskfleet.message import Message
+from taskfleet.retry import retry_delay_s
+from taskfleet.states import State
+from taskfleet.task import Request, Task
+from taskfleet.worker.logging import get_logger
+
+log = get_logger("taskfleet.worker")
+
+SUCCESS = "success"
+FAILURE = "failure"
+RETRY = "retry"
+REVOKED = "revoked"
+DEAD_LETTERED = "dead_lettered"
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """What the supervisor needs to enforce a hard time limit on a running task."""
+
+    message_id: str
+    queue: str
+    task_id: str
+    task: str
+    time_limit_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The end of one delivery."""
+
+    outcome: str
+    task: str
+    runtime_s: float
+
+
+def exception_fields(exc: BaseException, serialize: Callable[[Any], bytes]) -> dict[str, Any]:
+    """The result-record fields that describe ``exc`` (args kept only when they serialize)."""
+    exc_type = type(exc)
+    try:
+        args: list[Any] | None = list(exc.args)
+        serialize(args)
+    except Exception:  # noqa: BLE001 - unserializable args: rebuild from the message instead
+        args = None
+    return {
+        "exc_type": f"{exc_type.__module__}.{exc_type.__qualname__}",
+        "exc_message": str(exc),
+        "exc_args": args,
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+def _raise_soft_limit(signum: int, frame: FrameType | None) -> None:
+    raise SoftTimeLimitExceeded("soft time limit exceeded")
+
+
+class Executor:
+    """Executes deliveries for one child process. ``on_start`` is called just before a task body runs."""
+
+    def __init__(self, app: App, broker: Broker, backend: ResultBackend | None,
+                 on_start: Callable[[Started], None]) -> None:
+        self.app = app
+        self.broker = broker
+        self.backend = backend
+        self.on_start = on_start
+        self.accept = app.settings.accept_content
+        self.max_bytes = app.settings.max_message_bytes
+        self.serializer = app.serializer
+        signal.signal(signal.SIGALRM, _raise_soft_limit)
+
+    def run(self, delivery: Delivery) -> Outcome:
+        """Process ``delivery`` to its end. Only broker/backend connection errors escape (the message then stays
+        in-flight and is redelivered when its lease runs out)."""
+        began = time.perf_counter()
+        if len(delivery.data) > self.max_bytes:
+            return self._dead(delivery, "?", f"oversized message: {len(delivery.data)} bytes > "
+                                              f"max_message_bytes={self.max_bytes}", began)
+        try:
+            msg = Message.decode(delivery.data, accept=self.accept)
+        except DecodeError as exc:
+            return self._dead(delivery, "?", str(exc), began)
+        task = self.app.tasks.get(msg.task)
+        if task is None:
+            error = TaskNotRegistered(f"task {msg.task!r} is not registered in app {self.app.name!r}")
+            self._store(msg, State.FAILURE, **exception_fields(error, self.serializer.dumps))
+            return self._dead(delivery, msg.task, str(error), began)
+        if msg.is_expired():
+            self._store(msg, State.REVOKED, exc_message=f"expired at {msg.expires} before it started")
+            self.broker.ack([delivery])
+            log.info("task revoked", task_id=msg.id, task=msg.task, queue=delivery.queue, reason="expired")
+            return Outcome(REVOKED, msg.task, time.perf_counter() - began)
+        return self._execute(delivery, msg, task, began)
+
+    def _execute(self, delivery: Delivery, msg: Message, task: Task[Any], began: float) -> Outcome:
+        opts = task.options
+        if opts.track_started and not opts.ignore_result:
+            self._store(msg, State.STARTED)
+        self.on_start(Started(delivery.message_id, delivery.queue, msg.id, msg.task, opts.time_limit))
+        request = Request(
+            id=msg.id, task=msg.task, args=msg.args, kwargs=msg.kwargs, retries=msg.retries, queue=msg.queue,
+            headers=msg.headers, eta=msg.eta, expires=msg.expires, root_id=msg.root_id or msg.id,
+            parent_id=msg.parent_id, delivery_count=delivery.delivery_count, called_directly=False,
+        )
+        if opts.soft_time_limit:
+            signal.setitimer(signal.ITIMER_REAL, opts.soft_time_limit)
+        try:
+            value = task.run_with_request(request, msg.args, msg.kwargs)
+        except Retry as exc:
+            return self._retry(delivery, msg, task, exc.exc, exc.countdown_s, exc.max_retries, began)
+        except Exception as exc:  # noqa: BLE001 - the task's own failure is data, not a worker error
+            if opts.autoretry_for and isinstance(exc, opts.autoretry_for):
+                return self._retry(delivery, msg, task, exc, None, None, began)
+            return self._fail(delivery, msg, task, exc, began)
+        finally:
+            if opts.soft_time_limit:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        runtime = time.perf_counter() - began
+        if not opts.ignore_result:
+            try:
+                self._store(msg, State.SUCCESS, result=value)
+            except EncodeError as exc:
+                return self._fail(delivery, msg, task, exc, began)
+        self.broker.ack([delivery])
+        log.info("task succeeded", task_id=msg.id, task=msg.task, queue=delivery.queue,
+                 runtime_ms=round(runtime * 1000, 3))
+        return Outcome(SUCCESS, msg.task, runtime)
+
+    def _retry(self, delivery: Delivery, msg: Message, task: Task[Any], exc: BaseException | None,
+               countdown_s: float | None, max_retries: int | None, began: float) -> Outcome:
+        opts = task.options
+        limit = opts.max_retries if max_retries is None else max_retries
+        if limit is not None and msg.retries >= limit:
+            error = exc if exc is not None else MaxRetriesExceeded(f"{msg.task} used up its {limit} retries")
+            self._store(msg, State.FAILURE, **exception_fields(error, self.serializer.dumps))
+            reason = f"max retries ({limit}) exceeded: {type(error).__name__}: {error}"
+            return self._dead(delivery, msg.task, reason, began)
+        if countdown_s is None:
+            countdown_s = retry_delay_s(retries=msg.retries, backoff=opts.retry_backoff,
+                                        backoff_max_s=opts.retry_backoff_max, jitter=opts.retry_jitter,
+                                        default_delay_s=opts.default_retry_delay)
+        again = msg.replace(retries=msg.retries + 1, eta=time.time() + countdown_s)
+        self.app.publish(again)  # the new attempt is stored before the old one is acked: never lost
+        fields = exception_fields(exc, self.serializer.dumps) if exc is not None else {}
+        self._store(msg, State.RETRY, retries=again.retries, **fields)
+        self.broker.ack([delivery])
+        log.info("task retry", task_id=msg.id, task=msg.task, queue=delivery.queue, retries=again.retries,
+                 countdown_s=round(countdown_s, 3), error=repr(exc))
+        return Outcome(RETRY, msg.task, time.perf_counter() - began)
+
+    def _fail(self, delivery: Delivery, msg: Message, task: Task[Any], exc: BaseException,
+              began: float) -> Outcome:
+        self._store(msg, State.FAILURE, **exception_fields(exc, self.serializer.dumps))
+        self.broker.ack([delivery])
+        log.warning("task failed", task_id=msg.id, task=msg.task, queue=delivery.queue,
+                    error=f"{type(exc).__name__}: {exc}", runtime_ms=round((time.perf_counter() - began) * 1000, 3))
+        return Outcome(FAILURE, msg.task, time.perf_counter() - began)
+
+    def _dead(self, delivery: Delivery, task: str, reason: str, began: float) -> Outcome:
+        self.broker.dead_letter(delivery, reason)
+        log.error("message dead-lettered", queue=delivery.queue, message_id=delivery.message_id, task=task,
+                  reason=reason)
+        return Outcome(DEAD_LETTERED, task, time.perf_counter() - began)
+
+    def _store(self, msg: Message, state: State, **fields: Any) -> None:
+        if self.backend is None:
+            return
+        task = self.app.tasks.get(msg.task)
+        if task is not None and task.options.ignore_result:
+            return
+        fields.setdefault("retries", msg.retries)
+        self.backend.store(ResultRecord(task_id=msg.id, state=state, task=msg.task, **fields))

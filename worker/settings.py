@@ -1,0 +1,65 @@
+"""Worker settings: one frozen dataclass, built by the CLI (the entrypoint) from flags and env."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+from taskfleet.errors import ConfigurationError
+from taskfleet.settings import validate_queue_name
+
+#: Messages a child leases per fetch. Small enough that a busy worker never hides a backlog (prefetched messages
+#: count as in-flight) and long tasks release the rest (see ``prefetch_release_s``); large enough to amortise round
+#: trips for short tasks. Chosen with bench/drain.py.
+DEFAULT_PREFETCH = 4
+#: A child that has been running one task this long gives its unstarted prefetched messages back to the queue, so a
+#: long task never makes short ones wait in one child while another child idles.
+DEFAULT_PREFETCH_RELEASE_S = 0.5
+DEFAULT_DRAIN_TIMEOUT_S = 30.0
+#: How long a blocking fetch waits before the child checks for shutdown again.
+DEFAULT_POLL_TIMEOUT_S = 1.0
+#: A child that sent no heartbeat for this long makes /healthz fail.
+DEFAULT_CHILD_STALL_S = 30.0
+DEFAULT_BROKER_CONNECT_TIMEOUT_S = 30.0
+DEFAULT_HEALTH_PORT_IN_CONTAINER = 8000
+
+LogFormat = Literal["json", "console", "auto"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerSettings:
+    """How one ``taskfleet worker`` process tree runs."""
+
+    queues: tuple[str, ...]
+    concurrency: int = os.cpu_count() or 1
+    prefetch: int = DEFAULT_PREFETCH
+    prefetch_release_s: float = DEFAULT_PREFETCH_RELEASE_S
+    max_tasks_per_child: int | None = None
+    max_memory_per_child_mb: float | None = None
+    drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
+    poll_timeout_s: float = DEFAULT_POLL_TIMEOUT_S
+    child_stall_s: float = DEFAULT_CHILD_STALL_S
+    broker_connect_timeout_s: float = DEFAULT_BROKER_CONNECT_TIMEOUT_S
+    health_host: str = "0.0.0.0"  # noqa: S104 - probes come from the kubelet, outside the pod's loopback
+    health_port: int | None = None  # None: no HTTP server
+    log_format: LogFormat = "auto"
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not self.queues:
+            raise ConfigurationError("a worker needs at least one queue")
+        for queue in self.queues:
+            validate_queue_name(queue)
+        if self.concurrency < 1:
+            raise ConfigurationError("concurrency must be >= 1")
+        if self.prefetch < 1:
+            raise ConfigurationError("prefetch must be >= 1")
+        if self.max_tasks_per_child is not None and self.max_tasks_per_child < 1:
+            raise ConfigurationError("max_tasks_per_child must be >= 1")
+        if self.max_memory_per_child_mb is not None and self.max_memory_per_child_mb <= 0:
+            raise ConfigurationError("max_memory_per_child_mb must be > 0")
+        if self.drain_timeout_s < 0:
+            raise ConfigurationError("drain_timeout_s must be >= 0")
+        if self.health_port is not None and not (0 <= self.health_port <= 65535):
+            raise ConfigurationError("health_port must be 0-65535")

@@ -1,0 +1,308 @@
+"""The prefork supervisor: forks the children, listens to their events, enforces hard time limits, gives back the
+messages of children that die, respawns and recycles them, drains on SIGTERM, and serves health and metrics.
+
+It never shares a live broker connection with a child: each child opens its own after ``fork()``; the supervisor's
+own connection is used only for hand-backs, time-limit results and readiness.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any
+
+from taskfleet import backends, brokers
+from taskfleet.app import App
+from taskfleet.backends.base import ResultBackend, ResultRecord
+from taskfleet.brokers.base import Broker, Delivery
+from taskfleet.errors import TaskfleetError, TimeLimitExceeded
+from taskfleet.states import State
+from taskfleet.worker.child import child_main
+from taskfleet.worker.executor import exception_fields
+from taskfleet.worker.logging import get_logger
+from taskfleet.worker.metrics import WorkerMetrics
+from taskfleet.worker.settings import WorkerSettings
+
+log = get_logger("taskfleet.worker")
+
+_LOOP_TICK_S = 0.05
+_RESPAWN_BACKOFF_MAX_S = 10.0
+_READINESS_CACHE_S = 1.0
+
+
+@dataclass
+class Running:
+    """The task a child is executing, as far as the supervisor knows."""
+
+    message_id: str
+    queue: str
+    task_id: str
+    task: str
+    started: float
+    deadline: float | None
+
+
+@dataclass
+class ChildRecord:
+    """The supervisor's view of one child process."""
+
+    slot: int
+    process: BaseProcess
+    conn: Connection
+    spawned: float
+    last_beat: float
+    held: dict[str, str] = field(default_factory=dict)  # message id -> queue (running + prefetched)
+    running: Running | None = None
+    exit_reason: str | None = None
+    killed_for: Running | None = None  # set when the supervisor killed it for a hard time limit
+    killed_in_drain: bool = False
+
+
+class Supervisor:
+    """Runs ``settings.concurrency`` children until told to stop. ``run`` returns the process exit code."""
+
+    def __init__(self, app: App, settings: WorkerSettings, metrics: WorkerMetrics) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+        self.children: dict[int, ChildRecord] = {}
+        self.draining = False
+        self.drain_deadline = 0.0
+        self.force_stop = False
+        self._respawn_at: dict[int, float] = {}
+        self._respawn_backoff: dict[int, float] = {}
+        self._ctx = multiprocessing.get_context("fork")
+        self._broker: Broker | None = None
+        self._backend: ResultBackend | None = None
+        self._readiness: tuple[float, bool, str] = (0.0, False, "not checked yet")
+
+    # -- connections of the supervisor itself --------------------------------------------------------------------
+
+    @property
+    def broker(self) -> Broker:
+        if self._broker is None:
+            self._broker = brokers.connect(self.app.settings.broker_settings())
+        return self._broker
+
+    @property
+    def backend(self) -> ResultBackend | None:
+        if self._backend is None:
+            bs = self.app.settings.backend_settings()
+            self._backend = None if bs is None else backends.connect(bs)
+        return self._backend
+
+    # -- main loop -----------------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        for slot in range(self.settings.concurrency):
+            self._spawn(slot)
+        while self.children or not self.draining:
+            self._tick()
+        self.metrics.set_children(0)
+        log.info("worker stopped", forced=self.force_stop)
+        for closable in (self._broker, self._backend):
+            if closable is not None:
+                closable.close()
+        return 0
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        if not self.draining:
+            self.draining = True
+            self.drain_deadline = time.monotonic() + self.settings.drain_timeout_s
+            log.info("draining: no new tasks; running ones may finish", signal=signal.Signals(signum).name,
+                     drain_timeout_s=self.settings.drain_timeout_s, running=self._running_count())
+            for rec in self.children.values():
+                self._signal(rec, signal.SIGTERM)
+        else:
+            self.force_stop = True
+
+    def _tick(self) -> None:
+        conns = {rec.conn: rec for rec in self.children.values()}
+        sentinels = {rec.process.sentinel: rec for rec in self.children.values()}
+        ready = wait([*conns, *sentinels], timeout=_LOOP_TICK_S) if conns else []
+        if not conns:
+            time.sleep(_LOOP_TICK_S)
+        for obj in ready:
+            if obj in conns:
+                self._drain_events(conns[obj])
+        for rec in list(self.children.values()):
+            if not rec.process.is_alive():
+                self._reap(rec)
+        now = time.monotonic()
+        self._enforce_time_limits(now)
+        if self.draining and self.children and (self.force_stop or now >= self.drain_deadline):
+            log.warning("drain timeout or second signal: stopping children; their messages are given back",
+                        running=self._running_count())
+            for rec in self.children.values():
+                rec.killed_in_drain = True
+                self._signal(rec, signal.SIGKILL)
+        if not self.draining:
+            for slot, at in list(self._respawn_at.items()):
+                if now >= at:
+                    del self._respawn_at[slot]
+                    self._spawn(slot)
+        self.metrics.set_in_flight(sum(len(rec.held) for rec in self.children.values()))
+
+    # -- children ------------------------------------------------------------------------------------------------
+
+    def _spawn(self, slot: int) -> None:
+        reader, writer = self._ctx.Pipe(duplex=False)
+        process = self._ctx.Process(target=child_main, args=(self.app, self.settings, writer, slot),
+                                    name=f"taskfleet-child-{slot}", daemon=False)
+        process.start()
+        writer.close()
+        now = time.monotonic()
+        self.children[slot] = ChildRecord(slot=slot, process=process, conn=reader, spawned=now, last_beat=now)
+        self.metrics.set_children(len(self.children))
+        log.debug("child started", slot=slot, pid=process.pid)
+
+    @staticmethod
+    def _signal(rec: ChildRecord, signum: int) -> None:
+        if rec.process.pid is not None:
+            try:
+                os.kill(rec.process.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def _drain_events(self, rec: ChildRecord) -> None:
+        try:
+            while rec.conn.poll():
+                self._on_event(rec, rec.conn.recv())
+        except (EOFError, OSError):
+            pass
+
+    def _on_event(self, rec: ChildRecord, event: tuple[Any, ...]) -> None:
+        kind = event[0]
+        now = time.monotonic()
+        rec.last_beat = now
+        if kind == "fetched":
+            for queue, message_id in event[1]:
+                rec.held[message_id] = queue
+        elif kind == "started":
+            _, message_id, queue, task_id, task, time_limit_s = event
+            deadline = now + time_limit_s if time_limit_s else None
+            rec.running = Running(message_id, queue, task_id, task, now, deadline)
+        elif kind == "finished":
+            _, message_id, queue, task, outcome, runtime_s = event
+            rec.held.pop(message_id, None)
+            rec.running = None
+            if outcome != "error":
+                self.metrics.task_finished(task, queue, outcome, runtime_s)
+        elif kind == "released":
+            for message_id in event[1]:
+                rec.held.pop(message_id, None)
+        elif kind == "exiting":
+            rec.exit_reason = event[1]
+
+    def _enforce_time_limits(self, now: float) -> None:
+        for rec in self.children.values():
+            running = rec.running
+            if running and running.deadline is not None and now >= running.deadline and rec.killed_for is None:
+                log.error("hard time limit exceeded: killing child", task_id=running.task_id, task=running.task,
+                          slot=rec.slot, pid=rec.process.pid, runtime_s=round(now - running.started, 3))
+                rec.killed_for = running
+                self._signal(rec, signal.SIGKILL)
+
+    def _reap(self, rec: ChildRecord) -> None:
+        self._drain_events(rec)
+        rec.process.join(timeout=1)
+        rec.conn.close()
+        del self.children[rec.slot]
+        self.metrics.set_children(len(self.children))
+        lived_s = time.monotonic() - rec.spawned
+        reason = self._exit_reason(rec)
+        self._give_back(rec)
+        if reason != "stopped":
+            self.metrics.child_restarted(reason)
+        if not self.draining:
+            backoff = self._respawn_backoff.get(rec.slot, 0.0)
+            backoff = min(_RESPAWN_BACKOFF_MAX_S, max(0.5, backoff * 2)) if reason == "crashed" and lived_s < 2 else 0
+            self._respawn_backoff[rec.slot] = backoff
+            self._respawn_at[rec.slot] = time.monotonic() + backoff
+
+    def _exit_reason(self, rec: ChildRecord) -> str:
+        code = rec.process.exitcode
+        if rec.killed_for is not None:
+            return "time_limit"
+        if rec.exit_reason in ("max_tasks", "max_memory"):
+            log.info("child recycled", slot=rec.slot, reason=rec.exit_reason, pid=rec.process.pid)
+            return rec.exit_reason
+        if rec.exit_reason == "stopped" and code == 0:
+            return "stopped"
+        if self.draining and rec.killed_in_drain:
+            return "stopped"
+        log.error("child died unexpectedly; its messages are given back", slot=rec.slot, pid=rec.process.pid,
+                  exitcode=code, held=len(rec.held))
+        return "crashed"
+
+    def _give_back(self, rec: ChildRecord) -> None:
+        """Return what a dead child held: the timed-out task fails, anything else goes back to its queue."""
+        if not rec.held:
+            return
+        running = rec.killed_for or rec.running
+        started = [Delivery(q, mid, b"") for mid, q in rec.held.items() if running and mid == running.message_id]
+        waiting = [Delivery(q, mid, b"") for mid, q in rec.held.items() if not running or mid != running.message_id]
+        try:
+            if rec.killed_for is not None and started:
+                self._fail_time_limit(rec.killed_for)
+                self.broker.ack(started)
+            elif started and rec.killed_in_drain:
+                self.broker.release(started)
+            elif started:
+                self.broker.nack(started)
+            if waiting:
+                self.broker.release(waiting)
+        except TaskfleetError as exc:
+            log.warning("could not give messages back; they return when their leases expire", error=str(exc))
+
+    def _fail_time_limit(self, running: Running) -> None:
+        runtime = time.monotonic() - running.started
+        self.metrics.task_finished(running.task, running.queue, "time_limit", runtime)
+        task = self.app.tasks.get(running.task)
+        if self.backend is None or (task is not None and task.options.ignore_result):
+            return
+        error = TimeLimitExceeded(f"{running.task} exceeded its time limit after {runtime:.1f}s; its child was killed")
+        self.backend.store(ResultRecord(task_id=running.task_id, state=State.FAILURE, task=running.task,
+                                        **exception_fields(error, self.app.serializer.dumps)))
+
+    def _running_count(self) -> int:
+        return sum(1 for rec in self.children.values() if rec.running is not None)
+
+    # -- health --------------------------------------------------------------------------------------------------
+
+    def liveness(self) -> tuple[bool, str]:
+        """Alive when every child slot has a child that sent a heartbeat recently."""
+        now = time.monotonic()
+        stalled = [rec.slot for rec in list(self.children.values())
+                   if now - rec.last_beat > self.settings.child_stall_s]
+        if stalled:
+            return False, f"children {stalled} sent no heartbeat for {self.settings.child_stall_s}s"
+        missing = self.settings.concurrency - len(self.children)
+        if missing and not self.draining and all(now - at > self.settings.child_stall_s
+                                                 for at in self._respawn_at.values()):
+            return False, f"{missing} child slots have no child"
+        return True, f"ok: {len(self.children)} children"
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready when the broker answers (checked at most once a second) and the worker is not draining."""
+        if self.draining:
+            return False, "draining"
+        checked, ok, detail = self._readiness
+        now = time.monotonic()
+        if now - checked >= _READINESS_CACHE_S:
+            try:
+                self.broker.ping()
+                ok, detail = True, "ok: broker reachable"
+            except TaskfleetError as exc:
+                ok, detail = False, f"broker unreachable: {exc}"
+            self._readiness = (now, ok, detail)
+            self.metrics.set_broker_reachable(ok)
+        return ok, detail
