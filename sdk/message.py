@@ -91,8 +91,6 @@ class Message:
         """The message's wire bytes; ``EncodeError`` when an argument cannot be serialized."""
         try:
             body = serializer.dumps(self.to_dict())
-        except EncodeError:
-            raise
         except Exception as exc:
             raise EncodeError(f"cannot encode arguments of {self.task}: {exc}") from exc
         return serializer.content_type.encode("ascii") + b"\n" + body

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
 from taskfleet.errors import ConfigurationError, EncodeError
 
 JSON = "json"

@@ -27,12 +27,12 @@ DEFAULT_SOCKET_TIMEOUT_S = 10.0
 ENV_BROKER_URL = "TASKFLEET_BROKER_URL"
 ENV_RESULT_BACKEND = "TASKFLEET_RESULT_BACKEND"
 
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 
 
 def validate_queue_name(name: str) -> str:
     """Queue names are 1-200 chars of letters, digits, ``._:-``; anything else is a ``ConfigurationError``."""
-    if not isinstance(name, str) or not _QUEUE_NAME.match(name):
+    if not isinstance(name, str) or not _QUEUE_NAME.fullmatch(name):
         raise ConfigurationError(f"invalid queue name {name!r}: use 1-200 letters, digits, '.', '_', ':', '-'")
     return name
 
@@ -54,7 +54,7 @@ class PublishRetry:
 
     def delay_s(self, attempt: int) -> float:
         """Backoff before retry number ``attempt`` (1-based)."""
-        return float(min(self.backoff_max_s, self.backoff_s * (2 ** (attempt - 1))))
+        return float(min(self.backoff_max_s, self.backoff_s * (2.0 ** min(attempt - 1, 62))))
 
 
 @dataclass(frozen=True, kw_only=True)

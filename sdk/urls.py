@@ -7,7 +7,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from taskfleet.errors import ConfigurationError
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<password>[^@/\s]*)@")
+_CREDENTIALS = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<password>[^/\s]*)@(?=[^@/\s]*(?:[/?#\s]|$))"
+)
 
 
 def mask_url(url: str) -> str:

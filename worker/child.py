@@ -7,6 +7,7 @@ if the supervisor is gone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -77,11 +78,9 @@ class Reporter:
         self._lock = threading.Lock()
 
     def send(self, *event: Any) -> None:
-        with self._lock:
-            try:
-                self._conn.send(event)
-            except (BrokenPipeError, OSError):
-                pass  # the supervisor is gone; the orphan check ends this process
+        # A broken pipe means the supervisor is gone; the orphan check ends this process.
+        with self._lock, contextlib.suppress(BrokenPipeError, OSError):
+            self._conn.send(event)
 
 
 def rss_mb() -> float:

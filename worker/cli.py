@@ -46,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--health-port", type=int, default=None,
                    help=f"serve /healthz, /readyz, /metrics (default {DEFAULT_HEALTH_PORT_IN_CONTAINER} in "
                         "containers, off elsewhere)")
-    p.add_argument("--health-host", default="0.0.0.0", help="address of the health server")  # noqa: S104
+    p.add_argument("--health-host", default="0.0.0.0", help="address of the health server")
     p.add_argument("--log-format", choices=["json", "console", "auto"], default="auto")
     p.add_argument("-l", "--log-level", default="info")
     p.add_argument("--check", action="store_true",
@@ -71,13 +71,13 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     try:
         configure_logging(fmt=args.log_format, level=args.log_level)
     except ConfigurationError as exc:
-        print(f"taskfleet worker: {exc}")  # noqa: T201 - logging is not configured
+        print(f"taskfleet worker: {exc}")
         return ExitCode.BAD_CONFIG
     log = get_logger("taskfleet.worker")
     health_port = _health_port(args, environ)
     if args.check:
         ok, detail = check_health(f"http://127.0.0.1:{health_port or DEFAULT_HEALTH_PORT_IN_CONTAINER}/healthz")
-        print(detail)  # noqa: T201 - the probe's answer is its output
+        print(detail)
         return ExitCode.OK if ok else ExitCode.FAILURE
     try:
         app = load_app(args.app)

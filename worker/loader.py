@@ -19,7 +19,7 @@ def load_app(spec: str) -> App:
         raise AppImportError(f"--app {spec!r}: expected 'module:attribute' or 'module'")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - any error while importing user code is an import error
+    except Exception as exc:
         raise AppImportError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from exc
     if attr:
         found = getattr(module, attr, None)

@@ -41,7 +41,7 @@ class WorkerSettings:
     poll_timeout_s: float = DEFAULT_POLL_TIMEOUT_S
     child_stall_s: float = DEFAULT_CHILD_STALL_S
     broker_connect_timeout_s: float = DEFAULT_BROKER_CONNECT_TIMEOUT_S
-    health_host: str = "0.0.0.0"  # noqa: S104 - probes come from the kubelet, outside the pod's loopback
+    health_host: str = "0.0.0.0"
     health_port: int | None = None  # None: no HTTP server
     log_format: LogFormat = "auto"
     log_level: str = "info"

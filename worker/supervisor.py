@@ -7,6 +7,7 @@ own connection is used only for hand-backs, time-limit results and readiness.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -167,10 +168,8 @@ class Supervisor:
     @staticmethod
     def _signal(rec: ChildRecord, signum: int) -> None:
         if rec.process.pid is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(rec.process.pid, signum)
-            except ProcessLookupError:
-                pass
 
     def _drain_events(self, rec: ChildRecord) -> None:
         try:

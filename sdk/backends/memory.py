@@ -1,4 +1,5 @@
-"""An in-process result backend for unit tests (``memory://``)."""
+"""An in-process result backend for unit tests (``memory://``). It stores encoded records, as the real backends do,
+so a result that cannot be serialized fails here too."""
 
 from __future__ import annotations
 
@@ -7,21 +8,24 @@ import time
 
 from taskfleet.backends.base import ResultBackend, ResultRecord
 from taskfleet.errors import ResultTimeout
+from taskfleet.serializers import get_serializer
 from taskfleet.settings import BackendSettings
 from taskfleet.states import READY_STATES
 
 
 class MemoryBackend(ResultBackend):
-    """Thread-safe dict of records with expiry; ``wait`` is woken by ``store`` through a condition variable."""
+    """Thread-safe dict of encoded records with expiry; ``wait`` is woken by ``store`` through a condition."""
 
     def __init__(self, settings: BackendSettings) -> None:
         self.settings = settings
-        self._records: dict[str, tuple[ResultRecord, float]] = {}
+        self._serializer = get_serializer(settings.serializer)
+        self._records: dict[str, tuple[bytes, float]] = {}
         self._cond = threading.Condition()
 
     def store(self, record: ResultRecord) -> None:
+        data = record.encode(self._serializer)
         with self._cond:
-            self._records[record.task_id] = (record, time.monotonic() + self.settings.result_expires_s)
+            self._records[record.task_id] = (data, time.monotonic() + self.settings.result_expires_s)
             self._cond.notify_all()
 
     def get(self, task_id: str) -> ResultRecord | None:
@@ -29,11 +33,11 @@ class MemoryBackend(ResultBackend):
             found = self._records.get(task_id)
             if found is None:
                 return None
-            record, expires_at = found
+            data, expires_at = found
             if time.monotonic() >= expires_at:
                 del self._records[task_id]
                 return None
-            return record
+        return ResultRecord.decode(data, accept=self.settings.accept_content)
 
     def wait(self, task_id: str, timeout_s: float | None) -> ResultRecord:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s

@@ -1,0 +1,194 @@
+"""A real worker's process behaviour: crashes, signals, recycling, leases, health, exit codes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+
+import pytest
+
+from taskfleet import App, State
+from taskfleet.worker.exitcodes import ExitCode
+from tests import tasks
+from tests.support.servers import RedisServer, free_port
+from tests.support.waiting import wait_for
+from tests.support.workers import WorkerProcess, children_of, wait_children
+
+pytestmark = pytest.mark.integration
+
+StartWorker = Callable[..., WorkerProcess]
+
+
+def _started_pids(marker: str) -> list[int]:
+    return [int(line.split()[1]) for line in tasks.lines(marker) if line.startswith("start")]
+
+
+def test_a_task_whose_child_is_sigkilled_mid_task_still_completes_exactly_once(
+        app: App, start_worker: StartWorker, marker: str) -> None:
+    worker = start_worker(concurrency=2)
+    result = tasks.slow_record.delay(marker, 1.0)
+    wait_for(lambda: len(_started_pids(marker)) == 1, timeout=10, message="task started")
+    os.kill(_started_pids(marker)[0], signal.SIGKILL)
+    assert result.get(timeout=15) == "done"
+    done = [line for line in tasks.lines(marker) if line.startswith("done")]
+    assert len(done) == 1, tasks.lines(marker)
+    assert len(_started_pids(marker)) == 2, "delivered again after the crash"
+    wait_for(lambda: len(children_of(worker.pid)) == 2, timeout=10, message="the dead child was replaced")
+
+
+def test_a_healthy_task_longer_than_the_visibility_timeout_is_never_delivered_twice(
+        app: App, start_worker: StartWorker, marker: str) -> None:
+    # tests.tasks.app has visibility_timeout_s=2: the task runs for 5
+    start_worker(concurrency=2)
+    assert tasks.slow_record.delay(marker, 5.0).get(timeout=20) == "done"
+    assert len(_started_pids(marker)) == 1
+
+
+def test_sigterm_lets_running_tasks_finish_and_hands_back_unstarted_ones(
+        app: App, start_worker: StartWorker, marker: str) -> None:
+    worker = start_worker(concurrency=1, extra=["--prefetch", "4"])
+    running = tasks.slow_record.delay(marker, 1.5)
+    waiting = [tasks.add.delay(i, i) for i in range(3)]
+    wait_for(lambda: len(_started_pids(marker)) == 1, timeout=10, message="task started")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait_exit(timeout=15) == 0
+    assert running.state is State.SUCCESS, "the running task finished during the drain"
+    depth = app.broker.queue_depth("tests")
+    assert (depth.ready, depth.in_flight) == (3, 0), "the unstarted tasks are back in the queue"
+    assert all(r.state is State.PENDING for r in waiting)
+
+
+def test_a_drain_that_times_out_stops_the_children_and_redelivers_their_messages(
+        app: App, start_worker: StartWorker, marker: str) -> None:
+    worker = start_worker(concurrency=1, extra=["--drain-timeout", "1"])
+    result = tasks.slow_record.delay(marker, 30)
+    wait_for(lambda: len(_started_pids(marker)) == 1, timeout=10, message="task started")
+    began = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait_exit(timeout=15) == 0
+    assert time.monotonic() - began < 5
+    assert app.broker.queue_depth("tests").ready == 1, "the interrupted task is ready for another worker"
+    start_worker(concurrency=1)
+    wait_for(lambda: len(_started_pids(marker)) == 2, timeout=10, message="redelivered to the next worker")
+    assert result.state is State.STARTED
+
+
+def test_children_are_recycled_after_max_tasks_per_child(app: App, start_worker: StartWorker) -> None:
+    start_worker(concurrency=1, extra=["--max-tasks-per-child", "2", "--prefetch", "1"])
+    pids = [tasks.pid.delay().get(timeout=10) for _ in range(6)]
+    assert len(set(pids)) == 3, pids
+
+
+def test_a_long_task_does_not_hold_back_short_ones_another_child_could_run(
+        app: App, start_worker: StartWorker, marker: str) -> None:
+    start_worker(concurrency=2, extra=["--prefetch", "8"])
+    tasks.slow_record.delay(marker, 4.0)
+    shorts = [tasks.add.delay(i, 1) for i in range(6)]
+    began = time.monotonic()
+    assert [r.get(timeout=10) for r in shorts] == [i + 1 for i in range(6)]
+    assert time.monotonic() - began < 2.5, "short tasks finished while the long one ran"
+
+
+def test_prefetched_and_running_messages_count_as_in_flight(app: App, start_worker: StartWorker,
+                                                            marker: str) -> None:
+    start_worker(concurrency=1, extra=["--prefetch", "1"])
+    tasks.slow_record.delay(marker, 3.0)
+    for i in range(4):
+        tasks.add.delay(i, i)
+    wait_for(lambda: len(_started_pids(marker)) == 1, timeout=10, message="task started")
+    depth = app.broker.queue_depth("tests")
+    assert (depth.ready, depth.in_flight) == (4, 1)
+
+
+def test_bad_messages_are_dead_lettered_with_the_reason_and_the_worker_keeps_running(
+        app: App, start_worker: StartWorker) -> None:
+    start_worker()
+    app.broker.enqueue("tests", "garbage", b"\x00\x01 not a message")
+    app.broker.enqueue("tests", "pickled", b"application/x-python-pickle\n\x80\x04K\x01.")
+    unknown = app.send("tests.no_such_task", queue="tests")
+    with pytest.raises(Exception, match="no_such_task"):
+        unknown.get(timeout=10)
+    assert tasks.add.delay(1, 2).get(timeout=10) == 3
+    wait_for(lambda: len(app.broker.dead_letters("tests")) == 3, timeout=5, message="three dead letters")
+    reasons = {d.message_id: d.reason for d in app.broker.dead_letters("tests")}
+    assert reasons["garbage"].startswith("malformed message")
+    assert "not accepted" in reasons["pickled"]
+    assert "no_such_task" in reasons[unknown.id]
+    assert "not registered" in reasons[unknown.id]
+
+
+def test_the_worker_serves_liveness_readiness_and_metrics(app: App, start_worker: StartWorker) -> None:
+    worker = start_worker()
+    tasks.add.delay(1, 1).get(timeout=10)
+    base = f"http://127.0.0.1:{worker.health_port}"
+    wait_for(lambda: _get(base + "/healthz")[0] == 200, timeout=5, message="healthz")
+    assert _get(base + "/readyz")[0] == 200
+    status, body = _get(base + "/metrics")
+    assert status == 200
+    assert 'taskfleet_tasks_total{outcome="success",queue="tests",task="tests.add"} 1.0' in body
+    assert "taskfleet_task_runtime_seconds_bucket" in body
+
+
+def test_readiness_fails_while_the_broker_is_down_and_the_worker_recovers(
+        app: App, start_worker: StartWorker, redis_server: RedisServer) -> None:
+    worker = start_worker()
+    base = f"http://127.0.0.1:{worker.health_port}"
+    wait_for(lambda: _get(base + "/readyz")[0] == 200, timeout=5, message="ready")
+    redis_server.stop()
+    wait_for(lambda: _get(base + "/readyz")[0] == 503, timeout=5, message="not ready without a broker")
+    assert _get(base + "/healthz")[0] == 200, "a broker outage must not make the kubelet restart the worker"
+    redis_server.start()
+    wait_for(lambda: _get(base + "/readyz")[0] == 200, timeout=10, message="ready again")
+    app.close()
+    assert tasks.add.delay(2, 3).get(timeout=15) == 5, "children reconnected by themselves"
+
+
+def test_broker_passwords_never_appear_in_the_worker_log(start_worker: StartWorker, redis_server: RedisServer) -> None:
+    port = free_port()
+    proc = subprocess.run(
+        [sys.executable, "-m", "taskfleet", "worker", "-A", "tests.tasks:app", "--log-format", "json",
+         "--broker", f"redis://:hunter2@127.0.0.1:{port}/0", "--broker-timeout", "1"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == ExitCode.BROKER_UNREACHABLE
+    assert "hunter2" not in proc.stdout + proc.stderr
+    assert "broker unreachable" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["-A", "tests.no_such_module:app", "--broker", "redis://127.0.0.1:1/0"], ExitCode.APP_IMPORT_ERROR),
+        (["-A", "tests.tasks:app"], ExitCode.BAD_CONFIG),
+        (["-A", "tests.tasks:app", "--broker", "redis://127.0.0.1:1/0", "-Q", "bad queue!"], ExitCode.BAD_CONFIG),
+    ],
+    ids=["app-not-importable", "no-broker-configured", "bad-queue-name"],
+)
+def test_startup_failures_exit_with_a_named_code(args: list[str], code: ExitCode) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKFLEET_")}
+    proc = subprocess.run([sys.executable, "-m", "taskfleet", "worker", "--log-format", "json", *args],
+                          capture_output=True, text=True, timeout=30, env=env)
+    assert proc.returncode == code, proc.stdout + proc.stderr
+
+
+def test_a_second_worker_shares_the_queue(app: App, start_worker: StartWorker) -> None:
+    first = start_worker(concurrency=1, extra=["--prefetch", "1"])
+    second = start_worker(concurrency=1, extra=["--prefetch", "1"])
+    pids = {tasks.pid.delay().get(timeout=10) for _ in range(20)}
+    children = set(wait_children(first.pid, 1)) | set(wait_children(second.pid, 1))
+    assert pids <= children
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""

@@ -1,0 +1,102 @@
+"""Prometheus metrics of one worker, owned by the supervisor process (children report events over pipes).
+
+Only the supervisor holds metrics and serves them, so a plain per-instance ``CollectorRegistry`` is enough:
+no prometheus multiprocess mode, no global registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+__all__ = ["OUTCOMES", "RESTART_REASONS", "RUNTIME_BUCKETS_S", "WorkerMetrics"]
+
+OUTCOMES = frozenset({"success", "failure", "retry", "revoked", "dead_lettered", "time_limit"})
+"""Every value the ``outcome`` label of ``taskfleet_tasks_total`` may take."""
+
+RESTART_REASONS = ("max_tasks", "max_memory", "crashed", "time_limit")
+"""The known reasons a child is replaced; exported at 0 from the start so ``rate()`` sees every series."""
+
+RUNTIME_BUCKETS_S = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+)
+"""Histogram buckets in seconds: tasks from 1 ms to 10 min (slower ones land in ``+Inf``)."""
+
+
+class WorkerMetrics:
+    """The metrics of one worker, in a registry of its own (safe to create several, e.g. in tests).
+
+    prometheus_client metrics are thread-safe, so the supervisor loop may update them while the health
+    server's threads render them.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._tasks = Counter(
+            "taskfleet_tasks_total",
+            "Tasks finished, by task name, queue and outcome.",
+            ("task", "queue", "outcome"),
+            registry=self.registry,
+        )
+        self._runtime = Histogram(
+            "taskfleet_task_runtime_seconds",
+            "Wall-clock run time of finished tasks, in seconds.",
+            ("task", "queue"),
+            buckets=RUNTIME_BUCKETS_S,
+            registry=self.registry,
+        )
+        self._in_flight = Gauge(
+            "taskfleet_tasks_in_flight",
+            "Tasks currently running in this worker's children.",
+            registry=self.registry,
+        )
+        self._restarts = Counter(
+            "taskfleet_child_restarts_total",
+            "Child processes replaced, by reason.",
+            ("reason",),
+            registry=self.registry,
+        )
+        self._children = Gauge(
+            "taskfleet_worker_children",
+            "Child processes currently alive.",
+            registry=self.registry,
+        )
+        self._broker_reachable = Gauge(
+            "taskfleet_broker_reachable",
+            "1 when the last broker check succeeded, else 0.",
+            registry=self.registry,
+        )
+        for reason in RESTART_REASONS:
+            self._restarts.labels(reason=reason)
+
+    def task_finished(self, task: str, queue: str, outcome: str, runtime_s: float) -> None:
+        """Count one finished task and observe its run time (seconds; negative clock skew counts as 0).
+
+        Raises:
+            ValueError: ``outcome`` is not one of ``OUTCOMES`` (a typo would create a new time series).
+        """
+        if outcome not in OUTCOMES:
+            raise ValueError(f"unknown task outcome {outcome!r}; expected one of {sorted(OUTCOMES)}")
+        self._tasks.labels(task=task, queue=queue, outcome=outcome).inc()
+        self._runtime.labels(task=task, queue=queue).observe(max(0.0, runtime_s))
+
+    def set_in_flight(self, n: int) -> None:
+        """Set the number of tasks running right now."""
+        self._in_flight.set(n)
+
+    def child_restarted(self, reason: str) -> None:
+        """Count one replaced child; ``reason`` is usually one of ``RESTART_REASONS``."""
+        self._restarts.labels(reason=reason).inc()
+
+    def set_children(self, n: int) -> None:
+        """Set the number of live child processes."""
+        self._children.set(n)
+
+    def set_broker_reachable(self, ok: bool) -> None:
+        """Record whether the broker answered the last check (exported as 1 or 0)."""
+        self._broker_reachable.set(1 if ok else 0)
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition of this registry and its content type, for ``GET /metrics``."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
