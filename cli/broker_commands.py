@@ -53,7 +53,7 @@ def _app(args: argparse.Namespace, environ: Mapping[str, str]) -> App:
 
 
 def _fail(message: str) -> int:
-    print(f"taskfleet: {message}", file=sys.stderr)  # noqa: T201
+    print(f"taskfleet: {message}", file=sys.stderr)
     return 1
 
 
@@ -68,9 +68,9 @@ def _call(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         app = _app(args, environ)
         result = app.send(args.task, call_args, call_kwargs, queue=args.queue, countdown=args.countdown,
                           priority=args.priority)
-        print(result.id)  # noqa: T201
+        print(result.id)
         if args.wait:
-            print(json.dumps(result.get(timeout=args.timeout, propagate=True)))  # noqa: T201
+            print(json.dumps(result.get(timeout=args.timeout, propagate=True)))
     except (TaskfleetError, ConfigurationError) as exc:
         return _fail(str(exc))
     return 0
@@ -83,12 +83,12 @@ def _queues(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except TaskfleetError as exc:
         return _fail(str(exc))
     if args.json:
-        print(json.dumps({q: {"ready": d.ready, "in_flight": d.in_flight, "delayed": d.delayed, "dead": d.dead}  # noqa: T201
+        print(json.dumps({q: {"ready": d.ready, "in_flight": d.in_flight, "delayed": d.delayed, "dead": d.dead}
                           for q, d in rows.items()}))
         return 0
-    print(f"{'QUEUE':<30} {'READY':>8} {'IN-FLIGHT':>10} {'DELAYED':>8} {'DEAD':>6}")  # noqa: T201
+    print(f"{'QUEUE':<30} {'READY':>8} {'IN-FLIGHT':>10} {'DELAYED':>8} {'DEAD':>6}")
     for q, d in rows.items():
-        print(f"{q:<30} {d.ready:>8} {d.in_flight:>10} {d.delayed:>8} {d.dead:>6}")  # noqa: T201
+        print(f"{q:<30} {d.ready:>8} {d.in_flight:>10} {d.delayed:>8} {d.dead:>6}")
     return 0
 
 
@@ -96,11 +96,11 @@ def _purge(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if not args.yes:
         answer = input(f"Delete all ready and delayed messages of queue {args.queue!r}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
-            print("aborted")  # noqa: T201
+            print("aborted")
             return 1
     try:
         count = _app(args, environ).broker.purge(args.queue)
     except TaskfleetError as exc:
         return _fail(str(exc))
-    print(f"purged {count} messages from {args.queue}")  # noqa: T201
+    print(f"purged {count} messages from {args.queue}")
     return 0

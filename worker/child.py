@@ -151,7 +151,7 @@ class Child:
             if not batch:
                 continue
             self.holdings.add(batch)
-            self.reporter.send("fetched", [(d.queue, d.message_id) for d in batch])
+            self.reporter.send("fetched", [(d.queue, d.message_id, d.delivery_count) for d in batch])
             while not self.stopping and (delivery := self.holdings.start_next()) is not None:
                 try:
                     outcome = executor.run(delivery)

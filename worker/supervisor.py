@@ -58,7 +58,7 @@ class ChildRecord:
     conn: Connection
     spawned: float
     last_beat: float
-    held: dict[str, str] = field(default_factory=dict)  # message id -> queue (running + prefetched)
+    held: dict[str, Delivery] = field(default_factory=dict)  # message id -> what the child leased (no data)
     running: Running | None = None
     exit_reason: str | None = None
     killed_for: Running | None = None  # set when the supervisor killed it for a hard time limit
@@ -183,8 +183,8 @@ class Supervisor:
         now = time.monotonic()
         rec.last_beat = now
         if kind == "fetched":
-            for queue, message_id in event[1]:
-                rec.held[message_id] = queue
+            for queue, message_id, delivery_count in event[1]:
+                rec.held[message_id] = Delivery(queue, message_id, b"", delivery_count)
         elif kind == "started":
             _, message_id, queue, task_id, task, time_limit_s = event
             deadline = now + time_limit_s if time_limit_s else None
@@ -247,8 +247,9 @@ class Supervisor:
         if not rec.held:
             return
         running = rec.killed_for or rec.running
-        started = [Delivery(q, mid, b"") for mid, q in rec.held.items() if running and mid == running.message_id]
-        waiting = [Delivery(q, mid, b"") for mid, q in rec.held.items() if not running or mid != running.message_id]
+        running_id = running.message_id if running else None
+        started = [d for mid, d in rec.held.items() if mid == running_id]
+        waiting = [d for mid, d in rec.held.items() if mid != running_id]
         try:
             if rec.killed_for is not None and started:
                 self._fail_time_limit(rec.killed_for)

@@ -1,0 +1,181 @@
+"""Private broker servers for integration tests: started on free loopback ports, never the system instances.
+
+A missing ``redis-server`` binary is installed from Debian's packages when we are root. When a server cannot be
+had, ``require_server`` skips the test on a laptop and fails it in CI (``CI=true``), where skipping would hide it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import NoReturn
+
+import pytest
+
+REDIS_BINARY = "redis-server"
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+APT_TIMEOUT_S = 600.0
+
+
+class ServerUnavailable(RuntimeError):
+    """The server binary is missing and could not be installed, or the server did not start."""
+
+
+def require_server(reason: str) -> NoReturn:
+    """Skip the calling test (or fixture) because its server is unavailable; fail instead when ``CI`` is true."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"integration server unavailable in CI: {reason}", pytrace=False)
+    pytest.skip(f"integration server unavailable: {reason}")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def find_redis_server() -> str:
+    """Path of ``redis-server``, installing Debian's package first when it is missing and we are root."""
+    found = shutil.which(REDIS_BINARY) or _existing("/usr/bin/redis-server", "/usr/local/bin/redis-server")
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise ServerUnavailable("redis-server is not installed (apt-get install redis-server)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "redis-server"]):
+        # The package may start a system instance on 6379; harmless, we never talk to it.
+        try:
+            result = subprocess.run(
+                command, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT_S, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ServerUnavailable(f"{' '.join(command)} failed: {exc}") from exc
+        if result.returncode != 0:
+            raise ServerUnavailable(f"{' '.join(command)} failed: {result.stderr.strip()[-2000:]}")
+    found = shutil.which(REDIS_BINARY) or _existing("/usr/bin/redis-server")
+    if not found:
+        raise ServerUnavailable("redis-server still missing after apt-get install redis-server")
+    return found
+
+
+def _existing(*paths: str) -> str | None:
+    return next((p for p in paths if os.access(p, os.X_OK)), None)
+
+
+class RedisServer:
+    """A private ``redis-server`` without persistence. ``stop()`` then ``start()`` restarts it on the same port
+    (with an empty dataset), which is how tests simulate a broker restart."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.binary = find_redis_server()
+        self.port = port or free_port()
+        self._tmp = tempfile.TemporaryDirectory(prefix="tf-redis-")
+        self.dir = Path(self._tmp.name)
+        self._log = self.dir / "redis.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>`` (no db path)."""
+        return f"redis://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> RedisServer:
+        """Start the server (no-op when running) and return once it answers PING."""
+        if self.running:
+            return self
+        command = [
+            self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+            "--dir", str(self.dir), "--daemonize", "no",
+        ]
+        with self._log.open("ab") as log:
+            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._answers_ping():
+            if self._process.poll() is not None:
+                raise ServerUnavailable(f"redis-server exited with {self._process.returncode}: {self._log_tail()}")
+            if time.monotonic() >= deadline:
+                self.kill()
+                raise ServerUnavailable(f"redis-server did not answer PING in {START_TIMEOUT_S}s: {self._log_tail()}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL if it lingers) and wait for it to exit."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(STOP_TIMEOUT_S)
+        self._process = None
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would."""
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process.wait(STOP_TIMEOUT_S)
+            self._process = None
+
+    def close(self) -> None:
+        """Stop the server and delete its directory."""
+        self.stop()
+        self._tmp.cleanup()
+
+    def command(self, *args: str) -> bytes:
+        """Send one command and return its raw first reply line (enough for PING, FLUSHALL, CONFIG SET)."""
+        payload = f"*{len(args)}\r\n".encode() + b"".join(
+            f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args
+        )
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2.0) as sock:
+            sock.sendall(payload)
+            reply = b""
+            while not reply.endswith(b"\r\n"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+        return reply.rstrip(b"\r\n")
+
+    def flushall(self) -> None:
+        """Delete every key in every database."""
+        reply = self.command("FLUSHALL")
+        if reply != b"+OK":
+            raise RuntimeError(f"FLUSHALL answered {reply!r}")
+
+    def _answers_ping(self) -> bool:
+        try:
+            return self.command("PING") == b"+PONG"
+        except OSError:
+            return False
+
+    def _log_tail(self) -> str:
+        try:
+            return self._log.read_text(errors="replace")[-2000:]
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
