@@ -25,7 +25,7 @@ from tests.support.servers import RedisServer  # noqa: E402
 def start_worker(url: str, concurrency: int, prefetch: int) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "taskfleet", "worker", "-A", "bench.tasks:app", "-Q", "bench", "-c", str(concurrency),
            "--prefetch", str(prefetch), "--broker", f"{url}/0", "--result-backend", f"{url}/1", "-l", "warning",
-           "--log-format", "json"]
+           "--log-format", "json", "--health-port", "0"]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -113,7 +113,12 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if settings.health_port is not None:
         health = HealthServer(host=settings.health_host, port=settings.health_port, liveness=supervisor.liveness,
                               readiness=supervisor.readiness, metrics=metrics.render)
-        health.start()
+        try:
+            health.start()
+        except OSError as exc:
+            log.error("cannot serve health checks", host=settings.health_host, port=settings.health_port,
+                      error=str(exc))
+            return ExitCode.BAD_CONFIG
     backend_url = app.settings.result_backend_url
     log.info("worker starting", app=app.name, queues=list(settings.queues), concurrency=settings.concurrency,
              prefetch=settings.prefetch, broker=mask_url(broker_settings.url),

@@ -11,4 +11,4 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad command line
     APP_IMPORT_ERROR = 3  # --app could not be imported or holds no App
     BROKER_UNREACHABLE = 4  # the broker did not answer within --broker-timeout
-    BAD_CONFIG = 5  # a setting is invalid (e.g. no broker configured, bad queue name)
+    BAD_CONFIG = 5  # a setting is invalid (no broker configured, bad queue name, health port in use)

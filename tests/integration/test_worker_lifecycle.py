@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -192,3 +193,17 @@ def _get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
     except OSError:
         return 0, ""
+
+
+def test_a_health_port_already_in_use_is_a_clear_configuration_error(redis_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "taskfleet", "worker", "-A", "tests.tasks:app", "--broker", redis_url,
+             "--log-format", "json", "--health-host", "127.0.0.1", "--health-port", str(port)],
+            capture_output=True, text=True, timeout=30,
+        )
+    assert proc.returncode == ExitCode.BAD_CONFIG
+    assert "cannot serve health checks" in proc.stdout + proc.stderr
