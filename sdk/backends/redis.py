@@ -9,25 +9,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-import redis
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from taskfleet.backends.base import ResultBackend, ResultRecord
-from taskfleet.errors import BrokerConnectionError, ResultError, ResultTimeout
+from taskfleet.errors import ResultError, ResultTimeout
+from taskfleet.redis_connection import connect_redis, translate_errors
 from taskfleet.serializers import get_serializer
 from taskfleet.settings import BackendSettings
 from taskfleet.states import READY_STATES
-from taskfleet.urls import mask_secrets, mask_url
+from taskfleet.urls import mask_url
 
 RESULT_PREFIX = "tf:result:"
-_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError)
 
 
 def result_key(task_id: str) -> str:
@@ -44,17 +39,8 @@ class RedisBackend(ResultBackend):
         self._serializer = get_serializer(settings.serializer)
         self._expires_ms = max(1, round(settings.result_expires_s * 1000))
         self._masked_url = mask_url(settings.url)
-        try:
-            self._client = redis.Redis.from_url(
-                settings.url,
-                socket_timeout=settings.socket_timeout_s,
-                socket_connect_timeout=settings.socket_timeout_s,
-                health_check_interval=30,
-                # One immediate retry replaces a pooled connection the server dropped; callers own longer policies.
-                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-            )
-        except ValueError as exc:
-            raise ResultError(f"invalid redis URL {self._masked_url!r}: {mask_secrets(str(exc))}") from exc
+        self._client = connect_redis(settings.url, socket_timeout_s=settings.socket_timeout_s,
+                                     health_check_interval_s=30, error=ResultError)
 
     def store(self, record: ResultRecord) -> None:
         """Save ``record`` for ``result_expires_s`` and push it to every waiter (one round trip)."""
@@ -138,18 +124,8 @@ class RedisBackend(ResultBackend):
             return None
         return ResultRecord.decode(_as_bytes(reply[2]), accept=self.settings.accept_content)
 
-    @contextmanager
-    def _translate(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except _CONNECTION_ERRORS as exc:
-            raise BrokerConnectionError(
-                f"redis result backend {self._masked_url} unreachable during {action}: {mask_secrets(str(exc))}"
-            ) from exc
-        except RedisError as exc:
-            raise ResultError(
-                f"redis result backend {self._masked_url} failed {action}: {mask_secrets(str(exc))}"
-            ) from exc
+    def _translate(self, action: str) -> AbstractContextManager[None]:
+        return translate_errors(f"redis result backend {self._masked_url}", action, ResultError)
 
 
 def _read_until(conn: Any, kind: bytes) -> None:

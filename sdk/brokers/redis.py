@@ -12,22 +12,19 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from importlib import resources
 from typing import Any
 
 import orjson
 import redis
-from redis.backoff import NoBackoff
 from redis.commands.core import Script
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from taskfleet.brokers.base import Broker, DeadLetter, Delivery, Outgoing, QueueDepth
 from taskfleet.errors import BrokerConnectionError, BrokerError
+from taskfleet.redis_connection import CONNECTION_ERRORS, connect_redis, translate_errors
 from taskfleet.settings import BrokerSettings, validate_queue_name
 from taskfleet.urls import mask_secrets, mask_url
 
@@ -38,7 +35,6 @@ MAX_BLOCK_S = 1.0
 #: Idle pooled connections are PINGed before reuse after this long, so a restarted server is noticed early.
 HEALTH_CHECK_INTERVAL_S = 30
 _KEY_SUFFIXES = ("ready", "inflight", "delayed", "msg", "rank", "dlv", "seq", "signal", "dead")
-_CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError)
 _MAX_KEY_CACHE = 256
 #: Messages per script call in ``enqueue_many``: bounds how long one call holds the server (about 2 ms).
 ENQUEUE_CHUNK = 250
@@ -66,18 +62,8 @@ class RedisBroker(Broker):
         # A blocking fetch must never outlive the socket timeout, or a healthy idle wait would look like an outage.
         self._max_block_s = min(MAX_BLOCK_S, settings.socket_timeout_s / 2)
         self._vt_ms = int(settings.visibility_timeout_s * 1000)
-        try:
-            self._client = redis.Redis.from_url(
-                settings.url,
-                socket_timeout=settings.socket_timeout_s,
-                socket_connect_timeout=settings.socket_timeout_s,
-                health_check_interval=HEALTH_CHECK_INTERVAL_S,
-                # One immediate retry replaces a pooled connection the server dropped (e.g. after a restart);
-                # anything longer is the caller's policy (publish_retry, the consumer's backoff).
-                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-            )
-        except ValueError as exc:
-            raise BrokerError(f"invalid redis URL {self._masked_url!r}: {mask_secrets(str(exc))}") from exc
+        self._client = connect_redis(settings.url, socket_timeout_s=settings.socket_timeout_s,
+                                     health_check_interval_s=HEALTH_CHECK_INTERVAL_S, error=BrokerError)
         self._enqueue = _load_script(self._client, "enqueue")
         self._fetch = _load_script(self._client, "fetch")
         self._settle = _load_script(self._client, "settle")
@@ -120,7 +106,7 @@ class RedisBroker(Broker):
             try:
                 send()
                 return
-            except _CONNECTION_ERRORS as exc:
+            except CONNECTION_ERRORS as exc:
                 if attempt == retry.max_attempts:
                     raise BrokerConnectionError(
                         f"could not publish to redis broker {self._masked_url} after {attempt} attempts: "
@@ -275,16 +261,8 @@ class RedisBroker(Broker):
             raise errors[0]
         raise AssertionError("unreachable")
 
-    @contextmanager
-    def _translate(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except _CONNECTION_ERRORS as exc:
-            raise BrokerConnectionError(
-                f"redis broker {self._masked_url} unreachable during {action}: {mask_secrets(str(exc))}"
-            ) from exc
-        except RedisError as exc:
-            raise BrokerError(f"redis broker {self._masked_url} failed {action}: {mask_secrets(str(exc))}") from exc
+    def _translate(self, action: str) -> AbstractContextManager[None]:
+        return translate_errors(f"redis broker {self._masked_url}", action, BrokerError)
 
 
 def _message_args(message_id: str, data: bytes, priority: int, delay_s: float) -> tuple[str, bytes, int, int]:
