@@ -85,6 +85,15 @@ def test_children_are_recycled_after_max_tasks_per_child(app: App, start_worker:
     assert len(set(pids)) == 3, pids
 
 
+def test_children_are_recycled_when_their_memory_passes_max_memory_per_child(
+        app: App, start_worker: StartWorker) -> None:
+    # Given a limit every child passes (a Python process holds more than 1 MB)
+    start_worker(concurrency=1, extra=["--max-memory-per-child", "1", "--prefetch", "1"])
+    # Then each task runs in a fresh child
+    pids = [tasks.pid.delay().get(timeout=10) for _ in range(3)]
+    assert len(set(pids)) == 3, pids
+
+
 def test_a_long_task_does_not_hold_back_short_ones_another_child_could_run(
         app: App, start_worker: StartWorker, marker: str) -> None:
     start_worker(concurrency=2, extra=["--prefetch", "8"])
