@@ -122,7 +122,11 @@ def test_a_hard_time_limit_kills_the_task_and_the_worker_goes_on(app: App, start
     with pytest.raises(TimeLimitExceeded):
         result.get(timeout=10)
     assert tasks.add.delay(1, 1).get(timeout=10) == 2, "a new child took over"
-    assert app.broker.queue_depth("tests").total == 0, "the timed-out message was settled, not redelivered"
+    # Results are stored just before acks, so settle-checks wait a moment.
+    wait_for(lambda: app.broker.queue_depth("tests").total == 0, timeout=5, message="every message settled")
+    time.sleep(1.5)  # longer than the time limit: a redelivered copy would have been killed again by now
+    kills = [e for e in worker.logs() if e.get("event") == "hard time limit exceeded: killing child"]
+    assert len(kills) == 1, "the timed-out message was settled, not redelivered"
     assert worker.proc.poll() is None
 
 
