@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 from bench import tasks  # noqa: E402
 from taskfleet import App  # noqa: E402
 from tests.support.servers import RedisServer  # noqa: E402
+from tests.support.workers import children_of  # noqa: E402
 
 
 def start_worker(url: str, concurrency: int, prefetch: int) -> subprocess.Popen[bytes]:
@@ -75,7 +76,7 @@ def idle_rss_mb(url: str, concurrency: int) -> float:
     worker = start_worker(url, concurrency, 4)
     try:
         time.sleep(3)
-        pids = [worker.pid, *map(int, Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split())]
+        pids = [worker.pid, *children_of(worker.pid)]
         total_kb = 0
         for pid in pids:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():

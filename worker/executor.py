@@ -120,7 +120,7 @@ class Executor:
 
     def _execute(self, delivery: Delivery, msg: Message, task: Task[Any], began: float) -> Outcome:
         opts = task.options
-        if opts.track_started and not opts.ignore_result:
+        if opts.track_started:
             self._store(msg, State.STARTED)
         self.on_start(Started(delivery.message_id, delivery.queue, msg.id, msg.task, opts.time_limit))
         request = Request(
@@ -142,11 +142,10 @@ class Executor:
             if opts.soft_time_limit:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         runtime = time.perf_counter() - began
-        if not opts.ignore_result:
-            try:
-                self._store(msg, State.SUCCESS, result=value)
-            except EncodeError as exc:
-                return self._fail(delivery, msg, task, exc, began)
+        try:
+            self._store(msg, State.SUCCESS, result=value)
+        except EncodeError as exc:
+            return self._fail(delivery, msg, task, exc, began)
         self.broker.ack([delivery])
         log.info("task succeeded", task_id=msg.id, task=msg.task, queue=delivery.queue,
                  runtime_ms=round(runtime * 1000, 3))
@@ -189,6 +188,8 @@ class Executor:
         return Outcome(DEAD_LETTERED, task, time.perf_counter() - began)
 
     def _store(self, msg: Message, state: State, **fields: Any) -> None:
+        """Store a result record, unless there is no backend or the task ignores results (the one place that
+        decides)."""
         if self.backend is None:
             return
         task = self.app.tasks.get(msg.task)
