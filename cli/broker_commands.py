@@ -40,6 +40,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def _connection_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker", default=None, help="broker URL (default: TASKFLEET_BROKER_URL)")
+    p.add_argument("--broker-management-url", default=None, metavar="URL",
+                   help="RabbitMQ management API URL (default: TASKFLEET_BROKER_MANAGEMENT_URL)")
     p.add_argument("--result-backend", default=None, help="result backend URL (default: TASKFLEET_RESULT_BACKEND)")
 
 
@@ -47,6 +49,8 @@ def _app(args: argparse.Namespace, environ: Mapping[str, str]) -> App:
     config: dict[str, Any] = settings_from_env(environ)
     if args.broker:
         config["broker"] = args.broker
+    if args.broker_management_url:
+        config["broker_management_url"] = args.broker_management_url
     if getattr(args, "result_backend", None):
         config["result_backend"] = args.result_backend
     return App("taskfleet-cli", **config)

@@ -46,6 +46,7 @@ class App:
         name: str,
         *,
         broker: str | None = None,
+        broker_management_url: str | None = None,
         result_backend: str | None = None,
         default_queue: str = DEFAULT_QUEUE,
         serializer: str = JSON,
@@ -62,7 +63,8 @@ class App:
             raise ConfigurationError("App needs a non-empty name, e.g. App('billing')")
         self.name = name
         self.settings = AppSettings(
-            broker_url=broker, result_backend_url=result_backend, default_queue=default_queue,
+            broker_url=broker, broker_management_url=broker_management_url, result_backend_url=result_backend,
+            default_queue=default_queue,
             serializer=serializer,
             accept_content=frozenset(accept_content) if accept_content is not None else frozenset({serializer}),
             allow_pickle=allow_pickle, max_message_bytes=max_message_bytes,

@@ -26,6 +26,7 @@ DEFAULT_SOCKET_TIMEOUT_S = 10.0
 
 ENV_BROKER_URL = "TASKFLEET_BROKER_URL"
 ENV_RESULT_BACKEND = "TASKFLEET_RESULT_BACKEND"
+ENV_BROKER_MANAGEMENT_URL = "TASKFLEET_BROKER_MANAGEMENT_URL"
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 
@@ -66,6 +67,9 @@ class BrokerSettings:
     max_deliveries: int = DEFAULT_MAX_DELIVERIES
     socket_timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S
     publish_retry: PublishRetry = field(default_factory=PublishRetry)
+    #: RabbitMQ only: the management HTTP API (``http://user:pass@host:15672``), used to count in-flight messages
+    #: and list queues. Without it ``queue_depth`` can count only ready messages.
+    management_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.visibility_timeout_s < 1:
@@ -96,6 +100,7 @@ class AppSettings:
     """Everything an ``App`` is configured with. Build it through ``App(...)`` keyword arguments."""
 
     broker_url: str | None = None
+    broker_management_url: str | None = None
     result_backend_url: str | None = None
     default_queue: str = DEFAULT_QUEUE
     serializer: str = JSON
@@ -132,6 +137,7 @@ class AppSettings:
             max_deliveries=self.max_deliveries,
             socket_timeout_s=self.socket_timeout_s,
             publish_retry=self.publish_retry,
+            management_url=self.broker_management_url,
         )
 
     def backend_settings(self) -> BackendSettings | None:
@@ -153,10 +159,13 @@ class AppSettings:
 
 def settings_from_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The ``App`` keyword arguments that ``environ`` sets (call this at an entrypoint only):
-    ``TASKFLEET_BROKER_URL`` -> ``broker``, ``TASKFLEET_RESULT_BACKEND`` -> ``result_backend``."""
+    ``TASKFLEET_BROKER_URL`` -> ``broker``, ``TASKFLEET_BROKER_MANAGEMENT_URL`` -> ``broker_management_url``,
+    ``TASKFLEET_RESULT_BACKEND`` -> ``result_backend``."""
     found: dict[str, str] = {}
     if environ.get(ENV_BROKER_URL):
         found["broker"] = environ[ENV_BROKER_URL]
+    if environ.get(ENV_BROKER_MANAGEMENT_URL):
+        found["broker_management_url"] = environ[ENV_BROKER_MANAGEMENT_URL]
     if environ.get(ENV_RESULT_BACKEND):
         found["result_backend"] = environ[ENV_RESULT_BACKEND]
     return found

@@ -54,6 +54,10 @@ class Holdings:
         with self._lock:
             self._running = None
 
+    def running(self) -> Delivery | None:
+        with self._lock:
+            return self._running
+
     def all(self) -> list[Delivery]:
         with self._lock:
             return [*self._waiting, *([self._running] if self._running else [])]
@@ -102,6 +106,7 @@ class Child:
         self.app = app
         self.settings = settings
         self.index = index
+        self.conn = conn
         self.reporter = Reporter(conn)
         self.holdings = Holdings()
         self.stopping = False
@@ -206,6 +211,23 @@ class Child:
             if now >= next_beat:
                 self.reporter.send("beat")
                 next_beat = now + HEARTBEAT_INTERVAL_S
+            self._serve_commands(broker)
+
+    def _serve_commands(self, broker: Broker) -> None:
+        """Commands from the supervisor. ``("settle", message_id)``: the running task is past its hard time limit
+        and its FAILURE is stored; ack the message from here (the main thread is stuck in the task), since only this
+        connection may settle it, and say so before being killed."""
+        try:
+            while self.conn.poll():
+                command = self.conn.recv()
+                running = self.holdings.running()
+                if command[0] == "settle" and running is not None and running.message_id == command[1]:
+                    broker.ack([running])
+                    self.reporter.send("settled", running.message_id)
+        except (EOFError, OSError):
+            return  # the supervisor is gone; the orphan check ends this process
+        except BrokerError as exc:
+            log.warning("could not ack the timed-out task; it is acked on redelivery", error=str(exc))
 
 
 def child_main(app: App, settings: WorkerSettings, conn: Connection, index: int) -> None:

@@ -40,6 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--drain-timeout", type=float, default=DEFAULT_DRAIN_TIMEOUT_S, metavar="S",
                    help="on SIGTERM, let running tasks finish for up to S seconds")
     p.add_argument("--broker", default=None, help="broker URL (overrides the app and TASKFLEET_BROKER_URL)")
+    p.add_argument("--broker-management-url", default=None, metavar="URL",
+                   help="RabbitMQ management API (in-flight counts); overrides TASKFLEET_BROKER_MANAGEMENT_URL")
     p.add_argument("--result-backend", default=None, help="result backend URL (overrides app and env)")
     p.add_argument("--broker-timeout", type=float, default=DEFAULT_BROKER_CONNECT_TIMEOUT_S, metavar="S",
                    help="give up (exit 4) when the broker does not answer within S seconds at start")
@@ -85,11 +87,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         log.error("cannot load the app", app=args.app, error=str(exc))
         return ExitCode.APP_IMPORT_ERROR
     try:
-        overrides: dict[str, str] = settings_from_env(environ)
-        if args.broker:
-            overrides["broker"] = args.broker
-        if args.result_backend:
-            overrides["result_backend"] = args.result_backend
+        overrides = _connection_overrides(args, environ)
         if overrides:
             app.configure(**overrides)
         queues = tuple(q.strip() for q in args.queues.split(",") if q.strip()) if args.queues else (
@@ -129,6 +127,15 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     finally:
         if health is not None:
             health.stop()
+
+
+def _connection_overrides(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, str]:
+    """Broker and backend URLs from the environment, overridden by flags."""
+    overrides: dict[str, str] = settings_from_env(environ)
+    flags = {"broker": args.broker, "broker_management_url": args.broker_management_url,
+             "result_backend": args.result_backend}
+    overrides.update({name: value for name, value in flags.items() if value})
+    return overrides
 
 
 def _wait_for_broker(settings: BrokerSettings, timeout_s: float) -> bool:

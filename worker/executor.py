@@ -28,7 +28,7 @@ from taskfleet.errors import (
 )
 from taskfleet.message import Message
 from taskfleet.retry import retry_delay_s
-from taskfleet.states import State
+from taskfleet.states import READY_STATES, State
 from taskfleet.task import Request, Task
 from taskfleet.worker.logging import get_logger
 
@@ -39,6 +39,7 @@ FAILURE = "failure"
 RETRY = "retry"
 REVOKED = "revoked"
 DEAD_LETTERED = "dead_lettered"
+DUPLICATE = "duplicate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,11 @@ class Executor:
             error = TaskNotRegistered(f"task {msg.task!r} is not registered in app {self.app.name!r}")
             self._store(msg, State.FAILURE, **exception_fields(error, self.serializer.dumps))
             return self._dead(delivery, msg.task, str(error), began)
+        if delivery.redelivered and self._already_finished(msg, task):
+            self.broker.ack([delivery])
+            log.info("redelivered task already finished: acked without running it again", task_id=msg.id,
+                     task=msg.task, queue=delivery.queue, delivery_count=delivery.delivery_count)
+            return Outcome(DUPLICATE, msg.task, time.perf_counter() - began)
         if msg.is_expired():
             self._store(msg, State.REVOKED, exc_message=f"expired at {msg.expires} before it started")
             self.broker.ack([delivery])
@@ -186,6 +192,14 @@ class Executor:
         log.error("message dead-lettered", queue=delivery.queue, message_id=delivery.message_id, task=task,
                   reason=reason)
         return Outcome(DEAD_LETTERED, task, time.perf_counter() - began)
+
+    def _already_finished(self, msg: Message, task: Task[Any]) -> bool:
+        """True when the result backend already holds a final state for this task id: the message ran (or hit its
+        hard time limit) but its ack was lost, e.g. in a broker restart. Checked on redeliveries only."""
+        if self.backend is None or task.options.ignore_result:
+            return False
+        record = self.backend.get(msg.id)
+        return record is not None and record.state in READY_STATES
 
     def _store(self, msg: Message, state: State, **fields: Any) -> None:
         """Store a result record, unless there is no backend or the task ignores results (the one place that

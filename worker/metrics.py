@@ -11,7 +11,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 __all__ = ["OUTCOMES", "RESTART_REASONS", "RUNTIME_BUCKETS_S", "WorkerMetrics"]
 
-OUTCOMES = frozenset({"success", "failure", "retry", "revoked", "dead_lettered", "time_limit"})
+OUTCOMES = frozenset({"success", "failure", "retry", "revoked", "dead_lettered", "time_limit", "duplicate"})
 """Every value the ``outcome`` label of ``taskfleet_tasks_total`` may take."""
 
 RESTART_REASONS = ("max_tasks", "max_memory", "crashed", "time_limit")

@@ -35,6 +35,9 @@ log = get_logger("taskfleet.worker")
 _LOOP_TICK_S = 0.05
 _RESPAWN_BACKOFF_MAX_S = 10.0
 _READINESS_CACHE_S = 1.0
+#: After a hard time limit, how long the child may take to ack the timed-out message itself before it is killed
+#: (a message can only be acked on the connection that received it, e.g. on RabbitMQ).
+_SETTLE_WAIT_S = 2.0
 
 
 @dataclass
@@ -62,6 +65,9 @@ class ChildRecord:
     running: Running | None = None
     exit_reason: str | None = None
     killed_for: Running | None = None  # set when the supervisor killed it for a hard time limit
+    kill_at: float = 0.0  # when to SIGKILL a child past its hard time limit, settled or not
+    settled: bool = False  # the child acked its timed-out message itself
+    kill_sent: bool = False
     killed_in_drain: bool = False
 
 
@@ -155,13 +161,13 @@ class Supervisor:
     # -- children ------------------------------------------------------------------------------------------------
 
     def _spawn(self, slot: int) -> None:
-        reader, writer = self._ctx.Pipe(duplex=False)
-        process = self._ctx.Process(target=child_main, args=(self.app, self.settings, writer, slot),
+        ours, theirs = self._ctx.Pipe(duplex=True)  # events up, commands ("settle") down
+        process = self._ctx.Process(target=child_main, args=(self.app, self.settings, theirs, slot),
                                     name=f"taskfleet-child-{slot}", daemon=False)
         process.start()
-        writer.close()
+        theirs.close()
         now = time.monotonic()
-        self.children[slot] = ChildRecord(slot=slot, process=process, conn=reader, spawned=now, last_beat=now)
+        self.children[slot] = ChildRecord(slot=slot, process=process, conn=ours, spawned=now, last_beat=now)
         self.metrics.set_children(len(self.children))
         log.debug("child started", slot=slot, pid=process.pid)
 
@@ -195,6 +201,9 @@ class Supervisor:
             rec.running = None
             if outcome != "error":
                 self.metrics.task_finished(task, queue, outcome, runtime_s)
+        elif kind == "settled":
+            rec.held.pop(event[1], None)
+            rec.settled = True
         elif kind == "released":
             for message_id in event[1]:
                 rec.held.pop(message_id, None)
@@ -202,12 +211,23 @@ class Supervisor:
             rec.exit_reason = event[1]
 
     def _enforce_time_limits(self, now: float) -> None:
+        """Past a hard time limit: store the FAILURE, ask the child to ack the message (store-then-ack), then
+        SIGKILL it once it has, or after ``_SETTLE_WAIT_S``."""
         for rec in self.children.values():
             running = rec.running
             if running and running.deadline is not None and now >= running.deadline and rec.killed_for is None:
                 log.error("hard time limit exceeded: killing child", task_id=running.task_id, task=running.task,
                           slot=rec.slot, pid=rec.process.pid, runtime_s=round(now - running.started, 3))
                 rec.killed_for = running
+                rec.kill_at = now + _SETTLE_WAIT_S
+                try:
+                    self._fail_time_limit(running)
+                    rec.conn.send(("settle", running.message_id))
+                except (TaskfleetError, OSError) as exc:
+                    log.warning("could not settle the timed-out task before killing its child", error=str(exc))
+                    rec.kill_at = now
+            if rec.killed_for is not None and not rec.kill_sent and (rec.settled or now >= rec.kill_at):
+                rec.kill_sent = True
                 self._signal(rec, signal.SIGKILL)
 
     def _reap(self, rec: ChildRecord) -> None:
@@ -252,7 +272,8 @@ class Supervisor:
         waiting = [d for mid, d in rec.held.items() if mid != running_id]
         try:
             if rec.killed_for is not None and started:
-                self._fail_time_limit(rec.killed_for)
+                # The child did not ack it in time. Redis acks from here; on brokers that cannot settle another
+                # connection's delivery the redelivery finds the stored FAILURE and is acked unrun.
                 self.broker.ack(started)
             elif started and rec.killed_in_drain:
                 self.broker.release(started)

@@ -12,16 +12,22 @@ __all__ = ["Broker", "DeadLetter", "Delivery", "Outgoing", "QueueDepth", "connec
 
 
 def connect(settings: BrokerSettings) -> Broker:
-    """A new broker client for ``settings.url`` (``redis://``, ``rediss://``, ``memory://``)."""
+    """A new broker client for ``settings.url`` (``redis://``, ``rediss://``, ``amqp://``, ``amqps://``,
+    ``memory://``)."""
     scheme = url_scheme(settings.url)
     if scheme in ("redis", "rediss", "unix"):
         from taskfleet.brokers.redis import RedisBroker
 
         return RedisBroker(settings)
+    if scheme in ("amqp", "amqps"):
+        from taskfleet.brokers.rabbitmq import RabbitMQBroker
+
+        return RabbitMQBroker(settings)
     if scheme == "memory":
         from taskfleet.brokers.stub import StubBroker
 
         return StubBroker(settings)
     raise ConfigurationError(
-        f"unsupported broker URL {mask_url(settings.url)!r}: use redis://, rediss:// or memory:// (tests only)"
+        f"unsupported broker URL {mask_url(settings.url)!r}: "
+        "use redis://, rediss://, amqp://, amqps:// or memory:// (tests only)"
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from taskfleet.settings import BrokerSettings
 
@@ -24,6 +24,9 @@ class Delivery:
     message_id: str
     data: bytes
     delivery_count: int = 1  # 1 on the first delivery
+    #: What the broker that made this delivery needs to settle it (e.g. an AMQP delivery tag); opaque to everyone
+    #: else. ``None`` on a delivery rebuilt elsewhere (a supervisor settling for a dead child).
+    receipt: object = field(default=None, compare=False, repr=False)
 
     @property
     def redelivered(self) -> bool:
@@ -44,13 +47,14 @@ class Outgoing:
 @dataclass(frozen=True, slots=True)
 class QueueDepth:
     """Counts of one queue. ``in_flight`` = fetched and not yet acked (running or prefetched).
-    ``in_flight_known`` is False when the broker could only count ready messages."""
+    ``in_flight_known`` / ``delayed_known`` are False when the broker could not count those (their count is 0)."""
 
     ready: int
     in_flight: int
     delayed: int = 0
     dead: int = 0
     in_flight_known: bool = True
+    delayed_known: bool = True
 
     @property
     def total(self) -> int:

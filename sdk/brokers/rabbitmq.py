@@ -1,0 +1,441 @@
+"""The RabbitMQ broker (pika): durable queues, persistent messages, publisher confirms, a delay ladder.
+
+Layout of queues and exchanges: ``rabbitmq_topology``. Threading: ``rabbitmq_link`` (one I/O thread per process
+owns the connection, so heartbeats flow while tasks run).
+
+How the ``Broker`` contract maps onto AMQP:
+
+- ``enqueue`` returns once RabbitMQ has confirmed the message (publisher confirms; a nack or an unroutable message
+  raises ``BrokerError``). Connection errors are retried per ``publish_retry``. AMQP cannot replace a message by id,
+  so a publish retried after a lost confirm may store it twice (at-least-once).
+- ``fetch`` consumes with ``basic.qos`` prefetch = ``max_messages``: at most that many unacked messages per
+  consumer connection, all counted as in-flight by RabbitMQ.
+- Leases are the connection itself: RabbitMQ gives a connection's unacked messages back the moment it closes or its
+  heartbeat stops, so ``extend`` has nothing to do. Long tasks and RabbitMQ's ``consumer_timeout``: see
+  docs/brokers.md.
+- Delivery counting: AMQP only flags a redelivery. A redelivered message is republished with its count of lost
+  deliveries in the ``x-taskfleet-lost`` header and acked, so the count survives; past ``max_deliveries`` it goes to
+  the dead-letter queue instead. ``release`` also republishes (not counted), so a released message goes to the tail
+  of its priority, not the head.
+- A delivery can only be settled on the connection that received it; settling one from another process (a
+  supervisor for a dead child) is a no-op because RabbitMQ already gave the dead connection's messages back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pika
+import pika.exceptions
+
+from taskfleet.brokers import rabbitmq_topology as topo
+from taskfleet.brokers.base import Broker, DeadLetter, Delivery, Outgoing, QueueDepth
+from taskfleet.brokers.rabbitmq_link import AmqpLink, Channels, RawDelivery
+from taskfleet.brokers.rabbitmq_management import ManagementApi
+from taskfleet.errors import BrokerConnectionError, BrokerError
+from taskfleet.settings import BrokerSettings
+from taskfleet.urls import mask_url
+
+LOST_HEADER = "x-taskfleet-lost"
+REASON_HEADER = "x-taskfleet-reason"
+QUEUE_HEADER = "x-taskfleet-queue"
+DEAD_AT_HEADER = "x-taskfleet-dead-at"
+PERSISTENT = 2
+
+
+@dataclass(frozen=True, slots=True)
+class _Receipt:
+    """Which connection of which broker object delivered a message, and its delivery tag there."""
+
+    link: AmqpLink
+    generation: int
+    tag: int
+    properties: pika.BasicProperties
+
+
+@dataclass(slots=True)
+class _Consuming:
+    generation: int
+    queues: tuple[str, ...]
+    prefetch: int
+    tags: dict[str, str]  # consumer tag -> queue
+
+
+class RabbitMQBroker(Broker):
+    """A ``Broker`` on RabbitMQ (``amqp://user:pass@host:5672/vhost`` or ``amqps://``). Thread-safe."""
+
+    def __init__(self, settings: BrokerSettings) -> None:
+        self.settings = settings
+        self._masked_url = mask_url(settings.url)
+        self._link = AmqpLink(settings.url, socket_timeout_s=settings.socket_timeout_s)
+        self._consuming: _Consuming | None = None
+        self._declared: tuple[int, set[str]] = (0, set())
+        self._ladder_generation = 0
+        self._known_queues: set[str] = set()
+        #: (generation, delivery tag) of deliveries not settled yet. Settling a tag twice would make RabbitMQ close
+        #: the channel (and requeue everything on it), so every settle goes through ``_take_tag``. I/O thread only.
+        self._unsettled: set[tuple[int, int]] = set()
+        self._management: ManagementApi | None = None
+        if settings.management_url:
+            parts = urlsplit(settings.url)
+            vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+            self._management = ManagementApi(
+                settings.management_url, vhost=vhost, timeout_s=settings.socket_timeout_s,
+                fallback_user=unquote(parts.username or "guest"), fallback_password=unquote(parts.password or "guest"),
+            )
+
+    # -- publishing ---------------------------------------------------------------------------------------------
+
+    def enqueue(self, queue: str, message_id: str, data: bytes, *, priority: int = 0, delay_s: float = 0.0) -> None:
+        """Publish and wait for RabbitMQ's confirm. See ``Broker.enqueue`` and the module notes."""
+        self.enqueue_many([Outgoing(queue, message_id, data, priority, delay_s)])
+
+    def enqueue_many(self, items: Sequence[Outgoing]) -> None:
+        """Publish a batch, each message confirmed before this returns."""
+        for item in items:
+            _check_priority(item.priority)
+            topo.task_queue_name(item.queue)
+            topo.delay_units(item.delay_s)
+        if not items:
+            return
+        retry = self.settings.publish_retry
+        for attempt in range(1, retry.max_attempts + 1):
+            try:
+                self._link.call(lambda ch: self._publish_all(ch, items), action="publish")
+                return
+            except BrokerConnectionError as exc:
+                if attempt == retry.max_attempts:
+                    raise BrokerConnectionError(
+                        f"could not publish to rabbitmq broker {self._masked_url} after {attempt} attempts: {exc}"
+                    ) from exc
+                time.sleep(retry.delay_s(attempt))
+
+    def _publish_all(self, ch: Channels, items: Sequence[Outgoing]) -> None:
+        for item in items:
+            units = topo.delay_units(item.delay_s)
+            self._declare_queue(ch, item.queue, ladder=units > 0)
+            props = pika.BasicProperties(delivery_mode=PERSISTENT, message_id=item.message_id,
+                                         priority=item.priority)
+            if units:
+                self._confirmed(ch, topo.delay_level_name(topo.DELAY_LEVELS - 1),
+                                topo.delay_routing_key(units, item.queue), item.data, props)
+            else:
+                self._confirmed(ch, "", item.queue, item.data, props)
+
+    def _confirmed(self, ch: Channels, exchange: str, routing_key: str, body: bytes,
+                   props: pika.BasicProperties) -> None:
+        try:
+            ch.publish.basic_publish(exchange, routing_key, body, props, mandatory=True)
+        except pika.exceptions.UnroutableError as exc:
+            raise BrokerError(f"rabbitmq broker {self._masked_url} could not route a message to "
+                              f"{routing_key!r} (its queue was deleted?)") from exc
+        except pika.exceptions.NackError as exc:
+            raise BrokerError(f"rabbitmq broker {self._masked_url} refused to store a message for "
+                              f"{routing_key!r} (nack)") from exc
+
+    def _declare_queue(self, ch: Channels, queue: str, *, ladder: bool) -> None:
+        generation, declared = self._declared
+        if generation != ch.generation:
+            declared = set()
+            self._declared = (ch.generation, declared)
+        if ladder and self._ladder_generation != ch.generation:
+            topo.declare_ladder(ch.admin)
+            self._ladder_generation = ch.generation
+            declared.clear()  # queues declared before the ladder need their deliver binding
+        key = queue
+        if key not in declared:
+            topo.declare_task_queue(ch.admin, queue, ladder_ready=self._ladder_generation == ch.generation)
+            declared.add(key)
+            self._known_queues.add(queue)
+
+    # -- consuming ----------------------------------------------------------------------------------------------
+
+    def fetch(self, queues: Sequence[str], *, max_messages: int, timeout_s: float) -> list[Delivery]:
+        """Consume from ``queues`` with prefetch ``max_messages`` and return what has arrived, waiting up to
+        ``timeout_s`` for the first. See ``Broker.fetch``."""
+        names = tuple(dict.fromkeys(queues))
+        if not names or max_messages < 1:
+            return []
+        for name in names:
+            topo.task_queue_name(name)
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            consuming = self._consuming
+            if (consuming is None or consuming.generation != self._link.generation or consuming.queues != names
+                    or consuming.prefetch != max_messages):
+                self._link.call(lambda ch: self._start_consuming(ch, names, max_messages), action="consume")
+                consuming = self._consuming
+            assert consuming is not None
+            generation, raw = self._link.take(max_messages, deadline - time.monotonic())
+            if generation != consuming.generation:
+                raise BrokerConnectionError(f"rabbitmq broker {self._masked_url}: connection lost while fetching")
+            fresh = [r for r in raw if not r.redelivered]
+            again = [r for r in raw if r.redelivered]
+            if again:
+                self._link.call(partial(self._count_redeliveries, consuming=consuming, again=again),
+                                action="redeliver")
+            if fresh:
+                return [self._delivery(consuming, r) for r in fresh]
+            if time.monotonic() >= deadline:
+                return []
+
+    def _start_consuming(self, ch: Channels, names: tuple[str, ...], prefetch: int) -> None:
+        self._stop_consuming(ch)
+        for name in names:
+            self._declare_queue(ch, name, ladder=False)
+        # global_qos: one limit shared by the consumers of all the queues, as a worker child's prefetch means.
+        ch.consume.basic_qos(prefetch_count=prefetch, global_qos=len(names) > 1)
+        tags: dict[str, str] = {}
+        self._unsettled = {key for key in self._unsettled if key[0] == ch.generation}
+        for name in names:
+            tag = ch.consume.basic_consume(name, on_message_callback=self._on_message)
+            tags[tag] = name
+        ch.consume.add_on_cancel_callback(lambda _frame: self._forget_consumers())
+        self._consuming = _Consuming(ch.generation, names, prefetch, tags)
+
+    def _stop_consuming(self, ch: Channels) -> None:
+        consuming, self._consuming = self._consuming, None
+        if consuming is None or consuming.generation != ch.generation:
+            return
+        for tag in consuming.tags:
+            ch.consume.basic_cancel(tag)
+
+    def _on_message(self, channel: Any, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
+        self._unsettled.add((self._link.generation, method.delivery_tag))
+        self._link.on_message(channel, method, properties, body)
+
+    def _take_tag(self, ch: Channels, generation: int, tag: int) -> bool:
+        """True (once) when this delivery may be settled now: same connection, not settled before."""
+        if generation != ch.generation or (generation, tag) not in self._unsettled:
+            return False
+        self._unsettled.discard((generation, tag))
+        return True
+
+    def _forget_consumers(self) -> None:
+        """RabbitMQ cancelled a consumer (its queue was deleted): start over on the next fetch."""
+        self._consuming = None
+
+    def _delivery(self, consuming: _Consuming, raw: RawDelivery) -> Delivery:
+        headers = raw.properties.headers or {}
+        return Delivery(
+            queue=consuming.tags.get(raw.consumer_tag, consuming.queues[0]),
+            message_id=raw.properties.message_id or f"amqp-{raw.generation}-{raw.delivery_tag}",
+            data=raw.body,
+            delivery_count=_int(headers.get(LOST_HEADER)) + 1,
+            receipt=_Receipt(self._link, raw.generation, raw.delivery_tag, raw.properties),
+        )
+
+    def _count_redeliveries(self, ch: Channels, *, consuming: _Consuming, again: Sequence[RawDelivery]) -> None:
+        """Republish each redelivered message with its lost-delivery count (or dead-letter it past
+        ``max_deliveries``), then ack the redelivery."""
+        for raw in again:
+            if not self._take_tag(ch, raw.generation, raw.delivery_tag):
+                continue
+            delivery = self._delivery(consuming, raw)
+            lost = delivery.delivery_count  # the previous delivery ended without an ack
+            if lost >= self.settings.max_deliveries:
+                self._to_dead_letters(ch, delivery,
+                                      f"delivered {lost} times without an ack (max_deliveries="
+                                      f"{self.settings.max_deliveries}): its worker died each time")
+            else:
+                self._confirmed(ch, "", delivery.queue, raw.body, _with_headers(raw.properties, {LOST_HEADER: lost}))
+            ch.consume.basic_ack(raw.delivery_tag)
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Ack deliveries of this connection; others are no-ops. See ``Broker.ack``."""
+        own = self._own(deliveries)
+        if own:
+            self._link.call(lambda ch: self._ack_tags(ch, own), action="ack")
+
+    def _ack_tags(self, ch: Channels, receipts: Sequence[_Receipt]) -> None:
+        for receipt in receipts:
+            if self._take_tag(ch, receipt.generation, receipt.tag):
+                ch.consume.basic_ack(receipt.tag)
+
+    def release(self, deliveries: Sequence[Delivery]) -> None:
+        """Stop consuming (so the messages are not pushed straight back to this connection), then give back
+        these deliveries and whatever else arrived unstarted: republished uncounted, then acked."""
+        own = [d for d in deliveries if self._receipt(d) is not None]
+        if own:
+            self._link.call(lambda ch: self._give_back(ch, own), action="release")
+
+    def _give_back(self, ch: Channels, deliveries: Sequence[Delivery]) -> None:
+        consuming = self._consuming
+        self._stop_consuming(ch)
+        for delivery in deliveries:
+            receipt = self._receipt(delivery)
+            if receipt is None or not self._take_tag(ch, receipt.generation, receipt.tag):
+                continue
+            self._requeue(ch, delivery.queue, delivery.data, receipt.properties, receipt.tag)
+        for raw in self._link.drain_buffer():
+            if consuming is not None and self._take_tag(ch, raw.generation, raw.delivery_tag):
+                queue = consuming.tags.get(raw.consumer_tag, consuming.queues[0])
+                self._requeue(ch, queue, raw.body, raw.properties, raw.delivery_tag)
+
+    def _requeue(self, ch: Channels, queue: str, body: bytes, props: pika.BasicProperties, tag: int) -> None:
+        self._confirmed(ch, "", queue, body, props)
+        ch.consume.basic_ack(tag)
+
+    def nack(self, deliveries: Sequence[Delivery]) -> None:
+        """Give back interrupted deliveries of this connection (counted on their next delivery)."""
+        own = self._own(deliveries)
+        if own:
+            self._link.call(lambda ch: [ch.consume.basic_nack(r.tag, requeue=True) for r in own
+                                        if self._take_tag(ch, r.generation, r.tag)], action="nack")
+
+    def extend(self, deliveries: Sequence[Delivery]) -> None:
+        """Nothing to renew: a delivery stays ours while our connection lives (see the module notes)."""
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Copy the message to the queue's dead-letter queue with ``reason`` in its headers, then ack it. No-op for
+        a delivery this connection no longer holds."""
+        receipt = self._receipt(delivery)
+        if receipt is None:
+            return
+
+        def move(ch: Channels) -> None:
+            if not self._take_tag(ch, receipt.generation, receipt.tag):
+                return
+            self._to_dead_letters(ch, delivery, reason)
+            ch.consume.basic_ack(receipt.tag)
+
+        self._link.call(move, action="dead_letter")
+
+    def _to_dead_letters(self, ch: Channels, delivery: Delivery, reason: str) -> None:
+        self._declare_queue(ch, delivery.queue, ladder=False)
+        headers = {REASON_HEADER: reason, QUEUE_HEADER: delivery.queue, DEAD_AT_HEADER: repr(time.time()),
+                   LOST_HEADER: delivery.delivery_count}
+        dead_props = pika.BasicProperties(delivery_mode=PERSISTENT, message_id=delivery.message_id, headers=headers)
+        self._confirmed(ch, "", topo.dead_queue_name(delivery.queue), delivery.data, dead_props)
+
+    # -- inspection and administration -------------------------------------------------------------------------
+
+    def queue_depth(self, queue: str) -> QueueDepth:
+        """Ready and in-flight from the management API when configured (counters lag up to its statistics
+        interval); otherwise ready only, from a passive declare (``in_flight_known=False``). Delayed messages
+        sit in the shared ladder and cannot be counted per queue (``delayed_known=False``)."""
+        topo.task_queue_name(queue)
+        dead = self._passive_count(topo.dead_queue_name(queue))
+        if self._management is not None:
+            counts = self._management.queue_counts(queue)
+            ready, unacked = (counts.ready, counts.unacked) if counts else (0, 0)
+            return QueueDepth(ready=ready, in_flight=unacked, dead=dead, delayed_known=False)
+        ready = self._passive_count(queue)
+        return QueueDepth(ready=ready, in_flight=0, dead=dead, in_flight_known=False, delayed_known=False)
+
+    def _passive_count(self, queue: str) -> int:
+        def count(ch: Channels) -> int:
+            try:
+                return int(ch.admin.queue_declare(queue, passive=True).method.message_count)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code == 404:
+                    return 0
+                raise
+
+        return self._link.call(count, action="queue_depth")
+
+    def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters of ``queue``, read and put back in order (a temporary channel is
+        closed unacked)."""
+        if limit < 1:
+            return []
+        name = topo.dead_queue_name(queue)
+
+        def browse(ch: Channels) -> list[DeadLetter]:
+            channel = ch.connection.channel()
+            found: list[DeadLetter] = []
+            try:
+                while len(found) < limit:
+                    method, props, body = channel.basic_get(name, auto_ack=False)
+                    if method is None:
+                        break
+                    found.append(_dead_letter(queue, props, body))
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code != 404:
+                    raise
+            finally:
+                if channel.is_open:
+                    channel.close()
+            return found
+
+        return self._link.call(browse, action="dead_letters")
+
+    def purge(self, queue: str) -> int:
+        """Delete the ready messages of ``queue`` (delayed ones still in the ladder arrive later). Returns how
+        many were deleted."""
+        topo.task_queue_name(queue)
+
+        def purge(ch: Channels) -> int:
+            try:
+                return int(ch.admin.queue_purge(queue).method.message_count)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code == 404:
+                    return 0
+                raise
+
+        return self._link.call(purge, action="purge")
+
+    def queues(self) -> list[str]:
+        """Task queues of the vhost (from the management API), or the ones this client declared without it."""
+        if self._management is not None:
+            return sorted(n for n in self._management.queue_names() if not n.startswith(topo.PREFIX))
+        return sorted(self._known_queues)
+
+    def ping(self) -> None:
+        """One round trip to the broker; ``BrokerConnectionError`` when it does not answer."""
+        self._link.call(lambda ch: ch.admin.exchange_declare("amq.direct", passive=True), action="ping")
+
+    def close(self) -> None:
+        """Close the connection; unacked deliveries go back to their queues."""
+        self._link.close()
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+
+    def _receipt(self, delivery: Delivery) -> _Receipt | None:
+        receipt = delivery.receipt
+        if isinstance(receipt, _Receipt) and receipt.link is self._link:
+            return receipt
+        return None
+
+    def _own(self, deliveries: Sequence[Delivery]) -> list[_Receipt]:
+        return [r for r in map(self._receipt, deliveries) if r is not None]
+
+
+def _check_priority(priority: int) -> None:
+    if not 0 <= priority <= topo.MAX_PRIORITY:
+        raise ValueError(f"priority must be 0-{topo.MAX_PRIORITY}, got {priority}")
+
+
+def _int(value: Any) -> int:
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _with_headers(props: pika.BasicProperties, changes: dict[str, Any]) -> pika.BasicProperties:
+    """A copy of ``props`` with ``changes`` in its headers and the ``x-death`` trail of the delay ladder dropped."""
+    headers = {k: v for k, v in (props.headers or {}).items() if not k.startswith(("x-death", "x-first-death"))}
+    headers.update(changes)
+    return pika.BasicProperties(delivery_mode=PERSISTENT, message_id=props.message_id, priority=props.priority,
+                                headers=headers)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _dead_letter(queue: str, props: pika.BasicProperties, body: bytes) -> DeadLetter:
+    headers = props.headers or {}
+    try:
+        dead_at = float(_text(headers.get(DEAD_AT_HEADER, "0")))
+    except ValueError:
+        dead_at = 0.0
+    return DeadLetter(queue=_text(headers.get(QUEUE_HEADER, queue)), message_id=props.message_id or "",
+                      reason=_text(headers.get(REASON_HEADER, "?")), data=body, dead_at=dead_at)
+

@@ -1,0 +1,128 @@
+"""How the RabbitMQ broker lays out queues and exchanges, as names and pure functions (table-tested), plus the
+declare calls that create them on a channel.
+
+Everything Taskfleet creates is durable and named ``taskfleet.*``; users' queues may not use that prefix.
+
+- A task queue ``Q`` is a classic durable queue named ``Q`` with ``x-max-priority: 9``. Publishing uses the default
+  exchange (routing key = queue name).
+- Its dead-letter queue is ``taskfleet.dead.Q``: a message that cannot be processed is copied there with the reason
+  in its headers (``x-taskfleet-reason``), then acked.
+- Delays use a ladder of ``DELAY_LEVELS`` queues with fixed TTLs (``taskfleet.delay.<k>`` holds a message
+  ``2**k * DELAY_UNIT_S`` seconds). A delay is written in binary, one routing-key word per level from the highest:
+  ``"0.1.1.0.....Q"``. Each level's topic exchange sends the message to its level's queue when its bit is 1 and on
+  to the next level down when it is 0; a level's queue dead-letters expired messages (all of the same age, so no
+  message ever waits behind a later one) to the next level's exchange. After level 0, the exchange
+  ``taskfleet.delay.deliver`` routes the message to ``Q`` by the last word(s) of its routing key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from taskfleet.errors import ConfigurationError
+from taskfleet.settings import validate_queue_name
+
+PREFIX = "taskfleet."
+DEAD_PREFIX = PREFIX + "dead."
+DELAY_PREFIX = PREFIX + "delay."
+DELIVER_EXCHANGE = DELAY_PREFIX + "deliver"
+#: Resolution of delays: a delay is rounded to the nearest multiple.
+DELAY_UNIT_S = 0.1
+#: Levels of the delay ladder: delays up to (2**DELAY_LEVELS - 1) * DELAY_UNIT_S, about 9.7 days.
+DELAY_LEVELS = 23
+MAX_DELAY_S = (2**DELAY_LEVELS - 1) * DELAY_UNIT_S
+MAX_PRIORITY = 9
+#: Arguments of every task queue; a queue declared elsewhere with other arguments is a clear error at declare.
+TASK_QUEUE_ARGUMENTS: dict[str, Any] = {"x-max-priority": MAX_PRIORITY}
+
+
+def task_queue_name(queue: str) -> str:
+    """``queue`` itself, after checking it is a valid Taskfleet queue name outside the reserved prefix."""
+    validate_queue_name(queue)
+    if queue.startswith(PREFIX):
+        raise ConfigurationError(f"queue name {queue!r} uses the prefix {PREFIX!r}, reserved by Taskfleet on RabbitMQ")
+    return queue
+
+
+def dead_queue_name(queue: str) -> str:
+    """The dead-letter queue of ``queue``."""
+    return DEAD_PREFIX + task_queue_name(queue)
+
+
+def delay_level_name(level: int) -> str:
+    """Name of the exchange and of the queue of one ladder level."""
+    return f"{DELAY_PREFIX}{level}"
+
+
+def delay_units(delay_s: float) -> int:
+    """``delay_s`` in ladder units (rounded); 0 means publish straight to the queue. Longer than ``MAX_DELAY_S`` is
+    a ``ValueError``."""
+    if delay_s != delay_s or delay_s > MAX_DELAY_S + DELAY_UNIT_S / 2:  # NaN or too long
+        raise ValueError(f"delay of {delay_s}s is longer than the RabbitMQ broker's maximum of {MAX_DELAY_S:.0f}s")
+    return max(0, round(delay_s / DELAY_UNIT_S))
+
+
+def delay_routing_key(units: int, queue: str) -> str:
+    """The routing key that walks the ladder for ``units`` and ends in ``queue``: one bit per level, highest
+    level first, then the queue name."""
+    if not 0 < units < 2**DELAY_LEVELS:
+        raise ValueError(f"delay units must be 1..{2**DELAY_LEVELS - 1}, got {units}")
+    bits = ".".join("1" if units >> level & 1 else "0" for level in reversed(range(DELAY_LEVELS)))
+    return f"{bits}.{queue}"
+
+
+def level_pattern(level: int, bit: str) -> str:
+    """Topic pattern that matches routing keys whose bit for ``level`` is ``bit``."""
+    return "*." * (DELAY_LEVELS - 1 - level) + bit + ".#"
+
+
+def deliver_pattern(queue: str) -> str:
+    """Topic pattern that matches exactly the delay routing keys ending in ``queue`` (word count fixed, so queue
+    ``b.c`` never matches a key for ``a.b.c``)."""
+    return "*." * DELAY_LEVELS + queue
+
+
+@dataclass(frozen=True, slots=True)
+class LadderLevel:
+    """One rung of the delay ladder: its exchange and queue (same name), TTL and where expired messages go."""
+
+    level: int
+    name: str
+    ttl_ms: int
+    next_exchange: str
+
+
+def ladder() -> Iterator[LadderLevel]:
+    """The levels from 0 (shortest) up, so each level's next exchange is declared before it."""
+    for level in range(DELAY_LEVELS):
+        yield LadderLevel(
+            level=level,
+            name=delay_level_name(level),
+            ttl_ms=round(2**level * DELAY_UNIT_S * 1000),
+            next_exchange=delay_level_name(level - 1) if level else DELIVER_EXCHANGE,
+        )
+
+
+def declare_ladder(channel: Any) -> None:
+    """Declare the delay ladder on ``channel`` (a pika ``BlockingChannel``); idempotent."""
+    channel.exchange_declare(DELIVER_EXCHANGE, exchange_type="topic", durable=True)
+    for rung in ladder():  # level 0 first: its next exchange (deliver) exists; level k needs k-1
+        channel.exchange_declare(rung.name, exchange_type="topic", durable=True)
+        channel.queue_declare(rung.name, durable=True, arguments={
+            "x-message-ttl": rung.ttl_ms,
+            "x-dead-letter-exchange": rung.next_exchange,
+        })
+        channel.queue_bind(rung.name, rung.name, routing_key=level_pattern(rung.level, "1"))
+        channel.exchange_bind(destination=rung.next_exchange, source=rung.name,
+                              routing_key=level_pattern(rung.level, "0"))
+
+
+def declare_task_queue(channel: Any, queue: str, *, ladder_ready: bool) -> None:
+    """Declare ``queue`` and its dead-letter queue; bind it to the ladder's deliver exchange when the ladder
+    exists (delayed messages for an unbound queue would be dropped by RabbitMQ)."""
+    channel.queue_declare(task_queue_name(queue), durable=True, arguments=TASK_QUEUE_ARGUMENTS)
+    channel.queue_declare(dead_queue_name(queue), durable=True)
+    if ladder_ready:
+        channel.queue_bind(queue, DELIVER_EXCHANGE, routing_key=deliver_pattern(queue))
