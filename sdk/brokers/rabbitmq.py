@@ -11,8 +11,9 @@ How the ``Broker`` contract maps onto AMQP:
 - ``fetch`` consumes with ``basic.qos`` prefetch = ``max_messages``: at most that many unacked messages per
   consumer connection, all counted as in-flight by RabbitMQ.
 - Leases are the connection itself: RabbitMQ gives a connection's unacked messages back the moment it closes or its
-  heartbeat stops, so ``extend`` has nothing to do. Long tasks and RabbitMQ's ``consumer_timeout``: see
-  docs/brokers.md.
+  heartbeat stops, so ``extend`` has nothing to do. Consumers ask for the longest ``x-consumer-timeout`` so that
+  RabbitMQ's ``consumer_timeout`` does not close the channel under a long task (servers older than 3.11.15 ignore
+  it: raise ``consumer_timeout`` there; docs/brokers.md).
 - Delivery counting: AMQP only flags a redelivery. A redelivered message is republished with its count of lost
   deliveries in the ``x-taskfleet-lost`` header and acked, so the count survives; past ``max_deliveries`` it goes to
   the dead-letter queue instead. ``release`` also republishes (not counted), so a released message goes to the tail
@@ -46,6 +47,10 @@ REASON_HEADER = "x-taskfleet-reason"
 QUEUE_HEADER = "x-taskfleet-queue"
 DEAD_AT_HEADER = "x-taskfleet-dead-at"
 PERSISTENT = 2
+#: Per-consumer delivery-acknowledgement timeout (RabbitMQ >= 3.11.15 honours it, older servers ignore it): the
+#: longest RabbitMQ accepts, so its ``consumer_timeout`` never closes the channel under a long task. Stuck tasks
+#: are the worker's business (hard time limits, liveness probe), not the broker's.
+CONSUMER_TIMEOUT_MS = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +198,8 @@ class RabbitMQBroker(Broker):
         tags: dict[str, str] = {}
         self._unsettled = {key for key in self._unsettled if key[0] == ch.generation}
         for name in names:
-            tag = ch.consume.basic_consume(name, on_message_callback=self._on_message)
+            tag = ch.consume.basic_consume(name, on_message_callback=self._on_message,
+                                           arguments={"x-consumer-timeout": CONSUMER_TIMEOUT_MS})
             tags[tag] = name
         ch.consume.add_on_cancel_callback(lambda _frame: self._forget_consumers())
         self._consuming = _Consuming(ch.generation, names, prefetch, tags)

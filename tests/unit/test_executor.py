@@ -339,3 +339,39 @@ def test_a_result_that_cannot_be_serialized_fails_the_task_instead_of_crashing_t
     assert record.state is State.FAILURE
     assert (record.exc_type or "").endswith("EncodeError")
     assert broker.queue_depth(QUEUE).in_flight == 0
+
+
+# -- redeliveries ------------------------------------------------------------------------------------------------
+
+
+def test_a_redelivered_task_that_already_finished_is_acked_without_running_again(
+    memory_app: App, started: list[Started], backend: ResultBackend, broker: Broker, marker: str
+) -> None:
+    result = tasks.record.delay(marker, "once")
+    first = broker.fetch([QUEUE], max_messages=1, timeout_s=0)[0]
+    assert _executor(memory_app, started).run(first).outcome == "success"
+    broker.enqueue(QUEUE, first.message_id, first.data)  # its ack was lost: the broker delivers it again
+    broker.nack(broker.fetch([QUEUE], max_messages=1, timeout_s=0))
+
+    again = broker.fetch([QUEUE], max_messages=1, timeout_s=0)[0]
+    outcome = _executor(memory_app, started).run(again)
+
+    assert again.redelivered
+    assert outcome.outcome == "duplicate"
+    assert tasks.lines(marker) == ["once"]
+    assert _record(backend, result.id).state == State.SUCCESS
+    assert broker.queue_depth(QUEUE).total == 0
+
+
+def test_a_redelivered_task_without_a_final_result_runs_again(
+    memory_app: App, started: list[Started], backend: ResultBackend, broker: Broker, marker: str
+) -> None:
+    tasks.record.delay(marker, "twice")
+    broker.nack(broker.fetch([QUEUE], max_messages=1, timeout_s=0))  # its worker died before it finished
+
+    again = broker.fetch([QUEUE], max_messages=1, timeout_s=0)[0]
+    outcome = _executor(memory_app, started).run(again)
+
+    assert again.redelivered
+    assert outcome.outcome == "success"
+    assert tasks.lines(marker) == ["twice"]
