@@ -1,7 +1,11 @@
-"""Taskfleet on Redis, measured: enqueue rate, drain throughput of pre-enqueued no-op tasks with a prefork worker,
-and delay().get() round-trip latency. Starts its own private redis-server. Run with ``make bench``.
+"""Taskfleet on Redis and RabbitMQ, measured: enqueue rate, drain throughput of pre-enqueued no-op tasks with a
+prefork worker, and delay().get() round-trip latency. Starts its own private servers (results always go to a
+private Redis). Run with ``make bench``.
 
-    python bench/drain.py --tasks 10000 --concurrency 2 --prefetch 1,4,16
+    python bench/drain.py --brokers redis,rabbitmq --tasks 10000 --concurrency 2 --prefetch 1,4,16
+
+The drain ends when the queue is empty: on RabbitMQ that is its exact ready count (a passive declare, no management
+API), so up to concurrency x prefetch tasks may still be finishing: negligible against thousands.
 """
 
 from __future__ import annotations
@@ -19,13 +23,17 @@ sys.path.insert(0, str(ROOT))
 
 from bench import tasks  # noqa: E402
 from taskfleet import App  # noqa: E402
+from tests.support.rabbitmq_server import RabbitMQServer  # noqa: E402
 from tests.support.servers import RedisServer  # noqa: E402
 from tests.support.workers import children_of  # noqa: E402
 
 
-def start_worker(url: str, concurrency: int, prefetch: int) -> subprocess.Popen[bytes]:
+def start_worker(app: App, concurrency: int, prefetch: int) -> subprocess.Popen[bytes]:
+    broker, backend = app.settings.broker_url, app.settings.result_backend_url
+    assert broker is not None
+    assert backend is not None
     cmd = [sys.executable, "-m", "taskfleet", "worker", "-A", "bench.tasks:app", "-Q", "bench", "-c", str(concurrency),
-           "--prefetch", str(prefetch), "--broker", f"{url}/0", "--result-backend", f"{url}/1", "-l", "warning",
+           "--prefetch", str(prefetch), "--broker", broker, "--result-backend", backend, "-l", "warning",
            "--log-format", "json", "--health-port", "0"]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -42,12 +50,12 @@ def enqueue_rate(app: App, n: int) -> float:
     return n / (time.perf_counter() - began)
 
 
-def drain(app: App, url: str, n: int, concurrency: int, prefetch: int, *, results: bool) -> float:
+def drain(app: App, n: int, concurrency: int, prefetch: int, *, results: bool) -> float:
     task = tasks.noop if results else tasks.noop_no_result
     for _ in range(n):
         task.delay()
     began = time.perf_counter()
-    worker = start_worker(url, concurrency, prefetch)
+    worker = start_worker(app, concurrency, prefetch)
     try:
         while app.broker.queue_depth("bench").total:
             time.sleep(0.01)
@@ -57,8 +65,8 @@ def drain(app: App, url: str, n: int, concurrency: int, prefetch: int, *, result
     return n / elapsed
 
 
-def round_trip(app: App, url: str, n: int, concurrency: int, prefetch: int) -> dict[str, float]:
-    worker = start_worker(url, concurrency, prefetch)
+def round_trip(app: App, n: int, concurrency: int, prefetch: int) -> dict[str, float]:
+    worker = start_worker(app, concurrency, prefetch)
     try:
         tasks.noop.delay().get(timeout=30)  # warm up: children connected
         samples = []
@@ -72,8 +80,8 @@ def round_trip(app: App, url: str, n: int, concurrency: int, prefetch: int) -> d
     return {"p50_ms": round(q[49], 3), "p95_ms": round(q[94], 3), "p99_ms": round(q[98], 3)}
 
 
-def idle_rss_mb(url: str, concurrency: int) -> float:
-    worker = start_worker(url, concurrency, 4)
+def idle_rss_mb(app: App, concurrency: int) -> float:
+    worker = start_worker(app, concurrency, 4)
     try:
         time.sleep(3)
         pids = [worker.pid, *children_of(worker.pid)]
@@ -87,32 +95,49 @@ def idle_rss_mb(url: str, concurrency: int) -> float:
         stop(worker)
 
 
+def measure(app: App, args: argparse.Namespace) -> dict[str, object]:
+    """Every scenario on the broker ``app`` is configured for."""
+    report: dict[str, object] = {}
+    report["enqueue_per_s_delay"] = round(enqueue_rate(app, 5000))
+    app.broker.purge("bench")
+    drains = {}
+    for prefetch in (int(p) for p in args.prefetch.split(",")):
+        drains[f"prefetch={prefetch}"] = {
+            "no_results_per_s": round(drain(app, args.tasks, args.concurrency, prefetch, results=False)),
+            "with_results_per_s": round(drain(app, args.tasks, args.concurrency, prefetch, results=True)),
+        }
+        print(f"  prefetch={prefetch}: {drains[f'prefetch={prefetch}']}", flush=True)
+    report["drain"] = drains
+    report["round_trip"] = round_trip(app, args.rtt, args.concurrency, 4)
+    report["idle_rss_mb_supervisor_plus_children"] = idle_rss_mb(app, args.concurrency)
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--brokers", default="redis,rabbitmq", help="comma-separated: redis, rabbitmq")
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--prefetch", default="1,4,16", help="comma-separated prefetch values to compare")
     parser.add_argument("--rtt", type=int, default=300, help="sequential delay().get() samples")
     args = parser.parse_args()
     report: dict[str, object] = {"tasks": args.tasks, "concurrency": args.concurrency}
-    with RedisServer() as server:
-        app = tasks.app
-        app.configure(broker=f"{server.url}/0", result_backend=f"{server.url}/1")
-        report["enqueue_per_s_delay"] = round(enqueue_rate(app, 5000))
-        app.broker.purge("bench")
-        drains = {}
-        for prefetch in (int(p) for p in args.prefetch.split(",")):
-            drains[f"prefetch={prefetch}"] = {
-                "no_results_per_s": round(drain(app, server.url, args.tasks, args.concurrency, prefetch,
-                                                results=False)),
-                "with_results_per_s": round(drain(app, server.url, args.tasks, args.concurrency, prefetch,
-                                                  results=True)),
-            }
-            print(f"prefetch={prefetch}: {drains[f'prefetch={prefetch}']}", flush=True)
-        report["drain"] = drains
-        report["round_trip"] = round_trip(app, server.url, args.rtt, args.concurrency, 4)
-        report["idle_rss_mb_supervisor_plus_children"] = idle_rss_mb(server.url, args.concurrency)
-        app.close()
+    app = tasks.app
+    with RedisServer() as redis:
+        for broker in args.brokers.split(","):
+            print(f"{broker}:", flush=True)
+            if broker == "redis":
+                app.configure(broker=f"{redis.url}/0", result_backend=f"{redis.url}/1")
+                report[broker] = measure(app, args)
+            elif broker == "rabbitmq":
+                with RabbitMQServer() as rabbitmq:
+                    app.configure(broker=rabbitmq.url, result_backend=f"{redis.url}/1")
+                    report[broker] = measure(app, args)
+                    app.close()
+            else:
+                parser.error(f"unknown broker {broker!r}")
+            redis.flushall()
+    app.close()
     print(json.dumps(report, indent=2))
 
 
