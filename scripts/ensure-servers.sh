@@ -8,9 +8,10 @@
 # Usage: scripts/ensure-servers.sh [PACKAGE:BINARY ...]   (default: the SERVERS list below)
 set -euo pipefail
 
-# Debian package -> the binary it provides. Add "rabbitmq-server:rabbitmq-server" when the RabbitMQ broker lands.
+# Debian package -> the binary it provides.
 SERVERS=(
   "redis-server:redis-server"
+  "rabbitmq-server:rabbitmq-server"
 )
 
 if (($# > 0)); then

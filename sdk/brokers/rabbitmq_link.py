@@ -194,8 +194,10 @@ class AmqpLink:
                 channels.connection.process_data_events(time_limit=PUMP_S)
             except CONNECTION_ERRORS as exc:
                 self._drop(exc)
-            except pika.exceptions.AMQPChannelError as exc:
-                self._drop(exc)  # the consume channel died under its consumers: start over cleanly
+            except pika.exceptions.AMQPError as exc:
+                self._drop(exc)  # e.g. the consume channel died under its consumers: start over cleanly
+            except Exception as exc:  # noqa: BLE001 - the I/O thread must outlive anything pika throws
+                self._drop(exc)
         self._run_calls()  # fail what is left: closed
         self._disconnect()
 

@@ -1,7 +1,8 @@
 """Private broker servers for integration tests: started on free loopback ports, never the system instances.
 
-A missing ``redis-server`` binary is installed from Debian's packages when we are root. When a server cannot be
-had, ``require_server`` skips the test on a laptop and fails it in CI (``CI=true``), where skipping would hide it.
+A missing ``redis-server`` binary is installed from Debian's packages when we are root (``apt_install``, which
+``rabbitmq_server.py`` uses too). When a server cannot be had, ``require_server`` skips the test on a laptop and fails
+it in CI (``CI=true``), where skipping would hide it.
 """
 
 from __future__ import annotations
@@ -48,11 +49,29 @@ def find_redis_server() -> str:
     found = shutil.which(REDIS_BINARY) or _existing("/usr/bin/redis-server", "/usr/local/bin/redis-server")
     if found:
         return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
+    if not can_apt_install():
         raise ServerUnavailable("redis-server is not installed (apt-get install redis-server)")
+    # The package may start a system instance on 6379; harmless, we never talk to it.
+    apt_install("redis-server")
+    found = shutil.which(REDIS_BINARY) or _existing("/usr/bin/redis-server")
+    if not found:
+        raise ServerUnavailable("redis-server still missing after apt-get install redis-server")
+    return found
+
+
+def can_apt_install() -> bool:
+    """True when we are root and ``apt-get`` is on PATH, so a missing server package can be installed."""
+    return os.geteuid() == 0 and shutil.which("apt-get") is not None
+
+
+def apt_install(*packages: str) -> None:
+    """Run ``apt-get update`` then ``apt-get install -y PACKAGES`` non-interactively.
+
+    Raises ServerUnavailable with the tail of apt's stderr when either command fails or times out. The caller
+    checks ``can_apt_install()`` first; this does not.
+    """
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "redis-server"]):
-        # The package may start a system instance on 6379; harmless, we never talk to it.
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", *packages]):
         try:
             result = subprocess.run(
                 command, env=env, capture_output=True, text=True, timeout=APT_TIMEOUT_S, check=False
@@ -61,10 +80,6 @@ def find_redis_server() -> str:
             raise ServerUnavailable(f"{' '.join(command)} failed: {exc}") from exc
         if result.returncode != 0:
             raise ServerUnavailable(f"{' '.join(command)} failed: {result.stderr.strip()[-2000:]}")
-    found = shutil.which(REDIS_BINARY) or _existing("/usr/bin/redis-server")
-    if not found:
-        raise ServerUnavailable("redis-server still missing after apt-get install redis-server")
-    return found
 
 
 def _existing(*paths: str) -> str | None:
