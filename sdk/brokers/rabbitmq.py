@@ -69,6 +69,7 @@ class _Consuming:
     queues: tuple[str, ...]
     prefetch: int
     tags: dict[str, str]  # consumer tag -> queue
+    stale: bool = False  # RabbitMQ cancelled one of them: start over
 
 
 class RabbitMQBroker(Broker):
@@ -81,6 +82,7 @@ class RabbitMQBroker(Broker):
         self._consuming: _Consuming | None = None
         self._declared: tuple[int, set[str]] = (0, set())
         self._ladder_generation = 0
+        self._cancel_hooked = 0
         self._known_queues: set[str] = set()
         #: (generation, delivery tag) of deliveries not settled yet. Settling a tag twice would make RabbitMQ close
         #: the channel (and requeue everything on it), so every settle goes through ``_take_tag``. I/O thread only.
@@ -171,8 +173,8 @@ class RabbitMQBroker(Broker):
         deadline = time.monotonic() + max(0.0, timeout_s)
         while True:
             consuming = self._consuming
-            if (consuming is None or consuming.generation != self._link.generation or consuming.queues != names
-                    or consuming.prefetch != max_messages):
+            if (consuming is None or consuming.stale or consuming.generation != self._link.generation
+                    or consuming.queues != names or consuming.prefetch != max_messages):
                 self._link.call(lambda ch: self._start_consuming(ch, names, max_messages), action="consume")
                 consuming = self._consuming
             assert consuming is not None
@@ -201,7 +203,9 @@ class RabbitMQBroker(Broker):
             tag = ch.consume.basic_consume(name, on_message_callback=self._on_message,
                                            arguments={"x-consumer-timeout": CONSUMER_TIMEOUT_MS})
             tags[tag] = name
-        ch.consume.add_on_cancel_callback(lambda _frame: self._forget_consumers())
+        if self._cancel_hooked != ch.generation:
+            ch.consume.add_on_cancel_callback(lambda _frame: self._forget_consumers())
+            self._cancel_hooked = ch.generation
         self._consuming = _Consuming(ch.generation, names, prefetch, tags)
 
     def _stop_consuming(self, ch: Channels) -> None:
@@ -223,8 +227,11 @@ class RabbitMQBroker(Broker):
         return True
 
     def _forget_consumers(self) -> None:
-        """RabbitMQ cancelled a consumer (its queue was deleted): start over on the next fetch."""
-        self._consuming = None
+        """RabbitMQ cancelled a consumer (its queue was deleted): declare again and start over on the next fetch
+        (which cancels the consumers still running)."""
+        if self._consuming is not None:
+            self._consuming.stale = True
+        self._declared = (0, set())
 
     def _delivery(self, consuming: _Consuming, raw: RawDelivery) -> Delivery:
         headers = raw.properties.headers or {}

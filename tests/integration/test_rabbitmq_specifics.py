@@ -1,0 +1,223 @@
+"""What only the RabbitMQ broker has to get right: its layout on the server, heartbeats under a busy thread, the
+delivery count that AMQP does not keep, consumers RabbitMQ cancels, and how it reports what it cannot count. The
+behaviour every broker shares is in test_broker_conformance.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pika
+import pytest
+
+from taskfleet.brokers.base import Delivery
+from taskfleet.brokers.rabbitmq import LOST_HEADER, REASON_HEADER, RabbitMQBroker
+from taskfleet.errors import BrokerError
+from taskfleet.settings import BrokerSettings
+from tests.support.rabbitmq_server import RabbitMQServer
+from tests.support.waiting import wait_for
+
+MakeRabbit = Callable[..., RabbitMQBroker]
+
+
+@pytest.fixture
+def vhost(rabbitmq_server: RabbitMQServer) -> Iterator[str]:
+    name = rabbitmq_server.new_vhost()
+    yield name
+    rabbitmq_server.delete_vhost(name)
+
+
+@pytest.fixture
+def make_rabbit(rabbitmq_server: RabbitMQServer, vhost: str) -> Iterator[MakeRabbit]:
+    """``make_rabbit(query="", management=True, **settings)``: a RabbitMQ broker on the test's vhost."""
+    made: list[RabbitMQBroker] = []
+
+    def make(*, query: str = "", management: bool = True, **settings: Any) -> RabbitMQBroker:
+        url = rabbitmq_server.vhost_url(vhost) + (f"?{query}" if query else "")
+        broker = RabbitMQBroker(BrokerSettings(
+            url=url, management_url=rabbitmq_server.management_url if management else None, **settings))
+        made.append(broker)
+        return broker
+
+    yield make
+    for broker in made:
+        broker.close()
+
+
+def _raw_channel(server: RabbitMQServer, vhost: str) -> tuple[pika.BlockingConnection, Any]:
+    connection = pika.BlockingConnection(pika.URLParameters(server.vhost_url(vhost)))
+    return connection, connection.channel()
+
+
+def test_task_queues_are_durable_priority_queues_with_their_own_dead_letter_queue(
+    make_rabbit: MakeRabbit, rabbitmq_server: RabbitMQServer, vhost: str
+) -> None:
+    make_rabbit().enqueue("billing", "m1", b"x")
+
+    queue = rabbitmq_server.queue(vhost, "billing")
+    dead = rabbitmq_server.queue(vhost, "taskfleet.dead.billing")
+    assert queue["durable"] is True
+    assert queue["arguments"] == {"x-max-priority": 9}
+    assert dead["durable"] is True
+
+
+def test_a_delayed_message_waits_in_the_ladder_not_in_its_queue(
+    make_rabbit: MakeRabbit, rabbitmq_server: RabbitMQServer, vhost: str
+) -> None:
+    broker = make_rabbit()
+    broker.enqueue("billing", "later", b"x", delay_s=30)
+
+    wait_for(lambda: rabbitmq_server.queue(vhost, "taskfleet.delay.8").get("messages", 0) == 1, 5,
+             message="30 s = 300 units = 0b100101100: the first hop is level 8, then 5, 3, 2")
+    assert broker.queue_depth("billing").ready == 0
+    assert broker.fetch(["billing"], max_messages=1, timeout_s=0.2) == []
+
+
+def test_the_persistent_messages_of_a_queue_are_published_persistent(
+    make_rabbit: MakeRabbit, rabbitmq_server: RabbitMQServer, vhost: str
+) -> None:
+    make_rabbit().enqueue("billing", "m1", b"x", priority=7)
+    connection, channel = _raw_channel(rabbitmq_server, vhost)
+    try:
+        _method, props, body = channel.basic_get("billing", auto_ack=False)
+    finally:
+        connection.close()
+    assert (props.delivery_mode, props.priority, props.message_id, body) == (2, 7, "m1", b"x")
+
+
+def test_a_busy_thread_does_not_starve_heartbeats_so_a_held_message_stays_held(make_rabbit: MakeRabbit) -> None:
+    holder = make_rabbit(query="heartbeat=1")
+    other = make_rabbit()
+    holder.enqueue("work", "long", b"x")
+    [held] = holder.fetch(["work"], max_messages=1, timeout_s=5)
+
+    stop = time.monotonic() + 4  # four heartbeat intervals of pure Python work on this thread
+    while time.monotonic() < stop:
+        sum(range(1000))
+
+    assert other.fetch(["work"], max_messages=1, timeout_s=0.5) == []
+    holder.ack([held])
+    assert holder.queue_depth("work").ready == 0
+
+
+def test_a_redelivery_carries_its_count_of_lost_deliveries_in_a_header(
+    make_rabbit: MakeRabbit, rabbitmq_server: RabbitMQServer, vhost: str
+) -> None:
+    first = make_rabbit()
+    first.enqueue("work", "m1", b"x")
+    assert [d.delivery_count for d in first.fetch(["work"], max_messages=1, timeout_s=5)] == [1]
+    first.close()  # died holding it
+
+    second = make_rabbit()
+    [again] = second.fetch(["work"], max_messages=1, timeout_s=5)
+    assert again.delivery_count == 2
+    assert again.data == b"x"
+    receipt: Any = again.receipt
+    assert receipt.properties.headers[LOST_HEADER] == 1
+
+
+def test_dead_letters_carry_the_reason_in_their_headers(
+    make_rabbit: MakeRabbit, rabbitmq_server: RabbitMQServer, vhost: str
+) -> None:
+    broker = make_rabbit()
+    broker.enqueue("work", "bad", b"\x00garbage")
+    [delivery] = broker.fetch(["work"], max_messages=1, timeout_s=5)
+    broker.dead_letter(delivery, "not a taskfleet message")
+
+    connection, channel = _raw_channel(rabbitmq_server, vhost)
+    try:
+        _method, props, body = channel.basic_get("taskfleet.dead.work", auto_ack=False)
+    finally:
+        connection.close()
+    assert body == b"\x00garbage"
+    assert props.headers[REASON_HEADER] == "not a taskfleet message"
+    assert props.message_id == "bad"
+
+
+def test_settling_a_delivery_twice_is_harmless_and_keeps_the_channel_open(make_rabbit: MakeRabbit) -> None:
+    broker = make_rabbit()
+    for i in range(3):
+        broker.enqueue("work", f"m{i}", b"x")
+    batch = broker.fetch(["work"], max_messages=1, timeout_s=5)
+    broker.ack(batch)
+    broker.ack(batch)  # RabbitMQ would close the channel on an unknown delivery tag
+    broker.dead_letter(batch[0], "late")
+
+    rest: list[Delivery] = []
+    wait_for(lambda: bool(rest.extend(broker.fetch(["work"], max_messages=4, timeout_s=0.5))) or len(rest) == 2, 10)
+    assert sorted(d.message_id for d in rest) == ["m1", "m2"]
+    assert all(d.delivery_count == 1 for d in rest)
+
+
+def test_a_consumer_that_rabbitmq_cancels_is_started_again_by_the_next_fetch(
+    make_rabbit: MakeRabbit, rabbitmq_server: RabbitMQServer, vhost: str
+) -> None:
+    broker = make_rabbit()
+    broker.enqueue("work", "m1", b"x")
+    broker.ack(broker.fetch(["work"], max_messages=1, timeout_s=5))
+    rabbitmq_server.api("DELETE", f"/api/queues/{vhost}/work")  # cancels the consumer
+
+    assert broker.fetch(["work"], max_messages=1, timeout_s=0.5) == []
+    make_rabbit().enqueue("work", "m2", b"y")
+    assert [d.message_id for d in broker.fetch(["work"], max_messages=1, timeout_s=5)] == ["m2"]
+
+
+def test_a_queue_declared_elsewhere_with_other_arguments_is_a_clear_error(
+    make_rabbit: MakeRabbit, rabbitmq_server: RabbitMQServer, vhost: str
+) -> None:
+    connection, channel = _raw_channel(rabbitmq_server, vhost)
+    try:
+        channel.queue_declare("legacy", durable=True)  # no x-max-priority
+    finally:
+        connection.close()
+    broker = make_rabbit(management=False)
+
+    with pytest.raises(BrokerError, match=r"PRECONDITION_FAILED|inequivalent"):
+        broker.enqueue("legacy", "m1", b"x")
+    broker.enqueue("fine", "m2", b"x")  # the connection survives the refused declare
+    assert broker.queue_depth("fine").ready == 1
+
+
+def test_without_the_management_api_queue_depth_counts_ready_only_and_says_so(make_rabbit: MakeRabbit) -> None:
+    broker = make_rabbit(management=False)
+    broker.enqueue("work", "m1", b"x")
+    broker.enqueue("work", "m2", b"x")
+    broker.fetch(["work"], max_messages=1, timeout_s=5)
+
+    depth = broker.queue_depth("work")
+    assert (depth.ready, depth.in_flight, depth.in_flight_known, depth.delayed_known) == (1, 0, False, False)
+
+
+def test_the_management_api_counts_unacked_messages_as_in_flight(make_rabbit: MakeRabbit) -> None:
+    broker = make_rabbit()
+    for i in range(3):
+        broker.enqueue("work", f"m{i}", b"x")
+    broker.fetch(["work"], max_messages=2, timeout_s=5)
+
+    wait_for(lambda: (broker.queue_depth("work").ready, broker.queue_depth("work").in_flight) == (1, 2), 10,
+             message="management counters refresh every collect_statistics_interval")
+    assert broker.queue_depth("work").in_flight_known
+
+
+def test_a_delay_longer_than_the_ladder_is_refused_before_anything_is_sent(make_rabbit: MakeRabbit) -> None:
+    broker = make_rabbit()
+    with pytest.raises(ValueError, match="maximum"):
+        broker.enqueue("work", "m1", b"x", delay_s=30 * 24 * 3600)
+    assert broker.queue_depth("work").ready == 0
+
+
+def test_publishes_from_many_threads_share_one_connection_safely(make_rabbit: MakeRabbit) -> None:
+    broker = make_rabbit(management=False)  # exact ready counts, no statistics lag
+
+    def publish(worker: int) -> None:
+        for i in range(50):
+            broker.enqueue("work", f"{worker}-{i}", b"x")
+
+    threads = [threading.Thread(target=publish, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert broker.queue_depth("work").ready == 200
