@@ -260,10 +260,11 @@ class RabbitMQBroker(Broker):
             ch.consume.basic_ack(raw.delivery_tag)
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
-        """Ack deliveries of this connection; others are no-ops. See ``Broker.ack``."""
+        """Ack deliveries of this connection; others are no-ops. Returns without waiting for the I/O thread
+        (an ack has no reply anyway; one lost with the connection means a redelivery). See ``Broker.ack``."""
         own = self._own(deliveries)
         if own:
-            self._link.call(lambda ch: self._ack_tags(ch, own), action="ack")
+            self._link.submit(lambda ch: self._ack_tags(ch, own))
 
     def _ack_tags(self, ch: Channels, receipts: Sequence[_Receipt]) -> None:
         for receipt in receipts:

@@ -127,6 +127,15 @@ class AmqpLink:
                 f"rabbitmq broker {self.masked_url} did not answer {action} within {limit:.0f}s"
             ) from exc
 
+    def submit(self, fn: Callable[[Channels], object]) -> None:
+        """Run ``fn(channels)`` on the I/O thread without waiting for it (after anything submitted or called
+        before). For acks: a lost one only means a redelivery."""
+        if self._closed or os.getpid() != self._owner_pid:
+            return
+        self._ensure_thread()
+        self._calls.put((fn, Future()))
+        self._poke()
+
     def take(self, max_messages: int, timeout_s: float) -> tuple[int, list[RawDelivery]]:
         """Up to ``max_messages`` consumer deliveries, waiting up to ``timeout_s`` for the first. Returns the current
         generation too, so a caller can tell that the connection was lost while it waited."""
@@ -198,7 +207,7 @@ class AmqpLink:
                 self._drop(exc)  # e.g. the consume channel died under its consumers: start over cleanly
             except Exception as exc:  # noqa: BLE001 - the I/O thread must outlive anything pika throws
                 self._drop(exc)
-        self._run_calls()  # fail what is left: closed
+        self._run_calls()  # what was submitted before close() (acks) still runs on the open connection
         self._disconnect()
 
     def _run_calls(self) -> None:
@@ -208,9 +217,6 @@ class AmqpLink:
             except queue.Empty:
                 return
             if not future.set_running_or_notify_cancel():
-                continue
-            if self._closed:
-                future.set_exception(BrokerError(f"rabbitmq broker {self.masked_url}: closed"))
                 continue
             try:
                 future.set_result(fn(self._connected()))
@@ -230,6 +236,8 @@ class AmqpLink:
     def _connected(self) -> Channels:
         if self._channels is not None:
             return self._channels
+        if self._closed:
+            raise BrokerError(f"rabbitmq broker {self.masked_url}: closed")
         connection = BlockingConnection(self._params)
         try:
             self.generation += 1

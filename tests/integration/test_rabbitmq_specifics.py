@@ -221,3 +221,14 @@ def test_publishes_from_many_threads_share_one_connection_safely(make_rabbit: Ma
     for thread in threads:
         thread.join()
     assert broker.queue_depth("work").ready == 200
+
+
+def test_an_ack_followed_at_once_by_close_still_reaches_the_broker(make_rabbit: MakeRabbit) -> None:
+    first = make_rabbit(management=False)
+    first.enqueue("work", "m1", b"x")
+    first.ack(first.fetch(["work"], max_messages=1, timeout_s=5))  # acks return without waiting
+    first.close()
+
+    second = make_rabbit(management=False)
+    assert second.fetch(["work"], max_messages=1, timeout_s=0.5) == []
+    assert second.queue_depth("work").ready == 0
