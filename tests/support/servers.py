@@ -87,11 +87,13 @@ def _existing(*paths: str) -> str | None:
 
 
 class RedisServer:
-    """A private ``redis-server`` without persistence. ``stop()`` then ``start()`` restarts it on the same port
-    (with an empty dataset), which is how tests simulate a broker restart."""
+    """A private ``redis-server``, without persistence unless ``durable``. ``stop()`` then ``start()`` restarts it
+    on the same port (with an empty dataset unless durable), which is how tests simulate a broker restart."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, durable: bool = False) -> None:
         self.binary = find_redis_server()
+        #: ``durable``: append-only file fsynced on every write, so a restart (even after SIGKILL) keeps the data.
+        self.durable = durable
         self.port = port or free_port()
         self._tmp = tempfile.TemporaryDirectory(prefix="tf-redis-")
         self.dir = Path(self._tmp.name)
@@ -113,7 +115,8 @@ class RedisServer:
         if self.running:
             return self
         command = [
-            self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+            self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+            "--appendonly", "yes" if self.durable else "no", "--appendfsync", "always",
             "--dir", str(self.dir), "--daemonize", "no",
         ]
         with self._log.open("ab") as log:
