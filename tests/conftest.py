@@ -1,5 +1,10 @@
 """Shared fixtures. Server fixtures are session-scoped (one private server per run); per-test fixtures hand out
-clean state on it."""
+clean state on it.
+
+Broker tests are parametrised over ``broker_kind`` (``tests/support/brokers.py``): every test that uses
+``broker_url``, ``make_broker``, ``app`` or ``start_worker`` runs once per broker. Results always go to the session
+Redis (db 1). Redis-only tests use ``redis_server`` / ``redis_url`` directly.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,18 @@ from typing import Any
 import pytest
 
 from taskfleet import App
+from taskfleet.brokers import Broker, connect
+from taskfleet.settings import BrokerSettings
+from tests.support.brokers import KIND_NAMES, BrokerKind, RabbitMQKind, RedisKind
+from tests.support.rabbitmq_server import RabbitMQServer
 from tests.support.servers import RedisServer, ServerUnavailable, require_server
 from tests.support.workers import WorkerProcess
+
+#: The visibility timeout of ``make_broker``'s brokers: short, so lease tests are quick (RabbitMQ ignores it).
+TEST_VISIBILITY_TIMEOUT_S = 1.0
+
+MakeBroker = Callable[..., Broker]
+StartWorker = Callable[..., WorkerProcess]
 
 
 @pytest.fixture(scope="session")
@@ -27,38 +42,93 @@ def redis_server() -> Iterator[RedisServer]:
         server.close()
 
 
+@pytest.fixture(scope="session")
+def rabbitmq_server() -> Iterator[RabbitMQServer]:
+    """A private RabbitMQ node for the whole session (skipped on a laptop without one, failed in CI)."""
+    try:
+        server = RabbitMQServer().start()
+    except ServerUnavailable as exc:
+        require_server(str(exc))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(params=KIND_NAMES)
+def broker_kind(request: pytest.FixtureRequest) -> BrokerKind:
+    """The broker this run of the test is for; its server is started on first use."""
+    if request.param == "redis":
+        return RedisKind(request.getfixturevalue("redis_server"))
+    return RabbitMQKind(request.getfixturevalue("rabbitmq_server"))
+
+
+@pytest.fixture
+def broker_url(broker_kind: BrokerKind) -> Iterator[str]:
+    """URL of an empty broker for this test (Redis: db 0, flushed; RabbitMQ: a fresh vhost, deleted after)."""
+    with broker_kind.clean_url() as url:
+        yield url
+
+
+@pytest.fixture
+def management_url(broker_kind: BrokerKind) -> str | None:
+    """The RabbitMQ management API of ``broker_url``'s server; None for Redis."""
+    return broker_kind.management_url
+
+
+@pytest.fixture
+def make_broker(broker_kind: BrokerKind, broker_url: str) -> Iterator[MakeBroker]:
+    """Factory of brokers on the test's clean broker; keyword arguments override ``BrokerSettings`` (the
+    visibility timeout is ``TEST_VISIBILITY_TIMEOUT_S``). All are closed at the end."""
+    brokers: list[Broker] = []
+
+    def make(**overrides: Any) -> Broker:
+        overrides.setdefault("visibility_timeout_s", TEST_VISIBILITY_TIMEOUT_S)
+        broker = connect(BrokerSettings(**broker_kind.broker_settings(broker_url, **overrides)))
+        brokers.append(broker)
+        return broker
+
+    yield make
+    for broker in brokers:
+        broker.close()
+
+
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
-    """URL of db 0 on the session's redis-server, running and empty at the start of the test."""
+    """URL of db 0 on the session's redis-server, running and empty at the start of the test (Redis-only tests)."""
     redis_server.start()  # a restart test may have left it stopped
     redis_server.flushall()
     return f"{redis_server.url}/0"
 
 
 @pytest.fixture
-def backend_url(redis_server: RedisServer, redis_url: str) -> str:
-    """URL of db 1 on the session's redis-server (results), next to the broker's db 0."""
+def backend_url(redis_server: RedisServer) -> str:
+    """URL of db 1 on the session's redis-server (results, for every broker), empty at the start of the test."""
+    redis_server.start()
+    redis_server.flushall()
     return f"{redis_server.url}/1"
 
 
 @pytest.fixture
-def app(redis_url: str, backend_url: str) -> Iterator[App]:
+def app(broker_url: str, management_url: str | None, backend_url: str) -> Iterator[App]:
     """The test tasks' App (tests/tasks.py), pointed at the test's broker and result backend."""
     from tests import tasks
 
-    tasks.app.configure(broker=redis_url, result_backend=backend_url)
+    tasks.app.configure(broker=broker_url, broker_management_url=management_url, result_backend=backend_url)
     yield tasks.app
     tasks.app.close()
 
 
 @pytest.fixture
-def start_worker(redis_url: str, backend_url: str) -> Iterator[Callable[..., WorkerProcess]]:
-    """Factory: ``start_worker(concurrency=2, extra=[...])`` runs a real worker; all are stopped at the end."""
+def start_worker(broker_kind: BrokerKind, broker_url: str, backend_url: str) -> Iterator[StartWorker]:
+    """Factory: ``start_worker(concurrency=2, extra=[...])`` runs a real worker on the test's broker; all are
+    stopped at the end."""
     started: list[WorkerProcess] = []
 
     def start(**kwargs: Any) -> WorkerProcess:
-        kwargs.setdefault("broker", redis_url)
+        kwargs.setdefault("broker", broker_url)
         kwargs.setdefault("backend", backend_url)
+        kwargs["extra"] = [*broker_kind.worker_args, *kwargs.get("extra", [])]
         worker = WorkerProcess(**kwargs)
         started.append(worker)
         return worker.wait_started()

@@ -83,6 +83,8 @@ class RabbitMQBroker(Broker):
         self._declared: tuple[int, set[str]] = (0, set())
         self._ladder_generation = 0
         self._cancel_hooked = 0
+        #: consumer tag -> queue, for every consumer of this connection (buffered deliveries may outlive theirs)
+        self._tag_queues: dict[str, str] = {}
         self._known_queues: set[str] = set()
         #: (generation, delivery tag) of deliveries not settled yet. Settling a tag twice would make RabbitMQ close
         #: the channel (and requeue everything on it), so every settle goes through ``_take_tag``. I/O thread only.
@@ -195,14 +197,17 @@ class RabbitMQBroker(Broker):
         self._stop_consuming(ch)
         for name in names:
             self._declare_queue(ch, name, ladder=False)
-        # global_qos: one limit shared by the consumers of all the queues, as a worker child's prefetch means.
-        ch.consume.basic_qos(prefetch_count=prefetch, global_qos=len(names) > 1)
+        # Each consumer gets an equal share of the prefetch window (rounded up), so one queue's backlog cannot take
+        # it all: a channel-wide limit would let the first queue win every freed slot. The child holds at most
+        # prefetch + len(queues) - 1 messages.
+        ch.consume.basic_qos(prefetch_count=-(-prefetch // len(names)))
         tags: dict[str, str] = {}
         self._unsettled = {key for key in self._unsettled if key[0] == ch.generation}
         for name in names:
             tag = ch.consume.basic_consume(name, on_message_callback=self._on_message,
                                            arguments={"x-consumer-timeout": CONSUMER_TIMEOUT_MS})
             tags[tag] = name
+            self._tag_queues[tag] = name
         if self._cancel_hooked != ch.generation:
             ch.consume.add_on_cancel_callback(lambda _frame: self._forget_consumers())
             self._cancel_hooked = ch.generation
@@ -211,7 +216,11 @@ class RabbitMQBroker(Broker):
     def _stop_consuming(self, ch: Channels) -> None:
         consuming, self._consuming = self._consuming, None
         if consuming is None or consuming.generation != ch.generation:
+            self._tag_queues = {}
             return
+        # Take in what has already arrived: pika nacks (requeues) deliveries still undispatched at cancel, and
+        # those would come back flagged as redelivered and be counted.
+        ch.connection.process_data_events(0)
         for tag in consuming.tags:
             ch.consume.basic_cancel(tag)
 
@@ -236,7 +245,7 @@ class RabbitMQBroker(Broker):
     def _delivery(self, consuming: _Consuming, raw: RawDelivery) -> Delivery:
         headers = raw.properties.headers or {}
         return Delivery(
-            queue=consuming.tags.get(raw.consumer_tag, consuming.queues[0]),
+            queue=self._tag_queues.get(raw.consumer_tag, consuming.queues[0]),
             message_id=raw.properties.message_id or f"amqp-{raw.generation}-{raw.delivery_tag}",
             data=raw.body,
             delivery_count=_int(headers.get(LOST_HEADER)) + 1,
@@ -288,7 +297,7 @@ class RabbitMQBroker(Broker):
             self._requeue(ch, delivery.queue, delivery.data, receipt.properties, receipt.tag)
         for raw in self._link.drain_buffer():
             if consuming is not None and self._take_tag(ch, raw.generation, raw.delivery_tag):
-                queue = consuming.tags.get(raw.consumer_tag, consuming.queues[0])
+                queue = self._tag_queues.get(raw.consumer_tag, consuming.queues[0])
                 self._requeue(ch, queue, raw.body, raw.properties, raw.delivery_tag)
 
     def _requeue(self, ch: Channels, queue: str, body: bytes, props: pika.BasicProperties, tag: int) -> None:

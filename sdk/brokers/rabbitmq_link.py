@@ -141,7 +141,8 @@ class AmqpLink:
         generation too, so a caller can tell that the connection was lost while it waited."""
         deadline = time.monotonic() + max(0.0, timeout_s)
         with self._arrived:
-            while not self._incoming:
+            generation = self.generation
+            while not self._incoming and self.generation == generation:  # a lost connection ends the wait
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break

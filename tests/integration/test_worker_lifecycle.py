@@ -1,4 +1,5 @@
-"""A real worker's process behaviour: crashes, signals, recycling, leases, health, exit codes."""
+"""A real worker's process behaviour on every broker (``broker_kind``): crashes, signals, recycling, leases,
+health, exit codes."""
 
 from __future__ import annotations
 
@@ -9,20 +10,18 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
 
 import pytest
 
 from taskfleet import App, State
 from taskfleet.worker.exitcodes import ExitCode
 from tests import tasks
-from tests.support.servers import RedisServer, free_port
+from tests.conftest import StartWorker
+from tests.support.brokers import BrokerKind, Capability
 from tests.support.waiting import wait_for
-from tests.support.workers import WorkerProcess, children_of, wait_children
+from tests.support.workers import children_of, wait_children
 
 pytestmark = pytest.mark.integration
-
-StartWorker = Callable[..., WorkerProcess]
 
 
 def _started_pids(marker: str) -> list[int]:
@@ -43,7 +42,8 @@ def test_a_task_whose_child_is_sigkilled_mid_task_still_completes_exactly_once(
 
 
 def test_a_healthy_task_longer_than_the_visibility_timeout_is_never_delivered_twice(
-        app: App, start_worker: StartWorker, marker: str) -> None:
+        app: App, start_worker: StartWorker, broker_kind: BrokerKind, marker: str) -> None:
+    broker_kind.require(Capability.LEASES)
     # tests.tasks.app has visibility_timeout_s=2: the task runs for 5
     start_worker(concurrency=2)
     assert tasks.slow_record.delay(marker, 5.0).get(timeout=20) == "done"
@@ -51,7 +51,7 @@ def test_a_healthy_task_longer_than_the_visibility_timeout_is_never_delivered_tw
 
 
 def test_sigterm_lets_running_tasks_finish_and_hands_back_unstarted_ones(
-        app: App, start_worker: StartWorker, marker: str) -> None:
+        app: App, start_worker: StartWorker, broker_kind: BrokerKind, marker: str) -> None:
     worker = start_worker(concurrency=1, extra=["--prefetch", "4"])
     running = tasks.slow_record.delay(marker, 1.5)
     waiting = [tasks.add.delay(i, i) for i in range(3)]
@@ -59,13 +59,12 @@ def test_sigterm_lets_running_tasks_finish_and_hands_back_unstarted_ones(
     worker.signal(signal.SIGTERM)
     assert worker.wait_exit(timeout=15) == 0
     assert running.state is State.SUCCESS, "the running task finished during the drain"
-    depth = app.broker.queue_depth("tests")
-    assert (depth.ready, depth.in_flight) == (3, 0), "the unstarted tasks are back in the queue"
+    broker_kind.expect_depth(app.broker, "tests", ready=3, in_flight=0)  # the unstarted tasks are back
     assert all(r.state is State.PENDING for r in waiting)
 
 
 def test_a_drain_that_times_out_stops_the_children_and_redelivers_their_messages(
-        app: App, start_worker: StartWorker, marker: str) -> None:
+        app: App, start_worker: StartWorker, broker_kind: BrokerKind, marker: str) -> None:
     worker = start_worker(concurrency=1, extra=["--drain-timeout", "1"])
     result = tasks.slow_record.delay(marker, 30)
     wait_for(lambda: len(_started_pids(marker)) == 1, timeout=10, message="task started")
@@ -73,8 +72,8 @@ def test_a_drain_that_times_out_stops_the_children_and_redelivers_their_messages
     worker.signal(signal.SIGTERM)
     assert worker.wait_exit(timeout=15) == 0
     assert time.monotonic() - began < 5
-    assert app.broker.queue_depth("tests").ready == 1, "the interrupted task is ready for another worker"
-    start_worker(concurrency=1)
+    broker_kind.expect_depth(app.broker, "tests", ready=1, in_flight=0)  # ready for another worker
+    start_worker(concurrency=1, extra=["--drain-timeout", "1"])
     wait_for(lambda: len(_started_pids(marker)) == 2, timeout=10, message="redelivered to the next worker")
     assert result.state is State.STARTED
 
@@ -96,7 +95,7 @@ def test_children_are_recycled_when_their_memory_passes_max_memory_per_child(
 
 def test_a_long_task_does_not_hold_back_short_ones_another_child_could_run(
         app: App, start_worker: StartWorker, marker: str) -> None:
-    start_worker(concurrency=2, extra=["--prefetch", "8"])
+    start_worker(concurrency=2, extra=["--prefetch", "8", "--drain-timeout", "1"])
     tasks.slow_record.delay(marker, 4.0)
     shorts = [tasks.add.delay(i, 1) for i in range(6)]
     began = time.monotonic()
@@ -105,14 +104,13 @@ def test_a_long_task_does_not_hold_back_short_ones_another_child_could_run(
 
 
 def test_prefetched_and_running_messages_count_as_in_flight(app: App, start_worker: StartWorker,
-                                                            marker: str) -> None:
-    start_worker(concurrency=1, extra=["--prefetch", "1"])
-    tasks.slow_record.delay(marker, 3.0)
+                                                            broker_kind: BrokerKind, marker: str) -> None:
+    start_worker(concurrency=1, extra=["--prefetch", "1", "--drain-timeout", "1"])
+    tasks.slow_record.delay(marker, 3.0 + broker_kind.count_lag_s)  # still running when the counts catch up
     for i in range(4):
         tasks.add.delay(i, i)
     wait_for(lambda: len(_started_pids(marker)) == 1, timeout=10, message="task started")
-    depth = app.broker.queue_depth("tests")
-    assert (depth.ready, depth.in_flight) == (4, 1)
+    broker_kind.expect_depth(app.broker, "tests", ready=4, in_flight=1)
 
 
 def test_bad_messages_are_dead_lettered_with_the_reason_and_the_worker_keeps_running(
@@ -145,24 +143,23 @@ def test_the_worker_serves_liveness_readiness_and_metrics(app: App, start_worker
 
 
 def test_readiness_fails_while_the_broker_is_down_and_the_worker_recovers(
-        app: App, start_worker: StartWorker, redis_server: RedisServer) -> None:
+        app: App, start_worker: StartWorker, broker_kind: BrokerKind) -> None:
     worker = start_worker()
     base = f"http://127.0.0.1:{worker.health_port}"
     wait_for(lambda: _get(base + "/readyz")[0] == 200, timeout=5, message="ready")
-    redis_server.stop()
+    broker_kind.kill()
     wait_for(lambda: _get(base + "/readyz")[0] == 503, timeout=5, message="not ready without a broker")
     assert _get(base + "/healthz")[0] == 200, "a broker outage must not make the kubelet restart the worker"
-    redis_server.start()
+    broker_kind.start()
     wait_for(lambda: _get(base + "/readyz")[0] == 200, timeout=10, message="ready again")
     app.close()
     assert tasks.add.delay(2, 3).get(timeout=15) == 5, "children reconnected by themselves"
 
 
-def test_broker_passwords_never_appear_in_the_worker_log(start_worker: StartWorker, redis_server: RedisServer) -> None:
-    port = free_port()
+def test_broker_passwords_never_appear_in_the_worker_log(broker_kind: BrokerKind) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "taskfleet", "worker", "-A", "tests.tasks:app", "--log-format", "json",
-         "--broker", f"redis://:hunter2@127.0.0.1:{port}/0", "--broker-timeout", "1"],
+         "--broker", broker_kind.unreachable_url("hunter2"), "--broker-timeout", "1"],
         capture_output=True, text=True, timeout=30,
     )
     assert proc.returncode == ExitCode.BROKER_UNREACHABLE

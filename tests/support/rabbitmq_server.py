@@ -263,6 +263,10 @@ class RabbitMQServer:
             "log.console = false\n"
             # Queue statistics in the management API (messages_ready...) lag by up to this interval (default 5 s).
             "collect_statistics_interval = 500\n"
+            # Queue counts are read from the newest sample; the default retention buckets make them lag ~5 s.
+            "management.sample_retention_policies.global.minute = 1\n"
+            "management.sample_retention_policies.basic.minute = 1\n"
+            "management.sample_retention_policies.detailed.10 = 1\n"
         )
         (self.dir / "enabled_plugins").write_text("[rabbitmq_management].\n")
         # An empty env file stands in for /etc/rabbitmq/rabbitmq-env.conf, which could set a node name or ports.
