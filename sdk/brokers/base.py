@@ -15,6 +15,15 @@ from dataclasses import dataclass, field
 
 from taskfleet.settings import BrokerSettings
 
+MAX_PRIORITY = 9
+
+
+def check_priority(priority: int) -> int:
+    """``priority`` when it is 0-``MAX_PRIORITY``; anything else is a ``ValueError``."""
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise ValueError(f"priority must be 0-{MAX_PRIORITY}, got {priority}")
+    return priority
+
 
 @dataclass(frozen=True, slots=True)
 class Delivery:

@@ -25,7 +25,7 @@ How the ``Broker`` contract maps onto AMQP:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -35,7 +35,7 @@ import pika
 import pika.exceptions
 
 from taskfleet.brokers import rabbitmq_topology as topo
-from taskfleet.brokers.base import Broker, DeadLetter, Delivery, Outgoing, QueueDepth
+from taskfleet.brokers.base import Broker, DeadLetter, Delivery, Outgoing, QueueDepth, check_priority
 from taskfleet.brokers.rabbitmq_link import AmqpLink, Channels, RawDelivery
 from taskfleet.brokers.rabbitmq_management import ManagementApi
 from taskfleet.errors import BrokerConnectionError, BrokerError
@@ -106,16 +106,15 @@ class RabbitMQBroker(Broker):
 
     def enqueue_many(self, items: Sequence[Outgoing]) -> None:
         """Publish a batch, each message confirmed before this returns."""
-        for item in items:
-            _check_priority(item.priority)
-            topo.task_queue_name(item.queue)
-            topo.delay_units(item.delay_s)
-        if not items:
+        # Checked here, before anything is sent: a bad item fails the batch, not the I/O thread halfway through it.
+        prepared = [(item, check_priority(item.priority), topo.task_queue_name(item.queue),
+                     topo.delay_units(item.delay_s)) for item in items]
+        if not prepared:
             return
         retry = self.settings.publish_retry
         for attempt in range(1, retry.max_attempts + 1):
             try:
-                self._link.call(lambda ch: self._publish_all(ch, items), action="publish")
+                self._link.call(lambda ch: self._publish_all(ch, prepared), action="publish")
                 return
             except BrokerConnectionError as exc:
                 if attempt == retry.max_attempts:
@@ -124,17 +123,15 @@ class RabbitMQBroker(Broker):
                     ) from exc
                 time.sleep(retry.delay_s(attempt))
 
-    def _publish_all(self, ch: Channels, items: Sequence[Outgoing]) -> None:
-        for item in items:
-            units = topo.delay_units(item.delay_s)
-            self._declare_queue(ch, item.queue, ladder=units > 0)
-            props = pika.BasicProperties(delivery_mode=PERSISTENT, message_id=item.message_id,
-                                         priority=item.priority)
+    def _publish_all(self, ch: Channels, prepared: Sequence[tuple[Outgoing, int, str, int]]) -> None:
+        for item, priority, queue, units in prepared:
+            self._declare_queue(ch, queue, ladder=units > 0)
+            props = pika.BasicProperties(delivery_mode=PERSISTENT, message_id=item.message_id, priority=priority)
             if units:
                 self._confirmed(ch, topo.delay_level_name(topo.DELAY_LEVELS - 1),
-                                topo.delay_routing_key(units, item.queue), item.data, props)
+                                topo.delay_routing_key(units, queue), item.data, props)
             else:
-                self._confirmed(ch, "", item.queue, item.data, props)
+                self._confirmed(ch, "", queue, item.data, props)
 
     def _confirmed(self, ch: Channels, exchange: str, routing_key: str, body: bytes,
                    props: pika.BasicProperties) -> None:
@@ -170,13 +167,13 @@ class RabbitMQBroker(Broker):
         names = tuple(dict.fromkeys(queues))
         if not names or max_messages < 1:
             return []
-        for name in names:
-            topo.task_queue_name(name)
         deadline = time.monotonic() + max(0.0, timeout_s)
         while True:
             consuming = self._consuming
             if (consuming is None or consuming.stale or consuming.generation != self._link.generation
                     or consuming.queues != names or consuming.prefetch != max_messages):
+                for name in names:  # checked when consumers start, not on every fetch of the hot loop
+                    topo.task_queue_name(name)
                 self._link.call(lambda ch: self._start_consuming(ch, names, max_messages), action="consume")
                 consuming = self._consuming
             assert consuming is not None
@@ -352,15 +349,8 @@ class RabbitMQBroker(Broker):
         return QueueDepth(ready=ready, in_flight=0, dead=dead, in_flight_known=False, delayed_known=False)
 
     def _passive_count(self, queue: str) -> int:
-        def count(ch: Channels) -> int:
-            try:
-                return int(ch.admin.queue_declare(queue, passive=True).method.message_count)
-            except pika.exceptions.ChannelClosedByBroker as exc:
-                if exc.reply_code == 404:
-                    return 0
-                raise
-
-        return self._link.call(count, action="queue_depth")
+        return self._link.call(
+            lambda ch: _message_count(lambda: ch.admin.queue_declare(queue, passive=True)), action="queue_depth")
 
     def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
         """The oldest ``limit`` dead letters of ``queue``, read and put back in order (a temporary channel is
@@ -393,15 +383,7 @@ class RabbitMQBroker(Broker):
         many were deleted."""
         topo.task_queue_name(queue)
 
-        def purge(ch: Channels) -> int:
-            try:
-                return int(ch.admin.queue_purge(queue).method.message_count)
-            except pika.exceptions.ChannelClosedByBroker as exc:
-                if exc.reply_code == 404:
-                    return 0
-                raise
-
-        return self._link.call(purge, action="purge")
+        return self._link.call(lambda ch: _message_count(lambda: ch.admin.queue_purge(queue)), action="purge")
 
     def queues(self) -> list[str]:
         """Task queues of the vhost (from the management API), or the ones this client declared without it."""
@@ -429,9 +411,14 @@ class RabbitMQBroker(Broker):
         return [r for r in map(self._receipt, deliveries) if r is not None]
 
 
-def _check_priority(priority: int) -> None:
-    if not 0 <= priority <= topo.MAX_PRIORITY:
-        raise ValueError(f"priority must be 0-{topo.MAX_PRIORITY}, got {priority}")
+def _message_count(method: Callable[[], Any]) -> int:
+    """The ``message_count`` of a queue method's reply (declare-ok, purge-ok); 0 when the queue does not exist."""
+    try:
+        return int(method().method.message_count)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 404:  # NOT_FOUND closed only the admin channel, which reopens on next use
+            return 0
+        raise
 
 
 def _int(value: Any) -> int:

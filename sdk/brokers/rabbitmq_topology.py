@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from taskfleet.brokers.base import MAX_PRIORITY
 from taskfleet.errors import ConfigurationError
 from taskfleet.settings import validate_queue_name
 
@@ -33,7 +34,6 @@ DELAY_UNIT_S = 0.1
 #: Levels of the delay ladder: delays up to (2**DELAY_LEVELS - 1) * DELAY_UNIT_S, about 9.7 days.
 DELAY_LEVELS = 23
 MAX_DELAY_S = (2**DELAY_LEVELS - 1) * DELAY_UNIT_S
-MAX_PRIORITY = 9
 #: Arguments of every task queue; a queue declared elsewhere with other arguments is a clear error at declare.
 TASK_QUEUE_ARGUMENTS: dict[str, Any] = {"x-max-priority": MAX_PRIORITY}
 

@@ -22,7 +22,7 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError, RedisError
 
-from taskfleet.brokers.base import Broker, DeadLetter, Delivery, Outgoing, QueueDepth
+from taskfleet.brokers.base import Broker, DeadLetter, Delivery, Outgoing, QueueDepth, check_priority
 from taskfleet.errors import BrokerConnectionError, BrokerError
 from taskfleet.redis_connection import CONNECTION_ERRORS, connect_redis, translate_errors
 from taskfleet.settings import BrokerSettings, validate_queue_name
@@ -266,9 +266,7 @@ class RedisBroker(Broker):
 
 
 def _message_args(message_id: str, data: bytes, priority: int, delay_s: float) -> tuple[str, bytes, int, int]:
-    if not 0 <= priority <= 9:
-        raise ValueError(f"priority must be 0-9, got {priority}")
-    return message_id, data, priority, max(0, round(delay_s * 1000))
+    return message_id, data, check_priority(priority), max(0, round(delay_s * 1000))
 
 
 def _deliveries(names: Sequence[str], reply: Sequence[Any]) -> list[Delivery]:
