@@ -19,7 +19,7 @@ from taskfleet.brokers import Broker, connect
 from taskfleet.settings import BrokerSettings
 from tests.support.brokers import KIND_NAMES, BrokerKind, RabbitMQKind, RedisKind
 from tests.support.rabbitmq_server import RabbitMQServer
-from tests.support.servers import RedisServer, ServerUnavailable, require_server
+from tests.support.servers import RedisServer, serve
 from tests.support.workers import WorkerProcess
 
 #: The visibility timeout of ``make_broker``'s brokers: short, so lease tests are quick (RabbitMQ ignores it).
@@ -32,27 +32,13 @@ StartWorker = Callable[..., WorkerProcess]
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A private redis-server for the whole session (skipped on a laptop without one, failed in CI)."""
-    try:
-        server = RedisServer().start()
-    except ServerUnavailable as exc:
-        require_server(str(exc))
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from serve(RedisServer)
 
 
 @pytest.fixture(scope="session")
 def rabbitmq_server() -> Iterator[RabbitMQServer]:
     """A private RabbitMQ node for the whole session (skipped on a laptop without one, failed in CI)."""
-    try:
-        server = RabbitMQServer().start()
-    except ServerUnavailable as exc:
-        require_server(str(exc))
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from serve(RabbitMQServer)
 
 
 @pytest.fixture(params=KIND_NAMES)

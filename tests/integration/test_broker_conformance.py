@@ -48,6 +48,15 @@ def fetch_one(broker: Broker, queue: str = "q", timeout_s: float = 3.0) -> Deliv
     return delivery
 
 
+def lose_to_another_consumer(first: Broker, second: Broker, broker_kind: BrokerKind) -> tuple[Delivery, Delivery]:
+    """One message fetched by ``first``, lost to it the broker's way, then fetched by ``second``: returns
+    ``(stale, current)``, the two deliveries of it."""
+    first.enqueue("q", "m1", b"x")
+    stale = fetch_one(first)
+    broker_kind.lose_deliveries(first)
+    return stale, fetch_one(second, timeout_s=5.0)
+
+
 def ids(deliveries: Sequence[Delivery]) -> list[str]:
     return [d.message_id for d in deliveries]
 
@@ -364,10 +373,7 @@ def test_dead_letter_after_the_delivery_was_lost_leaves_the_message_alone(
     make_broker: MakeBroker, broker_kind: BrokerKind
 ) -> None:
     first, second = make_broker(), make_broker()
-    first.enqueue("q", "m1", b"x")
-    stale = fetch_one(first)
-    broker_kind.lose_deliveries(first)
-    current = fetch_one(second, timeout_s=5.0)  # another worker got it
+    stale, current = lose_to_another_consumer(first, second, broker_kind)
 
     first.dead_letter(stale, "too late")
 
@@ -380,10 +386,7 @@ def test_acking_a_delivery_that_was_lost_leaves_its_redelivery_alone(
     make_broker: MakeBroker, broker_kind: BrokerKind
 ) -> None:
     first, second = make_broker(), make_broker()
-    first.enqueue("q", "m1", b"x")
-    stale = fetch_one(first)
-    broker_kind.lose_deliveries(first)
-    current = fetch_one(second, timeout_s=5.0)  # another worker got it
+    stale, current = lose_to_another_consumer(first, second, broker_kind)
 
     first.ack([stale])
 

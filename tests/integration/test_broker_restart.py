@@ -24,7 +24,7 @@ from taskfleet.settings import PublishRetry
 from tests import tasks
 from tests.conftest import MakeBroker, StartWorker
 from tests.support.brokers import KIND_NAMES, BrokerKind, RabbitMQKind, RedisKind
-from tests.support.servers import RedisServer, ServerUnavailable, require_server
+from tests.support.servers import RedisServer, serve
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -42,14 +42,7 @@ MAX_DUPLICATES = CONCURRENCY * PREFETCH + 2
 
 @pytest.fixture(scope="module")
 def persistent_redis_server() -> Iterator[RedisServer]:
-    try:
-        server = RedisServer(durable=True).start()
-    except ServerUnavailable as exc:
-        require_server(str(exc))
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from serve(lambda: RedisServer(durable=True))
 
 
 @pytest.fixture(params=KIND_NAMES)

@@ -17,7 +17,7 @@ import pika.exceptions  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from tests.support.rabbitmq_server import START_TIMEOUT_S, ManagementApiError, RabbitMQServer
-from tests.support.servers import ServerUnavailable, require_server
+from tests.support.servers import ServerUnavailable, require_server, serve
 
 pytestmark = pytest.mark.integration
 
@@ -27,14 +27,7 @@ QUEUE = "fixture-q"
 @pytest.fixture(scope="module")
 def rabbitmq() -> Iterator[RabbitMQServer]:
     """One private node for this module (skipped on a laptop without RabbitMQ, failed in CI)."""
-    try:
-        server = RabbitMQServer().start()
-    except ServerUnavailable as exc:
-        require_server(str(exc))
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from serve(RabbitMQServer)
 
 
 @pytest.fixture

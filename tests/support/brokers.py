@@ -48,6 +48,7 @@ class BrokerKind(ABC):
     """One broker the suite runs against, on its session server."""
 
     name: str
+    server: RedisServer | RabbitMQServer
     #: What this broker cannot do, with the reason (shown when a test is skipped for it).
     lacks: Mapping[Capability, str]
     #: Longest time ``queue_depth`` may lag behind the truth; depth assertions wait this long.
@@ -90,17 +91,17 @@ class BrokerKind(ABC):
 
     # -- the server --------------------------------------------------------------------------------------------
 
-    @abstractmethod
     def start(self) -> None:
         """Start the server (no-op when it runs)."""
+        self.server.start()
 
-    @abstractmethod
     def stop(self) -> None:
         """Stop the server gracefully."""
+        self.server.stop()
 
-    @abstractmethod
     def kill(self) -> None:
         """SIGKILL the server, as a crash would."""
+        self.server.kill()
 
     def restart(self) -> None:
         """Stop the server gracefully and start it again."""
@@ -139,29 +140,19 @@ class RedisKind(BrokerKind):
 
     lacks: Mapping[Capability, str] = {}
 
+    server: RedisServer
+
     def __init__(self, server: RedisServer) -> None:
         self.server = server
 
-    def clean_url(self) -> contextlib.AbstractContextManager[str]:
-        return self._clean_url()
-
     @contextlib.contextmanager
-    def _clean_url(self) -> Iterator[str]:
+    def clean_url(self) -> Iterator[str]:
         self.server.start()
         self.server.flushall()
         yield f"{self.server.url}/0"
 
     def unreachable_url(self, password: str) -> str:
         return f"redis://:{password}@127.0.0.1:{free_port()}/0"
-
-    def start(self) -> None:
-        self.server.start()
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def kill(self) -> None:
-        self.server.kill()
 
     def lose_deliveries(self, broker: Broker) -> None:
         time.sleep(broker.settings.visibility_timeout_s + 0.2)  # the leases run out
@@ -185,6 +176,8 @@ class RabbitMQKind(BrokerKind):
     #: The management API's queue counters follow its sample retention policy (5 s buckets by default).
     count_lag_s = 12.0
 
+    server: RabbitMQServer
+
     def __init__(self, server: RabbitMQServer) -> None:
         self.server = server
         self.worker_args = ("--broker-management-url", server.management_url)
@@ -193,11 +186,8 @@ class RabbitMQKind(BrokerKind):
     def management_url(self) -> str | None:
         return self.server.management_url
 
-    def clean_url(self) -> contextlib.AbstractContextManager[str]:
-        return self._clean_url()
-
     @contextlib.contextmanager
-    def _clean_url(self) -> Iterator[str]:
+    def clean_url(self) -> Iterator[str]:
         self.server.start()
         vhost = self.server.new_vhost()
         try:
@@ -208,15 +198,6 @@ class RabbitMQKind(BrokerKind):
 
     def unreachable_url(self, password: str) -> str:
         return f"amqp://guest:{password}@127.0.0.1:{free_port()}/%2F"
-
-    def start(self) -> None:
-        self.server.start()
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def kill(self) -> None:
-        self.server.kill()
 
     def lose_deliveries(self, broker: Broker) -> None:
         """Close every guest connection on the node from the server side, as a network failure would (the

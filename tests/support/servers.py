@@ -13,9 +13,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import NoReturn
+from typing import NoReturn, Protocol, TypeVar
 
 import pytest
 
@@ -34,6 +35,31 @@ def require_server(reason: str) -> NoReturn:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"integration server unavailable in CI: {reason}", pytrace=False)
     pytest.skip(f"integration server unavailable: {reason}")
+
+
+class Server(Protocol):
+    """What ``serve`` needs of a private server class (RedisServer, RabbitMQServer)."""
+
+    def start(self) -> Server: ...
+
+    def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=Server)
+
+
+def serve(make: Callable[[], S]) -> Iterator[S]:
+    """Body of a server fixture (``yield from serve(RedisServer)``): make and start the server, hand it out, close
+    it afterwards. A server that cannot be had goes through ``require_server`` (skip locally, fail in CI)."""
+    try:
+        server = make()
+        server.start()
+    except ServerUnavailable as exc:
+        require_server(str(exc))
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 def free_port() -> int:
