@@ -13,6 +13,7 @@ back in their queues), and consumers must be started again.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import threading
@@ -45,6 +46,12 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     pika.exceptions.StreamLostError,
     OSError,
 )
+
+# pika logs every failed connection attempt at ERROR, with a traceback, several lines each, while this link already
+# raises BrokerConnectionError (which the worker logs once, with the masked URL). Quiet pika unless the user chose
+# a level for it.
+if logging.getLogger("pika").level == logging.NOTSET:
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 @dataclass(frozen=True, slots=True)
