@@ -93,3 +93,11 @@ class TimeLimitExceeded(TaskfleetError):
 
 class WorkerLostError(TaskfleetError):
     """The worker child running the task died unexpectedly."""
+
+
+class InvalidResource(ConfigurationError):
+    """A Kubernetes resource (e.g. a TaskQueue) has a spec the operator cannot act on."""
+
+
+class ClusterError(TaskfleetError):
+    """The Kubernetes API refused or failed a request (the operator retries)."""

@@ -1,0 +1,244 @@
+"""The autoscaler: one polling loop per TaskQueue that reads the queue depth through the SDK's broker interface,
+decides with ``scaling.desired_replicas``, scales the worker Deployment and writes the TaskQueue's status.
+
+Why not kopf's timers or daemons: kopf puts a finalizer on every object that has one, so deleting a TaskQueue
+would hang while the operator is down. These loops are plain asyncio tasks fed by a watch (``observe`` /
+``forget`` from an ``on.event`` handler), which needs no finalizer; the Deployment is garbage-collected through its
+owner reference.
+
+Each poll runs in a worker thread (broker clients and the Kubernetes client are synchronous), starts
+``pollIntervalSeconds`` after the previous one started, and is woken early when the TaskQueue's spec changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from taskfleet.brokers import Broker, connect
+from taskfleet.errors import BrokerError, ClusterError, ConfigurationError, InvalidResource
+from taskfleet.operator.kube import Kube
+from taskfleet.operator.manifests import selector_string
+from taskfleet.operator.metrics import OperatorMetrics
+from taskfleet.operator.reconcile import ensure_deployment
+from taskfleet.operator.resources import TaskQueue, parse_task_queue
+from taskfleet.operator.scaling import Load, Recommendation, desired_replicas
+from taskfleet.operator.status import Observation, polled_status
+from taskfleet.settings import BrokerSettings, PublishRetry
+from taskfleet.urls import mask_secrets, url_scheme
+from taskfleet.worker.logging import get_logger
+
+_log = get_logger("taskfleet.operator")
+
+#: Socket timeout of the operator's broker clients: a poll must not hang on a dead broker.
+BROKER_TIMEOUT_S = 3.0
+BROKER_TYPES = {"redis": "redis", "rediss": "redis", "unix": "redis", "amqp": "rabbitmq", "amqps": "rabbitmq"}
+
+
+@dataclass
+class _Watch:
+    """What the autoscaler keeps per TaskQueue."""
+
+    body: Mapping[str, Any]
+    generation: int
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    history: deque[Recommendation] = field(default_factory=deque)
+    broker: Broker | None = None
+    broker_urls: tuple[str, str | None] | None = None
+    reachable: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Depth:
+    broker_type: str | None
+    load: Load | None
+    delayed: int | None = None
+    dead: int | None = None
+    error: str | None = None
+    error_reason: str = "Unreachable"
+
+
+class Autoscaler:
+    """Polling loops for every watched TaskQueue. ``observe``/``forget``/``close`` run on the event loop."""
+
+    def __init__(self, kube: Kube, metrics: OperatorMetrics, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._kube = kube
+        self._metrics = metrics
+        self._clock = clock
+        self._watches: dict[tuple[str, str], _Watch] = {}
+
+    def observe(self, body: Mapping[str, Any]) -> None:
+        """A TaskQueue was listed, added or modified: (re)start its loop; a spec change wakes it at once."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        generation = int(meta.get("generation") or 0)
+        watch = self._watches.get(key)
+        if watch is None:
+            watch = self._watches[key] = _Watch(body=body, generation=generation)
+            watch.task = asyncio.create_task(self._loop(key, watch), name=f"autoscaler {key[0]}/{key[1]}")
+            return
+        watch.body = body
+        if generation != watch.generation:
+            watch.generation = generation
+            watch.wake.set()
+
+    async def forget(self, namespace: str, name: str) -> None:
+        """A TaskQueue was deleted: stop its loop (its Deployment goes with it, by garbage collection)."""
+        watch = self._watches.pop((namespace, name), None)
+        if watch is not None:
+            await self._stop(watch)
+            self._metrics.forget(namespace, name)
+
+    async def close(self) -> None:
+        watches, self._watches = list(self._watches.values()), {}
+        for watch in watches:
+            await self._stop(watch)
+
+    async def _stop(self, watch: _Watch) -> None:
+        if watch.task is not None:
+            watch.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch.task
+        if watch.broker is not None:
+            await asyncio.to_thread(_close_quietly, watch.broker)
+
+    async def _loop(self, key: tuple[str, str], watch: _Watch) -> None:
+        while True:
+            started = self._clock()
+            interval = 5.0
+            try:
+                interval = await asyncio.to_thread(self.poll, watch)
+            except Exception:  # noqa: BLE001 - a bug in one poll must not end the loop
+                _log.exception("autoscaler_poll_crashed", namespace=key[0], taskqueue=key[1])
+            watch.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watch.wake.wait(), timeout=max(0.0, started + interval - self._clock()))
+
+    def poll(self, watch: _Watch) -> float:
+        """One poll of one TaskQueue (in a worker thread). Returns the seconds until the next one."""
+        started = self._clock()
+        body = watch.body
+        try:
+            tq = parse_task_queue(body)
+        except InvalidResource:
+            self._metrics.poll_seconds.labels("invalid").observe(self._clock() - started)
+            return 5.0  # the reconcile handler reports it in the Ready condition
+        labels = (tq.namespace, tq.name)
+        try:
+            applied = ensure_deployment(self._kube, tq)
+        except (InvalidResource, ClusterError) as exc:
+            _log.warning("deployment_not_reconciled", namespace=tq.namespace, taskqueue=tq.name, error=str(exc))
+            self._metrics.poll_seconds.labels("cluster_error").observe(self._clock() - started)
+            return tq.autoscaling.poll_interval_s
+        current = applied.replicas
+        depth = self._read_depth(watch, tq)
+        now_s = self._clock()
+        if not watch.history:  # after a (re)start, a scale-down waits a whole window
+            watch.history.append(Recommendation(now_s, current))
+        decision = desired_replicas(tq.autoscaling, current=current, load=depth.load, history=watch.history,
+                                    now_s=now_s, paused=tq.paused, fixed_replicas=tq.replicas)
+        if decision.recommendation is not None:
+            watch.history.append(Recommendation(now_s, decision.recommendation))
+        while watch.history and watch.history[0].at_s < now_s - tq.autoscaling.scale_down_stabilization_s:
+            watch.history.popleft()
+
+        outcome = "ok" if depth.load is not None else "broker_error"
+        scaled = decision.replicas != current
+        try:
+            if scaled:
+                self._kube.scale_deployment(tq.namespace, tq.deployment_name, decision.replicas)
+                direction = "up" if decision.replicas > current else "down"
+                self._metrics.scale_events.labels(*labels, direction).inc()
+                _log.info("scaled", namespace=tq.namespace, taskqueue=tq.name, replicas_from=current,
+                          replicas_to=decision.replicas, reason=decision.reason, message=decision.message)
+                self._event(tq, "Scaled", decision.message)
+            self._report_reachability(watch, tq, depth)
+            replicas = decision.replicas if scaled else current
+            seen = Observation(
+                broker_type=depth.broker_type, load=depth.load, delayed=depth.delayed, dead=depth.dead,
+                broker_error=depth.error, broker_error_reason=depth.error_reason, deployment_error=None,
+                replicas=replicas, decision=decision, scaled=scaled,
+            )
+            status = polled_status(tq, seen, previous=body.get("status") or {}, now=datetime.now(UTC),
+                                   selector=selector_string(tq))
+            self._kube.patch_status(tq.namespace, tq.name, status)
+        except ClusterError as exc:
+            outcome = "cluster_error"
+            _log.warning("scale_or_status_failed", namespace=tq.namespace, taskqueue=tq.name, error=str(exc))
+        else:
+            self._metrics.replicas.labels(*labels).set(replicas)
+            self._metrics.desired.labels(*labels).set(decision.replicas)
+            self._metrics.broker_reachable.labels(*labels).set(1 if depth.load is not None else 0)
+            if depth.load is not None:
+                self._metrics.ready.labels(*labels).set(depth.load.ready)
+                self._metrics.in_flight.labels(*labels).set(depth.load.in_flight or 0)
+        self._metrics.poll_seconds.labels(outcome).observe(self._clock() - started)
+        return tq.autoscaling.poll_interval_s
+
+    def _read_depth(self, watch: _Watch, tq: TaskQueue) -> _Depth:
+        """The load over ``tq``'s queues, or why it is unknown (masked: never a credential)."""
+        broker_type = None
+        try:
+            url = tq.broker.url or self._kube.secret_value(tq.namespace, tq.broker.url_from)  # type: ignore[arg-type]
+            management = (self._kube.secret_value(tq.namespace, tq.broker.management_url_from)
+                          if tq.broker.management_url_from else None)
+            broker_type = BROKER_TYPES.get(url_scheme(url))
+            if watch.broker is None or watch.broker_urls != (url, management):
+                if watch.broker is not None:
+                    _close_quietly(watch.broker)
+                watch.broker = None
+                watch.broker = connect(BrokerSettings(
+                    url=url, management_url=management, socket_timeout_s=BROKER_TIMEOUT_S,
+                    publish_retry=PublishRetry(max_attempts=1),
+                ))
+                watch.broker_urls = (url, management)
+            depths = [watch.broker.queue_depth(q) for q in tq.queues]
+        except InvalidResource as exc:
+            return _Depth(broker_type, None, error=str(exc), error_reason="SecretMissing")
+        except ClusterError as exc:
+            return _Depth(broker_type, None, error=f"cannot read the broker Secret: {exc}",
+                          error_reason="SecretUnreadable")
+        except (BrokerError, ConfigurationError, OSError) as exc:
+            if watch.broker is not None:  # reconnect from scratch next time
+                _close_quietly(watch.broker)
+                watch.broker = None
+            return _Depth(broker_type, None, error=mask_secrets(f"{type(exc).__name__}: {exc}"))
+        in_flight_known = all(d.in_flight_known for d in depths)
+        return _Depth(
+            broker_type,
+            Load(ready=sum(d.ready for d in depths),
+                 in_flight=sum(d.in_flight for d in depths) if in_flight_known else None),
+            delayed=sum(d.delayed for d in depths) if all(d.delayed_known for d in depths) else None,
+            dead=sum(d.dead for d in depths),
+        )
+
+    def _report_reachability(self, watch: _Watch, tq: TaskQueue, depth: _Depth) -> None:
+        """An Event when the broker becomes unreachable or reachable again (not on every failed poll)."""
+        reachable = depth.load is not None
+        if reachable == watch.reachable:
+            return
+        if not reachable:
+            _log.warning("broker_unreachable", namespace=tq.namespace, taskqueue=tq.name, error=depth.error)
+            self._event(tq, "BrokerUnreachable", f"{depth.error}; replicas are left as they are", warning=True)
+        elif watch.reachable is False:
+            self._event(tq, "BrokerReachable", "queue depth readable again; autoscaling resumed")
+        watch.reachable = reachable
+
+    def _event(self, tq: TaskQueue, reason: str, message: str, *, warning: bool = False) -> None:
+        try:
+            self._kube.event(tq, reason, message, warning=warning)
+        except ClusterError as exc:  # an Event is a courtesy; never fail a poll over it
+            _log.warning("event_not_recorded", namespace=tq.namespace, taskqueue=tq.name, reason=reason,
+                         error=str(exc))
+
+
+def _close_quietly(broker: Broker) -> None:
+    with contextlib.suppress(Exception):
+        broker.close()

@@ -1,0 +1,62 @@
+"""Applying a TaskQueue's worker Deployment: create it, replace it when the TaskQueue changed, else leave it.
+
+Idempotent, so the kopf handlers (create/update/resume) and every autoscaler poll (self-healing a deleted or
+hand-edited Deployment) can call it. The replica count of an existing Deployment is kept: it is the autoscaler's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from taskfleet.errors import InvalidResource
+from taskfleet.operator.kube import Kube
+from taskfleet.operator.manifests import HASH_ANNOTATION, worker_deployment
+from taskfleet.operator.resources import TaskQueue
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What ``ensure_deployment`` did (``created``, ``updated`` or ``unchanged``) and the replicas asked for now."""
+
+    action: str
+    replicas: int
+
+
+def initial_replicas(tq: TaskQueue) -> int:
+    """Replicas of a new Deployment; the autoscaler takes over from its first poll."""
+    if tq.paused:
+        return 0
+    if not tq.autoscaling.enabled:
+        return tq.replicas
+    return tq.autoscaling.min_replicas
+
+
+def ensure_deployment(kube: Kube, tq: TaskQueue) -> Applied:
+    """Make the worker Deployment match ``tq``.
+
+    Raises:
+        InvalidResource: a Deployment of that name exists and belongs to something else (it is never taken over).
+        ClusterError: the API server refused or failed.
+    """
+    existing = kube.deployment(tq.namespace, tq.deployment_name)
+    if existing is None:
+        replicas = initial_replicas(tq)
+        kube.create_deployment(worker_deployment(tq, replicas=replicas))
+        return Applied("created", replicas)
+    owners = existing["metadata"].get("ownerReferences") or []
+    if not any(o.get("uid") == tq.uid and o.get("controller") for o in owners):
+        raise InvalidResource(
+            f"Deployment {tq.namespace}/{tq.deployment_name} exists and is not controlled by this TaskQueue; "
+            "rename the TaskQueue or delete that Deployment"
+        )
+    replicas = int(existing["spec"].get("replicas", 0))
+    wanted = worker_deployment(tq, replicas=replicas)
+    if (existing["metadata"].get("annotations") or {}).get(HASH_ANNOTATION) == \
+            wanted["metadata"]["annotations"][HASH_ANNOTATION]:
+        return Applied("unchanged", replicas)
+    wanted["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+    # Keep annotations others put there (e.g. the Deployment controller's revision).
+    wanted["metadata"]["annotations"] = {**existing["metadata"].get("annotations", {}),
+                                         **wanted["metadata"]["annotations"]}
+    kube.replace_deployment(wanted)
+    return Applied("updated", replicas)
