@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 PYTEST := $(BIN)/pytest -q -p no:cacheprovider
 
 .DEFAULT_GOAL := help
-.PHONY: help venv servers lint test unit bench demo clean wheel
+.PHONY: help venv servers testbin lint test unit bench demo clean wheel
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,6 +33,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 servers: ## Install the broker server binaries integration tests need (starts none)
 	bash scripts/ensure-servers.sh
 
+# Cached outside the repo, keyed by version (~/.cache/taskfleet/k8sbin/...): ~15-20 min cold, a no-op afterwards.
+testbin: ## Build or reuse the cached etcd/kube-apiserver/kubectl/helm for e2e tests
+	bash tests/k8s/build-testbin.sh
+
 # mypy and import-linter read packages from disk, not through setuptools' editable import hook, so they check
 # build/lint-tree: symlinks laid out as the installed `taskfleet` package (scripts/lint-tree.sh; mypy_path in
 # pyproject.toml points there).
@@ -42,8 +46,8 @@ lint: venv ## ruff check, mypy (strict) and the import-linter layering contracts
 	$(BIN)/mypy
 	PYTHONPATH=build/lint-tree $(BIN)/lint-imports
 
-test: venv servers lint ## Lint, then unit and integration tests (what CI runs)
-	$(PYTEST) --durations=10 $(PYTEST_ARGS) tests/unit tests/integration
+test: venv servers testbin lint ## Lint, then unit, integration and e2e tests (what CI runs)
+	$(PYTEST) --durations=10 $(PYTEST_ARGS) tests/unit tests/integration tests/e2e
 
 unit: venv ## Unit tests only (stub broker, no servers)
 	$(PYTEST) $(PYTEST_ARGS) tests/unit

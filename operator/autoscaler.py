@@ -26,7 +26,7 @@ from taskfleet.errors import BrokerError, ClusterError, ConfigurationError, Inva
 from taskfleet.operator.kube import Kube
 from taskfleet.operator.manifests import selector_string
 from taskfleet.operator.metrics import OperatorMetrics
-from taskfleet.operator.reconcile import ensure_deployment
+from taskfleet.operator.reconcile import apply_deployment
 from taskfleet.operator.resources import TaskQueue, parse_task_queue
 from taskfleet.operator.scaling import Load, Recommendation, desired_replicas
 from taskfleet.operator.status import Observation, polled_status
@@ -132,7 +132,7 @@ class Autoscaler:
             return 5.0  # the reconcile handler reports it in the Ready condition
         labels = (tq.namespace, tq.name)
         try:
-            applied = ensure_deployment(self._kube, tq)
+            applied = apply_deployment(self._kube, self._metrics, tq)
         except (InvalidResource, ClusterError) as exc:
             _log.warning("deployment_not_reconciled", namespace=tq.namespace, taskqueue=tq.name, error=str(exc))
             self._metrics.poll_seconds.labels("cluster_error").observe(self._clock() - started)

@@ -18,7 +18,7 @@ from taskfleet.errors import ClusterError, InvalidResource
 from taskfleet.operator.autoscaler import Autoscaler
 from taskfleet.operator.kube import Kube
 from taskfleet.operator.metrics import OperatorMetrics
-from taskfleet.operator.reconcile import ensure_deployment
+from taskfleet.operator.reconcile import apply_deployment
 from taskfleet.operator.resources import GROUP, PLURAL, VERSION, parse_task_queue
 from taskfleet.operator.status import invalid_status
 
@@ -60,17 +60,11 @@ def reconcile_deployment(kube: Kube, metrics: OperatorMetrics, body: kopf.Body) 
     retried until it changes."""
     generation = int(body.metadata.get("generation") or 0)
     try:
-        tq = parse_task_queue(body)
-        applied = ensure_deployment(kube, tq)
+        apply_deployment(kube, metrics, parse_task_queue(body))
     except InvalidResource as exc:
-        metrics.reconciles.labels("invalid").inc()
         namespace, name = body.metadata.namespace or "", body.metadata.name or ""
         kube.patch_status(namespace, name, invalid_status(generation, str(exc), previous=dict(body.status),
                                                           now=datetime.now(UTC)))
         raise kopf.PermanentError(str(exc)) from exc
     except ClusterError as exc:
-        metrics.reconciles.labels("error").inc()
         raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY_S) from exc
-    metrics.reconciles.labels(applied.action).inc()
-    if applied.action != "unchanged":
-        kube.event(tq, "Reconciled", f"worker Deployment {tq.deployment_name} {applied.action}")

@@ -18,7 +18,7 @@ import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from taskfleet.errors import ClusterError, InvalidResource
+from taskfleet.errors import ClusterConflict, ClusterError, InvalidResource
 from taskfleet.operator.resources import GROUP, KIND, PLURAL, VERSION, Json, SecretKeyRef, TaskQueue
 
 #: Seconds one API request may take before it fails (and is retried on the next poll).
@@ -114,7 +114,7 @@ class Kube:
         try:
             response = method(*args, **options)
         except ApiException as exc:
-            raise ClusterError(_describe(exc)) from exc
+            raise (ClusterConflict if exc.status == 409 else ClusterError)(_describe(exc)) from exc
         except (OSError, urllib3.exceptions.HTTPError, kubernetes.client.exceptions.OpenApiException) as exc:
             raise ClusterError(f"Kubernetes API unreachable: {exc}") from exc
         data = response.data

@@ -6,12 +6,17 @@ hand-edited Deployment) can call it. The replica count of an existing Deployment
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
-from taskfleet.errors import InvalidResource
+from taskfleet.errors import ClusterConflict, ClusterError, InvalidResource
 from taskfleet.operator.kube import Kube
 from taskfleet.operator.manifests import HASH_ANNOTATION, worker_deployment
+from taskfleet.operator.metrics import OperatorMetrics
 from taskfleet.operator.resources import TaskQueue
+
+#: Attempts of a reconcile that keeps losing write races (the kopf handler and a poll may apply at once).
+CONFLICT_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,3 +65,31 @@ def ensure_deployment(kube: Kube, tq: TaskQueue) -> Applied:
                                          **wanted["metadata"]["annotations"]}
     kube.replace_deployment(wanted)
     return Applied("updated", replicas)
+
+
+def apply_deployment(kube: Kube, metrics: OperatorMetrics, tq: TaskQueue) -> Applied:
+    """``ensure_deployment``, again after a lost write race, counted in metrics and told in an Event on a change.
+
+    Raises:
+        InvalidResource: as ``ensure_deployment``.
+        ClusterError: the API server refused or failed (or the races never ended).
+    """
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            applied = ensure_deployment(kube, tq)
+            break
+        except ClusterConflict:
+            if attempt == CONFLICT_ATTEMPTS:
+                metrics.reconciles.labels("error").inc()
+                raise
+        except InvalidResource:
+            metrics.reconciles.labels("invalid").inc()
+            raise
+        except ClusterError:
+            metrics.reconciles.labels("error").inc()
+            raise
+    metrics.reconciles.labels(applied.action).inc()
+    if applied.action != "unchanged":
+        with contextlib.suppress(ClusterError):  # an Event is a courtesy; the Deployment is applied
+            kube.event(tq, "Reconciled", f"worker Deployment {tq.deployment_name} {applied.action}")
+    return applied

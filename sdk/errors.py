@@ -101,3 +101,7 @@ class InvalidResource(ConfigurationError):
 
 class ClusterError(TaskfleetError):
     """The Kubernetes API refused or failed a request (the operator retries)."""
+
+
+class ClusterConflict(ClusterError):
+    """A write to the Kubernetes API lost a race with another writer (HTTP 409): read again and retry."""

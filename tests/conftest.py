@@ -18,6 +18,7 @@ from taskfleet import App
 from taskfleet.brokers import Broker, connect
 from taskfleet.settings import BrokerSettings
 from tests.support.brokers import KIND_NAMES, BrokerKind, RabbitMQKind, RedisKind
+from tests.support.k8s import ControlPlane
 from tests.support.rabbitmq_server import RabbitMQServer
 from tests.support.servers import RedisServer, serve
 from tests.support.workers import WorkerProcess
@@ -39,6 +40,13 @@ def redis_server() -> Iterator[RedisServer]:
 def rabbitmq_server() -> Iterator[RabbitMQServer]:
     """A private RabbitMQ node for the whole session (skipped on a laptop without one, failed in CI)."""
     yield from serve(RabbitMQServer)
+
+
+@pytest.fixture(scope="session")
+def kube() -> Iterator[ControlPlane]:
+    """A private etcd + kube-apiserver for the whole session, with an admin kubeconfig (skipped on a laptop
+    without the binaries, failed in CI). Without controllers: use a namespace per test, don't rely on GC."""
+    yield from serve(ControlPlane)
 
 
 @pytest.fixture(params=KIND_NAMES)
