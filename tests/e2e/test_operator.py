@@ -120,8 +120,36 @@ def test_a_task_queue_gets_an_owned_worker_deployment_and_worker_changes_roll_it
     assert rolled_deployment is not None
     assert rolled_deployment["metadata"]["generation"] > deployment["metadata"]["generation"]
     assert rolled_deployment["spec"]["replicas"] == 1, "a rollout keeps the autoscaler's replica count"
-    assert [e["message"] for e in events(crd, namespace, "Reconciled")][-1:] == [
-        "worker Deployment emails-worker updated"]
+    assert "worker Deployment emails-worker updated" in [e["message"] for e in events(crd, namespace, "Reconciled")]
+
+    # No finalizer: deleting a TaskQueue never waits for the operator
+    assert not (get(crd, namespace, "taskqueue", "emails") or {})["metadata"].get("finalizers")
+    crd.kubectl("delete", "taskqueue", "emails", "-n", namespace, "--wait=true", "--timeout=10s")
+    assert get(crd, namespace, "taskqueue", "emails") is None
+
+
+def test_kubectl_scale_pins_the_workers_while_autoscaling_is_off_and_paused_stops_them(
+    crd: ControlPlane, namespace: str, operator: OperatorProcess, redis_url: str
+) -> None:
+    create_broker_secret(crd, namespace, redis_url)
+    manifest = task_queue("batch", queues=["batch"], autoscaling={"enabled": False, "pollIntervalSeconds": 1})
+    apply(crd, namespace, manifest)
+    wait_replicas(crd, namespace, "batch-worker", 1, timeout=15)  # spec.replicas defaults to 1
+
+    crd.kubectl("scale", "taskqueue", "batch", "-n", namespace, "--replicas=3")
+
+    wait_replicas(crd, namespace, "batch-worker", 3, timeout=10)
+    wait_for(lambda: status_of(crd, namespace, "batch").get("replicas") == 3, 10, interval=0.2,
+             message=f"status.replicas (the scale subresource) never showed 3: {status_of(crd, namespace, 'batch')}")
+    scale = json.loads(crd.kubectl("get", "--raw", f"/apis/taskfleet.io/v1alpha1/namespaces/{namespace}"
+                                   "/taskqueues/batch/scale").stdout)
+    assert scale["spec"]["replicas"] == 3
+    assert scale["status"]["selector"] == "app.kubernetes.io/instance=batch,app.kubernetes.io/name=taskfleet-worker"
+
+    crd.kubectl("patch", "taskqueue", "batch", "-n", namespace, "--type=merge", "-p", '{"spec": {"paused": true}}')
+
+    wait_replicas(crd, namespace, "batch-worker", 0, timeout=10)
+    assert condition(get(crd, namespace, "taskqueue", "batch"), "Scaling")["reason"] == "Paused"
 
 
 def test_a_burst_on_an_idle_queue_scales_workers_from_zero_then_back_after_the_queue_drains(
@@ -152,6 +180,8 @@ def test_a_burst_on_an_idle_queue_scales_workers_from_zero_then_back_after_the_q
     assert reaction_s <= DEFAULT_POLL_S + 1 + OBSERVE_SLACK_S
     scaled_events = [e["message"] for e in events(crd, namespace, "Scaled")]
     assert any(m.startswith("scaled from 0 to ") and "ready=" in m for m in scaled_events), scaled_events
+    assert f'taskfleet_operator_scale_events_total{{direction="up",namespace="{namespace}",taskqueue="burst"}}' \
+        in operator.metrics()
 
     # When local workers drain the queue, the Deployment returns to minReplicas once the window has passed
     start_worker(concurrency=4)
