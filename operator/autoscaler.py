@@ -29,7 +29,7 @@ from taskfleet.operator.metrics import OperatorMetrics
 from taskfleet.operator.reconcile import apply_deployment
 from taskfleet.operator.resources import TaskQueue, parse_task_queue
 from taskfleet.operator.scaling import Load, Recommendation, desired_replicas
-from taskfleet.operator.status import Observation, polled_status
+from taskfleet.operator.status import Observation, polled_status, status_changed
 from taskfleet.settings import BrokerSettings, PublishRetry
 from taskfleet.urls import mask_secrets, url_scheme
 from taskfleet.worker.logging import get_logger
@@ -38,6 +38,9 @@ _log = get_logger("taskfleet.operator")
 
 #: Socket timeout of the operator's broker clients: a poll must not hang on a dead broker.
 BROKER_TIMEOUT_S = 3.0
+#: An unchanged status is written again only this often (``lastPollTime`` shows the autoscaler is alive); steady
+#: TaskQueues cost the API server one write per this many seconds, not one per poll.
+STATUS_HEARTBEAT_S = 30.0
 BROKER_TYPES = {"redis": "redis", "rediss": "redis", "unix": "redis", "amqp": "rabbitmq", "amqps": "rabbitmq"}
 
 
@@ -166,9 +169,11 @@ class Autoscaler:
                 broker_error=depth.error, broker_error_reason=depth.error_reason, deployment_error=None,
                 replicas=replicas, decision=decision, scaled=scaled,
             )
-            status = polled_status(tq, seen, previous=body.get("status") or {}, now=datetime.now(UTC),
-                                   selector=selector_string(tq))
-            self._kube.patch_status(tq.namespace, tq.name, status)
+            now = datetime.now(UTC)
+            previous = body.get("status") or {}
+            status = polled_status(tq, seen, previous=previous, now=now, selector=selector_string(tq))
+            if status_changed(previous, status, now=now, heartbeat_s=STATUS_HEARTBEAT_S):
+                self._kube.patch_status(tq.namespace, tq.name, status)
         except ClusterError as exc:
             outcome = "cluster_error"
             _log.warning("scale_or_status_failed", namespace=tq.namespace, taskqueue=tq.name, error=str(exc))

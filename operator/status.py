@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from taskfleet.operator.resources import Json, TaskQueue
@@ -103,3 +103,20 @@ def invalid_status(generation: int, message: str, *, previous: Mapping[str, Any]
     ready = condition(conditions, "Ready", False, "InvalidSpec", message, now=now, generation=generation)
     return {"observedGeneration": generation,
             "conditions": [ready, *(c for c in conditions if c.get("type") != "Ready")]}
+
+
+def status_changed(previous: Mapping[str, Any], status: Mapping[str, Any], *, now: datetime,
+                   heartbeat_s: float) -> bool:
+    """Whether ``status`` says something ``previous`` does not, or ``previous`` is older than ``heartbeat_s``
+    (its ``lastPollTime``). A poll that changes nothing then costs the API server no write."""
+    last = previous.get("lastPollTime")
+    if not last:
+        return True
+    try:
+        age_s = (now - datetime.strptime(last, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)).total_seconds()
+    except ValueError:
+        return True
+    if age_s >= heartbeat_s:
+        return True
+    ignored = {"lastPollTime"}
+    return any(previous.get(key) != value for key, value in status.items() if key not in ignored)
