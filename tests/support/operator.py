@@ -17,6 +17,7 @@ import yaml
 from tests.support.k8s import ControlPlane
 from tests.support.servers import free_port
 from tests.support.waiting import wait_for
+from tests.support.workers import terminate
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "deploy" / "crds" / "taskqueue.yaml"
@@ -52,13 +53,7 @@ class OperatorProcess:
             return str(response.read().decode())
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        terminate(self.proc, STOP_TIMEOUT_S)
         self._log.close()
 
     def _live(self) -> bool:

@@ -66,15 +66,20 @@ class WorkerProcess:
         return self.proc.wait(timeout=timeout)
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL of the whole tree if it does not exit in time."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        """SIGTERM, then SIGKILL if it does not exit in time."""
+        terminate(self.proc, STOP_TIMEOUT_S)
         self._log.close()
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """SIGTERM ``proc``, then SIGKILL it if it has not exited within ``timeout_s``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
 
 
 def children_of(pid: int) -> list[int]:
