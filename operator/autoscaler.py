@@ -116,11 +116,11 @@ class Autoscaler:
         while True:
             started = self._clock()
             interval = 5.0
+            watch.wake.clear()  # a spec change during the poll below wakes the next one at once
             try:
                 interval = await asyncio.to_thread(self.poll, watch)
             except Exception:  # noqa: BLE001 - a bug in one poll must not end the loop
                 _log.exception("autoscaler_poll_crashed", namespace=key[0], taskqueue=key[1])
-            watch.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(watch.wake.wait(), timeout=max(0.0, started + interval - self._clock()))
 

@@ -43,7 +43,9 @@ def build_registry(kube: Kube, autoscaler: Autoscaler, metrics: OperatorMetrics)
 
     @kopf.on.event(*resource, registry=registry)
     async def watch(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
-        if event.get("type") == "DELETED":
+        # Being deleted counts as gone: with foreground deletion the Deployment goes first, and a poll must not
+        # bring it back.
+        if event.get("type") == "DELETED" or body.metadata.deletion_timestamp:
             await autoscaler.forget(body.metadata.namespace or "", body.metadata.name or "")
         else:
             autoscaler.observe(dict(body))
@@ -58,6 +60,8 @@ def build_registry(kube: Kube, autoscaler: Autoscaler, metrics: OperatorMetrics)
 def reconcile_deployment(kube: Kube, metrics: OperatorMetrics, body: kopf.Body) -> None:
     """Apply the worker Deployment of ``body``; an invalid TaskQueue gets ``Ready=False`` and an Event, and is not
     retried until it changes."""
+    if body.metadata.deletion_timestamp:
+        return
     generation = int(body.metadata.get("generation") or 0)
     try:
         apply_deployment(kube, metrics, parse_task_queue(body))

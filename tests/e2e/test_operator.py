@@ -275,3 +275,22 @@ def test_rabbitmq_in_flight_work_keeps_replicas_up_while_nothing_is_ready(
     # When the work is acked, the queue goes back to zero after the window
     consumer.ack(held)
     wait_replicas(crd, namespace, "video-worker", 0, timeout=20)
+
+
+def test_a_task_queue_being_deleted_in_the_foreground_does_not_get_its_workers_back(
+    crd: ControlPlane, namespace: str, operator: OperatorProcess, redis_url: str
+) -> None:
+    # Given a TaskQueue deleted with --cascade=foreground: it stays, marked for deletion, until its Deployment is gone
+    create_broker_secret(crd, namespace, redis_url)
+    apply(crd, namespace, task_queue("cleanup", queues=["cleanup"],
+                                     autoscaling={"minReplicas": 1, "pollIntervalSeconds": 1}))
+    wait_replicas(crd, namespace, "cleanup-worker", 1, timeout=15)
+    crd.kubectl("delete", "taskqueue", "cleanup", "-n", namespace, "--cascade=foreground", "--wait=false")
+
+    # When the garbage collector (played here by the test: no controller-manager runs) deletes the Deployment
+    crd.kubectl("delete", "deployment", "cleanup-worker", "-n", namespace)
+    time.sleep(3)  # three polls
+
+    # Then the operator does not recreate it
+    assert (get(crd, namespace, "taskqueue", "cleanup") or {}).get("metadata", {}).get("deletionTimestamp")
+    assert get(crd, namespace, "deployment", "cleanup-worker") is None
