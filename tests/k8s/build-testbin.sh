@@ -7,7 +7,8 @@
 #   TASKFLEET_K8S_BIN=/some/dir ...       # tests use this directory instead (e.g. binaries from a release tarball)
 #
 # Cold build: ~7 min on 2 cores (measured 409 s from empty Go caches), leaving ~4.5 GB of Go module and build
-# caches. See ../shared/K8S-TESTING.md for why the wrapper modules exist (k8s.io/kubernetes and etcd's server module both carry replace directives, so `go install` fails).
+# caches. See ../shared/K8S-TESTING.md for why the wrapper modules exist (k8s.io/kubernetes and etcd's server
+# module both carry replace directives, so `go install` fails).
 set -euo pipefail
 
 K8S_VERSION=1.34.4
