@@ -28,7 +28,7 @@ from taskfleet.operator.manifests import selector_string
 from taskfleet.operator.metrics import OperatorMetrics
 from taskfleet.operator.reconcile import apply_deployment
 from taskfleet.operator.resources import TaskQueue, parse_task_queue
-from taskfleet.operator.scaling import Load, Recommendation, desired_replicas
+from taskfleet.operator.scaling import Load, Recommendation, ScalingPolicy, desired_replicas
 from taskfleet.operator.status import Observation, polled_status, status_changed
 from taskfleet.settings import BrokerSettings, PublishRetry
 from taskfleet.urls import mask_secrets, url_scheme
@@ -38,6 +38,8 @@ _log = get_logger("taskfleet.operator")
 
 #: Socket timeout of the operator's broker clients: a poll must not hang on a dead broker.
 BROKER_TIMEOUT_S = 3.0
+#: Seconds between polls when a TaskQueue gives no interval (invalid spec, or a poll that crashed).
+DEFAULT_POLL_INTERVAL_S = ScalingPolicy().poll_interval_s
 #: An unchanged status is written again only this often (``lastPollTime`` shows the autoscaler is alive); steady
 #: TaskQueues cost the API server one write per this many seconds, not one per poll.
 STATUS_HEARTBEAT_S = 30.0
@@ -115,7 +117,7 @@ class Autoscaler:
     async def _loop(self, key: tuple[str, str], watch: _Watch) -> None:
         while True:
             started = self._clock()
-            interval = 5.0
+            interval = DEFAULT_POLL_INTERVAL_S
             watch.wake.clear()  # a spec change during the poll below wakes the next one at once
             try:
                 interval = await asyncio.to_thread(self.poll, watch)
@@ -132,7 +134,7 @@ class Autoscaler:
             tq = parse_task_queue(body)
         except InvalidResource:
             self._metrics.poll_seconds.labels("invalid").observe(self._clock() - started)
-            return 5.0  # the reconcile handler reports it in the Ready condition
+            return DEFAULT_POLL_INTERVAL_S  # the reconcile handler reports it in the Ready condition
         labels = (tq.namespace, tq.name)
         try:
             applied = apply_deployment(self._kube, self._metrics, tq)

@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from taskfleet.errors import ClusterConflict, ClusterError, InvalidResource
 from taskfleet.operator.resources import GROUP, KIND, PLURAL, VERSION, Json, SecretKeyRef, TaskQueue
+from taskfleet.operator.status import timestamp
 
 #: Seconds one API request may take before it fails (and is retried on the next poll).
 REQUEST_TIMEOUT_S = 10.0
@@ -95,7 +96,7 @@ class Kube:
 
     def event(self, tq: TaskQueue, reason: str, message: str, *, warning: bool = False) -> None:
         """Record a Kubernetes Event on the TaskQueue (``kubectl describe tq`` shows it)."""
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = timestamp(datetime.now(UTC))
         body = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"generateName": f"{tq.name}.", "namespace": tq.namespace},

@@ -20,6 +20,8 @@ from typing import Any
 from taskfleet.operator.resources import Json, TaskQueue
 from taskfleet.operator.scaling import Decision, Load
 
+#: How Kubernetes writes times (RFC 3339, UTC, whole seconds).
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 ACTIVE_REASONS = frozenset({"ScaledUp", "ScaledDown", "Stabilizing", "Stable"})
 
 
@@ -43,7 +45,7 @@ class Observation:
 
 def timestamp(now: datetime) -> str:
     """RFC 3339 in UTC with second precision, as Kubernetes writes times."""
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return now.strftime(TIME_FORMAT)
 
 
 def condition(
@@ -113,7 +115,7 @@ def status_changed(previous: Mapping[str, Any], status: Mapping[str, Any], *, no
     if not last:
         return True
     try:
-        age_s = (now - datetime.strptime(last, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)).total_seconds()
+        age_s = (now - datetime.strptime(last, TIME_FORMAT).replace(tzinfo=UTC)).total_seconds()
     except ValueError:
         return True
     if age_s >= heartbeat_s:
