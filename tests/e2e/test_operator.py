@@ -203,7 +203,9 @@ def test_kubectl_get_taskqueues_shows_live_numbers(
     for i in range(30):
         tasks.add.delay(i, 1)
 
-    wait_for(lambda: status_of(crd, namespace, "reports").get("desiredReplicas") == 2, 15, interval=0.2,
+    # A poll may land mid-enqueue: wait for one that saw all 30
+    wait_for(lambda: (status_of(crd, namespace, "reports").get("ready"),
+                      status_of(crd, namespace, "reports").get("desiredReplicas")) == (30, 2), 15, interval=0.2,
              message=f"status never showed the backlog: {status_of(crd, namespace, 'reports')}")
     table = crd.kubectl("get", "taskqueues", "-n", namespace).stdout.splitlines()
     wide = crd.kubectl("get", "tq", "-n", namespace, "-o", "wide").stdout.splitlines()
