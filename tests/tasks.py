@@ -7,6 +7,7 @@ Tasks that tests observe from outside write lines to a file named in their argum
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -38,6 +39,13 @@ def add(x: int, y: int) -> int:
 @app.task
 def pid() -> int:
     return os.getpid()
+
+
+@app.task
+def leave_orphan() -> None:
+    """Start a grandchild that outlives the shell that started it: the kernel hands it to PID 1 (of the pid
+    namespace), which must reap it when it exits."""
+    subprocess.run(["sh", "-c", "sleep 0.3 &"], check=True)
 
 
 @app.task

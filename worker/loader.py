@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 from taskfleet.app import App
 from taskfleet.errors import TaskfleetError
@@ -13,7 +15,13 @@ class AppImportError(TaskfleetError):
 
 
 def load_app(spec: str) -> App:
-    """``"tests.tasks:app"`` -> that App; ``"tests.tasks"`` -> the one App defined in that module."""
+    """``"tests.tasks:app"`` -> that App; ``"tests.tasks"`` -> the one App defined in that module.
+
+    The current directory is searched first, as ``python -m`` does: ``taskfleet worker -A tasks:app`` run next to
+    ``tasks.py`` (or in the image's ``/app``) finds it. Console scripts otherwise only search site-packages."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
     module_name, _, attr = spec.partition(":")
     if not module_name:
         raise AppImportError(f"--app {spec!r}: expected 'module:attribute' or 'module'")

@@ -107,6 +107,9 @@ class Supervisor:
     # -- main loop -----------------------------------------------------------------------------------------------
 
     def run(self) -> int:
+        # As a container's PID 1 (the image's exec-form entrypoint) the supervisor inherits every orphaned process
+        # (say, a grandchild a task left behind) and must reap them, or they stay zombies.
+        self._is_pid1 = os.getpid() == 1
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
         for slot in range(self.settings.concurrency):
@@ -157,6 +160,8 @@ class Supervisor:
                     del self._respawn_at[slot]
                     self._spawn(slot)
         self.metrics.set_in_flight(sum(len(rec.held) for rec in self.children.values()))
+        if self._is_pid1:
+            reap_orphans({rec.process.pid for rec in self.children.values() if rec.process.pid is not None})
 
     # -- children ------------------------------------------------------------------------------------------------
 
@@ -327,3 +332,17 @@ class Supervisor:
             self._readiness = (now, ok, detail)
             self.metrics.set_broker_reachable(ok)
         return ok, detail
+
+
+def reap_orphans(ours: set[int]) -> None:
+    """Reap exited processes that are not our children (multiprocessing reaps those itself). ``WNOWAIT`` peeks at a
+    zombie without reaping it, so one of ours is left for multiprocessing."""
+    while True:
+        try:
+            found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if found is None or found.si_pid in ours:
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(found.si_pid, os.WNOHANG)

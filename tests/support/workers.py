@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.support.servers import free_port
@@ -21,10 +22,12 @@ class WorkerProcess:
     """One ``taskfleet worker`` process tree. Its JSON log lines are kept in a file for assertions."""
 
     def __init__(self, *, broker: str, backend: str | None, app: str = "tests.tasks:app",
-                 queues: str = "tests", concurrency: int = 2, extra: list[str] | None = None) -> None:
+                 queues: str = "tests", concurrency: int = 2, extra: list[str] | None = None,
+                 wrapper: Sequence[str] = ()) -> None:
+        """``wrapper`` prefixes the command line (e.g. ``unshare --pid --fork`` to run the worker as PID 1)."""
         self.health_port = free_port()
         self.log_path = Path(tempfile.mkstemp(prefix="taskfleet-worker-", suffix=".log")[1])
-        cmd = [sys.executable, "-m", "taskfleet", "worker", "-A", app, "-Q", queues, "-c", str(concurrency),
+        cmd = [*wrapper, sys.executable, "-m", "taskfleet", "worker", "-A", app, "-Q", queues, "-c", str(concurrency),
                "--broker", broker, "--log-format", "json", "-l", "debug", "--health-host", "127.0.0.1",
                "--health-port", str(self.health_port), "--drain-timeout", "10", *(extra or [])]
         if backend:

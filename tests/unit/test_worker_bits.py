@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,18 @@ def test_load_app_finds_the_one_app_of_a_module() -> None:
 def test_load_app_explains_what_it_could_not_load(spec: str, match: str) -> None:
     with pytest.raises(AppImportError, match=match):
         load_app(spec)
+
+
+def test_load_app_finds_a_module_in_the_current_directory_like_python_m(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `taskfleet worker -A tasks:app` next to tasks.py, or in the image's /app, as a console script
+    (tmp_path / "cwd_tasks_module.py").write_text("from taskfleet import App\napp = App('cwd')\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+
+    assert load_app("cwd_tasks_module:app").name == "cwd"
+    assert sys.path[0] == str(tmp_path)
 
 
 def test_an_error_raised_while_importing_user_code_is_an_app_import_error(
