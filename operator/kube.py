@@ -55,6 +55,16 @@ class Kube:
     def close(self) -> None:
         self._api.close()  # type: ignore[no-untyped-call]
 
+    def serves_task_queues(self) -> bool:
+        """Whether the API server serves the TaskQueue resource yet (discovery; any authenticated user may ask)."""
+        try:
+            found = self._call(self._custom.get_api_resources, GROUP, VERSION)
+        except ClusterError as exc:
+            if _status(exc) == 404:
+                return False
+            raise
+        return any(r.get("name") == PLURAL for r in found.get("resources") or [])
+
     def secret_value(self, namespace: str, ref: SecretKeyRef) -> str:
         """The value of one Secret key. Raises InvalidResource when the Secret or key is missing."""
         try:

@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import kopf
 from prometheus_client import start_http_server
 
-from taskfleet.errors import ConfigurationError
+from taskfleet.errors import ClusterError, ConfigurationError
 from taskfleet.operator.autoscaler import Autoscaler
 from taskfleet.operator.handlers import build_registry
 from taskfleet.operator.kube import Kube, load_config
 from taskfleet.operator.metrics import OperatorMetrics
+from taskfleet.operator.resources import GROUP, PLURAL, VERSION
+from taskfleet.worker.logging import get_logger
 
 #: Where kopf keeps handler progress and the last handled spec (annotations: the status schema is strict).
 ANNOTATION_PREFIX = "taskfleet.io"
+#: Seconds between checks while the TaskQueue CRD is not served yet.
+CRD_POLL_S = 2.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,10 +68,56 @@ def configure_kopf(settings: kopf.OperatorSettings, options: OperatorSettings) -
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
     # kopf's own per-object log lines become Events only from WARNING up; scale Events are posted explicitly.
     settings.posting.level = logging.WARNING
+    # No cluster-wide discovery watches: the operator needs no permission on CRDs or Namespaces (the chart grants
+    # none). kopf then scans resources once at start-up, so run() waits until the TaskQueue CRD is served first.
+    # Namespace globs ('team-*') need the Namespace watch to find matches, so they keep scanning on.
+    settings.scanning.disabled = not any(_is_glob(ns) for ns in options.namespaces)
     settings.peering.standalone = options.peering is None
     if options.peering is not None:
         settings.peering.name = options.peering
         settings.peering.mandatory = True
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[!")
+
+
+def wait_for_crd(kube: Kube, *, poll_s: float = CRD_POLL_S, stop_flag: threading.Event | None = None) -> bool:
+    """Block until the API server serves TaskQueues (a fresh install may start the operator before its CRD is
+    established). Returns False when ``stop_flag`` is set first."""
+    log = get_logger("taskfleet.operator")
+    told = False
+    while stop_flag is None or not stop_flag.is_set():
+        try:
+            if kube.serves_task_queues():
+                return True
+            reason = f"{PLURAL}.{GROUP}/{VERSION} is not served yet (is the CRD installed?)"
+        except ClusterError as exc:
+            reason = str(exc)
+        if not told:
+            log.warning("waiting for the TaskQueue CRD", reason=reason, retry_every_s=poll_s)
+            told = True
+        if stop_flag is None:
+            time.sleep(poll_s)
+        else:
+            stop_flag.wait(poll_s)
+    return False
+
+
+@contextlib.contextmanager
+def _stopped_by_signals(stop_flag: threading.Event | None) -> Iterator[threading.Event]:
+    """A stop flag that SIGTERM/SIGINT set while kopf's own handlers are not installed yet. As PID 1 in a container
+    a process without a SIGTERM handler ignores SIGTERM, and the pod would wait out its grace period."""
+    if stop_flag is not None:
+        yield stop_flag
+        return
+    flag = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: flag.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run(options: OperatorSettings, *, stop_flag: threading.Event | None = None,
@@ -73,6 +127,11 @@ def run(options: OperatorSettings, *, stop_flag: threading.Event | None = None,
     if options.metrics_port is not None:
         start_http_server(options.metrics_port, addr=options.host, registry=metrics.registry)
     kube = Kube(load_config())
+    with _stopped_by_signals(stop_flag) as waiting_stopped:
+        served = wait_for_crd(kube, stop_flag=waiting_stopped)
+    if not served:
+        kube.close()
+        return
     autoscaler = Autoscaler(kube, metrics)
     settings = kopf.OperatorSettings()
     configure_kopf(settings, options)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import threading
+from typing import Any
 
 import kopf
 import pytest
 
 from taskfleet.cli import build_parser
-from taskfleet.errors import ConfigurationError
-from taskfleet.operator.runner import OperatorSettings, configure_kopf
+from taskfleet.errors import ClusterError, ConfigurationError
+from taskfleet.operator.runner import OperatorSettings, configure_kopf, wait_for_crd
 from taskfleet.worker.exitcodes import ExitCode
 
 
@@ -60,3 +62,48 @@ def test_a_peering_name_turns_standalone_off() -> None:
 
     assert (settings.peering.standalone, settings.peering.name, settings.peering.mandatory) == (
         False, "taskfleet", True)
+
+
+@pytest.mark.parametrize(
+    ("options", "scanning"),
+    [
+        pytest.param({"all_namespaces": True}, False, id="cluster-wide"),
+        pytest.param({"namespaces": ("shop", "billing")}, False, id="named namespaces"),
+        pytest.param({"namespaces": ("team-*",)}, True, id="a glob needs the Namespace watch"),
+    ],
+)
+def test_kopf_watches_no_crds_or_namespaces_unless_a_glob_needs_them(options: dict[str, Any], scanning: bool
+                                                                      ) -> None:
+    # the chart grants nothing cluster-scoped: no CRD or Namespace list/watch
+    settings = kopf.OperatorSettings()
+
+    configure_kopf(settings, OperatorSettings(**options))
+
+    assert settings.scanning.disabled is not scanning
+
+
+class FakeKube:
+    """Answers ``serves_task_queues`` from a script of answers (True, False, or an exception to raise)."""
+
+    def __init__(self, *answers: bool | Exception) -> None:
+        self.answers = list(answers)
+
+    def serves_task_queues(self) -> bool:
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_the_operator_waits_for_the_task_queue_crd_before_starting_kopf() -> None:
+    kube = FakeKube(ClusterError("Kubernetes API unreachable"), False, True)
+
+    assert wait_for_crd(kube, poll_s=0.0) is True  # type: ignore[arg-type]
+    assert kube.answers == []
+
+
+def test_a_stop_signal_ends_the_wait_for_the_crd() -> None:
+    stop = threading.Event()
+    stop.set()
+
+    assert wait_for_crd(FakeKube(False), poll_s=0.0, stop_flag=stop) is False  # type: ignore[arg-type]
