@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +27,28 @@ STOP_TIMEOUT_S = 15.0
 
 
 class OperatorProcess:
-    """``taskfleet operator --all-namespaces`` with its log in a temp file."""
+    """``taskfleet <args>`` (default ``operator --all-namespaces``) with its log in a temp file, on free local ports.
 
-    def __init__(self, kube: ControlPlane) -> None:
+    ``args`` may be the operator container's arguments from the chart's Deployment and ``kubeconfig`` a
+    ServiceAccount's credentials: the chart's command line then runs with the chart's RBAC. Flags given later win
+    with argparse, so the ports, host and log settings appended here replace the chart's."""
+
+    def __init__(self, kube: ControlPlane, args: Sequence[str] = ("operator", "--all-namespaces"),
+                 kubeconfig: Path | None = None) -> None:
         self.liveness_port = free_port()
         self.metrics_port = free_port()
         self.log_path = Path(tempfile.mkstemp(prefix="taskfleet-operator-", suffix=".log")[1])
         self._log = self.log_path.open("wb")
-        cmd = [sys.executable, "-P", "-m", "taskfleet", "operator", "--all-namespaces", "--host", "127.0.0.1",
+        #: False when it serves only some namespaces: those tests may still use (the e2e ``namespace`` fixture).
+        self.watches_all = True
+        self.free_namespaces: list[str] = []
+        cmd = [sys.executable, "-P", "-m", "taskfleet", *args, "--host", "127.0.0.1",
                "--liveness-port", str(self.liveness_port), "--metrics-port", str(self.metrics_port),
                "--log-format", "json", "-l", "debug"]
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**kube.env(), "PYTHONUNBUFFERED": "1"}, cwd=REPO)
+        env = {**kube.env(), "PYTHONUNBUFFERED": "1"}
+        if kubeconfig is not None:
+            env["KUBECONFIG"] = str(kubeconfig)
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")

@@ -1,0 +1,136 @@
+"""The Helm chart as the real helm renders it (offline: lint, template, values schema) and the files generated from
+it: the CRD copy and the plain manifests for people without Helm."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.chart import (
+    CHART,
+    CI_VALUES,
+    MANIFESTS,
+    MANIFESTS_NAMESPACE,
+    MANIFESTS_RELEASE,
+    Helm,
+)
+from tests.support.servers import ServerUnavailable, require_server
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def offline_helm() -> Iterator[Helm]:
+    """helm without a cluster (lint and template need none)."""
+    try:
+        tool = Helm()
+    except ServerUnavailable as exc:
+        require_server(str(exc))
+    yield tool
+    tool.close()
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.stem)
+def test_helm_lint_strict_passes_for_every_ci_scenario(offline_helm: Helm, values: Path) -> None:
+    linted = offline_helm.run("lint", "--strict", str(CHART), "-f", str(values))
+
+    assert "1 chart(s) linted, 0 chart(s) failed" in linted.stdout
+
+
+def test_a_bad_values_file_is_rejected_naming_each_field_and_rule(offline_helm: Helm, tmp_path: Path) -> None:
+    bad = tmp_path / "bad-values.yaml"
+    bad.write_text("operator: {logLevel: verbose, livenessPort: 0}\nwatchNamespace: [shop]\n"
+                   "image: {pullPolicy: Sometimes}\n", encoding="utf-8")
+
+    rendered = offline_helm.run("template", "t", str(CHART), "-f", str(bad), check=False)
+
+    assert rendered.returncode != 0
+    for message in ("at '/operator/logLevel': value must be one of 'debug', 'info', 'warning', 'error'",
+                    "at '/operator/livenessPort': minimum: got 0, want 1",
+                    "at '/image/pullPolicy': value must be one of 'IfNotPresent', 'Always', 'Never'",
+                    "additional properties 'watchNamespace' not allowed"):
+        assert message in rendered.stderr
+
+
+def test_the_operator_runs_one_locked_down_replica_that_never_overlaps_itself(offline_helm: Helm) -> None:
+    docs = offline_helm.template()
+    (deployment,) = by_kind(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert container["args"][:2] == ["operator", "--all-namespaces"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]["memory"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}}
+    assert not by_kind(docs, "PodDisruptionBudget"), "the PodDisruptionBudget is opt-in"
+
+
+def test_rbac_rules_name_every_verb_and_resource_and_never_delete(offline_helm: Helm) -> None:
+    for values in ([], ["--set", "watchNamespaces={shop,billing}"]):
+        docs = offline_helm.template(*values)
+        roles = by_kind(docs, "ClusterRole") + by_kind(docs, "Role")
+        assert roles
+        for role in roles:
+            for rule in role["rules"]:
+                assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
+                assert not {"delete", "deletecollection", "escalate", "bind", "impersonate"} & set(rule["verbs"])
+                if "secrets" in rule["resources"]:
+                    assert rule["verbs"] == ["get"], "reads the Secrets TaskQueues name; never lists them"
+
+
+def test_namespaced_mode_grants_roles_in_the_watched_namespaces_and_nothing_cluster_wide(offline_helm: Helm) -> None:
+    docs = offline_helm.template("--set", "watchNamespaces={shop,billing}")
+    (deployment,) = by_kind(docs, "Deployment")
+
+    assert not by_kind(docs, "ClusterRole")
+    assert not by_kind(docs, "ClusterRoleBinding")
+    assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")) == ["billing", "shop"]
+    assert sorted(b["metadata"]["namespace"] for b in by_kind(docs, "RoleBinding")) == ["billing", "shop"]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=shop" in args
+    assert "--namespace=billing" in args
+    assert "--all-namespaces" not in args
+
+
+def test_a_service_monitor_is_rendered_only_where_the_prometheus_operator_api_exists(offline_helm: Helm) -> None:
+    wanted = ["--set", "metrics.serviceMonitor.enabled=true"]
+
+    without = offline_helm.run("template", "t", str(CHART), *wanted).stdout
+    with_api = offline_helm.template(*wanted, "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor")
+
+    assert "kind: ServiceMonitor" not in without
+    (monitor,) = by_kind(with_api, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+def test_dev_brokers_and_task_queues_from_values_render_with_the_release_names(offline_helm: Helm) -> None:
+    docs = offline_helm.template("-f", str(CHART / "ci" / "taskqueue-values.yaml"), release="shop")
+    (secret,) = by_kind(docs, "Secret")
+    (task_queue,) = by_kind(docs, "TaskQueue")
+
+    assert secret["metadata"]["name"] == "shop-taskfleet-dev-brokers"
+    assert secret["stringData"]["redis-url"] == "redis://shop-taskfleet-redis.taskfleet.svc:6379/0"
+    assert task_queue["spec"]["broker"]["urlFrom"]["secretKeyRef"]["name"] == "shop-taskfleet-dev-brokers"
+    assert task_queue["metadata"]["labels"]["team"] == "growth"
+
+
+def test_deploy_manifests_are_the_chart_rendered_with_defaults(offline_helm: Helm) -> None:
+    rendered = offline_helm.run("template", MANIFESTS_RELEASE, str(CHART), "--namespace", MANIFESTS_NAMESPACE,
+                                "--include-crds", "--skip-tests").stdout
+    committed = MANIFESTS.read_text(encoding="utf-8")
+
+    assert committed.split("\n", 3)[3] == rendered, (
+        f"{MANIFESTS.relative_to(CHART.parents[1])} is stale: run `make manifests`")
