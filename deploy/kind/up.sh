@@ -41,11 +41,16 @@ sed -e "s#ghcr.io/taskfleet/examples:0.1.0#$EXAMPLE_IMAGE#" deploy/examples/task
     | kubectl -n "$NAMESPACE" apply -f -
 kubectl -n "$NAMESPACE" wait --for=condition=Ready taskqueue/emails --timeout=60s
 
-step "200 tasks from a one-off pod (taskfleet call), then watch the workers scale from zero and back"
+step "200 tasks from a one-off pod (the example image's tasks.py, send_email.delay), then the workers scale"
 redis_url=$(kubectl -n "$NAMESPACE" get secret taskfleet-dev-brokers -o jsonpath='{.data.redis-url}' | base64 -d)
 kubectl -n "$NAMESPACE" run producer --rm -i --restart=Never --image="$EXAMPLE_IMAGE" \
-    --env="TASKFLEET_BROKER_URL=$redis_url" --command -- \
-    sh -c 'for i in $(seq 200); do taskfleet call examples.send_email --args "[\"user$i@example.com\"]" >/dev/null; done; echo sent 200'
+    --env="TASKFLEET_BROKER_URL=$redis_url" --command -- python -c '
+import os
+from tasks import app, send_email
+app.configure(broker=os.environ["TASKFLEET_BROKER_URL"])
+for i in range(200):
+    send_email.delay(f"user{i}@example.com")
+print("sent 200 tasks to queue emails")'
 for _ in $(seq 12); do kubectl -n "$NAMESPACE" get taskqueues; sleep 5; done
 
 echo
