@@ -17,6 +17,7 @@ from taskfleet.errors import (
     BrokerError,
     ConfigurationError,
     ContentTypeRefused,
+    CoordinationError,
     DecodeError,
     EncodeError,
     MaxRetriesExceeded,
@@ -32,8 +33,11 @@ from taskfleet.errors import (
     WorkerLostError,
 )
 from taskfleet.message import Message
+from taskfleet.periodic import PeriodicEntry
 from taskfleet.result import AsyncResult
+from taskfleet.schedules import Every, crontab, next_run
 from taskfleet.settings import PublishRetry, settings_from_env
+from taskfleet.signature import Signature
 from taskfleet.states import READY_STATES, State
 from taskfleet.task import Request, Task, TaskOptions
 
@@ -47,15 +51,19 @@ __all__ = [
     "BrokerError",
     "ConfigurationError",
     "ContentTypeRefused",
+    "CoordinationError",
     "DecodeError",
     "EncodeError",
+    "Every",
     "MaxRetriesExceeded",
     "Message",
     "MessageTooLarge",
+    "PeriodicEntry",
     "PublishRetry",
     "Request",
     "ResultTimeout",
     "Retry",
+    "Signature",
     "SoftTimeLimitExceeded",
     "State",
     "Task",
@@ -66,5 +74,7 @@ __all__ = [
     "TaskfleetError",
     "TimeLimitExceeded",
     "WorkerLostError",
+    "crontab",
+    "next_run",
     "settings_from_env",
 ]

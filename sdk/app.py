@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, TypeVar, overload
 
 from taskfleet import backends, brokers
@@ -14,8 +14,10 @@ from taskfleet.backends.base import ResultBackend
 from taskfleet.brokers.base import Broker
 from taskfleet.errors import ConfigurationError, MessageTooLarge, TaskNotRegistered
 from taskfleet.message import Message
+from taskfleet.periodic import DEFAULT_CATCH_UP, CatchUp, PeriodicEntry, entries_from_config
 from taskfleet.result import AsyncResult
 from taskfleet.retry import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF_MAX_S, DEFAULT_RETRY_DELAY_S
+from taskfleet.schedules import Schedule, crontab, to_schedule, zone
 from taskfleet.serializers import JSON, Serializer, get_serializer
 from taskfleet.settings import (
     DEFAULT_MAX_DELIVERIES,
@@ -23,11 +25,13 @@ from taskfleet.settings import (
     DEFAULT_QUEUE,
     DEFAULT_RESULT_EXPIRES_S,
     DEFAULT_SOCKET_TIMEOUT_S,
+    DEFAULT_TIMEZONE,
     DEFAULT_VISIBILITY_TIMEOUT_S,
     AppSettings,
     PublishRetry,
     validate_queue_name,
 )
+from taskfleet.signature import Signature
 from taskfleet.task import Task, TaskOptions
 
 R = TypeVar("R")
@@ -58,6 +62,8 @@ class App:
         result_expires_s: float = DEFAULT_RESULT_EXPIRES_S,
         publish_retry: PublishRetry | None = None,
         socket_timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S,
+        timezone: str = DEFAULT_TIMEZONE,
+        beat_schedule: Iterable[Mapping[str, Any]] = (),
     ) -> None:
         if not name or not isinstance(name, str):
             raise ConfigurationError("App needs a non-empty name, e.g. App('billing')")
@@ -70,9 +76,13 @@ class App:
             allow_pickle=allow_pickle, max_message_bytes=max_message_bytes,
             visibility_timeout_s=visibility_timeout_s, max_deliveries=max_deliveries,
             result_expires_s=result_expires_s, publish_retry=publish_retry or PublishRetry(),
-            socket_timeout_s=socket_timeout_s,
+            socket_timeout_s=socket_timeout_s, timezone=timezone,
         )
         self.tasks: dict[str, Task[Any]] = {}
+        #: The beat schedule: entry name -> entry (``add_periodic_task``, ``@app.periodic``, ``beat_schedule=``).
+        self.periodic_tasks: dict[str, PeriodicEntry] = {}
+        for entry in entries_from_config(beat_schedule):
+            self._add_entry(entry)
         self._lock = threading.Lock()
         self._broker: tuple[int, Broker] | None = None
         self._backend: tuple[int, ResultBackend | None] | None = None
@@ -91,6 +101,16 @@ class App:
             fields["accept_content"] = frozenset(fields["accept_content"])
         self.settings = self.settings.replace(**fields)
         self.close()
+
+    @property
+    def timezone(self) -> str:
+        """IANA name of the zone crontab schedules are read in (default ``"UTC"``)."""
+        return self.settings.timezone
+
+    @property
+    def tzinfo(self) -> tzinfo:
+        """``timezone`` as a ``tzinfo``."""
+        return zone(self.settings.timezone)
 
     @property
     def serializer(self) -> Serializer:
@@ -187,6 +207,52 @@ class App:
             return self.tasks[name]
         except KeyError:
             raise TaskNotRegistered(f"task {name!r} is not registered in app {self.name!r}") from None
+
+    # -- periodic tasks (sent by ``taskfleet beat``) -------------------------------------------------------------
+
+    def add_periodic_task(
+        self, schedule: Schedule | float | timedelta | str, signature: Signature, *, name: str,
+        catch_up: CatchUp = DEFAULT_CATCH_UP, queue: str | None = None, priority: int | None = None,
+        expires_s: float | None = None,
+    ) -> PeriodicEntry:
+        """Send ``signature`` on ``schedule`` (a ``crontab``, seconds, a ``timedelta`` or a cron string) under the
+        unique ``name``. ``catch_up`` says what beat does with missed ticks (``"last"``, ``"all"``, ``"none"``;
+        see ``taskfleet.periodic``); ``queue``/``priority``/``expires_s`` override the signature's."""
+        entry = PeriodicEntry(name=name, signature=signature.set(queue=queue, priority=priority, expires_s=expires_s),
+                              schedule=to_schedule(schedule), catch_up=catch_up)
+        self._add_entry(entry)
+        return entry
+
+    def periodic(
+        self, *, cron: str | crontab | None = None, every: float | timedelta | None = None, name: str | None = None,
+        queue: str | None = None, priority: int = 0, catch_up: CatchUp = DEFAULT_CATCH_UP,
+    ) -> Callable[[Callable[..., R]], Task[R]]:
+        """Register a task that beat sends on a schedule: ``@app.periodic(cron="*/5 * * * *")`` or
+        ``@app.periodic(every=30)`` (seconds). ``name`` names both the task (default ``<app>.<function>``) and its
+        schedule entry; the task takes no arguments."""
+        if (cron is None) == (every is None):
+            raise ConfigurationError("@app.periodic needs exactly one of cron= or every=")
+        schedule = to_schedule(cron if cron is not None else every)  # type: ignore[arg-type]
+
+        def register(func: Callable[..., R]) -> Task[R]:
+            task: Task[R] = self.task(name=name, queue=queue, priority=priority)(func)
+            self._add_entry(PeriodicEntry(name=task.name, signature=task.s(), schedule=schedule, catch_up=catch_up))
+            return task
+
+        return register
+
+    def load_beat_schedule(self, config: Iterable[Mapping[str, Any]]) -> list[PeriodicEntry]:
+        """Add the entries of a declarative schedule (see ``taskfleet.periodic.entries_from_config``)."""
+        entries = entries_from_config(config)
+        for entry in entries:
+            self._add_entry(entry)
+        return entries
+
+    def _add_entry(self, entry: PeriodicEntry) -> None:
+        existing = self.periodic_tasks.get(entry.name)
+        if existing is not None and existing != entry:
+            raise ConfigurationError(f"periodic task name {entry.name!r} is used twice")
+        self.periodic_tasks[entry.name] = entry
 
     # -- sending -------------------------------------------------------------------------------------------------
 

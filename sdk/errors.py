@@ -105,3 +105,7 @@ class ClusterError(TaskfleetError):
 
 class ClusterConflict(ClusterError):
     """A write to the Kubernetes API lost a race with another writer (HTTP 409): read again and retry."""
+
+
+class CoordinationError(BrokerError):
+    """The broker refused or failed a beat coordination step (leader lease, tick claim, schedule state)."""

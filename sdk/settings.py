@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from taskfleet.errors import ConfigurationError
+from taskfleet.schedules import zone
 from taskfleet.serializers import JSON, validate_accept
 from taskfleet.urls import mask_url
 
@@ -23,6 +24,8 @@ DEFAULT_PUBLISH_MAX_ATTEMPTS = 5
 DEFAULT_PUBLISH_BACKOFF_S = 0.1
 DEFAULT_PUBLISH_BACKOFF_MAX_S = 2.0
 DEFAULT_SOCKET_TIMEOUT_S = 10.0
+#: Time zone of crontab schedules (an IANA name).
+DEFAULT_TIMEZONE = "UTC"
 
 ENV_BROKER_URL = "TASKFLEET_BROKER_URL"
 ENV_RESULT_BACKEND = "TASKFLEET_RESULT_BACKEND"
@@ -112,9 +115,11 @@ class AppSettings:
     result_expires_s: float = DEFAULT_RESULT_EXPIRES_S
     publish_retry: PublishRetry = field(default_factory=PublishRetry)
     socket_timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S
+    timezone: str = DEFAULT_TIMEZONE  # IANA name; crontab fields of periodic tasks are read in it
 
     def __post_init__(self) -> None:
         validate_queue_name(self.default_queue)
+        zone(self.timezone)
         validate_accept(self.serializer, self.accept_content, allow_pickle=self.allow_pickle)
         if self.max_message_bytes < 1024:
             raise ConfigurationError("max_message_bytes must be >= 1024")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
 from taskfleet.errors import ConfigurationError, Retry
 from taskfleet.message import MAX_PRIORITY, MIN_PRIORITY
 from taskfleet.retry import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF_MAX_S, DEFAULT_RETRY_DELAY_S
+from taskfleet.signature import Signature
 
 if TYPE_CHECKING:
     from taskfleet.app import App
@@ -115,6 +116,10 @@ class Task(Generic[R]):
             return self(*args, **kwargs)
         finally:
             _current_request.reset(token)
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """This task called with these arguments, written down but not sent (e.g. for ``add_periodic_task``)."""
+        return Signature(task=self.name, args=args, kwargs=kwargs)
 
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
         """Send the task to a worker with these arguments; shorthand for ``apply_async(args, kwargs)``."""
