@@ -40,12 +40,12 @@ _MAX_KEY_CACHE = 256
 ENQUEUE_CHUNK = 250
 
 
-def _queue_keys(queue: str) -> tuple[str, ...]:
+def queue_keys(queue: str) -> tuple[str, ...]:
     validate_queue_name(queue)  # also guarantees no '{' or '}' that would break the hash tag
     return tuple(f"{PREFIX}{{{queue}}}:{suffix}" for suffix in _KEY_SUFFIXES)
 
 
-def _load_script(client: redis.Redis, name: str) -> Script:
+def load_script(client: redis.Redis, name: str) -> Script:
     package = resources.files("taskfleet.brokers")
     common = package.joinpath("redis_common.lua").read_text(encoding="utf-8")
     body = package.joinpath(f"redis_{name}.lua").read_text(encoding="utf-8")
@@ -64,11 +64,11 @@ class RedisBroker(Broker):
         self._vt_ms = int(settings.visibility_timeout_s * 1000)
         self._client = connect_redis(settings.url, socket_timeout_s=settings.socket_timeout_s,
                                      health_check_interval_s=HEALTH_CHECK_INTERVAL_S, error=BrokerError)
-        self._enqueue = _load_script(self._client, "enqueue")
-        self._fetch = _load_script(self._client, "fetch")
-        self._settle = _load_script(self._client, "settle")
-        self._dead_letter = _load_script(self._client, "dead_letter")
-        self._purge = _load_script(self._client, "purge")
+        self._enqueue = load_script(self._client, "enqueue")
+        self._fetch = load_script(self._client, "fetch")
+        self._settle = load_script(self._client, "settle")
+        self._dead_letter = load_script(self._client, "dead_letter")
+        self._purge = load_script(self._client, "purge")
         self._keys: dict[str, tuple[str, ...]] = {}
         self._rotation = 0
 
@@ -98,7 +98,7 @@ class RedisBroker(Broker):
             self._publish(lambda: self._run_pipelined(self._enqueue, calls))
 
     def _enqueue_keys(self, queue: str) -> list[str]:
-        return [*self._queue_keys(queue)[:8], QUEUES_KEY]
+        return [*self.queue_keys(queue)[:8], QUEUES_KEY]
 
     def _publish(self, send: Callable[[], object]) -> None:
         retry = self.settings.publish_retry
@@ -130,7 +130,7 @@ class RedisBroker(Broker):
         start = self._rotation % len(names)
         self._rotation += 1
         names = names[start:] + names[:start]
-        keys = [key for name in names for key in self._queue_keys(name)]
+        keys = [key for name in names for key in self.queue_keys(name)]
         signals = [keys[i * len(_KEY_SUFFIXES) + 7] for i in range(len(names))]
         args: list[Any] = [max_messages, self._vt_ms, self.settings.max_deliveries, *names]
         deadline = time.monotonic() + max(0.0, timeout_s)
@@ -169,7 +169,7 @@ class RedisBroker(Broker):
             by_queue.setdefault(delivery.queue, []).extend((delivery.message_id, delivery.delivery_count))
         calls: list[tuple[list[str], list[Any]]] = []
         for queue, leases in by_queue.items():
-            ready, inflight, _, msg, rank, dlv, _, signal, _ = self._queue_keys(queue)
+            ready, inflight, _, msg, rank, dlv, _, signal, _ = self.queue_keys(queue)
             calls.append(([ready, inflight, msg, rank, dlv, signal], [mode, self._vt_ms, *leases]))
         with self._translate(mode):
             if len(calls) == 1:
@@ -180,7 +180,7 @@ class RedisBroker(Broker):
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move the in-flight message to its queue's dead-letter list with ``reason``; no-op if the lease was
         lost. See ``Broker.dead_letter``."""
-        _, inflight, _, msg, rank, dlv, _, _, dead = self._queue_keys(delivery.queue)
+        _, inflight, _, msg, rank, dlv, _, _, dead = self.queue_keys(delivery.queue)
         with self._translate("dead_letter"):
             self._dead_letter(
                 keys=[inflight, msg, rank, dlv, dead],
@@ -194,7 +194,7 @@ class RedisBroker(Broker):
 
     def queue_depth(self, queue: str) -> QueueDepth:
         """Counts in one round trip. ``in_flight`` includes expired leases not yet reclaimed by a fetch."""
-        ready, inflight, delayed, *_, dead = self._queue_keys(queue)
+        ready, inflight, delayed, *_, dead = self.queue_keys(queue)
         with self._translate("queue_depth"):
             pipe = self._client.pipeline(transaction=False)
             pipe.zcard(ready)
@@ -208,14 +208,14 @@ class RedisBroker(Broker):
         """The oldest ``limit`` dead letters of ``queue`` (not removed)."""
         if limit < 1:
             return []
-        dead = self._queue_keys(queue)[8]
+        dead = self.queue_keys(queue)[8]
         with self._translate("dead_letters"):
             raw = self._client.lrange(dead, 0, limit - 1)
         return [_parse_dead_letter(queue, record) for record in raw]
 
     def purge(self, queue: str) -> int:
         """Delete ready and delayed messages of ``queue``; returns how many."""
-        ready, inflight, delayed, msg, rank, dlv, _, signal, _ = self._queue_keys(queue)
+        ready, inflight, delayed, msg, rank, dlv, _, signal, _ = self.queue_keys(queue)
         with self._translate("purge"):
             return int(self._purge(keys=[ready, inflight, delayed, msg, rank, dlv, signal]))
 
@@ -236,12 +236,12 @@ class RedisBroker(Broker):
 
     # -- helpers ------------------------------------------------------------------------------------------------
 
-    def _queue_keys(self, queue: str) -> tuple[str, ...]:
+    def queue_keys(self, queue: str) -> tuple[str, ...]:
         keys = self._keys.get(queue)
         if keys is None:
             if len(self._keys) >= _MAX_KEY_CACHE:
                 self._keys.clear()
-            keys = self._keys[queue] = _queue_keys(queue)
+            keys = self._keys[queue] = queue_keys(queue)
         return keys
 
     def _run_pipelined(self, script: Script, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
