@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from taskfleet import __version__
 from taskfleet.cli import broker_commands
 from taskfleet.operator import cli as operator_cli
+from taskfleet.worker import beat_cli
 from taskfleet.worker import cli as worker_cli
 
 
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"taskfleet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     worker_cli.add_parser(sub)
+    beat_cli.add_parser(sub)
     broker_commands.add_parsers(sub)
     operator_cli.add_parser(sub)
     return parser

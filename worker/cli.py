@@ -8,14 +8,17 @@ import time
 from collections.abc import Mapping
 
 from taskfleet import brokers
-from taskfleet.errors import BrokerError, ConfigurationError
+from taskfleet.app import App
+from taskfleet.brokers.beat_store import DEFAULT_LEASE_S
+from taskfleet.errors import BrokerError, ConfigurationError, TaskfleetError
 from taskfleet.settings import BrokerSettings, settings_from_env
 from taskfleet.urls import mask_url
+from taskfleet.worker.beat import BeatSettings, BeatThread, open_beat
 from taskfleet.worker.exitcodes import ExitCode
 from taskfleet.worker.health import HealthServer, check_health
 from taskfleet.worker.loader import AppImportError, load_app
 from taskfleet.worker.logging import configure_logging, get_logger
-from taskfleet.worker.metrics import WorkerMetrics
+from taskfleet.worker.metrics import BeatMetrics, WorkerMetrics
 from taskfleet.worker.settings import (
     DEFAULT_BROKER_CONNECT_TIMEOUT_S,
     DEFAULT_DRAIN_TIMEOUT_S,
@@ -51,16 +54,25 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--health-host", default="0.0.0.0", help="address of the health server")
     p.add_argument("--log-format", choices=["json", "console", "auto"], default="auto")
     p.add_argument("-l", "--log-level", default="info")
+    p.add_argument("--beat", action="store_true",
+                   help="also run a beat replica in this worker (sends periodic tasks; safe with many replicas)")
+    add_beat_flags(p)
     p.add_argument("--check", action="store_true",
                    help="probe a running worker's /healthz on --health-port and exit 0 (healthy) or 1")
     p.set_defaults(handler=run)
+
+
+def add_beat_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by ``taskfleet beat`` and ``taskfleet worker --beat``."""
+    p.add_argument("--beat-lease", type=float, default=DEFAULT_LEASE_S, metavar="S",
+                   help="beat leader lease: a dead leader is replaced within about S seconds")
 
 
 def _in_container(environ: Mapping[str, str]) -> bool:
     return "KUBERNETES_SERVICE_HOST" in environ or os.path.exists("/.dockerenv")
 
 
-def _health_port(args: argparse.Namespace, environ: Mapping[str, str]) -> int | None:
+def resolve_health_port(args: argparse.Namespace, environ: Mapping[str, str]) -> int | None:
     if args.health_port is not None:
         return int(args.health_port)
     if environ.get(ENV_HEALTH_PORT):
@@ -76,7 +88,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         print(f"taskfleet worker: {exc}")
         return ExitCode.BAD_CONFIG
     log = get_logger("taskfleet.worker")
-    health_port = _health_port(args, environ)
+    health_port = resolve_health_port(args, environ)
     if args.check:
         ok, detail = check_health(f"http://127.0.0.1:{health_port or DEFAULT_HEALTH_PORT_IN_CONTAINER}/healthz")
         print(detail)
@@ -87,7 +99,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         log.error("cannot load the app", app=args.app, error=str(exc))
         return ExitCode.APP_IMPORT_ERROR
     try:
-        overrides = _connection_overrides(args, environ)
+        overrides = connection_overrides(args, environ)
         if overrides:
             app.configure(**overrides)
         queues = tuple(q.strip() for q in args.queues.split(",") if q.strip()) if args.queues else (
@@ -103,9 +115,14 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except (ConfigurationError, ValueError) as exc:
         log.error("bad configuration", error=str(exc))
         return ExitCode.BAD_CONFIG
-    if not _wait_for_broker(broker_settings, settings.broker_connect_timeout_s):
+    if not wait_for_broker(broker_settings, settings.broker_connect_timeout_s):
         return ExitCode.BROKER_UNREACHABLE
     metrics = WorkerMetrics()
+    try:
+        beat = _embedded_beat(app, args, metrics)
+    except TaskfleetError as exc:
+        log.error("cannot start beat", error=str(exc))
+        return ExitCode.BAD_CONFIG
     supervisor = Supervisor(app, settings, metrics)
     health = None
     if settings.health_port is not None:
@@ -122,14 +139,34 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
              prefetch=settings.prefetch, broker=mask_url(broker_settings.url),
              result_backend=mask_url(backend_url) if backend_url else None, tasks=len(app.tasks),
              health_port=health.port if health else None, pid=os.getpid())
+    beat.start()
     try:
         return supervisor.run()
     finally:
+        beat.stop()
         if health is not None:
             health.stop()
 
 
-def _connection_overrides(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, str]:
+class _NoBeat:
+    """Stands in for the beat thread of a worker started without ``--beat``."""
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def stop(self) -> None:
+        """Nothing to stop."""
+
+
+def _embedded_beat(app: App, args: argparse.Namespace, metrics: WorkerMetrics) -> BeatThread | _NoBeat:
+    """The beat replica of ``--beat`` (its metrics on the worker's /metrics), or a stand-in. Its connections live in
+    the supervisor only: children are forked without ever touching them."""
+    if not args.beat:
+        return _NoBeat()
+    return BeatThread(open_beat(app, BeatSettings(lease_s=args.beat_lease), BeatMetrics(metrics.registry)))
+
+
+def connection_overrides(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, str]:
     """Broker and backend URLs from the environment, overridden by flags."""
     overrides: dict[str, str] = settings_from_env(environ)
     flags = {"broker": args.broker, "broker_management_url": args.broker_management_url,
@@ -138,7 +175,7 @@ def _connection_overrides(args: argparse.Namespace, environ: Mapping[str, str]) 
     return overrides
 
 
-def _wait_for_broker(settings: BrokerSettings, timeout_s: float) -> bool:
+def wait_for_broker(settings: BrokerSettings, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     broker = brokers.connect(settings)
     try:

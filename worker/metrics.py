@@ -9,7 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-__all__ = ["OUTCOMES", "RESTART_REASONS", "RUNTIME_BUCKETS_S", "WorkerMetrics"]
+__all__ = ["LATENESS_BUCKETS_S", "OUTCOMES", "RESTART_REASONS", "RUNTIME_BUCKETS_S", "BeatMetrics", "WorkerMetrics"]
 
 OUTCOMES = frozenset({"success", "failure", "retry", "revoked", "dead_lettered", "time_limit", "duplicate"})
 """Every value the ``outcome`` label of ``taskfleet_tasks_total`` may take."""
@@ -22,6 +22,10 @@ RUNTIME_BUCKETS_S = (
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 )
 """Histogram buckets in seconds: tasks from 1 ms to 10 min (slower ones land in ``+Inf``)."""
+
+
+LATENESS_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 300.0)
+"""Histogram buckets in seconds for how late beat sent a tick (a takeover makes ticks about one lease late)."""
 
 
 class WorkerMetrics:
@@ -99,4 +103,53 @@ class WorkerMetrics:
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of this registry and its content type, for ``GET /metrics``."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class BeatMetrics:
+    """The metrics of one beat replica, in ``registry`` (a worker's, with ``taskfleet worker --beat``) or a
+    registry of its own."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._fires = Counter(
+            "taskfleet_beat_fires_total",
+            "Periodic ticks this replica sent, by schedule entry.",
+            ("entry",),
+            registry=self.registry,
+        )
+        self._lateness = Histogram(
+            "taskfleet_beat_lateness_seconds",
+            "How long after its scheduled time a tick was sent, in seconds.",
+            ("entry",),
+            buckets=LATENESS_BUCKETS_S,
+            registry=self.registry,
+        )
+        self._skipped = Counter(
+            "taskfleet_beat_skips_total",
+            "Times missed ticks were dropped by an entry's catch-up policy.",
+            ("entry",),
+            registry=self.registry,
+        )
+        self._leader = Gauge(
+            "taskfleet_beat_leader",
+            "1 while this replica holds the beat lease, else 0.",
+            registry=self.registry,
+        )
+
+    def fired(self, entry: str, lateness_s: float) -> None:
+        """Count one sent tick of ``entry`` and observe its lateness (seconds, >= 0)."""
+        self._fires.labels(entry=entry).inc()
+        self._lateness.labels(entry=entry).observe(max(0.0, lateness_s))
+
+    def skipped(self, entry: str) -> None:
+        """Count one drop of missed ticks of ``entry``."""
+        self._skipped.labels(entry=entry).inc()
+
+    def set_leader(self, leading: bool) -> None:
+        """Record whether this replica leads (exported as 1 or 0)."""
+        self._leader.set(1 if leading else 0)
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition of this registry, for ``GET /metrics``."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

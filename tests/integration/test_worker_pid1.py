@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,6 +44,21 @@ def redis_app(redis_url: str) -> Iterator[App]:
     tasks.app.close()
 
 
+@pytest.fixture
+def start_pid_1() -> Iterator[Callable[[str, list[str]], WorkerProcess]]:
+    """Factory for a worker in its own pid namespace; stopped at the end whatever happened (killing ``unshare``
+    kills the worker too: ``--kill-child``)."""
+    started: list[WorkerProcess] = []
+
+    def start(broker_url: str, unshare: list[str]) -> WorkerProcess:
+        started.append(WorkerProcess(broker=broker_url, backend=None, concurrency=1, wrapper=unshare))
+        return started[-1].wait_started()
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
 def inner_pid(outer: int) -> int:
     """The process ``unshare --fork`` started: PID 1 of the new namespace."""
     children = Path(f"/proc/{outer}/task/{outer}/children").read_text().split()
@@ -64,9 +79,10 @@ def zombies_of(pid: int) -> list[int]:
 
 
 def test_as_pid_1_the_worker_reaps_orphans_and_drains_on_sigterm(
-    as_pid_1: list[str], redis_app: App, redis_url: str
+    as_pid_1: list[str], redis_app: App, redis_url: str,
+    start_pid_1: Callable[[str, list[str]], WorkerProcess],
 ) -> None:
-    worker = WorkerProcess(broker=redis_url, backend=None, concurrency=1, wrapper=as_pid_1).wait_started()
+    worker = start_pid_1(redis_url, as_pid_1)
     supervisor = inner_pid(worker.pid)
     log_lines = [str(line.get("event")) for line in worker.logs()]
     assert "worker starting" in log_lines
