@@ -54,20 +54,31 @@ def publish(url: str, *bodies: tuple[bytes, bool]) -> None:
         connection.close()
 
 
-def drain(url: str) -> list[tuple[bytes, int]]:
-    """Get and ack every message in ``QUEUE``: ``(body, delivery_mode)`` in queue order."""
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    got: list[tuple[bytes, int]] = []
-    try:
-        channel = connection.channel()
-        while True:
-            method, properties, body = channel.basic_get(QUEUE)
-            if method is None:
-                return got
-            got.append((body, properties.delivery_mode))
-            channel.basic_ack(method.delivery_tag)
-    finally:
-        connection.close()
+def drain(url: str, *, recovery_timeout_s: float = 20.0) -> list[tuple[bytes, int]]:
+    """Get and ack every message in ``QUEUE``: ``(body, delivery_mode)`` in queue order.
+
+    After an unclean shutdown the node may accept connections before its vhost has recovered its queues (the vhost
+    supervisor recovers asynchronously and restarts a vhost whose message store needed repair), so a 404 for the
+    queue is retried until ``recovery_timeout_s``."""
+    deadline = time.monotonic() + recovery_timeout_s
+    while True:
+        connection = pika.BlockingConnection(pika.URLParameters(url))
+        got: list[tuple[bytes, int]] = []
+        try:
+            channel = connection.channel()
+            while True:
+                method, properties, body = channel.basic_get(QUEUE)
+                if method is None:
+                    return got
+                got.append((body, properties.delivery_mode))
+                channel.basic_ack(method.delivery_tag)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 404 or got or time.monotonic() > deadline:
+                raise
+        finally:
+            if connection.is_open:
+                connection.close()
+        time.sleep(0.5)
 
 
 def proc_stat(pid: int) -> tuple[bytes, int] | None:
