@@ -2,8 +2,9 @@
 clean state on it.
 
 Broker tests are parametrised over ``broker_kind`` (``tests/support/brokers.py``): every test that uses
-``broker_url``, ``make_broker``, ``app`` or ``start_worker`` runs once per broker. Results always go to the session
-Redis (db 1). Redis-only tests use ``redis_server`` / ``redis_url`` directly.
+``broker_url``, ``make_broker``, ``app`` or ``start_worker`` runs once per broker. Results go to the session Redis
+(db 1), or to a SQLite file beside the broker's when the broker is SQLite. Redis-only tests use ``redis_server`` /
+``redis_url`` directly.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 from taskfleet import App
 from taskfleet.brokers import Broker, connect
 from taskfleet.settings import BrokerSettings
-from tests.support.brokers import KIND_NAMES, BrokerKind, RabbitMQKind, RedisKind
+from tests.support.brokers import ALL_KIND_NAMES, BrokerKind, RabbitMQKind, RedisKind, SQLiteKind
 from tests.support.k8s import ControlPlane
 from tests.support.rabbitmq_server import RabbitMQServer
 from tests.support.servers import RedisServer, serve
@@ -49,11 +50,13 @@ def kube() -> Iterator[ControlPlane]:
     yield from serve(ControlPlane)
 
 
-@pytest.fixture(params=KIND_NAMES)
+@pytest.fixture(params=ALL_KIND_NAMES)
 def broker_kind(request: pytest.FixtureRequest) -> BrokerKind:
     """The broker this run of the test is for; its server is started on first use."""
     if request.param == "redis":
         return RedisKind(request.getfixturevalue("redis_server"))
+    if request.param == "sqlite":
+        return SQLiteKind(request.getfixturevalue("tmp_path"))
     return RabbitMQKind(request.getfixturevalue("rabbitmq_server"))
 
 
@@ -96,8 +99,14 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture
-def backend_url(redis_server: RedisServer) -> str:
-    """URL of db 1 on the session's redis-server (results, for every broker), empty at the start of the test."""
+def backend_url(request: pytest.FixtureRequest) -> str:
+    """URL of db 1 on the session's redis-server, empty at the start of the test; for a test on the SQLite broker,
+    a new SQLite file beside the broker's (so SQLite tests need no server at all)."""
+    if "broker_kind" in request.fixturenames:
+        kind = request.getfixturevalue("broker_kind")
+        if isinstance(kind, SQLiteKind):
+            return kind.new_url("results")
+    redis_server: RedisServer = request.getfixturevalue("redis_server")
     redis_server.start()
     redis_server.flushall()
     return f"{redis_server.url}/1"

@@ -13,7 +13,7 @@ __all__ = ["Broker", "DeadLetter", "Delivery", "Outgoing", "QueueDepth", "connec
 
 def connect(settings: BrokerSettings) -> Broker:
     """A new broker client for ``settings.url`` (``redis://``, ``rediss://``, ``amqp://``, ``amqps://``,
-    ``memory://``)."""
+    ``sqlite:///path``, ``memory://``)."""
     scheme = url_scheme(settings.url)
     if scheme in ("redis", "rediss", "unix"):
         from taskfleet.brokers.redis import RedisBroker
@@ -23,11 +23,15 @@ def connect(settings: BrokerSettings) -> Broker:
         from taskfleet.brokers.rabbitmq import RabbitMQBroker
 
         return RabbitMQBroker(settings)
+    if scheme == "sqlite":
+        from taskfleet.brokers.sqlite import SQLiteBroker
+
+        return SQLiteBroker(settings)
     if scheme == "memory":
         from taskfleet.brokers.stub import StubBroker
 
         return StubBroker(settings)
     raise ConfigurationError(
         f"unsupported broker URL {mask_url(settings.url)!r}: "
-        "use redis://, rediss://, amqp://, amqps:// or memory:// (tests only)"
+        "use redis://, rediss://, amqp://, amqps://, sqlite:///path or memory:// (tests only)"
     )

@@ -8,8 +8,9 @@
   is after the entry's cursor and no one has claimed it; claim, cursor and message are stored together. So a
   replica that still believes it leads after losing the lease (a split-brain moment) cannot send a tick twice.
 
-One module per broker implements it (``redis_beat``, ``rabbitmq_beat``, ``stub_beat``); ``connect_beat_store``
-picks one by the broker's URL scheme. How each one keeps these promises, and where it cannot: docs/beat.md.
+One module per broker implements it (``redis_beat``, ``rabbitmq_beat``, ``sqlite_beat``, ``stub_beat``);
+``connect_beat_store`` picks one by the broker's URL scheme. How each one keeps these promises, and where it
+cannot: docs/beat.md.
 """
 
 from __future__ import annotations
@@ -97,6 +98,11 @@ def connect_beat_store(broker: Broker, *, namespace: str, holder: str, lease_s: 
         from taskfleet.brokers.rabbitmq_beat import RabbitMQBeatStore
 
         return RabbitMQBeatStore(broker.settings, namespace=namespace, holder=holder, lease_s=lease_s)
+    if scheme == "sqlite":
+        from taskfleet.brokers.sqlite_beat import SQLiteBeatStore
+
+        return SQLiteBeatStore(broker.settings, namespace=namespace, holder=holder, lease_s=lease_s,
+                               claim_ttl_s=claim_ttl_s)
     if scheme == "memory":
         from taskfleet.brokers.stub_beat import StubBeatStore
 

@@ -502,6 +502,7 @@ def test_enqueue_to_an_unreachable_server_raises_after_the_retries_without_the_p
 def test_when_the_server_dies_a_blocked_fetch_and_later_calls_raise_broker_connection_error_promptly(
     broker: Broker, broker_kind: BrokerKind
 ) -> None:
+    broker_kind.require(Capability.SERVER)
     broker.ping()
     errors: list[BaseException] = []
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import itertools
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -22,7 +24,10 @@ from taskfleet.brokers.base import Broker
 from tests.support.rabbitmq_server import RabbitMQServer
 from tests.support.servers import RedisServer, free_port
 
+#: Brokers with a server process (what the server-restart tests run on).
 KIND_NAMES = ("redis", "rabbitmq")
+#: Every broker the broker-parametrised tests run on: the server brokers and the embedded SQLite file.
+ALL_KIND_NAMES = (*KIND_NAMES, "sqlite")
 
 
 class Capability(enum.Enum):
@@ -42,13 +47,15 @@ class Capability(enum.Enum):
     FETCH_WHILE_HOLDING = "fetch_while_holding"
     #: ``queue_depth`` is exact the moment it returns (no statistics lag).
     EXACT_COUNTS = "exact_counts"
+    #: The broker is a server that can die, be stopped and start again.
+    SERVER = "server"
 
 
 class BrokerKind(ABC):
     """One broker the suite runs against, on its session server."""
 
     name: str
-    server: RedisServer | RabbitMQServer
+    server: RedisServer | RabbitMQServer | None
     #: What this broker cannot do, with the reason (shown when a test is skipped for it).
     lacks: Mapping[Capability, str]
     #: Longest time ``queue_depth`` may lag behind the truth; depth assertions wait this long.
@@ -93,14 +100,20 @@ class BrokerKind(ABC):
 
     def start(self) -> None:
         """Start the server (no-op when it runs)."""
+        self.require(Capability.SERVER)
+        assert self.server is not None
         self.server.start()
 
     def stop(self) -> None:
         """Stop the server gracefully."""
+        self.require(Capability.SERVER)
+        assert self.server is not None
         self.server.stop()
 
     def kill(self) -> None:
         """SIGKILL the server, as a crash would."""
+        self.require(Capability.SERVER)
+        assert self.server is not None
         self.server.kill()
 
     def restart(self) -> None:
@@ -204,6 +217,38 @@ class RabbitMQKind(BrokerKind):
         management API lists connections only after a statistics interval, so they are closed by user)."""
         self.server.api("DELETE", f"/api/connections/username/{quote(_user_of(broker.settings.url), safe='')}")
         time.sleep(0.5)  # the client's I/O thread reads the close at once; leave it time to drop the connection
+
+
+class SQLiteKind(BrokerKind):
+    """SQLite: a new database file per test in the test's temporary directory; no server, exact counts."""
+
+    name = "sqlite"
+    count_lag_s = 0.0
+    server = None
+    lacks: Mapping[Capability, str] = {
+        Capability.SERVER: "the broker is a database file opened by each process: there is no server to die, stop "
+                           "or restart",
+    }
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._files = itertools.count(1)
+
+    @contextlib.contextmanager
+    def clean_url(self) -> Iterator[str]:
+        yield self.new_url()
+
+    def new_url(self, stem: str = "broker") -> str:
+        """A URL of a database file that does not exist yet (created on first use)."""
+        return f"sqlite:///{self.directory / f'{stem}-{next(self._files)}.db'}"
+
+    def unreachable_url(self, password: str) -> str:
+        """A file under ``/dev/null``, which cannot be created (SQLite URLs carry no credentials, so ``password``
+        has no place in it)."""
+        return "sqlite:////dev/null/taskfleet/unreachable.db"
+
+    def lose_deliveries(self, broker: Broker) -> None:
+        time.sleep(broker.settings.visibility_timeout_s + 0.2)  # the leases run out
 
 
 def _user_of(url: str) -> str:

@@ -1,0 +1,106 @@
+"""The SQLite result backend (``sqlite:///path/to/taskfleet.db``, the broker's file or another): one row per task
+id with its expiry, in table ``tf_results``.
+
+SQLite cannot push a stored record to another process, so ``wait`` polls the row: first after ``MIN_POLL_S``,
+backing off to ``MAX_POLL_S``, so a waiter sees a result at most about ``MAX_POLL_S`` (100 ms) after it is stored.
+Each poll is one primary-key read that takes no lock (WAL mode). Expired rows are never returned and are deleted
+by every ``PRUNE_EVERY``-th ``store``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from taskfleet.backends.base import ResultBackend, ResultRecord
+from taskfleet.errors import ResultError, ResultTimeout
+from taskfleet.serializers import get_serializer
+from taskfleet.settings import BackendSettings
+from taskfleet.sqlite_connection import SQLiteDatabase
+from taskfleet.states import READY_STATES
+
+#: First pause of ``wait`` between reads; doubled after each read up to ``MAX_POLL_S``.
+MIN_POLL_S = 0.005
+#: Longest pause of ``wait`` between reads: bounds how late a waiter sees a stored result.
+MAX_POLL_S = 0.1
+#: Expired rows are deleted once every this many stores of a process (an indexed range delete).
+PRUNE_EVERY = 256
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tf_results (
+    task_id TEXT PRIMARY KEY,
+    data BLOB NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tf_results_expiry ON tf_results (expires_at_ms);
+"""
+_STORE = """
+INSERT INTO tf_results (task_id, data, expires_at_ms) VALUES (?, ?, ?)
+ON CONFLICT (task_id) DO UPDATE SET data = excluded.data, expires_at_ms = excluded.expires_at_ms
+"""
+_PRUNE = "DELETE FROM tf_results WHERE expires_at_ms <= ?"
+_GET = "SELECT data FROM tf_results WHERE task_id = ? AND expires_at_ms > ?"
+_FORGET = "DELETE FROM tf_results WHERE task_id = ?"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class SQLiteBackend(ResultBackend):
+    """A ``ResultBackend`` in one SQLite file. Thread-safe; each process opens its own connection on first use."""
+
+    def __init__(self, settings: BackendSettings) -> None:
+        self.settings = settings
+        self._serializer = get_serializer(settings.serializer)
+        self._expires_ms = max(1, round(settings.result_expires_s * 1000))
+        self._db = SQLiteDatabase(settings.url, schema=SCHEMA, what="sqlite result backend", error=ResultError)
+        self._stores = 0
+
+    def store(self, record: ResultRecord) -> None:
+        """Save ``record`` for ``result_expires_s`` (replacing the previous state); waiters see it on their next
+        read."""
+        data = record.encode(self._serializer)
+        self._stores += 1
+        with self._db.write("store") as conn:
+            now = _now_ms()
+            conn.execute(_STORE, (record.task_id, data, now + self._expires_ms))
+            if self._stores % PRUNE_EVERY == 1:
+                conn.execute(_PRUNE, (now,))
+
+    def get(self, task_id: str) -> ResultRecord | None:
+        """The stored record of ``task_id``, or None when there is none (pending, unknown or expired)."""
+        with self._db.read("get") as conn:
+            row = conn.execute(_GET, (task_id, _now_ms())).fetchone()
+        if row is None:
+            return None
+        return ResultRecord.decode(bytes(row[0]), accept=self.settings.accept_content)
+
+    def wait(self, task_id: str, timeout_s: float | None) -> ResultRecord:
+        """Block until ``task_id`` is ready (SUCCESS, FAILURE or REVOKED) and return its record, polling (see the
+        module docstring); ``timeout_s`` None waits forever. Raises ``ResultTimeout`` when the time runs out."""
+        deadline = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
+        pause_s = MIN_POLL_S
+        while True:
+            record = self.get(task_id)
+            if record is not None and record.state in READY_STATES:
+                return record
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise ResultTimeout(f"task {task_id} not ready after {timeout_s}s")
+            time.sleep(pause_s if remaining is None else min(pause_s, remaining))
+            pause_s = min(pause_s * 2, MAX_POLL_S)
+
+    def forget(self, task_id: str) -> None:
+        """Delete the stored record of ``task_id``."""
+        with self._db.write("forget") as conn:
+            conn.execute(_FORGET, (task_id,))
+
+    def ping(self) -> None:
+        """Open the file (creating it and its table when missing); raises ``BrokerConnectionError`` when it
+        cannot."""
+        with self._db.read("ping") as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        """Close this process's connection."""
+        self._db.close()
