@@ -225,3 +225,17 @@ def test_a_signature_is_frozen_plain_data() -> None:
     assert sig.set(queue="other").queue == "other"
     with pytest.raises(AttributeError):
         sig.task = "y"  # type: ignore[misc]
+
+
+def test_beat_list_prints_each_entry_with_its_next_five_fire_times(capsys: pytest.CaptureFixture[str]) -> None:
+    from taskfleet.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["beat", "-A", "tests.support.beat:app", "--list"], environ={})
+
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    for entry in ("every-1s-last", "every-1s-all", "every-1s-none"):
+        block = out.split(f"{entry}:", 1)[1].splitlines()[1:6]
+        assert len(block) == 5
+        assert all(line.strip().endswith("+00:00") for line in block), block
