@@ -3,8 +3,11 @@ ways users declare periodic tasks."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -227,15 +230,14 @@ def test_a_signature_is_frozen_plain_data() -> None:
         sig.task = "y"  # type: ignore[misc]
 
 
-def test_beat_list_prints_each_entry_with_its_next_five_fire_times(capsys: pytest.CaptureFixture[str]) -> None:
-    from taskfleet.cli import main
+def test_beat_list_prints_each_entry_with_its_next_five_fire_times() -> None:
+    # a subprocess: the CLI configures process-wide logging, which must not leak into other tests
+    done = subprocess.run([sys.executable, "-P", "-m", "taskfleet", "beat", "-A", "tests.support.beat:app", "--list"],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          cwd=Path(__file__).resolve().parents[2])
 
-    with pytest.raises(SystemExit) as exited:
-        main(["beat", "-A", "tests.support.beat:app", "--list"], environ={})
-
-    assert exited.value.code == 0
-    out = capsys.readouterr().out
+    assert done.returncode == 0, done.stderr
     for entry in ("every-1s-last", "every-1s-all", "every-1s-none"):
-        block = out.split(f"{entry}:", 1)[1].splitlines()[1:6]
+        block = done.stdout.split(f"{entry}:", 1)[1].splitlines()[1:6]
         assert len(block) == 5
         assert all(line.strip().endswith("+00:00") for line in block), block
