@@ -9,11 +9,14 @@ priority. Every queue has a dead-letter list that keeps the bytes and the reason
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from taskfleet.settings import BrokerSettings
+from taskfleet.errors import BrokerConnectionError
+from taskfleet.settings import BrokerSettings, PublishRetry
+from taskfleet.urls import mask_secrets
 
 MAX_PRIORITY = 9
 
@@ -23,6 +26,23 @@ def check_priority(priority: int) -> int:
     if not 0 <= priority <= MAX_PRIORITY:
         raise ValueError(f"priority must be 0-{MAX_PRIORITY}, got {priority}")
     return priority
+
+
+def publish_with_retry(send: Callable[[], object], retry: PublishRetry, *,
+                       retry_on: tuple[type[Exception], ...], target: str) -> None:
+    """Run ``send``; retry it after the connection errors ``retry_on`` per ``retry`` (exponential backoff), then
+    raise ``BrokerConnectionError`` naming ``target`` (e.g. "redis broker redis://***@host/0"). Other errors pass
+    through at once."""
+    for attempt in range(1, retry.max_attempts + 1):
+        try:
+            send()
+            return
+        except retry_on as exc:
+            if attempt == retry.max_attempts:
+                raise BrokerConnectionError(
+                    f"could not publish to {target} after {attempt} attempts: {mask_secrets(str(exc))}"
+                ) from exc
+            time.sleep(retry.delay_s(attempt))
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,15 @@ import pika
 import pika.exceptions
 
 from taskfleet.brokers import rabbitmq_topology as topo
-from taskfleet.brokers.base import Broker, DeadLetter, Delivery, Outgoing, QueueDepth, check_priority
+from taskfleet.brokers.base import (
+    Broker,
+    DeadLetter,
+    Delivery,
+    Outgoing,
+    QueueDepth,
+    check_priority,
+    publish_with_retry,
+)
 from taskfleet.brokers.rabbitmq_link import AmqpLink, Channels, RawDelivery
 from taskfleet.brokers.rabbitmq_management import ManagementApi
 from taskfleet.errors import BrokerConnectionError, BrokerError
@@ -111,17 +119,9 @@ class RabbitMQBroker(Broker):
                      topo.delay_units(item.delay_s)) for item in items]
         if not prepared:
             return
-        retry = self.settings.publish_retry
-        for attempt in range(1, retry.max_attempts + 1):
-            try:
-                self._link.call(lambda ch: self._publish_all(ch, prepared), action="publish")
-                return
-            except BrokerConnectionError as exc:
-                if attempt == retry.max_attempts:
-                    raise BrokerConnectionError(
-                        f"could not publish to rabbitmq broker {self._masked_url} after {attempt} attempts: {exc}"
-                    ) from exc
-                time.sleep(retry.delay_s(attempt))
+        publish_with_retry(lambda: self._link.call(lambda ch: self._publish_all(ch, prepared), action="publish"),
+                           self.settings.publish_retry, retry_on=(BrokerConnectionError,),
+                           target=f"rabbitmq broker {self._masked_url}")
 
     def _publish_all(self, ch: Channels, prepared: Sequence[tuple[Outgoing, int, str, int]]) -> None:
         for item, priority, queue, units in prepared:

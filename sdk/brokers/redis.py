@@ -22,8 +22,16 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError, RedisError
 
-from taskfleet.brokers.base import Broker, DeadLetter, Delivery, Outgoing, QueueDepth, check_priority
-from taskfleet.errors import BrokerConnectionError, BrokerError
+from taskfleet.brokers.base import (
+    Broker,
+    DeadLetter,
+    Delivery,
+    Outgoing,
+    QueueDepth,
+    check_priority,
+    publish_with_retry,
+)
+from taskfleet.errors import BrokerError
 from taskfleet.redis_connection import CONNECTION_ERRORS, connect_redis, translate_errors
 from taskfleet.settings import BrokerSettings, validate_queue_name
 from taskfleet.urls import mask_secrets, mask_url
@@ -101,21 +109,12 @@ class RedisBroker(Broker):
         return [*self.queue_keys(queue)[:8], QUEUES_KEY]
 
     def _publish(self, send: Callable[[], object]) -> None:
-        retry = self.settings.publish_retry
-        for attempt in range(1, retry.max_attempts + 1):
-            try:
-                send()
-                return
-            except CONNECTION_ERRORS as exc:
-                if attempt == retry.max_attempts:
-                    raise BrokerConnectionError(
-                        f"could not publish to redis broker {self._masked_url} after {attempt} attempts: "
-                        f"{mask_secrets(str(exc))}"
-                    ) from exc
-                time.sleep(retry.delay_s(attempt))
-            except RedisError as exc:
-                detail = mask_secrets(str(exc))
-                raise BrokerError(f"redis broker {self._masked_url} refused a publish: {detail}") from exc
+        try:
+            publish_with_retry(send, self.settings.publish_retry, retry_on=CONNECTION_ERRORS,
+                               target=f"redis broker {self._masked_url}")
+        except RedisError as exc:
+            detail = mask_secrets(str(exc))
+            raise BrokerError(f"redis broker {self._masked_url} refused a publish: {detail}") from exc
 
     # -- consuming ----------------------------------------------------------------------------------------------
 

@@ -14,13 +14,22 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from taskfleet.brokers import sqlite_schema as sql
-from taskfleet.brokers.base import Broker, DeadLetter, Delivery, Outgoing, QueueDepth, check_priority
+from taskfleet.brokers.base import (
+    Broker,
+    DeadLetter,
+    Delivery,
+    Outgoing,
+    QueueDepth,
+    check_priority,
+    publish_with_retry,
+)
 from taskfleet.errors import BrokerConnectionError, BrokerError
 from taskfleet.settings import BrokerSettings, validate_queue_name
 from taskfleet.sqlite_connection import SQLiteDatabase
+from taskfleet.urls import mask_url
 
 #: First pause of an idle fetch between polls; doubled after each empty poll up to ``MAX_POLL_S``.
 MIN_POLL_S = 0.005
@@ -59,7 +68,8 @@ class SQLiteBroker(Broker):
             validate_queue_name(item.queue)
             check_priority(item.priority)
         if items:
-            self._publish(lambda: self._store(items))
+            publish_with_retry(lambda: self._store(items), self.settings.publish_retry,
+                               retry_on=(BrokerConnectionError,), target=f"sqlite broker {mask_url(self.settings.url)}")
 
     def _store(self, items: Sequence[Outgoing]) -> None:
         with self._db.write("enqueue") as conn:
@@ -69,17 +79,6 @@ class SQLiteBroker(Broker):
                 (item.queue, item.message_id, item.priority, now + max(0, round(item.delay_s * 1000)), item.data)
                 for item in items
             ])
-
-    def _publish(self, send: Callable[[], None]) -> None:
-        retry = self.settings.publish_retry
-        for attempt in range(1, retry.max_attempts + 1):
-            try:
-                send()
-                return
-            except BrokerConnectionError as exc:
-                if attempt == retry.max_attempts:
-                    raise BrokerConnectionError(f"could not publish after {attempt} attempts: {exc}") from exc
-                time.sleep(retry.delay_s(attempt))
 
     # -- consuming ----------------------------------------------------------------------------------------------
 
