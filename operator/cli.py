@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from taskfleet.errors import ConfigurationError
 from taskfleet.worker.exitcodes import ExitCode
-from taskfleet.worker.logging import configure_logging, get_logger
+from taskfleet.worker.logging import configure_cli_logging, get_logger
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,10 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Run ``taskfleet operator``; returns an exit code."""
-    try:
-        configure_logging(fmt=args.log_format, level=args.log_level)
-    except ConfigurationError as exc:
-        print(f"taskfleet operator: {exc}")
+    if not configure_cli_logging("operator", fmt=args.log_format, level=args.log_level):
         return ExitCode.BAD_CONFIG
     log = get_logger("taskfleet.operator")
     try:

@@ -17,9 +17,9 @@ from taskfleet.urls import mask_url
 from taskfleet.worker.beat import BeatSettings, open_beat
 from taskfleet.worker.cli import add_beat_flags, connection_overrides, resolve_health_port, wait_for_broker
 from taskfleet.worker.exitcodes import ExitCode
-from taskfleet.worker.health import HealthServer
+from taskfleet.worker.health import start_health_server
 from taskfleet.worker.loader import AppImportError, load_app
-from taskfleet.worker.logging import configure_logging, get_logger
+from taskfleet.worker.logging import configure_cli_logging, get_logger
 from taskfleet.worker.metrics import BeatMetrics
 from taskfleet.worker.settings import DEFAULT_BROKER_CONNECT_TIMEOUT_S
 
@@ -63,10 +63,7 @@ def print_schedule(app: App, now: datetime | None = None) -> None:
 
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Run ``taskfleet beat``; returns an ``ExitCode``."""
-    try:
-        configure_logging(fmt=args.log_format, level=args.log_level)
-    except ConfigurationError as exc:
-        print(f"taskfleet beat: {exc}")
+    if not configure_cli_logging("beat", fmt=args.log_format, level=args.log_level):
         return ExitCode.BAD_CONFIG
     log = get_logger("taskfleet.beat")
     try:
@@ -97,12 +94,9 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     health = None
     port = resolve_health_port(args, environ)
     if port is not None:
-        health = HealthServer(host=args.health_host, port=port, liveness=beat.liveness, readiness=beat.readiness,
-                              metrics=metrics.render)
-        try:
-            health.start()
-        except OSError as exc:
-            log.error("cannot serve health checks", host=args.health_host, port=port, error=str(exc))
+        health = start_health_server(host=args.health_host, port=port, liveness=beat.liveness,
+                                     readiness=beat.readiness, metrics=metrics.render, log=log)
+        if health is None:
             return ExitCode.BAD_CONFIG
     stop = threading.Event()
 

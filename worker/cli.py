@@ -15,9 +15,9 @@ from taskfleet.settings import BrokerSettings, settings_from_env
 from taskfleet.urls import mask_url
 from taskfleet.worker.beat import BeatSettings, BeatThread, open_beat
 from taskfleet.worker.exitcodes import ExitCode
-from taskfleet.worker.health import HealthServer, check_health
+from taskfleet.worker.health import check_health, start_health_server
 from taskfleet.worker.loader import AppImportError, load_app
-from taskfleet.worker.logging import configure_logging, get_logger
+from taskfleet.worker.logging import configure_cli_logging, get_logger
 from taskfleet.worker.metrics import BeatMetrics, WorkerMetrics
 from taskfleet.worker.settings import (
     DEFAULT_BROKER_CONNECT_TIMEOUT_S,
@@ -82,10 +82,7 @@ def resolve_health_port(args: argparse.Namespace, environ: Mapping[str, str]) ->
 
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Run ``taskfleet worker``; returns an ``ExitCode``."""
-    try:
-        configure_logging(fmt=args.log_format, level=args.log_level)
-    except ConfigurationError as exc:
-        print(f"taskfleet worker: {exc}")
+    if not configure_cli_logging("worker", fmt=args.log_format, level=args.log_level):
         return ExitCode.BAD_CONFIG
     log = get_logger("taskfleet.worker")
     health_port = resolve_health_port(args, environ)
@@ -126,13 +123,10 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     supervisor = Supervisor(app, settings, metrics)
     health = None
     if settings.health_port is not None:
-        health = HealthServer(host=settings.health_host, port=settings.health_port, liveness=supervisor.liveness,
-                              readiness=supervisor.readiness, metrics=metrics.render)
-        try:
-            health.start()
-        except OSError as exc:
-            log.error("cannot serve health checks", host=settings.health_host, port=settings.health_port,
-                      error=str(exc))
+        health = start_health_server(host=settings.health_host, port=settings.health_port,
+                                     liveness=supervisor.liveness, readiness=supervisor.readiness,
+                                     metrics=metrics.render, log=log)
+        if health is None:
             return ExitCode.BAD_CONFIG
     backend_url = app.settings.result_backend_url
     log.info("worker starting", app=app.name, queues=list(settings.queues), concurrency=settings.concurrency,

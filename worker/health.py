@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from structlog.typing import FilteringBoundLogger
+
 from taskfleet.urls import mask_secrets
 from taskfleet.worker.logging import get_logger
 
@@ -197,3 +199,16 @@ def _read_detail(response: Any) -> str:
     except (OSError, ValueError):
         return ""
     return mask_secrets(bytes(body).decode("utf-8", "replace").strip())
+
+
+def start_health_server(*, host: str, port: int, liveness: Probe, readiness: Probe, metrics: MetricsSource,
+                        log: FilteringBoundLogger) -> HealthServer | None:
+    """A started ``HealthServer`` for a CLI entrypoint, or None after logging to ``log`` why the port could not be
+    bound (the caller exits with ``ExitCode.BAD_CONFIG``)."""
+    health = HealthServer(host=host, port=port, liveness=liveness, readiness=readiness, metrics=metrics)
+    try:
+        health.start()
+    except OSError as exc:
+        log.error("cannot serve health checks", host=host, port=port, error=str(exc))
+        return None
+    return health

@@ -254,6 +254,17 @@ def configure_logging(
     _configured = wanted
 
 
+def configure_cli_logging(command: str, *, fmt: LogFormat, level: str) -> bool:
+    """``configure_logging`` for ``taskfleet <command>``: on a bad format or level, print why (no logger exists yet)
+    and return False; the entrypoint then exits with ``ExitCode.BAD_CONFIG``."""
+    try:
+        configure_logging(fmt=fmt, level=level)
+    except ConfigurationError as exc:
+        print(f"taskfleet {command}: {exc}")
+        return False
+    return True
+
+
 def get_logger(name: str | None = None) -> FilteringBoundLogger:
     """A structlog logger; ``name`` (e.g. ``__name__``), when given, is bound as the ``logger`` key."""
     # The name travels as a logger-factory argument: binding it here would build the logger eagerly, with
