@@ -105,6 +105,12 @@ class SQLiteDatabase:
         except sqlite3.Error as exc:
             raise self._error(f"{self._what} failed {action}: {exc}") from exc
 
+    def ping(self) -> None:
+        """Open the file (creating it and its tables when missing); raises ``BrokerConnectionError`` when it
+        cannot."""
+        with self.read("ping") as conn:
+            conn.execute("SELECT 1").fetchone()
+
     def close(self) -> None:
         """Close this process's connection (it reopens on next use)."""
         with self._lock:

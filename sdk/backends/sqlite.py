@@ -96,10 +96,8 @@ class SQLiteBackend(ResultBackend):
             conn.execute(_FORGET, (task_id,))
 
     def ping(self) -> None:
-        """Open the file (creating it and its table when missing); raises ``BrokerConnectionError`` when it
-        cannot."""
-        with self._db.read("ping") as conn:
-            conn.execute("SELECT 1").fetchone()
+        """Raises ``BrokerConnectionError`` when the file cannot be opened (see ``SQLiteDatabase.ping``)."""
+        self._db.ping()
 
     def close(self) -> None:
         """Close this process's connection."""

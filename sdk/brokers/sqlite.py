@@ -193,10 +193,8 @@ class SQLiteBroker(Broker):
             return [name for (name,) in conn.execute(sql.QUEUES).fetchall()]
 
     def ping(self) -> None:
-        """Open the file (creating it and its tables when missing); raises ``BrokerConnectionError`` when it
-        cannot."""
-        with self._db.read("ping") as conn:
-            conn.execute("SELECT 1").fetchone()
+        """Raises ``BrokerConnectionError`` when the file cannot be opened (see ``SQLiteDatabase.ping``)."""
+        self._db.ping()
 
     def close(self) -> None:
         """Close this process's connection."""
