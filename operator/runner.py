@@ -40,6 +40,8 @@ class OperatorSettings:
     liveness_port: int | None = 8080
     #: Prometheus ``/metrics`` (None: off).
     metrics_port: int | None = 9090
+    #: Address the liveness and metrics servers bind; ``0.0.0.0``: every interface, so the kubelet and Prometheus
+    #: can reach them.
     host: str = "0.0.0.0"
     #: None: standalone (run one replica; the chart's Deployment uses ``strategy: Recreate``). A name: kopf peering
     #: with that KopfPeering object, so several replicas keep one active (needs kopf's peering CRDs installed).

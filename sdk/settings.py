@@ -18,11 +18,19 @@ DEFAULT_QUEUE = "default"
 DEFAULT_VISIBILITY_TIMEOUT_S = 30.0
 #: A message delivered this many times without an ack (its worker died each time) goes to the dead-letter queue.
 DEFAULT_MAX_DELIVERIES = 10
+#: Largest encoded message (envelope and arguments), in bytes; at least 1024. Publishing a larger one raises
+#: ``MessageTooLarge`` and sends nothing; a worker dead-letters a larger delivery without decoding it.
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+#: How long a task's stored state is kept, counted from its latest write (each of STARTED, RETRY, SUCCESS... starts
+#: the clock again); afterwards the record is gone and the task reads as PENDING. Must be > 0.
 DEFAULT_RESULT_EXPIRES_S = 24 * 3600.0
 DEFAULT_PUBLISH_MAX_ATTEMPTS = 5
 DEFAULT_PUBLISH_BACKOFF_S = 0.1
 DEFAULT_PUBLISH_BACKOFF_MAX_S = 2.0
+#: How long one network operation on the broker or result backend may wait for the server before it counts as a
+#: lost connection (``BrokerConnectionError``): Redis's connect and read timeout (a blocking fetch waits at most half
+#: of it), RabbitMQ's socket, connection set-up and management API timeout (one broker call waits up to three times
+#: it, at least 30 s). SQLite and ``memory://`` ignore it.
 DEFAULT_SOCKET_TIMEOUT_S = 10.0
 #: Time zone of crontab schedules (an IANA name).
 DEFAULT_TIMEZONE = "UTC"
@@ -46,8 +54,13 @@ class PublishRetry:
     """How a publisher retries when the broker connection fails: exponential backoff, then
     ``BrokerConnectionError``."""
 
+    #: Attempts in all, the first included, before the publish raises ``BrokerConnectionError``; at least 1 (1: no
+    #: retry). Only connection errors are retried; any other broker error is raised at once. The defaults give up
+    #: after 5 attempts and about 1.5 s of waiting.
     max_attempts: int = DEFAULT_PUBLISH_MAX_ATTEMPTS
+    #: Wait before the first retry, in seconds, doubled for each further one (0.1, 0.2, 0.4, ...); at least 0.
     backoff_s: float = DEFAULT_PUBLISH_BACKOFF_S
+    #: Cap on the wait before any one retry, in seconds; at least 0.
     backoff_max_s: float = DEFAULT_PUBLISH_BACKOFF_MAX_S
 
     def __post_init__(self) -> None:
@@ -65,10 +78,15 @@ class PublishRetry:
 class BrokerSettings:
     """What a broker implementation needs; built by ``AppSettings.broker_settings()``."""
 
+    #: Where the broker is; its scheme picks the implementation: ``redis://``, ``rediss://``, ``unix://``, ``amqp://``,
+    #: ``amqps://``, ``sqlite:///path`` or ``memory://`` (one process, tests only); any other raises
+    #: ``ConfigurationError``. Logs and reprs show it with the password masked.
     url: str
     visibility_timeout_s: float = DEFAULT_VISIBILITY_TIMEOUT_S
     max_deliveries: int = DEFAULT_MAX_DELIVERIES
     socket_timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S
+    #: How ``enqueue`` retries when the connection fails (Redis, RabbitMQ, SQLite), then raises
+    #: ``BrokerConnectionError``.
     publish_retry: PublishRetry = field(default_factory=PublishRetry)
     #: RabbitMQ only: the management HTTP API (``http://user:pass@host:15672``), used to count in-flight messages
     #: and list queues. Without it ``queue_depth`` can count only ready messages.
@@ -88,10 +106,15 @@ class BrokerSettings:
 class BackendSettings:
     """What a result backend needs."""
 
+    #: Where results are stored; its scheme picks the implementation: ``redis://``, ``rediss://``, ``unix://``,
+    #: ``sqlite:///path`` or ``memory://`` (one process, tests only); any other raises ``ConfigurationError``.
     url: str
     result_expires_s: float = DEFAULT_RESULT_EXPIRES_S
     socket_timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S
+    #: Serializer each stored result record is encoded with (``json``, ``msgpack`` or ``pickle``).
     serializer: str = JSON
+    #: Serializers a stored record may be encoded with to be read back; reading one encoded otherwise raises
+    #: ``DecodeError``.
     accept_content: frozenset[str] = frozenset({JSON})
 
     def __repr__(self) -> str:
@@ -102,17 +125,31 @@ class BackendSettings:
 class AppSettings:
     """Everything an ``App`` is configured with. Build it through ``App(...)`` keyword arguments."""
 
+    #: Broker URL (``redis://``, ``amqp://``, ``sqlite:///path``...; see ``BrokerSettings.url``). None: using the
+    #: broker (sending a task, starting a worker) fails with ``ConfigurationError``; taskfleet never picks a default.
     broker_url: str | None = None
+    #: RabbitMQ management API URL, passed on as ``BrokerSettings.management_url``; other brokers ignore it.
     broker_management_url: str | None = None
+    #: Result backend URL (``redis://``, ``sqlite:///path``...; see ``BackendSettings.url``). None: no task state is
+    #: stored, and reading an ``AsyncResult`` raises ``ConfigurationError``.
     result_backend_url: str | None = None
+    #: Queue of tasks that name none (``@app.task(queue=)``) and of ``app.send()`` without ``queue=``; also the queue
+    #: ``taskfleet worker`` consumes without ``-Q``. 1-200 letters, digits, ``._:-``.
     default_queue: str = DEFAULT_QUEUE
+    #: Serializer this app encodes messages and results with: ``json``, ``msgpack`` (``taskfleet[msgpack]``) or
+    #: ``pickle`` (needs ``allow_pickle``). Must be in ``accept_content``.
     serializer: str = JSON
+    #: Serializers this app's workers and results accept: a message in another one is dead-lettered unrun, a result
+    #: in another one raises ``DecodeError``.
     accept_content: frozenset[str] = frozenset({JSON})
+    #: Opt-in to pickle: without it, naming ``pickle`` in ``serializer`` or ``accept_content`` raises
+    #: ``ConfigurationError``, since unpickling a message can run arbitrary code on the worker.
     allow_pickle: bool = False
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     visibility_timeout_s: float = DEFAULT_VISIBILITY_TIMEOUT_S
     max_deliveries: int = DEFAULT_MAX_DELIVERIES
     result_expires_s: float = DEFAULT_RESULT_EXPIRES_S
+    #: How publishing (``delay``, ``send``, a worker's retries) retries when the broker connection fails.
     publish_retry: PublishRetry = field(default_factory=PublishRetry)
     socket_timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S
     timezone: str = DEFAULT_TIMEZONE  # IANA name; crontab fields of periodic tasks are read in it

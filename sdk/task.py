@@ -24,18 +24,29 @@ R = TypeVar("R")
 class TaskOptions:
     """Per-task settings from ``@app.task(...)``. Times are in seconds."""
 
+    #: The name messages carry and workers look the task up by; default ``"<app name>.<function name>"``. Unique in
+    #: the app: another function under the same name raises ``ConfigurationError``.
     name: str
     queue: str | None = None  # None: the app's default queue
+    #: Default ``apply_async(priority=)``, 0-9 (else ``ConfigurationError``): workers take a queue's ready messages
+    #: highest priority first.
     priority: int = 0
     max_retries: int | None = DEFAULT_MAX_RETRIES  # None: retry forever
+    #: Exception types (subclasses included) that retry the task under its retry policy, as ``self.retry(exc=)``
+    #: would, instead of failing it; once ``max_retries`` is used up the task FAILS with that exception.
     autoretry_for: tuple[type[BaseException], ...] = ()
     retry_backoff: bool | float = False  # True: 1 s base, doubled each retry; a number: that base
+    #: Cap, in seconds, on the exponential ``retry_backoff`` wait (before jitter); unused without ``retry_backoff``.
     retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX_S
+    #: With ``retry_backoff``, pick each wait uniformly in [wait/2, wait] so tasks that failed together do not retry
+    #: in lock-step; unused without ``retry_backoff``.
     retry_jitter: bool = True
     default_retry_delay: float = DEFAULT_RETRY_DELAY_S  # used when there is no backoff
     time_limit: float | None = None  # hard: the worker child is killed, the task FAILS with TimeLimitExceeded
     soft_time_limit: float | None = None  # SoftTimeLimitExceeded is raised inside the task
     expires: float | None = None  # default for apply_async(expires=)
+    #: Store no state at all for this task (its ``AsyncResult`` stays PENDING). A redelivered message whose ack was
+    #: lost then runs again, since there is no stored final state to recognise it by.
     ignore_result: bool = False
     track_started: bool = True  # store STARTED when a worker begins the task
     bind: bool = False  # the function receives the Task as its first argument

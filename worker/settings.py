@@ -16,11 +16,17 @@ DEFAULT_PREFETCH = 4
 #: A child that has been running one task this long gives its unstarted prefetched messages back to the queue, so a
 #: long task never makes short ones wait in one child while another child idles.
 DEFAULT_PREFETCH_RELEASE_S = 0.5
+#: On SIGTERM or SIGINT children stop fetching and give back their prefetched messages; running tasks get this long
+#: to finish. Then (or at a second signal) the children are SIGKILLed and their running messages go back to the queue
+#: to run again. Keep it below the pod's ``terminationGracePeriodSeconds`` (the operator sets that to this plus a
+#: margin).
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
 #: How long a blocking fetch waits before the child checks for shutdown again.
 DEFAULT_POLL_TIMEOUT_S = 1.0
 #: A child that sent no heartbeat for this long makes /healthz fail.
 DEFAULT_CHILD_STALL_S = 30.0
+#: At start the worker pings the broker about once a second for up to this long, then exits 4 (BROKER_UNREACHABLE)
+#: so an orchestrator restarts it; 0: one try.
 DEFAULT_BROKER_CONNECT_TIMEOUT_S = 30.0
 DEFAULT_HEALTH_PORT_IN_CONTAINER = 8000
 
@@ -31,19 +37,30 @@ LogFormat = Literal["json", "console", "auto"]
 class WorkerSettings:
     """How one ``taskfleet worker`` process tree runs."""
 
+    #: Queues the children consume, at least one, served fairly with the highest priority first; the CLI defaults to
+    #: the app's ``default_queue``.
     queues: tuple[str, ...]
+    #: Child processes forked, each running one task at a time; at least 1. A child that exits is respawned.
     concurrency: int = os.cpu_count() or 1
     prefetch: int = DEFAULT_PREFETCH
     prefetch_release_s: float = DEFAULT_PREFETCH_RELEASE_S
+    #: A child exits after finishing this many tasks and a fresh one is forked in its place, bounding slow leaks.
+    #: None: never.
     max_tasks_per_child: int | None = None
+    #: After each task a child whose resident memory (RSS, MiB) is above this exits and a fresh one is forked in its
+    #: place. The running task is never interrupted. None: no limit.
     max_memory_per_child_mb: float | None = None
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
     poll_timeout_s: float = DEFAULT_POLL_TIMEOUT_S
     child_stall_s: float = DEFAULT_CHILD_STALL_S
     broker_connect_timeout_s: float = DEFAULT_BROKER_CONNECT_TIMEOUT_S
+    #: Address the health server (``health_port``) binds; ``0.0.0.0``: every interface, so the kubelet can probe it.
     health_host: str = "0.0.0.0"
     health_port: int | None = None  # None: no HTTP server
+    #: Log lines on stderr: ``json`` (one object per line), ``console`` (for people) or ``auto`` (console on a TTY,
+    #: JSON otherwise). Children inherit it.
     log_format: LogFormat = "auto"
+    #: Lowest level logged, case-insensitive: ``debug``, ``info``, ``warning``, ``error`` or ``critical``.
     log_level: str = "info"
 
     def __post_init__(self) -> None:

@@ -54,3 +54,12 @@ def test_every_settings_field_has_a_row() -> None:
         cls = GENERATOR.source(section.module).namespace[section.cls]
         for field in dataclasses.fields(cls):
             assert f"| `{field.name}` |" in text, f"{section.cls}.{field.name} has no row"
+
+
+def test_every_settings_field_has_a_description() -> None:
+    # Given the settings dataclasses as documented today
+    missing = GENERATOR.render_all()[1]
+
+    # Then each field has a description: a `#:` comment above it, the comment on its line, or the `#:` comment of
+    # the DEFAULT_* constant it defaults to
+    assert missing == [], f"fields without a description (write a `#:` comment above each): {', '.join(missing)}"
