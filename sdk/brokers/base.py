@@ -157,6 +157,15 @@ class Broker(ABC):
         """The oldest ``limit`` entries of ``queue``'s dead-letter list (not removed)."""
 
     @abstractmethod
+    def requeue_dead_letters(self, queue: str, *, message_ids: Sequence[str] | None = None) -> int:
+        """Move dead letters of ``queue`` (all of them, or only those whose id is in ``message_ids``; ids not found
+        are ignored) back to its ready queue as fresh messages: delivery count reset (their next delivery is the
+        first), oldest first, at the tail, at priority 0 (no broker keeps a message's priority in its dead-letter
+        list). A dead letter whose id was enqueued again since replaces that message, as ``enqueue`` would. Dead
+        letters not selected stay in the list, in their order. Returns how many were moved. Never loses one: a
+        crash midway may at worst leave a message both ready and dead-lettered, never neither."""
+
+    @abstractmethod
     def purge(self, queue: str) -> int:
         """Delete ready and delayed messages of ``queue``; in-flight ones are left to their workers. Returns the
         number deleted."""

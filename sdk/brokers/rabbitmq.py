@@ -1,7 +1,8 @@
 """The RabbitMQ broker (pika): durable queues, persistent messages, publisher confirms, a delay ladder.
 
 Layout of queues and exchanges: ``rabbitmq_topology``. Threading: ``rabbitmq_link`` (one I/O thread per process
-owns the connection, so heartbeats flow while tasks run).
+owns the connection, so heartbeats flow while tasks run). Browsing and requeueing dead letters:
+``rabbitmq_dead_letters``.
 
 How the ``Broker`` contract maps onto AMQP:
 
@@ -34,6 +35,7 @@ from urllib.parse import unquote, urlsplit
 import pika
 import pika.exceptions
 
+from taskfleet.brokers import rabbitmq_dead_letters as dead
 from taskfleet.brokers import rabbitmq_topology as topo
 from taskfleet.brokers.base import (
     Broker,
@@ -44,6 +46,7 @@ from taskfleet.brokers.base import (
     check_priority,
     publish_with_retry,
 )
+from taskfleet.brokers.rabbitmq_dead_letters import DEAD_AT_HEADER, QUEUE_HEADER, REASON_HEADER
 from taskfleet.brokers.rabbitmq_link import AmqpLink, Channels, RawDelivery
 from taskfleet.brokers.rabbitmq_management import ManagementApi
 from taskfleet.errors import BrokerConnectionError, BrokerError
@@ -51,9 +54,6 @@ from taskfleet.settings import BrokerSettings
 from taskfleet.urls import mask_url
 
 LOST_HEADER = "x-taskfleet-lost"
-REASON_HEADER = "x-taskfleet-reason"
-QUEUE_HEADER = "x-taskfleet-queue"
-DEAD_AT_HEADER = "x-taskfleet-dead-at"
 PERSISTENT = 2
 #: Per-consumer delivery-acknowledgement timeout (RabbitMQ >= 3.11.15 honours it, older servers ignore it): the
 #: longest RabbitMQ accepts, so its ``consumer_timeout`` never closes the channel under a long task. Stuck tasks
@@ -357,26 +357,22 @@ class RabbitMQBroker(Broker):
         closed unacked)."""
         if limit < 1:
             return []
-        name = topo.dead_queue_name(queue)
+        return dead.browse(self._link, queue, limit=limit)
 
-        def browse(ch: Channels) -> list[DeadLetter]:
-            channel = ch.connection.channel()
-            found: list[DeadLetter] = []
-            try:
-                while len(found) < limit:
-                    method, props, body = channel.basic_get(name, auto_ack=False)
-                    if method is None:
-                        break
-                    found.append(_dead_letter(queue, props, body))
-            except pika.exceptions.ChannelClosedByBroker as exc:
-                if exc.reply_code != 404:
-                    raise
-            finally:
-                if channel.is_open:
-                    channel.close()
-            return found
+    def requeue_dead_letters(self, queue: str, *, message_ids: Sequence[str] | None = None) -> int:
+        """Republish the selected dead letters to ``queue``, oldest first at the tail, at priority 0 (dead letters
+        do not keep it) and with no delivery counted; each dead letter is acked only once its publish is confirmed.
+        Dead letters not selected go back to the dead-letter queue in their order. Dead letters added while it
+        runs are left for the next call. AMQP cannot replace a message by id: a dead letter whose id was enqueued
+        again is stored twice. See ``rabbitmq_dead_letters`` and ``Broker.requeue_dead_letters``."""
+        wanted = None if message_ids is None else frozenset(message_ids)
 
-        return self._link.call(browse, action="dead_letters")
+        def publish(ch: Channels, message_id: str | None, body: bytes) -> None:
+            self._declare_queue(ch, queue, ladder=False)  # it may have been deleted since
+            props = pika.BasicProperties(delivery_mode=PERSISTENT, message_id=message_id, priority=0)
+            self._confirmed(ch, "", queue, body, props)
+
+        return dead.requeue(self._link, queue, wanted=wanted, publish=publish)
 
     def purge(self, queue: str) -> int:
         """Delete the ready messages of ``queue`` (delayed ones still in the ladder arrive later). Returns how
@@ -434,18 +430,3 @@ def _with_headers(props: pika.BasicProperties, changes: dict[str, Any]) -> pika.
     headers.update(changes)
     return pika.BasicProperties(delivery_mode=PERSISTENT, message_id=props.message_id, priority=props.priority,
                                 headers=headers)
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _dead_letter(queue: str, props: pika.BasicProperties, body: bytes) -> DeadLetter:
-    headers = props.headers or {}
-    try:
-        dead_at = float(_text(headers.get(DEAD_AT_HEADER, "0")))
-    except ValueError:
-        dead_at = 0.0
-    return DeadLetter(queue=_text(headers.get(QUEUE_HEADER, queue)), message_id=props.message_id or "",
-                      reason=_text(headers.get(REASON_HEADER, "?")), data=body, dead_at=dead_at)
-

@@ -46,6 +46,11 @@ _KEY_SUFFIXES = ("ready", "inflight", "delayed", "msg", "rank", "dlv", "seq", "s
 _MAX_KEY_CACHE = 256
 #: Messages per script call in ``enqueue_many``: bounds how long one call holds the server (about 2 ms).
 ENQUEUE_CHUNK = 250
+#: Dead-letter records read per LRANGE by ``requeue_dead_letters``.
+REQUEUE_PAGE = 100
+#: Message bytes moved per script call by ``requeue_dead_letters`` (at least one message): bounds how long one call
+#: holds the server.
+REQUEUE_CHUNK_BYTES = 4 * 2**20
 
 
 def queue_keys(queue: str) -> tuple[str, ...]:
@@ -77,6 +82,7 @@ class RedisBroker(Broker):
         self._settle = load_script(self._client, "settle")
         self._dead_letter = load_script(self._client, "dead_letter")
         self._purge = load_script(self._client, "purge")
+        self._requeue_dead = load_script(self._client, "requeue_dead")
         self._keys: dict[str, tuple[str, ...]] = {}
         self._rotation = 0
 
@@ -211,6 +217,45 @@ class RedisBroker(Broker):
         with self._translate("dead_letters"):
             raw = self._client.lrange(dead, 0, limit - 1)
         return [_parse_dead_letter(queue, record) for record in raw]
+
+    def requeue_dead_letters(self, queue: str, *, message_ids: Sequence[str] | None = None) -> int:
+        """Ready again at priority 0 (dead-letter records do not keep it), oldest first at the tail, delivery count
+        reset; an id still stored (enqueued again since) is replaced, as by ``enqueue``. Reads the list a page at a
+        time and moves each page's selection in atomic script calls of up to ``REQUEUE_CHUNK_BYTES``: every message
+        leaves the list in the same step that makes it ready, so a crash midway leaves the rest dead-lettered.
+        Dead letters added while it runs are left for the next call. See ``Broker.requeue_dead_letters``."""
+        wanted = None if message_ids is None else set(message_ids)
+        keys = [*self.queue_keys(queue), QUEUES_KEY]
+        dead = keys[8]
+        moved = offset = 0
+        with self._translate("requeue_dead_letters"):
+            unread = int(self._client.llen(dead))
+            while unread > 0:
+                page = self._client.lrange(dead, offset, offset + min(REQUEUE_PAGE, unread) - 1)
+                if not page:
+                    break
+                unread -= len(page)
+                letters = [(raw, _parse_dead_letter(queue, raw)) for raw in page]
+                chosen = [(raw, letter) for raw, letter in letters if wanted is None or letter.message_id in wanted]
+                got = self._move_dead(keys, queue, chosen) if chosen else 0
+                moved += got
+                offset += len(page) - got  # what was moved no longer sits before the next page
+        return moved
+
+    def _move_dead(self, keys: list[str], queue: str, chosen: Sequence[tuple[bytes | str, DeadLetter]]) -> int:
+        """Move ``chosen`` (each dead letter with its record as stored), oldest first, in script calls of up to
+        ``REQUEUE_CHUNK_BYTES``. Returns how many were still in the list and moved."""
+        moved = size = 0
+        args: list[Any] = [queue]
+        for raw, letter in chosen:
+            args += [raw, letter.message_id, letter.data]
+            size += len(letter.data)
+            if size >= REQUEUE_CHUNK_BYTES:
+                moved += int(self._requeue_dead(keys=keys, args=args))
+                args, size = [queue], 0
+        if len(args) > 1:
+            moved += int(self._requeue_dead(keys=keys, args=args))
+        return moved
 
     def purge(self, queue: str) -> int:
         """Delete ready and delayed messages of ``queue``; returns how many."""

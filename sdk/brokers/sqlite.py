@@ -182,6 +182,21 @@ class SQLiteBroker(Broker):
         return [DeadLetter(queue=queue, message_id=mid, reason=reason, data=bytes(data), dead_at=float(dead_at))
                 for mid, reason, data, dead_at in rows]
 
+    def requeue_dead_letters(self, queue: str, *, message_ids: Sequence[str] | None = None) -> int:
+        """Ready again at priority 0 (the dead-letter table does not keep priorities), oldest first behind what is
+        ready now, delivery count reset; an id still stored (enqueued again since) is replaced, as by ``enqueue``.
+        One transaction: all selected dead letters move, or none. See ``Broker.requeue_dead_letters``."""
+        wanted = None if message_ids is None else set(message_ids)
+        with self._db.write("requeue_dead_letters") as conn:
+            seqs = [(seq,) for seq, message_id in conn.execute(sql.DEAD_IDS, (queue,)).fetchall()
+                    if wanted is None or message_id in wanted]
+            if seqs:
+                now = now_ms()
+                conn.execute(sql.ADD_QUEUE, (queue,))
+                conn.executemany(sql.REQUEUE_DEAD, [(now, seq) for (seq,) in seqs])  # in order: rowids keep it
+                conn.executemany(sql.DELETE_DEAD, seqs)
+        return len(seqs)
+
     def purge(self, queue: str) -> int:
         """Delete ready and delayed messages of ``queue``; returns how many."""
         with self._db.write("purge") as conn:

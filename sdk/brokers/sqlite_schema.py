@@ -68,6 +68,16 @@ EXTEND = f"UPDATE tf_messages SET lease_until_ms = ? WHERE {_LEASED}"
 
 ADD_DEAD = "INSERT INTO tf_dead (queue, message_id, reason, data, dead_at) VALUES (?, ?, ?, ?, ?)"
 DEAD_LETTERS = "SELECT message_id, reason, data, dead_at FROM tf_dead WHERE queue = ? ORDER BY seq LIMIT ?"
+DEAD_IDS = "SELECT seq, message_id FROM tf_dead WHERE queue = ? ORDER BY seq"
+# A dead letter back to ready as a fresh message: delivery count 0, priority 0 (tf_dead does not keep it), ready now
+# (behind what is ready already). An id still stored (enqueued again since) is replaced, as by ENQUEUE.
+REQUEUE_DEAD = """
+INSERT INTO tf_messages (queue, id, priority, ready_at_ms, lease_until_ms, deliveries, data)
+SELECT queue, message_id, 0, ?, NULL, 0, data FROM tf_dead WHERE seq = ?
+ON CONFLICT (queue, id) DO UPDATE SET
+    priority = 0, ready_at_ms = excluded.ready_at_ms, lease_until_ms = NULL, deliveries = 0, data = excluded.data
+"""
+DELETE_DEAD = "DELETE FROM tf_dead WHERE seq = ?"
 
 DEPTH = """
 SELECT

@@ -148,6 +148,23 @@ class StubBroker(Broker):
         with self._cond:
             return list(self._q(queue).dead[:limit])
 
+    def requeue_dead_letters(self, queue: str, *, message_ids: Sequence[str] | None = None) -> int:
+        """Ready again at priority 0, oldest first at the tail, delivery count reset; an id still stored is replaced
+        (as by ``enqueue``). One step under the lock. See ``Broker.requeue_dead_letters``."""
+        wanted = None if message_ids is None else set(message_ids)
+        with self._cond:
+            q = self._q(queue)
+            moving = [d for d in q.dead if wanted is None or d.message_id in wanted]
+            q.dead = [d for d in q.dead if wanted is not None and d.message_id not in wanted]
+            for letter in moving:
+                q.forget(letter.message_id)
+                q.data[letter.message_id] = letter.data
+                q.priority[letter.message_id] = 0
+                q.deliveries[letter.message_id] = 0
+                q.rank[letter.message_id] = q.ready[letter.message_id] = q.next_rank(0)
+            self._cond.notify_all()
+            return len(moving)
+
     def purge(self, queue: str) -> int:
         with self._cond:
             q = self._q(queue)

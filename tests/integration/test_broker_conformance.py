@@ -395,6 +395,143 @@ def test_acking_a_delivery_that_was_lost_leaves_its_redelivery_alone(
     broker_kind.expect_depth(second, "q", ready=0, in_flight=0)
 
 
+# -- requeueing dead letters -------------------------------------------------------------------------------------
+
+
+def dead_letter_each(make_broker: MakeBroker, messages: dict[str, bytes], reason: str = "bad") -> None:
+    """Given: ``messages`` (id -> bytes) enqueued to "q", fetched and dead-lettered in this order by a worker's
+    broker that is gone afterwards (on RabbitMQ its consumer would otherwise take what is requeued)."""
+    worker = make_broker()
+    order = {message_id: i for i, message_id in enumerate(messages)}
+    worker.enqueue_many([Outgoing("q", message_id, data) for message_id, data in messages.items()])
+    for delivery in sorted(fetch_exactly(worker, len(messages)), key=lambda d: order[d.message_id]):
+        worker.dead_letter(delivery, reason)
+    worker.close()
+
+
+def test_requeue_dead_letters_makes_every_dead_letter_ready_again_oldest_first_with_its_bytes(
+    make_broker: MakeBroker, broker: Broker, broker_kind: BrokerKind
+) -> None:
+    messages = {"a": bytes(range(256)), "b": b"", "c": b"\x00\n" * 1000}
+    dead_letter_each(make_broker, messages)
+
+    moved = broker.requeue_dead_letters("q")
+
+    assert moved == 3
+    broker_kind.expect_depth(broker, "q", ready=3, in_flight=0, dead=0)
+    assert broker.dead_letters("q") == []
+    got = fetch_exactly(broker, 3)
+    assert [(d.message_id, d.data, d.delivery_count) for d in got] == [(i, data, 1) for i, data in messages.items()]
+
+
+def test_a_requeued_dead_letter_starts_its_delivery_count_again(make_broker: MakeBroker) -> None:
+    broker = make_broker(max_deliveries=2)
+    broker.enqueue("q", "m1", b"x")
+    broker.nack([fetch_one(broker)])
+    broker.dead_letter(fetch_one(broker), "failed on its second delivery")
+
+    broker.requeue_dead_letters("q")
+
+    first = fetch_one(broker)
+    assert (first.delivery_count, first.redelivered) == (1, False)
+    broker.nack([first])
+    assert fetch_one(broker).delivery_count == 2  # within max_deliveries again: not dead-lettered
+    assert broker.dead_letters("q") == []
+
+
+def test_requeue_dead_letters_with_message_ids_moves_only_those_and_leaves_the_others_in_order(
+    make_broker: MakeBroker, broker: Broker, broker_kind: BrokerKind
+) -> None:
+    dead_letter_each(make_broker, {"a": b"1", "b": b"2", "c": b"3", "d": b"4"})
+
+    moved = broker.requeue_dead_letters("q", message_ids=["d", "b", "not-a-dead-letter"])
+
+    assert moved == 2
+    assert [d.message_id for d in broker.dead_letters("q")] == ["a", "c"]
+    assert [(d.message_id, d.data) for d in fetch_exactly(broker, 2)] == [("b", b"2"), ("d", b"4")]
+    broker_kind.expect_depth(broker, "q", ready=0, in_flight=2, dead=2)
+
+
+def test_requeue_dead_letters_of_a_long_list_keeps_the_order_of_what_it_moves_and_of_what_it_leaves(
+    make_broker: MakeBroker, broker: Broker
+) -> None:
+    messages = {f"m{i:03}": f"payload {i}".encode() for i in range(250)}  # more than one read of 100 on Redis
+    dead_letter_each(make_broker, messages)
+    chosen = [message_id for i, message_id in enumerate(messages) if i % 3 == 1]
+
+    moved = broker.requeue_dead_letters("q", message_ids=chosen)
+
+    assert moved == len(chosen)
+    assert [d.message_id for d in broker.dead_letters("q", limit=1000)] == [m for m in messages if m not in chosen]
+    assert [(d.message_id, d.data) for d in fetch_exactly(broker, len(chosen))] == [(m, messages[m]) for m in chosen]
+
+
+def test_requeue_dead_letters_with_an_empty_selection_moves_nothing(make_broker: MakeBroker, broker: Broker) -> None:
+    dead_letter_each(make_broker, {"a": b"1"})
+
+    assert broker.requeue_dead_letters("q", message_ids=[]) == 0
+
+    assert [d.message_id for d in broker.dead_letters("q")] == ["a"]
+
+
+def test_requeue_dead_letters_of_a_queue_that_never_had_a_message_moves_nothing(broker: Broker) -> None:
+    assert broker.requeue_dead_letters("never-used") == 0
+    assert broker.requeue_dead_letters("never-used", message_ids=["a"]) == 0
+    assert broker.dead_letters("never-used") == []
+
+
+def test_requeue_dead_letters_of_a_queue_without_dead_letters_leaves_its_messages_alone(
+    broker: Broker, broker_kind: BrokerKind
+) -> None:
+    broker.enqueue("q", "m1", b"x")
+
+    assert broker.requeue_dead_letters("q") == 0
+
+    broker_kind.expect_depth(broker, "q", ready=1, in_flight=0, dead=0)
+    assert (fetch_one(broker).message_id, broker.dead_letters("q")) == ("m1", [])
+
+
+def test_a_requeued_dead_letter_comes_back_at_priority_0_behind_the_messages_ready_before_it(
+    make_broker: MakeBroker,
+) -> None:
+    failed = make_broker()
+    failed.enqueue("q", "urgent", b"x", priority=9)
+    failed.dead_letter(fetch_one(failed), "bad")
+    failed.close()  # its consumer would take the next message (RabbitMQ pushes to consumers)
+    broker = make_broker()
+    broker.enqueue("q", "earlier", b"x", priority=0)
+
+    broker.requeue_dead_letters("q")
+    broker.enqueue("q", "later", b"x", priority=1)
+
+    assert ids(fetch_exactly(broker, 3)) == ["later", "earlier", "urgent"]
+
+
+def test_a_requeued_dead_letter_whose_id_was_enqueued_again_replaces_that_message(
+    make_broker: MakeBroker, broker: Broker, broker_kind: BrokerKind
+) -> None:
+    broker_kind.require(Capability.REPLACE_BY_ID)
+    dead_letter_each(make_broker, {"m1": b"old"})
+    broker.enqueue("q", "m1", b"new")
+
+    assert broker.requeue_dead_letters("q") == 1
+
+    broker_kind.expect_depth(broker, "q", ready=1, in_flight=0, dead=0)
+    assert (fetch_one(broker).data, broker.fetch(["q"], max_messages=1, timeout_s=0.3)) == (b"old", [])
+
+
+def test_a_requeued_message_that_fails_again_is_dead_lettered_again(
+    make_broker: MakeBroker, broker: Broker, broker_kind: BrokerKind
+) -> None:
+    dead_letter_each(make_broker, {"m1": b"poison"}, reason="first failure")
+    broker.requeue_dead_letters("q")
+
+    broker.dead_letter(fetch_one(broker), "second failure")
+
+    assert [(d.message_id, d.reason, d.data) for d in broker.dead_letters("q")] == [("m1", "second failure", b"poison")]
+    broker_kind.expect_depth(broker, "q", ready=0, in_flight=0, dead=1)
+
+
 # -- purge, batches, queues --------------------------------------------------------------------------------------
 
 
