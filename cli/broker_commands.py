@@ -1,51 +1,105 @@
-"""``taskfleet call | queues | purge``: talk to a broker by URL, without importing any task code."""
+"""``taskfleet call | queues | purge | dead-letters``: the flags of the commands that talk to a broker by URL, and
+the ``App`` they connect with. No task code is imported.
+
+The handlers live in ``call_command``, ``queue_commands`` and ``dead_letter_commands`` and are imported only when
+one of these commands runs: they use ``rich``, which ``taskfleet worker`` (same console script) must not load.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from collections.abc import Mapping
+from enum import IntEnum
 from typing import Any
 
 from taskfleet.app import App
-from taskfleet.errors import ConfigurationError, TaskfleetError
 from taskfleet.settings import settings_from_env
+
+#: Seconds ``call --wait`` waits for the result before giving up (the task still runs).
+DEFAULT_WAIT_TIMEOUT_S = 30.0
+#: Dead letters ``dead-letters`` lists, oldest first: a screenful, with a note saying how many more there are.
+DEFAULT_DEAD_LETTER_LIMIT = 50
+
+
+class CallExit(IntEnum):
+    """Exit status of ``taskfleet call``, so a script can tell a failed task from one still running."""
+
+    OK = 0  # sent (and, with --wait, succeeded)
+    FAILED = 1  # the task failed or was revoked, or the command could not run (bad flags, broker unreachable)
+    TIMEOUT = 124  # --wait ran out of time; the task was sent and may still run (124, like timeout(1))
+
+
+_CALL_DESCRIPTION = (
+    "Prints the task's id; with --wait, then waits for the task and prints its result as JSON (or its error on "
+    f"stderr). Exit status: {CallExit.OK} sent (with --wait: succeeded); {CallExit.FAILED} the task failed or was "
+    f"revoked, or the command could not run; {CallExit.TIMEOUT} --wait timed out (the task may still run)."
+)
+_CONFIRM_RULE = "It asks on the terminal first (--yes skips the question); without a terminal it refuses unless --yes."
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    call = sub.add_parser("call", help="send a task by name (optionally wait for its result)")
+    """Register ``call``, ``queues``, ``purge`` and ``dead-letters`` on the ``taskfleet`` parser."""
+    call = sub.add_parser("call", help="send a task by name (optionally wait for its result)",
+                          description=_CALL_DESCRIPTION)
     call.add_argument("task", help="task name, e.g. billing.send")
     call.add_argument("--args", default="[]", help="JSON list of positional arguments")
     call.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments")
-    call.add_argument("-Q", "--queue", default="default")
-    call.add_argument("--countdown", type=float, default=None)
-    call.add_argument("--priority", type=int, default=0)
-    call.add_argument("--wait", action="store_true", help="wait for the result and print it")
-    call.add_argument("--timeout", type=float, default=30.0, help="seconds to wait with --wait")
+    call.add_argument("-Q", "--queue", default="default", help="queue to send to")
+    call.add_argument("--countdown", type=_non_negative, default=None, metavar="S",
+                      help="run no earlier than S seconds from now")
+    call.add_argument("--priority", type=int, default=0, help="0-9, higher runs first")
+    call.add_argument("--wait", action="store_true",
+                      help="wait for the result and print it (a spinner on stderr when it is a terminal)")
+    call.add_argument("--timeout", type=_positive, default=DEFAULT_WAIT_TIMEOUT_S, metavar="S",
+                      help=f"seconds to wait with --wait before exiting {CallExit.TIMEOUT}")
+    call.add_argument("--json", action="store_true",
+                      help='print one JSON object {"id", "state", "result", "error"} and nothing else')
     _connection_flags(call)
+    call.add_argument("--result-backend", default=None, help="result backend URL (default: TASKFLEET_RESULT_BACKEND)")
     call.set_defaults(handler=_call)
 
-    queues = sub.add_parser("queues", help="show ready / in-flight / delayed / dead counts per queue")
+    queues = sub.add_parser("queues", help="show ready / in-flight / delayed / dead counts per queue",
+                            description="One row per queue the broker has seen; '?' where the broker cannot count "
+                                        "(RabbitMQ: in-flight without the management API, delayed never).")
     queues.add_argument("--json", action="store_true", help="machine-readable output")
     _connection_flags(queues)
     queues.set_defaults(handler=_queues)
 
-    purge = sub.add_parser("purge", help="delete the ready and delayed messages of a queue")
-    purge.add_argument("queue")
+    purge = sub.add_parser("purge", help="delete the ready and delayed messages of a queue",
+                           description="In-flight messages are left to their workers, and dead letters are kept. "
+                                       f"{_CONFIRM_RULE}")
+    purge.add_argument("queue", help="queue name")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     _connection_flags(purge)
     purge.set_defaults(handler=_purge)
+
+    dead = sub.add_parser("dead-letters", help="list a queue's dead-lettered messages, or requeue them",
+                          description="Lists the messages a queue dead-lettered, oldest first, with the task, its "
+                                      "arguments and the reason. With --requeue, moves them back to ready. "
+                                      f"{_CONFIRM_RULE}")
+    dead.add_argument("queue", help="queue name")
+    dead.add_argument("--requeue", action="store_true",
+                      help="move the dead letters (all, or those given with --id) back to the queue")
+    dead.add_argument("--id", action="append", default=None, dest="ids", metavar="ID",
+                      help="only the dead letter with this message id (repeatable; a listing looks among the "
+                           "oldest --limit)")
+    dead.add_argument("--limit", type=_positive_int, default=DEFAULT_DEAD_LETTER_LIMIT, metavar="N",
+                      help="list at most N dead letters")
+    dead.add_argument("--json", action="store_true",
+                      help='machine-readable output: a list of dead letters, or {"queue", "requeued"} with --requeue')
+    dead.add_argument("--yes", action="store_true", help="with --requeue: do not ask for confirmation")
+    _connection_flags(dead)
+    dead.set_defaults(handler=_dead_letters)
 
 
 def _connection_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker", default=None, help="broker URL (default: TASKFLEET_BROKER_URL)")
     p.add_argument("--broker-management-url", default=None, metavar="URL",
                    help="RabbitMQ management API URL (default: TASKFLEET_BROKER_MANAGEMENT_URL)")
-    p.add_argument("--result-backend", default=None, help="result backend URL (default: TASKFLEET_RESULT_BACKEND)")
 
 
-def _app(args: argparse.Namespace, environ: Mapping[str, str]) -> App:
+def app_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> App:
+    """The CLI's ``App``: the environment's settings, overridden by the connection flags."""
     config: dict[str, Any] = settings_from_env(environ)
     if args.broker:
         config["broker"] = args.broker
@@ -56,55 +110,58 @@ def _app(args: argparse.Namespace, environ: Mapping[str, str]) -> App:
     return App("taskfleet-cli", **config)
 
 
-def _fail(message: str) -> int:
-    print(f"taskfleet: {message}", file=sys.stderr)
-    return 1
-
+# The handlers are imported when their command runs (see the module docstring).
 
 def _call(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    try:
-        call_args, call_kwargs = json.loads(args.args), json.loads(args.kwargs)
-    except json.JSONDecodeError as exc:
-        return _fail(f"--args/--kwargs must be JSON: {exc}")
-    if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
-        return _fail("--args must be a JSON list and --kwargs a JSON object")
-    try:
-        app = _app(args, environ)
-        result = app.send(args.task, call_args, call_kwargs, queue=args.queue, countdown=args.countdown,
-                          priority=args.priority)
-        print(result.id)
-        if args.wait:
-            print(json.dumps(result.get(timeout=args.timeout, propagate=True)))
-    except (TaskfleetError, ConfigurationError) as exc:
-        return _fail(str(exc))
-    return 0
+    from taskfleet.cli import call_command
+
+    return call_command.run(args, environ)
 
 
 def _queues(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    try:
-        broker = _app(args, environ).broker
-        rows = {q: broker.queue_depth(q) for q in broker.queues()}
-    except TaskfleetError as exc:
-        return _fail(str(exc))
-    if args.json:
-        print(json.dumps({q: {"ready": d.ready, "in_flight": d.in_flight, "delayed": d.delayed, "dead": d.dead}
-                          for q, d in rows.items()}))
-        return 0
-    print(f"{'QUEUE':<30} {'READY':>8} {'IN-FLIGHT':>10} {'DELAYED':>8} {'DEAD':>6}")
-    for q, d in rows.items():
-        print(f"{q:<30} {d.ready:>8} {d.in_flight:>10} {d.delayed:>8} {d.dead:>6}")
-    return 0
+    from taskfleet.cli import queue_commands
+
+    return queue_commands.run_queues(args, environ)
 
 
 def _purge(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    if not args.yes:
-        answer = input(f"Delete all ready and delayed messages of queue {args.queue!r}? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            print("aborted")
-            return 1
+    from taskfleet.cli import queue_commands
+
+    return queue_commands.run_purge(args, environ)
+
+
+def _dead_letters(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from taskfleet.cli import dead_letter_commands
+
+    return dead_letter_commands.run(args, environ)
+
+
+def _positive(text: str) -> float:
+    value = _float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = _float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _float(text: str) -> float:
     try:
-        count = _app(args, environ).broker.purge(args.queue)
-    except TaskfleetError as exc:
-        return _fail(str(exc))
-    print(f"purged {count} messages from {args.queue}")
-    return 0
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
