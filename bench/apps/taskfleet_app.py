@@ -1,0 +1,26 @@
+"""Taskfleet's benchmark tasks. Workers import this module as ``taskfleet_app`` with bench/apps as their only extra
+import path (the repo root would put its operator/ package in front of the stdlib's)."""
+
+from __future__ import annotations
+
+from taskfleet import App
+
+QUEUE = "bench"
+
+#: Broker and result backend come from the worker's --broker/--result-backend and the runner's ``configure``.
+app = App("bench", default_queue=QUEUE)
+
+
+@app.task(ignore_result=True)
+def noop() -> None:
+    return None
+
+
+@app.task(ignore_result=True)
+def payload(blob: str) -> None:
+    return None
+
+
+@app.task
+def noop_result() -> None:
+    return None

@@ -1,0 +1,75 @@
+"""The benchmark's own virtualenv, ``.bench-venv/``: the peers (Celery, Dramatiq) and matplotlib, kept out of .venv.
+
+Versions are pinned so two runs months apart compare the same peers; a stamp file records what was installed, and
+the venv is rebuilt only when ``REQUIREMENTS`` changes. The peers' workers and producers run on this interpreter;
+Taskfleet runs on .venv's. Both are the same CPython (the venv is made from .venv's base interpreter).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_VENV = ROOT / ".bench-venv"
+#: What the peers run on; bump deliberately and note it in docs/benchmarks.md.
+REQUIREMENTS = (
+    "celery[redis]==5.7.0",
+    "kombu==5.7.0",
+    "dramatiq[redis,rabbitmq]==2.2.1",
+    "pika==1.4.4",
+    "redis==8.1.0",
+    "matplotlib==3.11.2",
+)
+PIP_TIMEOUT_S = 900.0
+_STAMP = BENCH_VENV / ".bench-requirements"
+
+
+def bench_python() -> Path:
+    """The bench venv's interpreter (it may not exist yet: see ``ensure_bench_venv``)."""
+    return BENCH_VENV / "bin" / "python"
+
+
+def ensure_bench_venv(*, log: bool = True) -> Path:
+    """Create ``.bench-venv`` and install ``REQUIREMENTS`` unless the stamp says they are there; return its python.
+
+    Raises ``RuntimeError`` with pip's output when the install fails (no index access, say).
+    """
+    wanted = "\n".join(REQUIREMENTS) + "\n"
+    python = bench_python()
+    if python.exists() and _STAMP.exists() and _STAMP.read_text() == wanted:
+        return python
+    if log:
+        print(f"creating {BENCH_VENV.relative_to(ROOT)} with {', '.join(REQUIREMENTS)} ...", flush=True)
+    if not python.exists():
+        venv.EnvBuilder(with_pip=True, clear=True).create(BENCH_VENV)
+    # -P: the repo root (our cwd) holds an operator/ package that would shadow the stdlib's inside pip.
+    result = subprocess.run(
+        [str(python), "-P", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *REQUIREMENTS],
+        cwd=ROOT, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"pip install into {BENCH_VENV} failed:\n{result.stdout[-2000:]}{result.stderr[-4000:]}")
+    _STAMP.write_text(wanted)
+    return python
+
+
+def installed_versions(python: Path) -> dict[str, str]:
+    """``{distribution: version}`` of the pinned packages as installed in ``python``'s environment."""
+    names = [r.split("[")[0].split("==")[0] for r in REQUIREMENTS]
+    code = (
+        "import json, sys\nfrom importlib.metadata import version\n"
+        "print(json.dumps({n: version(n) for n in sys.argv[1:]}))"
+    )
+    out = subprocess.run([str(python), "-P", "-c", code, *names], capture_output=True, text=True, check=True)
+    versions: dict[str, str] = json.loads(out.stdout)
+    return versions
+
+
+if __name__ == "__main__":
+    print(ensure_bench_venv())
+    print(installed_versions(bench_python()))
+    sys.exit(0)

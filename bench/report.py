@@ -1,0 +1,155 @@
+"""The benchmark report: the JSON file, the console table with Taskfleet/peer ratios, its Markdown twin for
+docs/benchmarks.md, and the PNG bar chart (drawn by bench/chart.py on .bench-venv, which has matplotlib).
+
+Standard library only: bench/chart.py imports ``METRICS`` from here on .bench-venv.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SYSTEMS = ("taskfleet", "celery", "dramatiq")
+PEERS = ("celery", "dramatiq")
+BROKER_TITLES = {"redis": "Redis", "rabbitmq": "RabbitMQ", "sqlite": "SQLite (embedded)"}
+CHART_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One row of the table: ``path`` into a system's results (dotted), its label, unit and direction."""
+
+    path: str
+    label: str
+    unit: str
+    higher_is_better: bool
+    group: str  # "throughput", "latency" or "memory": one chart panel each
+
+    def value(self, result: dict[str, Any]) -> float | None:
+        node: Any = result
+        for part in self.path.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return float(node) if isinstance(node, int | float) else None
+
+    def heading(self) -> str:
+        return f"{self.label} ({self.unit}, {'higher' if self.higher_is_better else 'lower'} is better)"
+
+    def format(self, value: float | None) -> str:
+        if value is None:
+            return "-"
+        if self.unit == "/s":
+            return f"{value:,.0f}"
+        if self.unit == "ms":
+            return f"{value:.2f}"
+        return f"{value:.1f}"
+
+
+METRICS = (
+    Metric("enqueue_delay_per_s", "enqueue, delay() one by one", "/s", True, "throughput"),
+    Metric("enqueue_batch_per_s", "enqueue, batch API", "/s", True, "throughput"),
+    Metric("drain_noop.per_s", "drain, no-op", "/s", True, "throughput"),
+    Metric("drain_1kb.per_s", "drain, 1 KiB payload", "/s", True, "throughput"),
+    Metric("drain_results.per_s", "drain, results stored", "/s", True, "throughput"),
+    Metric("rtt.p50_ms", "round trip p50", "ms", False, "latency"),
+    Metric("rtt.p95_ms", "round trip p95", "ms", False, "latency"),
+    Metric("rtt.p99_ms", "round trip p99", "ms", False, "latency"),
+    Metric("idle_memory.rss_mb", "idle worker RSS, whole tree", "MiB", False, "memory"),
+    Metric("idle_memory.pss_mb", "idle worker PSS, whole tree", "MiB", False, "memory"),
+)
+
+
+def ratio(ours: float | None, theirs: float | None) -> str:
+    """``ours / theirs`` as ``1.23x`` (``-`` when either is missing or the peer's is 0)."""
+    if ours is None or not theirs:
+        return "-"
+    return f"{ours / theirs:.2f}x"
+
+
+def _table_rows(by_system: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    systems = [s for s in SYSTEMS if s in by_system]
+    peers = [p for p in PEERS if p in by_system and "taskfleet" in by_system]
+    header = ["", *systems, *(f"Taskfleet/{p.capitalize()}" for p in peers)]
+    rows = []
+    for metric in METRICS:
+        values = {s: metric.value(by_system[s]) for s in systems}
+        rows.append([metric.heading(), *(metric.format(values[s]) for s in systems),
+                     *(ratio(values["taskfleet"], values[p]) for p in peers)])
+    return header, rows
+
+
+def _errors(by_system: dict[str, dict[str, Any]]) -> list[str]:
+    return [f"{system} failed: {result['error']}" for system, result in by_system.items() if "error" in result]
+
+
+def text_table(report: dict[str, Any]) -> str:
+    """The console table: one block per broker, aligned columns, then the footnotes."""
+    lines = []
+    for broker, by_system in report["results"].items():
+        header, rows = _table_rows(by_system)
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        lines.append(f"== {BROKER_TITLES.get(broker, broker)} ==")
+        for row in [header, *rows]:
+            lines.append("  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)))
+        lines.extend(f"  ! {e}" for e in _errors(by_system))
+        lines.append("")
+    lines.extend(footnotes(report))
+    return "\n".join(lines)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The same tables in Markdown, for the "Latest results" section of docs/benchmarks.md."""
+    meta = report["meta"]
+    lines = [
+        f"Run {meta['timestamp']} on {meta['host']['cpu']} ({meta['host']['cores']} cores), "
+        f"{meta['tasks']:,} tasks per drain, {meta['rtt_count']} round trips, taskfleet {meta['taskfleet_commit']}. "
+        "Ratios are Taskfleet/peer: above 1x is better for throughput, below 1x for latency and memory.",
+        "",
+    ]
+    for broker, by_system in report["results"].items():
+        header, rows = _table_rows(by_system)
+        lines += [f"### {BROKER_TITLES.get(broker, broker)}", "",
+                  "| " + " | ".join(header) + " |", "|" + "|".join(["---", *["---:"] * (len(header) - 1)]) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines += [f"\n{e}" for e in _errors(by_system)]
+        lines.append("")
+    lines += [f"- {note}" for note in footnotes(report)]
+    return "\n".join(lines)
+
+
+def footnotes(report: dict[str, Any]) -> list[str]:
+    """One line per system with the settings it ran with (from its RabbitMQ run when there is one, where the
+    publisher-confirm setting applies), plus how the run was made."""
+    notes = []
+    for system in SYSTEMS:
+        found = [r[system] for b, r in sorted(report["results"].items(), key=lambda kv: kv[0] != "rabbitmq")
+                 if system in r and "settings" in r[system]]
+        if found:
+            settings = ", ".join(f"{k}={_short(v)}" for k, v in found[0]["settings"].items() if v is not None)
+            notes.append(f"{system}: {settings}")
+    meta = report["meta"]
+    notes.append("versions: " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()))
+    notes.append("drain = tasks / time from the first message taken to an empty queue (worker start-up excluded; "
+                 "on RabbitMQ 'empty' means no ready message, with at most the prefetch window still running)")
+    return notes
+
+
+def _short(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, dict | list) else str(value)
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def write_png(json_path: Path, png_path: Path, python: Path) -> str | None:
+    """Draw the bar chart with bench/chart.py on ``python`` (the bench venv's); returns an error text or None."""
+    command = [str(python), "-P", str(ROOT / "bench" / "run.py"), "-m", "bench.chart", str(json_path), str(png_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=CHART_TIMEOUT_S, check=False)
+    return None if result.returncode == 0 else (result.stderr.strip()[-2000:] or f"exit {result.returncode}")

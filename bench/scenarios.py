@@ -1,0 +1,176 @@
+"""The scenarios every system runs, written once against a small ``System`` adapter (one per task queue).
+
+A runner (``bench/taskfleet_runner.py``, ``bench/celery_runner.py``, ``bench/dramatiq_runner.py``) builds its
+adapter and calls ``runner_main``; the scenarios then run in this order on one broker, all in the runner's process
+(the producer) plus worker subprocesses started from ``System.worker_command``:
+
+1. ``enqueue_delay``: N no-result no-ops sent one by one (``delay()`` / ``send()``), then drained (``drain_noop``);
+2. ``enqueue_batch``: N more through the system's batch API, then purged;
+3. ``drain_1kb``: N no-result tasks with a 1 KiB string argument (sent in batches), drained;
+4. ``drain_results``: N no-ops whose results are stored (sent in batches), drained;
+5. one idle worker: its memory after a warm-up (``idle_memory``), then ``rtt``: sequential send-and-get.
+
+Standard library only: the peers' runners import this on .bench-venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from bench.measure import IDLE_SETTLE_S, Depth, Worker, latency_summary, rate, time_drain, timed, wait_empty
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Where the benchmark apps live; workers get it as their cwd and only extra import path.
+APPS_DIR = ROOT / "bench" / "apps"
+QUEUE = "bench"
+#: The 1 KiB argument of the payload drain.
+PAYLOAD = "x" * 1024
+#: A worker has this long to start and answer its first round trip.
+WORKER_START_TIMEOUT_S = 60.0
+RTT_TIMEOUT_S = 10.0
+RTT_WARMUP = 5
+
+Kind = Literal["noop", "payload", "result"]
+BROKERS = ("redis", "rabbitmq", "sqlite")
+
+
+class System(Protocol):
+    """What the scenarios need of a task queue on one broker."""
+
+    name: str
+
+    def settings(self) -> dict[str, Any]:
+        """The settings this system runs with (recorded in the JSON and the table's footnotes)."""
+
+    def send(self, kind: Kind) -> None:
+        """Send one task of ``kind`` the ordinary way (``delay()``)."""
+
+    def send_batch(self, kind: Kind, count: int) -> None:
+        """Send ``count`` tasks of ``kind`` through the system's batch API."""
+
+    def depth(self) -> Depth:
+        """The bench queue's counts right now."""
+
+    def purge(self) -> None:
+        """Delete the bench queue's ready messages."""
+
+    def worker_command(self) -> tuple[list[str], dict[str, str]]:
+        """Command line and environment of a worker with 2 processes consuming the bench queue."""
+
+    def round_trip(self, timeout_s: float) -> None:
+        """Send a result-storing no-op and wait for its result."""
+
+    def close(self) -> None:
+        """Close the producer's connections."""
+
+
+def task_args(kind: Kind) -> tuple[Any, ...]:
+    """Positional arguments of a task of ``kind``: the 1 KiB string for ``payload``, none otherwise."""
+    return (PAYLOAD,) if kind == "payload" else ()
+
+
+def worker_env(extra: dict[str, str]) -> dict[str, str]:
+    """A worker's environment: PATH and locale only (nothing from the caller's broker settings), ``APPS_DIR`` as
+    the import path, plus ``extra``."""
+    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR")}
+    return {**keep, "PYTHONPATH": str(APPS_DIR), "PYTHONUNBUFFERED": "1", **extra}
+
+
+def run_scenarios(system: System, *, tasks: int, rtt_count: int, logs: Path,
+                  log: Callable[[str], None]) -> dict[str, Any]:
+    """Every scenario on ``system``; returns the measurements (see the module docstring)."""
+    out: dict[str, Any] = {"settings": system.settings(), "tasks": tasks}
+    wait_empty(system.depth)  # a fresh server or vhost: anything here would spoil the drains
+
+    seconds = timed(lambda: [system.send("noop") for _ in range(tasks)])
+    out["enqueue_delay_per_s"] = rate(tasks, seconds)
+    log(f"enqueue delay(): {out['enqueue_delay_per_s']}/s")
+    out["drain_noop"] = _drain(system, tasks, logs / "drain_noop.log")
+    log(f"drain no-op: {out['drain_noop']['per_s']}/s")
+
+    seconds = timed(lambda: system.send_batch("noop", tasks))
+    out["enqueue_batch_per_s"] = rate(tasks, seconds)
+    log(f"enqueue batch: {out['enqueue_batch_per_s']}/s")
+    system.purge()
+    wait_empty(system.depth)
+
+    seconds = timed(lambda: system.send_batch("payload", tasks))
+    out["enqueue_batch_1kb_per_s"] = rate(tasks, seconds)
+    out["drain_1kb"] = _drain(system, tasks, logs / "drain_1kb.log")
+    log(f"drain 1 KiB: {out['drain_1kb']['per_s']}/s")
+
+    seconds = timed(lambda: system.send_batch("result", tasks))
+    out["enqueue_batch_result_per_s"] = rate(tasks, seconds)
+    out["drain_results"] = _drain(system, tasks, logs / "drain_results.log")
+    log(f"drain with results: {out['drain_results']['per_s']}/s")
+
+    out["idle_memory"], out["rtt"] = _idle_and_rtt(system, rtt_count, logs / "rtt.log")
+    log(f"idle memory: {out['idle_memory']['rss_mb']} MiB RSS, {out['idle_memory']['pss_mb']} MiB PSS; "
+        f"rtt p50 {out['rtt']['p50_ms']} ms")
+    return out
+
+
+def _drain(system: System, tasks: int, log_path: Path) -> dict[str, Any]:
+    command, env = system.worker_command()
+    with Worker(command, env=env, cwd=APPS_DIR, log_path=log_path) as worker:
+        return time_drain(worker, system.depth, tasks)
+
+
+def _idle_and_rtt(system: System, count: int, log_path: Path) -> tuple[dict[str, Any], dict[str, float]]:
+    command, env = system.worker_command()
+    with Worker(command, env=env, cwd=APPS_DIR, log_path=log_path) as worker:
+        deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+        while True:  # the first round trip also waits out the worker's start
+            try:
+                system.round_trip(timeout_s=5.0)
+                break
+            except Exception:
+                worker.check_alive()
+                if time.monotonic() > deadline:
+                    raise
+        for _ in range(RTT_WARMUP):
+            system.round_trip(RTT_TIMEOUT_S)
+        time.sleep(IDLE_SETTLE_S)
+        memory = worker.memory()
+        samples = []
+        for _ in range(count):
+            began = time.perf_counter()
+            system.round_trip(RTT_TIMEOUT_S)
+            samples.append((time.perf_counter() - began) * 1000)
+    return memory, latency_summary(samples)
+
+
+def runner_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments every runner takes from the orchestrator (``bench/__main__.py``)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--broker", choices=BROKERS, required=True)
+    parser.add_argument("--broker-url", required=True)
+    parser.add_argument("--backend-url", required=True)
+    parser.add_argument("--tasks", type=int, required=True)
+    parser.add_argument("--rtt-count", type=int, required=True)
+    parser.add_argument("--logs", type=Path, required=True, help="directory for the workers' logs")
+    parser.add_argument("--out", type=Path, required=True, help="JSON file for the measurements")
+    return parser
+
+
+def runner_main(parser: argparse.ArgumentParser, build: Callable[[argparse.Namespace], System]) -> None:
+    """Parse the arguments, build the system, run every scenario and write the JSON to ``--out``."""
+    args = parser.parse_args()
+    args.logs.mkdir(parents=True, exist_ok=True)
+    system = build(args)
+
+    def log(line: str) -> None:
+        print(f"    {system.name}/{args.broker}: {line}", file=sys.stderr, flush=True)
+
+    try:
+        result = run_scenarios(system, tasks=args.tasks, rtt_count=args.rtt_count, logs=args.logs, log=log)
+    finally:
+        system.close()
+    args.out.write_text(json.dumps(result, indent=2))

@@ -1,0 +1,93 @@
+"""Taskfleet's side of the benchmark: the ``System`` adapter over ``bench/apps/taskfleet_app.py``. Runs on .venv.
+
+The App has no batch-send API yet, so the batch scenario builds messages the way ``App.send`` does and hands them
+to the public ``app.broker.enqueue_many`` in chunks of ``BATCH_CHUNK`` (what a later ``app.send_many`` would do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from typing import Any
+
+import taskfleet_app
+
+from bench.measure import Depth
+from bench.scenarios import QUEUE, Kind, runner_main, runner_parser, task_args, worker_env
+from taskfleet.brokers import Outgoing
+from taskfleet.message import Message
+
+#: Messages per ``enqueue_many`` call in the batch scenario.
+BATCH_CHUNK = 1000
+#: The worker's documented default (docs/configuration.md); --prefetch overrides it for experiments.
+DEFAULT_PREFETCH = 4
+CONCURRENCY = 2
+
+_TASKS = {"noop": taskfleet_app.noop, "payload": taskfleet_app.payload, "result": taskfleet_app.noop_result}
+
+
+
+class TaskfleetSystem:
+    name = "taskfleet"
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.app = taskfleet_app.app
+        self.app.configure(broker=args.broker_url, result_backend=args.backend_url)
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "worker": f"taskfleet worker -c {CONCURRENCY} --prefetch {self.args.prefetch} (health server on)",
+            "prefetch_per_child": self.args.prefetch,
+            "acks": "after the task runs (at-least-once)",
+            "publisher_confirms": True if self.args.broker == "rabbitmq" else None,
+            "result_backend": "sqlite (same file)" if self.args.broker == "sqlite" else "redis",
+            "track_started": True,
+            "serializer": "json",
+            "batch_api": f"app.broker.enqueue_many, chunks of {BATCH_CHUNK} (no App-level batch API yet)",
+        }
+
+    def send(self, kind: Kind) -> None:
+        _TASKS[kind].delay(*task_args(kind))
+
+    def send_batch(self, kind: Kind, count: int) -> None:
+        task, serializer, broker = _TASKS[kind], self.app.serializer, self.app.broker
+        for start in range(0, count, BATCH_CHUNK):
+            items = []
+            for _ in range(min(BATCH_CHUNK, count - start)):
+                message = Message(id=uuid.uuid4().hex, task=task.name, args=task_args(kind), queue=QUEUE)
+                items.append(Outgoing(QUEUE, message.broker_id, message.encode(serializer)))
+            broker.enqueue_many(items)
+
+    def depth(self) -> Depth:
+        depth = self.app.broker.queue_depth(QUEUE)
+        return Depth(ready=depth.ready, outstanding=depth.total if depth.in_flight_known else depth.ready)
+
+    def purge(self) -> None:
+        self.app.broker.purge(QUEUE)
+
+    def worker_command(self) -> tuple[list[str], dict[str, str]]:
+        command = [
+            sys.executable, "-P", "-m", "taskfleet", "worker", "-A", "taskfleet_app:app", "-Q", QUEUE,
+            "-c", str(CONCURRENCY), "--prefetch", str(self.args.prefetch), "--broker", self.args.broker_url,
+            "--result-backend", self.args.backend_url, "-l", "warning", "--log-format", "json",
+            "--health-host", "127.0.0.1", "--health-port", "0",
+        ]
+        return command, worker_env({})
+
+    def round_trip(self, timeout_s: float) -> None:
+        taskfleet_app.noop_result.delay().get(timeout=timeout_s)
+
+    def close(self) -> None:
+        self.app.close()
+
+
+def main() -> None:
+    parser = runner_parser(__doc__ or "")
+    parser.add_argument("--prefetch", type=int, default=DEFAULT_PREFETCH, help="worker --prefetch")
+    runner_main(parser, TaskfleetSystem)
+
+
+if __name__ == "__main__":
+    main()
