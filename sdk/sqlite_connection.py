@@ -8,7 +8,9 @@ In-memory databases are refused: their point here is to be shared by processes.
 
 Fork: a connection is never used or closed in a child. ``os.register_at_fork`` moves every inherited connection
 into a list the child keeps for its lifetime (closing a connection inherited across ``fork()`` may touch locks and
-the WAL index the parent relies on); the child opens its own on first use.
+the WAL index the parent relies on); the child opens its own on first use. Every database's lock is held across
+``fork()`` itself, so no thread of the parent is inside a statement when the child is made (SQLite's per-process lock
+bookkeeping copied mid-statement would leave the child locked out of the file for good).
 """
 
 from __future__ import annotations
@@ -147,7 +149,25 @@ def _forget_inherited_connections() -> None:
             _INHERITED.append(database._conn)
             database._conn = None
         database._lock = threading.RLock()  # a lock held by another parent thread at fork() time stays held
+    _HELD.clear()  # the parent's _quiesce_before_fork holds the old locks; the child has new ones
 
+
+def _quiesce_before_fork() -> None:
+    # A connection in the middle of a statement at fork() time leaves SQLite's per-process lock state (the WAL
+    # index locks of unixShmNode) in the child saying that a connection of the child holds those locks: its own
+    # connections then get "database is locked" forever. Hold every database's lock across fork().
+    for database in list(_LIVE):
+        database._lock.acquire()
+        _HELD.append(database)
+
+
+def _release_after_fork_in_parent() -> None:
+    while _HELD:
+        _HELD.pop()._lock.release()
+
+
+_HELD: list[SQLiteDatabase] = []
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_inherited_connections)
+    os.register_at_fork(before=_quiesce_before_fork, after_in_parent=_release_after_fork_in_parent,
+                        after_in_child=_forget_inherited_connections)
