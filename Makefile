@@ -63,10 +63,13 @@ test: venv servers testbin lint ## Lint, then unit, integration and e2e tests (w
 unit: venv ## Unit tests only (stub broker, no servers)
 	$(PYTEST) $(PYTEST_ARGS) tests/unit
 
-bench: venv servers ## Drain benchmark (bench/drain.py)
-	$(BIN)/python bench/drain.py
+# Peers (Celery, Dramatiq) and matplotlib go to .bench-venv/, made on first use. Smoke run: `make bench BENCH_ARGS=--quick`.
+bench: venv servers ## Benchmark vs Celery and Dramatiq (bench/, docs/benchmarks.md); options in BENCH_ARGS
+	$(BIN)/python -P bench/run.py $(BENCH_ARGS)
 
-demo: venv servers ## Run the end-to-end demo (examples/demo.py)
+# No server needed: the demo runs on the embedded SQLite broker. `python -m` needs the repo root on sys.path, so no
+# `-P` here; the stdlib `operator` is imported during interpreter start-up, before the root could shadow it.
+demo: venv ## End-to-end demo, ~5 s, no server (TASKFLEET_BROKER_URL=redis://... or amqp://... to use one)
 	$(BIN)/python -m examples.demo
 
 wheel: venv ## Build the wheel into dist/

@@ -11,7 +11,7 @@ from taskfleet.settings import validate_queue_name
 
 #: Messages a child leases per fetch. Small enough that a busy worker never hides a backlog (prefetched messages
 #: count as in-flight) and long tasks release the rest (see ``prefetch_release_s``); large enough to amortise round
-#: trips for short tasks. Chosen with bench/drain.py.
+#: trips for short tasks. Measured with `make bench` (docs/benchmarks.md).
 DEFAULT_PREFETCH = 4
 #: A child that has been running one task this long gives its unstarted prefetched messages back to the queue, so a
 #: long task never makes short ones wait in one child while another child idles.
