@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -24,10 +25,22 @@ from rich.syntax import Syntax
 
 from taskfleet.errors import TaskfleetError
 
+#: Line width when output goes to a pipe or a log rather than a terminal (and COLUMNS is unset): wide enough that
+#: tables are not wrapped at rich's 80-column default.
+PIPE_WIDTH = 200
+
+
+def _console(*, stderr: bool) -> Console:
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = PIPE_WIDTH
+    return console
+
+
 #: Results and tables: what a script reads (and pipes).
-out = Console(highlight=False)
+out = _console(stderr=False)
 #: Errors, questions, spinners and tracebacks: what a person reads.
-err = Console(stderr=True, highlight=False)
+err = _console(stderr=True)
 
 Handler = Callable[[argparse.Namespace, Mapping[str, str]], int]
 

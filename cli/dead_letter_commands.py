@@ -124,7 +124,7 @@ def letters_table(letters: Sequence[DeadLetter], *, total: int | None) -> Table:
     """The dead-letter table, oldest first. ``total``: how many the queue holds, for a note when more exist than
     are shown (None: don't say)."""
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    table.add_column("ID", overflow="fold")
+    table.add_column("ID", no_wrap=True)
     table.add_column("DEAD AT", no_wrap=True)
     table.add_column("TASK", overflow="fold")
     table.add_column("REASON", style="red", overflow="fold")
