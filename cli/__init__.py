@@ -1,32 +1,74 @@
-"""The ``taskfleet`` command line: the composition root that may import the SDK, the worker and the operator."""
+"""The ``taskfleet`` command line: the composition root that may import the SDK, the worker and the operator.
+
+Each command's flags and handler live in its module, which is imported only when that command runs: every process
+of ``taskfleet worker`` (the supervisor and the children it forks) would otherwise carry the operator, ``beat`` and
+the broker commands. ``COMMANDS`` names each command's module and summary, so ``taskfleet --help`` lists them all
+without importing any; ``build_parser()`` (no argument) imports them all, for ``docs/cli.md`` and the tests.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 
 from taskfleet import __version__
-from taskfleet.cli import broker_commands
-from taskfleet.operator import cli as operator_cli
-from taskfleet.worker import beat_cli
-from taskfleet.worker import cli as worker_cli
 
 
-def build_parser() -> argparse.ArgumentParser:
+@dataclass(frozen=True)
+class Command:
+    """A ``taskfleet`` subcommand: ``module`` registers its flags and handler with ``add_parser(subparsers, name,
+    summary)``; ``summary`` is its line in ``taskfleet --help``."""
+
+    name: str
+    module: str
+    summary: str
+
+
+COMMANDS = (
+    Command("worker", "taskfleet.worker.cli", "run a prefork worker"),
+    Command("beat", "taskfleet.worker.beat_cli", "send periodic tasks (safe to run several replicas)"),
+    Command("call", "taskfleet.cli.broker_commands", "send a task by name (optionally wait for its result)"),
+    Command("queues", "taskfleet.cli.broker_commands", "show ready / in-flight / delayed / dead counts per queue"),
+    Command("purge", "taskfleet.cli.broker_commands", "delete the ready and delayed messages of a queue"),
+    Command("dead-letters", "taskfleet.cli.broker_commands",
+            "list a queue's dead-lettered messages, or requeue them"),
+    Command("operator", "taskfleet.operator.cli", "run the Kubernetes operator (TaskQueue resources)"),
+)
+
+
+def build_parser(load: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The ``taskfleet`` parser with every command of ``COMMANDS``.
+
+    Args:
+        load: the commands whose flags and handlers are registered, which imports their modules; default all of
+            them. The others are listed (``taskfleet --help``) but take no flags: ``main`` loads only the one it
+            runs.
+    """
     parser = argparse.ArgumentParser(prog="taskfleet", description="Kubernetes-native task queue for Python.")
     parser.add_argument("--version", action="version", version=f"taskfleet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    worker_cli.add_parser(sub)
-    beat_cli.add_parser(sub)
-    broker_commands.add_parsers(sub)
-    operator_cli.add_parser(sub)
+    for command in COMMANDS:
+        if load is None or command.name in load:
+            importlib.import_module(command.module).add_parser(sub, command.name, command.summary)
+        else:
+            sub.add_parser(command.name, help=command.summary)
     return parser
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> None:
     """Entry point of the ``taskfleet`` console script and ``python -m taskfleet``."""
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(load=_command_named(arguments)).parse_args(arguments)
     code = args.handler(args, os.environ if environ is None else environ)
     sys.exit(int(code))
+
+
+def _command_named(arguments: Sequence[str]) -> set[str]:
+    """The command ``arguments`` run: the first that is not an option, as argparse reads it (``taskfleet`` itself
+    takes no option with a value). Empty for ``--help``, ``--version`` or no command at all."""
+    positional = [a for a in arguments if not a.startswith("-")]
+    return set(positional[:1])

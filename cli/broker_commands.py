@@ -8,7 +8,7 @@ one of these commands runs: they use ``rich``, which ``taskfleet worker`` (same 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import IntEnum
 from typing import Any
 
@@ -35,12 +35,20 @@ _CALL_DESCRIPTION = (
     f"revoked, or the command could not run; {CallExit.TIMEOUT} --wait timed out (the task may still run)."
 )
 _CONFIRM_RULE = "It asks on the terminal first (--yes skips the question); without a terminal it refuses unless --yes."
+_QUEUES_DESCRIPTION = ("One row per queue the broker has seen; '?' where the broker cannot count (RabbitMQ: in-flight "
+                       "without the management API, delayed never).")
+_PURGE_DESCRIPTION = f"In-flight messages are left to their workers, and dead letters are kept. {_CONFIRM_RULE}"
+_DEAD_LETTERS_DESCRIPTION = ("Lists the messages a queue dead-lettered, oldest first, with the task, its arguments and "
+                             f"the reason. With --requeue, moves them back to ready. {_CONFIRM_RULE}")
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``call``, ``queues``, ``purge`` and ``dead-letters`` on the ``taskfleet`` parser."""
-    call = sub.add_parser("call", help="send a task by name (optionally wait for its result)",
-                          description=_CALL_DESCRIPTION)
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str) -> None:
+    """Register ``name`` (``call``, ``queues``, ``purge`` or ``dead-letters``) on the ``taskfleet`` parser."""
+    add_flags, description = _COMMANDS[name]
+    add_flags(subparsers.add_parser(name, help=summary, description=description))
+
+
+def _call_flags(call: argparse.ArgumentParser) -> None:
     call.add_argument("task", help="task name, e.g. billing.send")
     call.add_argument("--args", default="[]", help="JSON list of positional arguments")
     call.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments")
@@ -58,25 +66,21 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     call.add_argument("--result-backend", default=None, help="result backend URL (default: TASKFLEET_RESULT_BACKEND)")
     call.set_defaults(handler=_call)
 
-    queues = sub.add_parser("queues", help="show ready / in-flight / delayed / dead counts per queue",
-                            description="One row per queue the broker has seen; '?' where the broker cannot count "
-                                        "(RabbitMQ: in-flight without the management API, delayed never).")
+
+def _queues_flags(queues: argparse.ArgumentParser) -> None:
     queues.add_argument("--json", action="store_true", help="machine-readable output")
     _connection_flags(queues)
     queues.set_defaults(handler=_queues)
 
-    purge = sub.add_parser("purge", help="delete the ready and delayed messages of a queue",
-                           description="In-flight messages are left to their workers, and dead letters are kept. "
-                                       f"{_CONFIRM_RULE}")
+
+def _purge_flags(purge: argparse.ArgumentParser) -> None:
     purge.add_argument("queue", help="queue name")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     _connection_flags(purge)
     purge.set_defaults(handler=_purge)
 
-    dead = sub.add_parser("dead-letters", help="list a queue's dead-lettered messages, or requeue them",
-                          description="Lists the messages a queue dead-lettered, oldest first, with the task, its "
-                                      "arguments and the reason. With --requeue, moves them back to ready. "
-                                      f"{_CONFIRM_RULE}")
+
+def _dead_letters_flags(dead: argparse.ArgumentParser) -> None:
     dead.add_argument("queue", help="queue name")
     dead.add_argument("--requeue", action="store_true",
                       help="move the dead letters (all, or those given with --id) back to the queue")
@@ -90,6 +94,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     dead.add_argument("--yes", action="store_true", help="with --requeue: do not ask for confirmation")
     _connection_flags(dead)
     dead.set_defaults(handler=_dead_letters)
+
+
+#: Each command's flags and ``--help`` description (its summary is in ``taskfleet.cli.COMMANDS``).
+_COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {
+    "call": (_call_flags, _CALL_DESCRIPTION),
+    "queues": (_queues_flags, _QUEUES_DESCRIPTION),
+    "purge": (_purge_flags, _PURGE_DESCRIPTION),
+    "dead-letters": (_dead_letters_flags, _DEAD_LETTERS_DESCRIPTION),
+}
 
 
 def _connection_flags(p: argparse.ArgumentParser) -> None:

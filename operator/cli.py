@@ -10,9 +10,9 @@ from taskfleet.worker.exitcodes import ExitCode
 from taskfleet.worker.logging import configure_cli_logging, get_logger
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("operator", help="run the Kubernetes operator (TaskQueue resources)",
-                              description=__doc__)
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str) -> None:
+    """Register ``taskfleet operator`` (``name``) on the ``taskfleet`` parser."""
+    p = subparsers.add_parser(name, help=summary, description=__doc__)
     scope = p.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
                        help="watch TaskQueues in this namespace (repeatable; globs like 'team-*' work)")

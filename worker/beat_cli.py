@@ -17,18 +17,18 @@ from taskfleet.urls import mask_url
 from taskfleet.worker.beat import BeatSettings, open_beat
 from taskfleet.worker.cli import add_beat_flags, connection_overrides, resolve_health_port, wait_for_broker
 from taskfleet.worker.exitcodes import ExitCode
-from taskfleet.worker.health import start_health_server
 from taskfleet.worker.loader import AppImportError, load_app
-from taskfleet.worker.logging import configure_cli_logging, get_logger
-from taskfleet.worker.metrics import BeatMetrics
+from taskfleet.worker.logging import configure_cli_logging, get_logger, route_structlog
+from taskfleet.worker.metrics import BeatMetrics, UnservedBeatMetrics
 from taskfleet.worker.settings import DEFAULT_BROKER_CONNECT_TIMEOUT_S
 
 #: Fire times per entry that ``--list`` shows.
 LIST_COUNT = 5
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("beat", help="send periodic tasks (safe to run several replicas)", description=__doc__)
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str) -> None:
+    """Register ``taskfleet beat`` (``name``) on the ``taskfleet`` parser."""
+    p = subparsers.add_parser(name, help=summary, description=__doc__)
     p.add_argument("-A", "--app", required=True, help="module:attribute of your App, or a module holding one App")
     p.add_argument("--list", action="store_true",
                    help=f"print the schedule with the next {LIST_COUNT} fire times of each entry, then exit")
@@ -71,6 +71,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except AppImportError as exc:
         log.error("cannot load the app", app=args.app, error=str(exc))
         return ExitCode.APP_IMPORT_ERROR
+    route_structlog()  # the app's code may log with structlog
     if args.list:
         print_schedule(app)
         return ExitCode.OK
@@ -85,15 +86,18 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return ExitCode.BAD_CONFIG
     if not wait_for_broker(broker_settings, args.broker_timeout):
         return ExitCode.BROKER_UNREACHABLE
-    metrics = BeatMetrics()
+    port = resolve_health_port(args, environ)
+    # prometheus_client is imported only when something serves the metrics (see taskfleet.worker.metrics).
+    metrics = BeatMetrics() if port is not None else UnservedBeatMetrics()
     try:
         beat = open_beat(app, settings, metrics)
     except TaskfleetError as exc:
         log.error("cannot open the beat store", error=str(exc))
         return ExitCode.BAD_CONFIG
     health = None
-    port = resolve_health_port(args, environ)
     if port is not None:
+        from taskfleet.worker.health import start_health_server
+
         health = start_health_server(host=args.health_host, port=port, liveness=beat.liveness,
                                      readiness=beat.readiness, metrics=metrics.render, log=log)
         if health is None:

@@ -6,6 +6,7 @@ import argparse
 import os
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from taskfleet import brokers
 from taskfleet.app import App
@@ -13,12 +14,10 @@ from taskfleet.brokers.beat_store import DEFAULT_LEASE_S
 from taskfleet.errors import BrokerError, ConfigurationError, TaskfleetError
 from taskfleet.settings import BrokerSettings, settings_from_env
 from taskfleet.urls import mask_url
-from taskfleet.worker.beat import BeatSettings, BeatThread, open_beat
 from taskfleet.worker.exitcodes import ExitCode
-from taskfleet.worker.health import check_health, start_health_server
 from taskfleet.worker.loader import AppImportError, load_app
-from taskfleet.worker.logging import configure_cli_logging, get_logger
-from taskfleet.worker.metrics import BeatMetrics, WorkerMetrics
+from taskfleet.worker.logging import configure_cli_logging, get_logger, route_structlog
+from taskfleet.worker.metrics import BeatMetrics, UnservedBeatMetrics, UnservedWorkerMetrics, WorkerMetrics
 from taskfleet.worker.settings import (
     DEFAULT_BROKER_CONNECT_TIMEOUT_S,
     DEFAULT_DRAIN_TIMEOUT_S,
@@ -26,13 +25,20 @@ from taskfleet.worker.settings import (
     DEFAULT_PREFETCH,
     WorkerSettings,
 )
-from taskfleet.worker.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from taskfleet.worker.beat import BeatThread
+
+# What the supervisor has imported when it forks is in each child too, so ``run`` imports beat (``--beat``), the
+# health server and prometheus_client (a health port) only when they are used. The supervisor itself is imported
+# there too: ``taskfleet beat`` imports this module for its helpers.
 
 ENV_HEALTH_PORT = "TASKFLEET_HEALTH_PORT"
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("worker", help="run a prefork worker", description=__doc__)
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str) -> None:
+    """Register ``taskfleet worker`` (``name``) on the ``taskfleet`` parser."""
+    p = subparsers.add_parser(name, help=summary, description=__doc__)
     p.add_argument("-A", "--app", required=True, help="module:attribute of your App, or a module holding one App")
     p.add_argument("-Q", "--queues", default=None, help="comma-separated queues to consume (default: the app's)")
     p.add_argument("-c", "--concurrency", type=int, default=os.cpu_count() or 1, help="child processes")
@@ -87,6 +93,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     log = get_logger("taskfleet.worker")
     health_port = resolve_health_port(args, environ)
     if args.check:
+        from taskfleet.worker.health import check_health
+
         ok, detail = check_health(f"http://127.0.0.1:{health_port or DEFAULT_HEALTH_PORT_IN_CONTAINER}/healthz")
         print(detail)
         return ExitCode.OK if ok else ExitCode.FAILURE
@@ -95,6 +103,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except AppImportError as exc:
         log.error("cannot load the app", app=args.app, error=str(exc))
         return ExitCode.APP_IMPORT_ERROR
+    route_structlog()  # the app's tasks may log with structlog
     try:
         overrides = connection_overrides(args, environ)
         if overrides:
@@ -114,15 +123,20 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return ExitCode.BAD_CONFIG
     if not wait_for_broker(broker_settings, settings.broker_connect_timeout_s):
         return ExitCode.BROKER_UNREACHABLE
-    metrics = WorkerMetrics()
+    from taskfleet.worker.supervisor import Supervisor
+
+    served = settings.health_port is not None
+    metrics = WorkerMetrics() if served else UnservedWorkerMetrics()
     try:
-        beat = _embedded_beat(app, args, metrics)
+        beat = _embedded_beat(app, args, metrics, served=served)
     except TaskfleetError as exc:
         log.error("cannot start beat", error=str(exc))
         return ExitCode.BAD_CONFIG
     supervisor = Supervisor(app, settings, metrics)
     health = None
     if settings.health_port is not None:
+        from taskfleet.worker.health import start_health_server
+
         health = start_health_server(host=settings.health_host, port=settings.health_port,
                                      liveness=supervisor.liveness, readiness=supervisor.readiness,
                                      metrics=metrics.render, log=log)
@@ -152,12 +166,16 @@ class _NoBeat:
         """Nothing to stop."""
 
 
-def _embedded_beat(app: App, args: argparse.Namespace, metrics: WorkerMetrics) -> BeatThread | _NoBeat:
-    """The beat replica of ``--beat`` (its metrics on the worker's /metrics), or a stand-in. Its connections live in
-    the supervisor only: children are forked without ever touching them."""
+def _embedded_beat(app: App, args: argparse.Namespace, metrics: WorkerMetrics, *, served: bool
+                   ) -> BeatThread | _NoBeat:
+    """The beat replica of ``--beat`` (its metrics on the worker's /metrics when ``served``), or a stand-in. Its
+    connections live in the supervisor only: children are forked without ever touching them."""
     if not args.beat:
         return _NoBeat()
-    return BeatThread(open_beat(app, BeatSettings(lease_s=args.beat_lease), BeatMetrics(metrics.registry)))
+    from taskfleet.worker.beat import BeatSettings, BeatThread, open_beat
+
+    beat_metrics = BeatMetrics(metrics.registry) if served else UnservedBeatMetrics()
+    return BeatThread(open_beat(app, BeatSettings(lease_s=args.beat_lease), beat_metrics))
 
 
 def connection_overrides(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, str]:

@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import socket
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from structlog.typing import FilteringBoundLogger
-
 from taskfleet.urls import mask_secrets
-from taskfleet.worker.logging import get_logger
+from taskfleet.worker.logging import Logger, get_logger
 
 __all__ = ["DEFAULT_CHECK_TIMEOUT_S", "HealthServer", "check_health"]
 
@@ -176,6 +172,9 @@ def check_health(url: str, timeout_s: float = DEFAULT_CHECK_TIMEOUT_S) -> tuple[
     """
     if urlsplit(url).scheme not in ("http", "https"):
         return False, f"not an http(s) URL: {mask_secrets(url)}"
+    import urllib.error  # deferred: only the --check probe is an HTTP client, never a serving worker
+    import urllib.request
+
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(url, timeout=timeout_s) as response:
@@ -202,7 +201,7 @@ def _read_detail(response: Any) -> str:
 
 
 def start_health_server(*, host: str, port: int, liveness: Probe, readiness: Probe, metrics: MetricsSource,
-                        log: FilteringBoundLogger) -> HealthServer | None:
+                        log: Logger) -> HealthServer | None:
     """A started ``HealthServer`` for a CLI entrypoint, or None after logging to ``log`` why the port could not be
     bound (the caller exits with ``ExitCode.BAD_CONFIG``)."""
     health = HealthServer(host=host, port=port, liveness=liveness, readiness=readiness, metrics=metrics)

@@ -2,14 +2,29 @@
 
 Only the supervisor holds metrics and serves them, so a plain per-instance ``CollectorRegistry`` is enough:
 no prometheus multiprocess mode, no global registry.
+
+prometheus_client (with the http.server, urllib and wsgiref it imports, ~2 MiB) is imported when metrics are
+created, not with this module: a worker or beat without a health port uses the ``Unserved*`` stand-ins and never
+loads it, and neither do its forked children.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from typing import TYPE_CHECKING
 
-__all__ = ["LATENESS_BUCKETS_S", "OUTCOMES", "RESTART_REASONS", "RUNTIME_BUCKETS_S", "BeatMetrics", "WorkerMetrics"]
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+__all__ = [
+    "LATENESS_BUCKETS_S",
+    "OUTCOMES",
+    "RESTART_REASONS",
+    "RUNTIME_BUCKETS_S",
+    "BeatMetrics",
+    "UnservedBeatMetrics",
+    "UnservedWorkerMetrics",
+    "WorkerMetrics",
+]
 
 OUTCOMES = frozenset({"success", "failure", "retry", "revoked", "dead_lettered", "time_limit", "duplicate"})
 """Every value the ``outcome`` label of ``taskfleet_tasks_total`` may take."""
@@ -36,6 +51,8 @@ class WorkerMetrics:
     """
 
     def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram  # deferred: module docstring
+
         self.registry = CollectorRegistry(auto_describe=True)
         self._tasks = Counter(
             "taskfleet_tasks_total",
@@ -80,8 +97,7 @@ class WorkerMetrics:
         Raises:
             ValueError: ``outcome`` is not one of ``OUTCOMES`` (a typo would create a new time series).
         """
-        if outcome not in OUTCOMES:
-            raise ValueError(f"unknown task outcome {outcome!r}; expected one of {sorted(OUTCOMES)}")
+        _check_outcome(outcome)
         self._tasks.labels(task=task, queue=queue, outcome=outcome).inc()
         self._runtime.labels(task=task, queue=queue).observe(max(0.0, runtime_s))
 
@@ -103,7 +119,7 @@ class WorkerMetrics:
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of this registry and its content type, for ``GET /metrics``."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return _render(self.registry)
 
 
 class BeatMetrics:
@@ -111,6 +127,8 @@ class BeatMetrics:
     registry of its own."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram  # deferred: module docstring
+
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self._fires = Counter(
             "taskfleet_beat_fires_total",
@@ -152,4 +170,72 @@ class BeatMetrics:
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of this registry, for ``GET /metrics``."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return _render(self.registry)
+
+
+class UnservedWorkerMetrics(WorkerMetrics):
+    """Stands in for ``WorkerMetrics`` in a worker that serves no ``/metrics`` (no health port): the same calls,
+    kept nowhere, so prometheus_client is never imported. It has no ``registry``."""
+
+    def __init__(self) -> None:
+        """Nothing to create (``WorkerMetrics.__init__`` would import prometheus_client)."""
+
+    def task_finished(self, task: str, queue: str, outcome: str, runtime_s: float) -> None:
+        """Check ``outcome`` as ``WorkerMetrics`` does (a typo still fails in development), count nothing."""
+        _check_outcome(outcome)
+
+    def set_in_flight(self, n: int) -> None:
+        """Nothing to set."""
+
+    def child_restarted(self, reason: str) -> None:
+        """Nothing to count."""
+
+    def set_children(self, n: int) -> None:
+        """Nothing to set."""
+
+    def set_broker_reachable(self, ok: bool) -> None:
+        """Nothing to set."""
+
+    def render(self) -> tuple[bytes, str]:
+        """Never called: nothing serves these metrics.
+
+        Raises:
+            RuntimeError: always.
+        """
+        raise RuntimeError("this worker keeps no metrics: it serves no /metrics (no health port)")
+
+
+class UnservedBeatMetrics(BeatMetrics):
+    """Stands in for ``BeatMetrics`` in a beat replica that serves no ``/metrics``: the same calls, kept nowhere,
+    so prometheus_client is never imported. It has no ``registry``."""
+
+    def __init__(self) -> None:
+        """Nothing to create (``BeatMetrics.__init__`` would import prometheus_client)."""
+
+    def fired(self, entry: str, lateness_s: float) -> None:
+        """Nothing to count."""
+
+    def skipped(self, entry: str) -> None:
+        """Nothing to count."""
+
+    def set_leader(self, leading: bool) -> None:
+        """Nothing to set."""
+
+    def render(self) -> tuple[bytes, str]:
+        """Never called: nothing serves these metrics.
+
+        Raises:
+            RuntimeError: always.
+        """
+        raise RuntimeError("this beat keeps no metrics: it serves no /metrics (no health port)")
+
+
+def _check_outcome(outcome: str) -> None:
+    if outcome not in OUTCOMES:
+        raise ValueError(f"unknown task outcome {outcome!r}; expected one of {sorted(OUTCOMES)}")
+
+
+def _render(registry: CollectorRegistry) -> tuple[bytes, str]:
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+    return generate_latest(registry), CONTENT_TYPE_LATEST
