@@ -51,7 +51,9 @@ def test_a_countdown_task_runs_on_time(app: App, start_worker: StartWorker, mark
     result = tasks.record.apply_async(args=(marker, "late"), countdown=2)
     assert result.get(timeout=10) == "late"
     ran_after = time.time() - sent
-    assert 2.0 <= ran_after <= 3.0, f"ran {ran_after:.2f}s after sending, expected within 1 s of the countdown"
+    # Never early; "on time" allows 2 s: RabbitMQ's delay ladder hops through up to 23 queues, and on a loaded 2-core
+    # CI machine its scheduler has delivered a 2 s countdown 1.1 s late (accuracy is measured in bench/, not here).
+    assert 2.0 <= ran_after <= 4.0, f"ran {ran_after:.2f}s after sending, expected within 2 s of the countdown"
 
 
 def test_a_countdown_task_waits_in_the_broker_not_in_a_workers_memory(app: App, start_worker: StartWorker,
