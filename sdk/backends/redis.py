@@ -3,6 +3,12 @@ record to its waiters.
 
 ``store`` writes ``tf:result:<task id>`` with an expiry and publishes the same bytes in one round trip. ``wait``
 subscribes first and only then reads the key, so a record stored at any moment is either read or pushed to it.
+
+``wait`` runs on RESP3 connections that stay open, and subscribed, between waits: the next wait on a connection
+sends UNSUBSCRIBE (from everything), SUBSCRIBE and GET in one write (RESP3 lets a subscribed connection run GET, and
+the server runs the three in order), then reads past the confirmations and any message that reached the old
+subscription until its own confirmation. So a wait costs one round trip before the result is pushed, and none
+after.
 """
 
 from __future__ import annotations
@@ -12,14 +18,16 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taskfleet.backends.base import ResultBackend, ResultRecord
 from taskfleet.errors import ResultError, ResultTimeout
-from taskfleet.redis_connection import connect_redis, translate_errors
+from taskfleet.redis_connection import HotConnections, connect_redis, pack, translate_errors
 from taskfleet.serializers import get_serializer
 from taskfleet.settings import BackendSettings
-from taskfleet.states import READY_STATES
+from taskfleet.states import READY_STATES, State
 from taskfleet.urls import mask_url
 
 RESULT_PREFIX = "tf:result:"
@@ -31,8 +39,8 @@ def result_key(task_id: str) -> str:
 
 
 class RedisBackend(ResultBackend):
-    """A ``ResultBackend`` on one Redis server. Thread-safe: every call (and every ``wait``) uses its own pooled
-    connection."""
+    """A ``ResultBackend`` on one Redis server (>= 6.0, for RESP3). Thread-safe: every call (and every ``wait``)
+    has a connection to itself while it runs."""
 
     def __init__(self, settings: BackendSettings) -> None:
         self.settings = settings
@@ -41,32 +49,40 @@ class RedisBackend(ResultBackend):
         self._masked_url = mask_url(settings.url)
         self._client = connect_redis(settings.url, socket_timeout_s=settings.socket_timeout_s,
                                      health_check_interval_s=30, error=ResultError)
+        self._hot = HotConnections(self._client)
+        self._listeners = HotConnections(self._client, protocol=3)
 
     def store(self, record: ResultRecord) -> None:
-        """Save ``record`` for ``result_expires_s`` and push it to every waiter (one round trip)."""
+        """Save ``record`` for ``result_expires_s`` and push it to every waiter (one round trip). STARTED, which
+        nothing waits on, is written behind: this returns once it is sent, and the thread's next call reads its
+        replies (on the same connection, so the server applies the records in the order they were stored)."""
         key = result_key(record.task_id)
         data = record.encode(self._serializer)
+        payload = pack("SET", key, data, "PX", self._expires_ms) + pack("PUBLISH", key, data)
         with self._translate("store"):
-            pipe = self._client.pipeline(transaction=False)
-            pipe.set(key, data, px=self._expires_ms)
-            pipe.publish(key, data)
-            pipe.execute()
+            if record.state is State.STARTED:
+                self._hot.send_behind(payload, 2)
+                return
+            for reply in self._hot.call(payload, 2):
+                if isinstance(reply, ResponseError):
+                    raise reply
 
     def get(self, task_id: str) -> ResultRecord | None:
         """The stored record of ``task_id``, or None when there is none (pending, unknown or expired)."""
         with self._translate("get"):
-            data = self._client.get(result_key(task_id))
-        if data is None:
-            return None
-        return ResultRecord.decode(_as_bytes(data), accept=self.settings.accept_content)
+            (data,) = self._hot.call(pack("GET", result_key(task_id)))
+            if isinstance(data, ResponseError):
+                raise data
+        return self._decode(data)
 
     def wait(self, task_id: str, timeout_s: float | None) -> ResultRecord:
         """Block until ``task_id`` is ready (SUCCESS, FAILURE or REVOKED) and return its record; ``timeout_s`` None
         waits forever. Raises ``ResultTimeout`` when the time runs out."""
         deadline = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
-        channel = result_key(task_id)
-        with self._translate("wait"), self._subscribed(channel) as conn:
-            record = self.get(task_id)
+        channel = result_key(task_id).encode()
+        with self._translate("wait"), self._listening() as conn:
+            record: ResultRecord | None = conn.retry.call_with_retry(lambda: self._subscribe_and_get(conn, channel),
+                                                lambda _error: conn.disconnect())
             while record is None or record.state not in READY_STATES:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -88,39 +104,62 @@ class RedisBackend(ResultBackend):
 
     def close(self) -> None:
         """Close every pooled connection."""
+        self._listeners.close()
+        self._hot.close()
         self._client.close()
 
     # -- helpers ------------------------------------------------------------------------------------------------
 
     @contextmanager
-    def _subscribed(self, channel: str) -> Iterator[Any]:
-        """A pooled connection subscribed to ``channel``, the subscription confirmed (so everything published from
-        then on reaches it). Unsubscribed and drained afterwards, so the pool gets back a clean connection."""
-        pool = self._client.connection_pool
-        # redis-py's Connection methods are untyped; Any keeps strict mypy meaningful everywhere else.
-        conn: Any = pool.get_connection()
-        subscribed = False
+    def _listening(self) -> Iterator[Any]:
+        """A RESP3 connection for one wait, to itself. When the wait ends in step with the server (a result, a
+        timeout, a record it cannot decode) the connection is kept, still subscribed, for the next wait; after a
+        connection error or an interruption midway it is closed."""
+        conn = self._listeners.take()
+        # Pushes are read as replies here; redis-py's default handler would also log each one at debug level.
+        set_handler = getattr(getattr(conn, "_parser", None), "set_pubsub_push_handler", None)
+        if set_handler is not None:
+            set_handler(_as_is)
         try:
-            conn.send_command("SUBSCRIBE", channel)
-            _read_until(conn, b"subscribe")
-            subscribed = True
             yield conn
-        finally:
-            try:
-                if subscribed:
-                    # No health-check PING here: in subscribed mode its reply would not be a plain PONG.
-                    conn.send_command("UNSUBSCRIBE", channel, check_health=False)
-                    _read_until(conn, b"unsubscribe")
-                else:
-                    conn.disconnect()
-            except (RedisError, OSError):
-                conn.disconnect()  # never hand a half-subscribed connection back to the pool
-            pool.release(conn)
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            self._listeners.discard(conn)
+            raise
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # KeyboardInterrupt and the like: maybe midway through a reply
+                self._listeners.discard(conn)
+                raise
+            self._listeners.give_back(conn)
+            raise
+        self._listeners.give_back(conn)
 
-    def _decode_push(self, reply: Any, channel: str) -> ResultRecord | None:
-        if not (isinstance(reply, list) and len(reply) == 3 and _as_bytes(reply[0]) == b"message"):
+    def _subscribe_and_get(self, conn: Any, channel: bytes) -> ResultRecord | None:
+        """Subscribe to ``channel`` (and nothing else) and read the stored record, in one round trip; returns the
+        newest of what was stored and what was pushed in between. What the previous wait on this connection left
+        unread (messages to its channel, the confirmations) comes before this subscription's confirmation and is
+        skipped."""
+        conn.send_packed_command([pack("UNSUBSCRIBE") + pack("SUBSCRIBE", channel) + pack("GET", channel)])
+        while True:
+            reply = conn.read_response(push_request=True)
+            if isinstance(reply, list) and len(reply) >= 2 and reply[0] == b"subscribe" and reply[1] == channel:
+                break
+        pushed = None
+        while True:
+            # Replies to GET are bytes or None; pushes (messages stored before GET ran) are lists.
+            reply = conn.read_response(push_request=True)
+            if not isinstance(reply, list):
+                stored = self._decode(reply)
+                # GET ran after every store whose message came before its reply, so it read the newest record.
+                return stored if stored is not None else pushed
+            pushed = self._decode_push(reply, channel) or pushed
+
+    def _decode(self, data: Any) -> ResultRecord | None:
+        if data is None:
             return None
-        if _as_bytes(reply[1]) != channel.encode():
+        return ResultRecord.decode(_as_bytes(data), accept=self.settings.accept_content)
+
+    def _decode_push(self, reply: Any, channel: bytes) -> ResultRecord | None:
+        if not (isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message" and reply[1] == channel):
             return None
         return ResultRecord.decode(_as_bytes(reply[2]), accept=self.settings.accept_content)
 
@@ -128,12 +167,8 @@ class RedisBackend(ResultBackend):
         return translate_errors(f"redis result backend {self._masked_url}", action, ResultError)
 
 
-def _read_until(conn: Any, kind: bytes) -> None:
-    """Read replies until the pub/sub confirmation ``kind`` (messages that arrive before it are not wanted)."""
-    while True:
-        reply = conn.read_response(push_request=True)
-        if isinstance(reply, list) and reply and _as_bytes(reply[0]) == kind:
-            return
+def _as_is(push: Any) -> Any:
+    return push
 
 
 def _as_bytes(value: Any) -> bytes:

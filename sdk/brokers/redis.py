@@ -5,6 +5,11 @@ set ranked by ``(9 - priority) * 2**40 + seq``, so ``ZPOPMIN`` gives priority or
 and delayed messages are sorted sets scored by the server clock in milliseconds. ``fetch`` promotes due messages,
 reclaims expired leases and pops in one script; when nothing is ready it blocks on ``BLPOP`` of the queues' wake-up
 lists (pushed by every enqueue), so an idle consumer wakes as soon as a message arrives. Needs Redis >= 6.0.
+
+The hot paths (enqueue, fetch, ack and the other lease changes) send commands packed ahead of time on
+``HotConnections`` and call their scripts by sha, loading them on the first NOSCRIPT; a blocking fetch sends its
+``BLPOP`` and the fetch script that follows it in one write, so a woken consumer has its messages without another
+round trip.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 import orjson
 import redis
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from taskfleet.brokers.base import (
     Broker,
@@ -32,7 +37,15 @@ from taskfleet.brokers.base import (
     publish_with_retry,
 )
 from taskfleet.errors import BrokerError
-from taskfleet.redis_connection import CONNECTION_ERRORS, connect_redis, translate_errors
+from taskfleet.redis_connection import (
+    CONNECTION_ERRORS,
+    EvalSha,
+    HotConnections,
+    Packed,
+    connect_redis,
+    pack,
+    translate_errors,
+)
 from taskfleet.settings import BrokerSettings, validate_queue_name
 from taskfleet.urls import mask_secrets, mask_url
 
@@ -45,7 +58,9 @@ HEALTH_CHECK_INTERVAL_S = 30
 _KEY_SUFFIXES = ("ready", "inflight", "delayed", "msg", "rank", "dlv", "seq", "signal", "dead")
 _MAX_KEY_CACHE = 256
 #: Messages per script call in ``enqueue_many``: bounds how long one call holds the server (about 2 ms).
-ENQUEUE_CHUNK = 250
+ENQUEUE_CHUNK = 500
+#: Fetch commands kept packed (one per queue order and batch size a consumer asks for).
+_MAX_FETCH_CACHE = 64
 #: Dead-letter records read per LRANGE by ``requeue_dead_letters``.
 REQUEUE_PAGE = 100
 #: Message bytes moved per script call by ``requeue_dead_letters`` (at least one message): bounds how long one call
@@ -58,11 +73,16 @@ def queue_keys(queue: str) -> tuple[str, ...]:
     return tuple(f"{PREFIX}{{{queue}}}:{suffix}" for suffix in _KEY_SUFFIXES)
 
 
-def load_script(client: redis.Redis, name: str) -> Script:
+def script_source(name: str) -> str:
+    """The text of script ``redis_<name>.lua`` with ``redis_common.lua`` in front, as it is sent to the server."""
     package = resources.files("taskfleet.brokers")
     common = package.joinpath("redis_common.lua").read_text(encoding="utf-8")
     body = package.joinpath(f"redis_{name}.lua").read_text(encoding="utf-8")
-    return client.register_script(common + "\n" + body)
+    return common + "\n" + body
+
+
+def load_script(client: redis.Redis, name: str) -> Script:
+    return client.register_script(script_source(name))
 
 
 class RedisBroker(Broker):
@@ -77,9 +97,14 @@ class RedisBroker(Broker):
         self._vt_ms = int(settings.visibility_timeout_s * 1000)
         self._client = connect_redis(settings.url, socket_timeout_s=settings.socket_timeout_s,
                                      health_check_interval_s=HEALTH_CHECK_INTERVAL_S, error=BrokerError)
-        self._enqueue = load_script(self._client, "enqueue")
-        self._fetch = load_script(self._client, "fetch")
-        self._settle = load_script(self._client, "settle")
+        self._hot = HotConnections(self._client)
+        self._enqueue = EvalSha(script_source("enqueue"))
+        self._fetch = EvalSha(script_source("fetch"))
+        self._settle = EvalSha(script_source("settle"))
+        self._enqueue_prefixes: dict[str, Packed] = {}
+        self._fetch_commands: dict[tuple[Any, ...], tuple[bytes, list[str]]] = {}
+        #: Queue sets whose last fetch came back short: when it returned and its ms until the next delayed message.
+        self._short_fetches: dict[frozenset[str], tuple[float, int]] = {}
         self._dead_letter = load_script(self._client, "dead_letter")
         self._purge = load_script(self._client, "purge")
         self._requeue_dead = load_script(self._client, "requeue_dead")
@@ -90,29 +115,35 @@ class RedisBroker(Broker):
 
     def enqueue(self, queue: str, message_id: str, data: bytes, *, priority: int = 0, delay_s: float = 0.0) -> None:
         """Store ``data`` in ``queue`` (one round trip). See ``Broker.enqueue``."""
-        keys = self._enqueue_keys(queue)
-        args: list[Any] = [queue, *_message_args(message_id, data, priority, delay_s)]
-        self._publish(lambda: self._enqueue(keys=keys, args=args))
+        command = self._enqueue_prefix(queue).plus_packed(4, _packed_message(message_id, data, priority, delay_s))
+        self._publish(lambda: self._call(command))
 
     def enqueue_many(self, items: Sequence[Outgoing]) -> None:
         """Enqueue a batch in one pipelined round trip: one script call per queue and ``ENQUEUE_CHUNK`` messages
         (not atomic as a whole; each message is stored on its own)."""
-        by_queue: dict[str, list[Any]] = {}
+        by_queue: dict[str, list[bytes]] = {}
         for item in items:
             by_queue.setdefault(item.queue, []).append(
-                _message_args(item.message_id, item.data, item.priority, item.delay_s)
+                _packed_message(item.message_id, item.data, item.priority, item.delay_s)
             )
-        calls: list[tuple[Sequence[str], Sequence[Any]]] = []
+        commands: list[bytes] = []
         for queue, messages in by_queue.items():
-            keys = self._enqueue_keys(queue)
+            prefix = self._enqueue_prefix(queue)
             for start in range(0, len(messages), ENQUEUE_CHUNK):
                 chunk = messages[start:start + ENQUEUE_CHUNK]
-                calls.append((keys, [queue, *(arg for message in chunk for arg in message)]))
-        if calls:
-            self._publish(lambda: self._run_pipelined(self._enqueue, calls))
+                commands.append(prefix.plus_packed(4 * len(chunk), b"".join(chunk)))
+        if commands:
+            payload = b"".join(commands)
+            self._publish(lambda: self._call(payload, len(commands)))
 
-    def _enqueue_keys(self, queue: str) -> list[str]:
-        return [*self.queue_keys(queue)[:8], QUEUES_KEY]
+    def _enqueue_prefix(self, queue: str) -> Packed:
+        prefix = self._enqueue_prefixes.get(queue)
+        if prefix is None:
+            if len(self._enqueue_prefixes) >= _MAX_KEY_CACHE:
+                self._enqueue_prefixes.clear()
+            prefix = self._enqueue_prefixes[queue] = self._enqueue.prefix(
+                [*self.queue_keys(queue)[:8], QUEUES_KEY], queue)
+        return prefix
 
     def _publish(self, send: Callable[[], object]) -> None:
         try:
@@ -128,29 +159,78 @@ class RedisBroker(Broker):
         """Lease up to ``max_messages`` messages; blocks up to ``timeout_s`` seconds (Redis ends a blocking wait on
         its timer tick, so an empty fetch may return up to 100 ms late at the server's default ``hz 10``). An
         enqueue wakes it at once; due delayed messages and expired leases within ``MAX_BLOCK_S``. See
-        ``Broker.fetch``."""
+        ``Broker.fetch``.
+
+        A fetch that came back short emptied every one of its queues and deleted their wake-up lists in the same
+        script, so from then on every message made ready pushes a token: the next fetch of the same queues starts
+        with the blocking wait (which returns at once when a token is there) and saves a round trip."""
         names = list(dict.fromkeys(queues))
         if not names or max_messages < 1:
             return []
         start = self._rotation % len(names)
         self._rotation += 1
         names = names[start:] + names[:start]
-        keys = [key for name in names for key in self.queue_keys(name)]
-        signals = [keys[i * len(_KEY_SUFFIXES) + 7] for i in range(len(names))]
-        args: list[Any] = [max_messages, self._vt_ms, self.settings.max_deliveries, *names]
-        deadline = time.monotonic() + max(0.0, timeout_s)
+        command, signals = self._fetch_command(max_messages, names)
+        queue_set = frozenset(names)
+        now = time.monotonic()
+        deadline = now + max(0.0, timeout_s)
         with self._translate("fetch"):
+            reply = self._after_short_fetch(queue_set, now, deadline)
+            if reply is None:
+                reply = self._call(command)[0]
             while True:
-                reply = self._fetch(keys=keys, args=args)
                 if len(reply) > 1:
-                    return _deliveries(names, reply)
+                    deliveries = _deliveries(names, reply)
+                    if len(deliveries) < max_messages:
+                        self._short_fetches[queue_set] = (time.monotonic(), reply[0])
+                    return deliveries
                 block_s = min(deadline - time.monotonic(), self._max_block_s)
                 if reply[0] >= 0:
                     block_s = min(block_s, reply[0] / 1000)
                 if block_s >= 0.001:
-                    self._client.blpop(signals, timeout=block_s)
+                    # Wait for a wake-up token and fetch in the same write: the server runs the fetch the moment
+                    # the BLPOP returns (woken or timed out), so the messages come back with the wake-up.
+                    woken, reply = self._hot.call(pack("BLPOP", *signals, f"{block_s:.3f}") + command, 2)
+                    if isinstance(woken, ResponseError):
+                        raise woken
+                    if isinstance(reply, NoScriptError):
+                        reply = self._call(command)[0]
+                    elif isinstance(reply, ResponseError):
+                        raise reply
                 elif time.monotonic() >= deadline:
+                    self._short_fetches[queue_set] = (time.monotonic(), reply[0])
                     return []
+                else:
+                    reply = self._call(command)[0]
+
+    def _after_short_fetch(self, queue_set: frozenset[str], now: float, deadline: float) -> list[Any] | None:
+        """When the last fetch of these queues came back short and this one may block, a stand-in for the first
+        fetch's empty reply (its ``ms until the next delayed message``, counted down), else None."""
+        short = self._short_fetches.pop(queue_set, None)
+        if short is None or deadline - now < 0.001:
+            return None
+        if len(self._short_fetches) >= _MAX_FETCH_CACHE:
+            self._short_fetches.clear()
+        at, due_ms = short
+        if due_ms < 0:
+            return [-1]
+        left_ms = due_ms - (now - at) * 1000
+        return [left_ms] if left_ms >= 1 else None
+
+    def _fetch_command(self, max_messages: int, names: list[str]) -> tuple[bytes, list[str]]:
+        """The packed fetch script call for ``max_messages`` from ``names`` (in this order), and the queues' wake-up
+        lists."""
+        cache_key = (max_messages, *names)
+        cached = self._fetch_commands.get(cache_key)
+        if cached is None:
+            keys = [key for name in names for key in self.queue_keys(name)]
+            signals = [keys[i * len(_KEY_SUFFIXES) + 7] for i in range(len(names))]
+            command = self._fetch.prefix(keys, max_messages, self._vt_ms, self.settings.max_deliveries,
+                                         *names).plus(())
+            if len(self._fetch_commands) >= _MAX_FETCH_CACHE:
+                self._fetch_commands.clear()
+            cached = self._fetch_commands[cache_key] = (command, signals)
+        return cached
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Delete these messages (one round trip). See ``Broker.ack``."""
@@ -169,18 +249,18 @@ class RedisBroker(Broker):
         self._settle_leases("extend", deliveries)
 
     def _settle_leases(self, mode: str, deliveries: Sequence[Delivery]) -> None:
+        """One script call per queue (all of them in one round trip)."""
         by_queue: dict[str, list[Any]] = {}
         for delivery in deliveries:
             by_queue.setdefault(delivery.queue, []).extend((delivery.message_id, delivery.delivery_count))
-        calls: list[tuple[list[str], list[Any]]] = []
+        commands: list[bytes] = []
         for queue, leases in by_queue.items():
             ready, inflight, _, msg, rank, dlv, _, signal, _ = self.queue_keys(queue)
-            calls.append(([ready, inflight, msg, rank, dlv, signal], [mode, self._vt_ms, *leases]))
-        with self._translate(mode):
-            if len(calls) == 1:
-                self._settle(keys=calls[0][0], args=calls[0][1])
-            elif calls:
-                self._run_pipelined(self._settle, calls)
+            prefix = self._settle.prefix([ready, inflight, msg, rank, dlv, signal], mode, self._vt_ms)
+            commands.append(prefix.plus(leases))
+        if commands:
+            with self._translate(mode):
+                self._call(b"".join(commands), len(commands))
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move the in-flight message to its queue's dead-letter list with ``reason``; no-op if the lease was
@@ -276,6 +356,7 @@ class RedisBroker(Broker):
 
     def close(self) -> None:
         """Close every pooled connection."""
+        self._hot.close()
         self._client.close()
 
     # -- helpers ------------------------------------------------------------------------------------------------
@@ -288,29 +369,21 @@ class RedisBroker(Broker):
             keys = self._keys[queue] = queue_keys(queue)
         return keys
 
-    def _run_pipelined(self, script: Script, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
-        """Run ``script`` once per call in one non-transactional round trip. Scripts are written to be safe to run
-        twice, so after a server restart (NOSCRIPT) the batch is loaded and sent again."""
-        for attempt in (1, 2):
-            pipe = self._client.pipeline(transaction=False)
-            for keys, args in calls:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            results: list[Any] = pipe.execute(raise_on_error=False)
-            errors = [r for r in results if isinstance(r, Exception)]
-            if not errors:
-                return results
-            if attempt == 1 and any(isinstance(e, NoScriptError) for e in errors):
-                script.sha = self._client.script_load(script.script)
-                continue
-            raise errors[0]
-        raise AssertionError("unreachable")
+    def _call(self, payload: bytes, replies: int = 1) -> list[Any]:
+        """Send ``payload`` (calls of the hot scripts, each safe to run twice) and return its replies."""
+        return self._hot.call_scripts((self._enqueue, self._fetch, self._settle), payload, replies)
 
     def _translate(self, action: str) -> AbstractContextManager[None]:
         return translate_errors(f"redis broker {self._masked_url}", action, BrokerError)
 
 
-def _message_args(message_id: str, data: bytes, priority: int, delay_s: float) -> tuple[str, bytes, int, int]:
-    return message_id, data, check_priority(priority), max(0, round(delay_s * 1000))
+def _packed_message(message_id: str, data: bytes, priority: int, delay_s: float) -> bytes:
+    """The enqueue script's arguments for one message (id, data, priority, delay in ms), packed in one go: the
+    batch path packs thousands of them."""
+    mid = message_id.encode()
+    delay_ms = b"%d" % max(0, round(delay_s * 1000))
+    return b"$%d\r\n%b\r\n$%d\r\n%b\r\n$1\r\n%d\r\n$%d\r\n%b\r\n" % (
+        len(mid), mid, len(data), data, check_priority(priority), len(delay_ms), delay_ms)
 
 
 def _deliveries(names: Sequence[str], reply: Sequence[Any]) -> list[Delivery]:

@@ -28,8 +28,9 @@ local function signal(key, n)
   for i = 1, math.min(n, SIGNAL_KEEP) do
     tokens[i] = '1'
   end
-  redis.call('RPUSH', key, unpack(tokens))
-  redis.call('LTRIM', key, -SIGNAL_KEEP, -1)
+  if redis.call('RPUSH', key, unpack(tokens)) > SIGNAL_KEEP then
+    redis.call('LTRIM', key, -SIGNAL_KEEP, -1)
+  end
 end
 
 local B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from taskfleet.backends.base import ResultRecord
 from taskfleet.backends.redis import RedisBackend
@@ -169,6 +170,92 @@ def test_the_backend_works_again_after_the_server_restarts(backend: RedisBackend
     backend.store(ResultRecord(task_id="t1", state=SUCCESS))
     redis_server.stop()
     redis_server.start()
+
+    backend.store(ResultRecord(task_id="t2", state=SUCCESS, result=2))
+
+    assert backend.wait("t2", timeout_s=1.0).result == 2
+
+
+def clients_of_db(stats: redis.Redis, db: int) -> int:
+    return sum(1 for client in stats.client_list() if int(client["db"]) == db and client["name"] != "stats")
+
+
+def test_waits_one_after_another_share_one_connection(make_backend: MakeBackend, redis_url: str) -> None:
+    backend = make_backend(url=redis_url.rsplit("/", 1)[0] + "/3")
+    for i in range(20):
+        backend.store(ResultRecord(task_id=f"t{i}", state=SUCCESS, result=i))
+
+    results = [backend.wait(f"t{i}", timeout_s=1.0).result for i in range(20)]
+
+    assert results == list(range(20))
+    stats = redis.Redis.from_url(redis_url, client_name="stats")
+    try:
+        assert clients_of_db(stats, 3) == 2  # one for store and get, one for every wait
+    finally:
+        stats.close()
+
+
+def test_a_wait_never_returns_the_record_of_the_task_its_connection_waited_for_before(
+    make_backend: MakeBackend,
+) -> None:
+    waiter, worker = make_backend(), make_backend()
+    with pytest.raises(ResultTimeout):
+        waiter.wait("t1", timeout_s=0.05)  # its connection stays subscribed to t1 until the next wait
+    worker.store(ResultRecord(task_id="t1", state=SUCCESS, result="for t1"))
+    thread, _ = store_later(worker, ResultRecord(task_id="t2", state=SUCCESS, result="for t2"), 0.2)
+
+    record = waiter.wait("t2", timeout_s=5.0)
+    thread.join()
+
+    assert (record.task_id, record.result) == ("t2", "for t2")
+
+
+def test_waits_from_many_threads_each_get_their_own_record(make_backend: MakeBackend) -> None:
+    waiter, worker = make_backend(), make_backend()
+    got: dict[str, object] = {}
+
+    def wait(task_id: str) -> None:
+        got[task_id] = waiter.wait(task_id, timeout_s=5.0).result
+
+    threads = [threading.Thread(target=wait, args=(f"t{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    for i in reversed(range(8)):
+        worker.store(ResultRecord(task_id=f"t{i}", state=SUCCESS, result=i))
+    for thread in threads:
+        thread.join()
+
+    assert got == {f"t{i}": i for i in range(8)}
+
+
+def test_a_started_record_is_stored_before_what_the_same_thread_stores_next(make_backend: MakeBackend) -> None:
+    backend, reader = make_backend(), make_backend()
+
+    backend.store(ResultRecord(task_id="t1", state=STARTED))  # written behind: no wait for the reply
+    backend.store(ResultRecord(task_id="t2", state=SUCCESS))
+
+    started = reader.get("t1")
+    assert started is not None
+    assert started.state == STARTED
+    backend.store(ResultRecord(task_id="t1", state=STARTED))
+    backend.store(ResultRecord(task_id="t1", state=SUCCESS, result=1))
+    assert reader.wait("t1", timeout_s=1.0).result == 1
+
+
+def test_a_wait_works_after_the_server_closed_the_idle_connections(
+    make_backend: MakeBackend, redis_url: str
+) -> None:
+    backend = make_backend()
+    backend.store(ResultRecord(task_id="t1", state=SUCCESS, result=1))
+    backend.store(ResultRecord(task_id="t2", state=STARTED))
+    assert backend.wait("t1", timeout_s=1.0).result == 1
+    stats = redis.Redis.from_url(redis_url)
+    try:
+        stats.client_kill_filter(skipme=True, _type="normal")
+        stats.client_kill_filter(skipme=True, _type="pubsub")
+    finally:
+        stats.close()
 
     backend.store(ResultRecord(task_id="t2", state=SUCCESS, result=2))
 
