@@ -48,7 +48,9 @@ class TaskOptions:
     #: Store no state at all for this task (its ``AsyncResult`` stays PENDING). A redelivered message whose ack was
     #: lost then runs again, since there is no stored final state to recognise it by.
     ignore_result: bool = False
-    track_started: bool = True  # store STARTED when a worker begins the task
+    #: Store STARTED when a worker begins the task. Off by default (as in Celery): it costs every task a second
+    #: result write, and a caller waiting on the result one more wake-up.
+    track_started: bool = False
     bind: bool = False  # the function receives the Task as its first argument
 
     def __post_init__(self) -> None:

@@ -1,8 +1,10 @@
 """Run one delivery: decode, check, execute, store the result, then ack, retry or dead-letter.
 
 The ack comes only after the result is stored, so a worker that dies anywhere before that point leaves the message
-in-flight and it is delivered again (at-least-once). Bad input never raises out of here: it is dead-lettered with
-the reason and the worker goes on.
+in-flight and it is delivered again (at-least-once). Acks of stored outcomes go through ``Executor.ack``, which a
+worker child batches (taskfleet.worker.child); a retry's ack is never deferred, since its stored RETRY state would
+not let a redelivery be recognised. Bad input never raises out of here: it is dead-lettered with the reason and the
+worker goes on.
 """
 
 from __future__ import annotations
@@ -83,14 +85,21 @@ def _raise_soft_limit(signum: int, frame: FrameType | None) -> None:
 
 
 class Executor:
-    """Executes deliveries for one child process. ``on_start`` is called just before a task body runs."""
+    """Executes deliveries for one child process. ``on_start`` is called just before a task body runs.
+
+    ``ack`` settles a delivery whose final outcome (success, failure, revoked, duplicate) is stored; by default it
+    acks at once. A child passes one that collects acks and sends them in batches: a message whose ack was still
+    pending when its worker died is delivered again and recognised by its stored final state (``_already_finished``),
+    except with ``ignore_result``, where nothing is stored and it runs again.
+    """
 
     def __init__(self, app: App, broker: Broker, backend: ResultBackend | None,
-                 on_start: Callable[[Started], None]) -> None:
+                 on_start: Callable[[Started], None], ack: Callable[[Delivery], None] | None = None) -> None:
         self.app = app
         self.broker = broker
         self.backend = backend
         self.on_start = on_start
+        self.ack = ack if ack is not None else self._ack_now
         self.accept = app.settings.accept_content
         self.max_bytes = app.settings.max_message_bytes
         self.serializer = app.serializer
@@ -113,13 +122,13 @@ class Executor:
             self._store(msg, State.FAILURE, **exception_fields(error, self.serializer.dumps))
             return self._dead(delivery, msg.task, str(error), began)
         if delivery.redelivered and self._already_finished(msg, task):
-            self.broker.ack([delivery])
+            self.ack(delivery)
             log.info("redelivered task already finished: acked without running it again", task_id=msg.id,
                      task=msg.task, queue=delivery.queue, delivery_count=delivery.delivery_count)
             return Outcome(DUPLICATE, msg.task, time.perf_counter() - began)
         if msg.is_expired():
             self._store(msg, State.REVOKED, exc_message=f"expired at {msg.expires} before it started")
-            self.broker.ack([delivery])
+            self.ack(delivery)
             log.info("task revoked", task_id=msg.id, task=msg.task, queue=delivery.queue, reason="expired")
             return Outcome(REVOKED, msg.task, time.perf_counter() - began)
         return self._execute(delivery, msg, task, began)
@@ -152,7 +161,7 @@ class Executor:
             self._store(msg, State.SUCCESS, result=value)
         except EncodeError as exc:
             return self._fail(delivery, msg, task, exc, began)
-        self.broker.ack([delivery])
+        self.ack(delivery)
         log.info("task succeeded", task_id=msg.id, task=msg.task, queue=delivery.queue,
                  runtime_ms=round(runtime * 1000, 3))
         return Outcome(SUCCESS, msg.task, runtime)
@@ -174,7 +183,7 @@ class Executor:
         self.app.publish(again)  # the new attempt is stored before the old one is acked: never lost
         fields = exception_fields(exc, self.serializer.dumps) if exc is not None else {}
         self._store(msg, State.RETRY, retries=again.retries, **fields)
-        self.broker.ack([delivery])
+        self.broker.ack([delivery])  # at once: a redelivery could not tell this attempt already ran
         log.info("task retry", task_id=msg.id, task=msg.task, queue=delivery.queue, retries=again.retries,
                  countdown_s=round(countdown_s, 3), error=repr(exc))
         return Outcome(RETRY, msg.task, time.perf_counter() - began)
@@ -182,10 +191,13 @@ class Executor:
     def _fail(self, delivery: Delivery, msg: Message, task: Task[Any], exc: BaseException,
               began: float) -> Outcome:
         self._store(msg, State.FAILURE, **exception_fields(exc, self.serializer.dumps))
-        self.broker.ack([delivery])
+        self.ack(delivery)
         log.warning("task failed", task_id=msg.id, task=msg.task, queue=delivery.queue,
                     error=f"{type(exc).__name__}: {exc}", runtime_ms=round((time.perf_counter() - began) * 1000, 3))
         return Outcome(FAILURE, msg.task, time.perf_counter() - began)
+
+    def _ack_now(self, delivery: Delivery) -> None:
+        self.broker.ack([delivery])
 
     def _dead(self, delivery: Delivery, task: str, reason: str, began: float) -> Outcome:
         self.broker.dead_letter(delivery, reason)

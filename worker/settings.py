@@ -9,10 +9,12 @@ from typing import Literal
 from taskfleet.errors import ConfigurationError
 from taskfleet.settings import validate_queue_name
 
-#: Messages a child leases per fetch. Small enough that a busy worker never hides a backlog (prefetched messages
-#: count as in-flight) and long tasks release the rest (see ``prefetch_release_s``); large enough to amortise round
-#: trips for short tasks. Measured with `make bench` (docs/benchmarks.md).
-DEFAULT_PREFETCH = 4
+#: Messages a child leases per fetch; their acks go out together when they are done. Large enough to amortise round
+#: trips for short tasks (on Redis a fetch and an ack per 8 tasks: about twice the no-op drain rate of 4, measured
+#: with `make bench`, docs/benchmarks.md); small enough that a burst of medium tasks is not queued up behind one
+#: another in one child while its siblings idle. Prefetched messages count as in-flight, so a busy worker never
+#: hides a backlog, and a long task gives the rest back (see ``prefetch_release_s``).
+DEFAULT_PREFETCH = 8
 #: A child that has been running one task this long gives its unstarted prefetched messages back to the queue, so a
 #: long task never makes short ones wait in one child while another child idles.
 DEFAULT_PREFETCH_RELEASE_S = 0.5

@@ -1,6 +1,10 @@
 """The prefork supervisor: forks the children, listens to their events, enforces hard time limits, gives back the
 messages of children that die, respawns and recycles them, drains on SIGTERM, and serves health and metrics.
 
+Children report in batches (see taskfleet.worker.child): the supervisor learns what a child holds from its
+``fetched`` and ``done`` events, and, when it dies, which of those it had finished, was running or never started
+from the ``Progress`` they share.
+
 It never shares a live broker connection with a child: each child opens its own after ``fork()``; the supervisor's
 own connection is used only for hand-backs, time-limit results and readiness.
 """
@@ -12,6 +16,7 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -24,7 +29,7 @@ from taskfleet.backends.base import ResultBackend, ResultRecord
 from taskfleet.brokers.base import Broker, Delivery
 from taskfleet.errors import TaskfleetError, TimeLimitExceeded
 from taskfleet.states import State
-from taskfleet.worker.child import child_main
+from taskfleet.worker.child import Progress, child_main
 from taskfleet.worker.executor import exception_fields
 from taskfleet.worker.logging import get_logger
 from taskfleet.worker.metrics import WorkerMetrics
@@ -42,8 +47,9 @@ _SETTLE_WAIT_S = 2.0
 
 @dataclass
 class Running:
-    """The task a child is executing, as far as the supervisor knows."""
+    """A task with a hard time limit that a child is executing."""
 
+    seq: int  # the delivery's number in its child (see taskfleet.worker.child.Held)
     message_id: str
     queue: str
     task_id: str
@@ -59,10 +65,11 @@ class ChildRecord:
     slot: int
     process: BaseProcess
     conn: Connection
+    progress: Progress
     spawned: float
     last_beat: float
-    held: dict[str, Delivery] = field(default_factory=dict)  # message id -> what the child leased (no data)
-    running: Running | None = None
+    held: dict[int, Delivery] = field(default_factory=dict)  # seq -> what the child leased and has not settled
+    running: Running | None = None  # only tasks with a hard time limit are reported as they start
     exit_reason: str | None = None
     killed_for: Running | None = None  # set when the supervisor killed it for a hard time limit
     kill_at: float = 0.0  # when to SIGKILL a child past its hard time limit, settled or not
@@ -167,12 +174,14 @@ class Supervisor:
 
     def _spawn(self, slot: int) -> None:
         ours, theirs = self._ctx.Pipe(duplex=True)  # events up, commands ("settle") down
-        process = self._ctx.Process(target=child_main, args=(self.app, self.settings, theirs, slot),
+        progress = Progress()
+        process = self._ctx.Process(target=child_main, args=(self.app, self.settings, theirs, slot, progress),
                                     name=f"taskfleet-child-{slot}", daemon=False)
         process.start()
         theirs.close()
         now = time.monotonic()
-        self.children[slot] = ChildRecord(slot=slot, process=process, conn=ours, spawned=now, last_beat=now)
+        self.children[slot] = ChildRecord(slot=slot, process=process, conn=ours, progress=progress, spawned=now,
+                                          last_beat=now)
         self.metrics.set_children(len(self.children))
         log.debug("child started", slot=slot, pid=process.pid)
 
@@ -193,33 +202,41 @@ class Supervisor:
         kind = event[0]
         now = time.monotonic()
         rec.last_beat = now
-        if kind == "fetched":
-            for queue, message_id, delivery_count in event[1]:
-                rec.held[message_id] = Delivery(queue, message_id, b"", delivery_count)
-        elif kind == "started":
-            _, message_id, queue, task_id, task, time_limit_s = event
-            deadline = now + time_limit_s if time_limit_s else None
-            rec.running = Running(message_id, queue, task_id, task, now, deadline)
-        elif kind == "finished":
-            _, message_id, queue, task, outcome, runtime_s = event
-            rec.held.pop(message_id, None)
-            rec.running = None
-            if outcome != "error":
+        if kind == "done":
+            for seq in event[1]:
+                rec.held.pop(seq, None)
+            for task, queue, outcome, runtime_s in event[2]:
                 self.metrics.task_finished(task, queue, outcome, runtime_s)
+        elif kind == "fetched":
+            for seq, queue, message_id, delivery_count in event[1]:
+                rec.held[seq] = Delivery(queue, message_id, b"", delivery_count)
+        elif kind in ("started", "finished"):
+            self._track_time_limited(rec, event, now)
+        elif kind in ("released", "dropped"):  # dropped: unfinished, delivered again when its lease runs out
+            for seq in event[1]:
+                rec.held.pop(seq, None)
         elif kind == "settled":
             rec.held.pop(event[1], None)
             rec.settled = True
-        elif kind == "released":
-            for message_id in event[1]:
-                rec.held.pop(message_id, None)
         elif kind == "exiting":
             rec.exit_reason = event[1]
+
+    @staticmethod
+    def _track_time_limited(rec: ChildRecord, event: tuple[Any, ...], now: float) -> None:
+        """Only tasks with a hard time limit are reported as they start and end."""
+        if event[0] == "started":
+            _, seq, message_id, queue, task_id, task, time_limit_s = event
+            rec.running = Running(seq, message_id, queue, task_id, task, now, now + time_limit_s)
+        elif rec.running is not None and rec.running.seq == event[1]:
+            rec.running = None
 
     def _enforce_time_limits(self, now: float) -> None:
         """Past a hard time limit: store the FAILURE, ask the child to ack the message (store-then-ack), then
         SIGKILL it once it has, or after ``_SETTLE_WAIT_S``."""
         for rec in self.children.values():
             running = rec.running
+            if running and rec.progress.finished >= running.seq:
+                rec.running = running = None  # it has just finished; its event is on the way
             if running and running.deadline is not None and now >= running.deadline and rec.killed_for is None:
                 log.error("hard time limit exceeded: killing child", task_id=running.task_id, task=running.task,
                           slot=rec.slot, pid=rec.process.pid, runtime_s=round(now - running.started, 3))
@@ -227,7 +244,7 @@ class Supervisor:
                 rec.kill_at = now + _SETTLE_WAIT_S
                 try:
                     self._fail_time_limit(running)
-                    rec.conn.send(("settle", running.message_id))
+                    rec.conn.send(("settle", running.seq))
                 except (TaskfleetError, OSError) as exc:
                     log.warning("could not settle the timed-out task before killing its child", error=str(exc))
                     rec.kill_at = now
@@ -268,24 +285,23 @@ class Supervisor:
         return "crashed"
 
     def _give_back(self, rec: ChildRecord) -> None:
-        """Return what a dead child held: the timed-out task fails, anything else goes back to its queue."""
+        """Settle what a dead child held: what it finished (its acks were pending) and a timed-out task (its FAILURE
+        is stored) are acked, the interrupted task goes back counted, the unstarted ones uncounted."""
         if not rec.held:
             return
-        running = rec.killed_for or rec.running
-        running_id = running.message_id if running else None
-        started = [d for mid, d in rec.held.items() if mid == running_id]
-        waiting = [d for mid, d in rec.held.items() if mid != running_id]
+        left = sort_leftovers(rec.held, finished_upto=rec.progress.finished, running=rec.progress.running(),
+                              timed_out=rec.killed_for.seq if rec.killed_for is not None else None)
         try:
-            if rec.killed_for is not None and started:
-                # The child did not ack it in time. Redis acks from here; on brokers that cannot settle another
-                # connection's delivery the redelivery finds the stored FAILURE and is acked unrun.
-                self.broker.ack(started)
-            elif started and rec.killed_in_drain:
-                self.broker.release(started)
-            elif started:
-                self.broker.nack(started)
-            if waiting:
-                self.broker.release(waiting)
+            if left.finished:
+                # Redis and SQLite ack from here; on brokers that cannot settle another connection's delivery the
+                # redelivery finds the stored final state and is acked unrun (an ignore_result task runs again).
+                self.broker.ack(left.finished)
+            if left.interrupted and rec.killed_in_drain:
+                self.broker.release(left.interrupted)
+            elif left.interrupted:
+                self.broker.nack(left.interrupted)
+            if left.unstarted:
+                self.broker.release(left.unstarted)
         except TaskfleetError as exc:
             log.warning("could not give messages back; they return when their leases expire", error=str(exc))
 
@@ -300,7 +316,7 @@ class Supervisor:
                                         **exception_fields(error, self.app.serializer.dumps)))
 
     def _running_count(self) -> int:
-        return sum(1 for rec in self.children.values() if rec.running is not None)
+        return sum(1 for rec in self.children.values() if rec.progress.running() is not None)
 
     # -- health --------------------------------------------------------------------------------------------------
 
@@ -332,6 +348,31 @@ class Supervisor:
             self._readiness = (now, ok, detail)
             self.metrics.set_broker_reachable(ok)
         return ok, detail
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """What a dead child still held, by what must become of it."""
+
+    finished: list[Delivery]  # outcome stored (a timed-out task's FAILURE by the supervisor), ack pending: ack
+    interrupted: list[Delivery]  # running when it died: back to the queue, the delivery counted
+    unstarted: list[Delivery]  # prefetched: back to the queue, not counted
+
+
+def sort_leftovers(held: Mapping[int, Delivery], *, finished_upto: int, running: int | None,
+                   timed_out: int | None) -> Leftovers:
+    """Sort a dead child's ``held`` deliveries (by sequence number) from its ``Progress``: every one up to
+    ``finished_upto`` is finished, ``running`` was interrupted unless it is ``timed_out`` (finished: its FAILURE is
+    stored), and the rest never started."""
+    left = Leftovers([], [], [])
+    for seq, delivery in held.items():
+        if seq <= finished_upto or seq == timed_out:
+            left.finished.append(delivery)
+        elif seq == running:
+            left.interrupted.append(delivery)
+        else:
+            left.unstarted.append(delivery)
+    return left
 
 
 def reap_orphans(ours: set[int]) -> None:

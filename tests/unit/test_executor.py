@@ -3,6 +3,7 @@ driving the test tasks of tests/tasks.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,7 +14,8 @@ import pytest
 
 from taskfleet import App, Message, State, TaskRevoked
 from taskfleet.backends.base import ResultBackend, ResultRecord
-from taskfleet.brokers.base import Broker
+from taskfleet.brokers.base import Broker, Delivery
+from taskfleet.task import TaskOptions
 from taskfleet.worker.executor import Executor, Outcome, Started
 from tests import tasks
 
@@ -62,14 +64,26 @@ def run_next(memory_app: App, started: list[Started]) -> RunNext:
     return run
 
 
-def _executor(app: App, started: list[Started]) -> Executor:
-    return Executor(app, app.broker, app.backend, on_start=started.append)
+def _executor(app: App, started: list[Started], ack: Callable[[Delivery], None] | None = None) -> Executor:
+    return Executor(app, app.broker, app.backend, on_start=started.append, ack=ack)
+
+
+def _run_with_deferred_acks(app: App, started: list[Started]) -> tuple[Outcome, list[Delivery]]:
+    """Fetch and run the next delivery with an ack callback that only collects (as a worker child's does)."""
+    deferred: list[Delivery] = []
+    [delivery] = app.broker.fetch([QUEUE], max_messages=1, timeout_s=0)
+    return _executor(app, started, ack=deferred.append).run(delivery), deferred
 
 
 def _record(backend: ResultBackend, task_id: str) -> ResultRecord:
     record = backend.get(task_id)
     assert record is not None, f"no result stored for {task_id}"
     return record
+
+
+def _state(backend: ResultBackend, task_id: str) -> State | None:
+    record = backend.get(task_id)
+    return None if record is None else record.state
 
 
 def _publish(app: App, task: str, *args: Any, retries: int = 0) -> Message:
@@ -122,6 +136,38 @@ def test_a_bound_task_sees_the_workers_request(run_next: RunNext, backend: Resul
 
     assert _record(backend, result.id).result == "ok after 0 retries"
     assert tasks.lines(marker) == ["attempt 0"]
+
+
+def test_a_task_that_tracks_starts_reads_started_while_it_runs(
+    run_next: RunNext, backend: ResultBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[State | None] = []
+    monkeypatch.setattr(tasks.add, "options", dataclasses.replace(tasks.add.options, track_started=True))
+    monkeypatch.setattr(tasks.add, "fn", lambda x, y: seen.append(_state(backend, result.id)))
+    result = tasks.add.delay(1, 2)
+
+    run_next()
+
+    assert seen == [State.STARTED]
+    assert _record(backend, result.id).state is State.SUCCESS
+
+
+def test_a_task_that_does_not_track_starts_stores_only_its_final_state(
+    run_next: RunNext, backend: ResultBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[State | None] = []
+    monkeypatch.setattr(tasks.add, "options", dataclasses.replace(tasks.add.options, track_started=False))
+    monkeypatch.setattr(tasks.add, "fn", lambda x, y: seen.append(_state(backend, result.id)))
+    result = tasks.add.delay(1, 2)
+
+    run_next()
+
+    assert seen == [None], "nothing stored while it ran: it reads PENDING"
+    assert _record(backend, result.id).state is State.SUCCESS
+
+
+def test_tasks_do_not_track_starts_unless_asked() -> None:
+    assert TaskOptions(name="t").track_started is False
 
 
 # -- failure -----------------------------------------------------------------------------------------------------
@@ -375,3 +421,70 @@ def test_a_redelivered_task_without_a_final_result_runs_again(
     assert again.redelivered
     assert outcome.outcome == "success"
     assert tasks.lines(marker) == ["twice"]
+
+
+# -- deferred acks -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("send", "outcome"),
+    [
+        pytest.param(lambda: tasks.add.delay(1, 2), "success", id="success"),
+        pytest.param(lambda: tasks.fail.delay("no"), "failure", id="failure"),
+        pytest.param(lambda: tasks.add.apply_async((1, 2), expires=-1), "revoked", id="expired"),
+    ],
+)
+def test_an_ack_callback_receives_the_delivery_once_its_outcome_is_stored(
+    memory_app: App, started: list[Started], backend: ResultBackend, broker: Broker,
+    send: Callable[[], Any], outcome: str
+) -> None:
+    # Given an executor whose acks are deferred to a callback
+    result = send()
+
+    # When it runs the delivery
+    ran, deferred = _run_with_deferred_acks(memory_app, started)
+
+    # Then the outcome is stored, and the message stays in-flight until the callback's owner acks it
+    assert ran.outcome == outcome
+    assert _record(backend, result.id).state in {State.SUCCESS, State.FAILURE, State.REVOKED}
+    assert [d.message_id for d in deferred] == [result.id]
+    assert broker.queue_depth(QUEUE).in_flight == 1
+    broker.ack(deferred)
+    assert broker.queue_depth(QUEUE).total == 0
+
+
+def test_a_redelivered_duplicate_is_acked_through_the_callback(
+    memory_app: App, started: list[Started], broker: Broker, marker: str
+) -> None:
+    tasks.record.delay(marker, "once")
+    first = broker.fetch([QUEUE], max_messages=1, timeout_s=0)[0]
+    _executor(memory_app, started).run(first)
+    broker.enqueue(QUEUE, first.message_id, first.data)  # its ack was lost: the broker delivers it again
+    broker.nack(broker.fetch([QUEUE], max_messages=1, timeout_s=0))
+
+    ran, deferred = _run_with_deferred_acks(memory_app, started)
+
+    assert (ran.outcome, [d.message_id for d in deferred]) == ("duplicate", [first.message_id])
+    assert tasks.lines(marker) == ["once"]
+
+
+def test_a_retry_is_acked_at_once_even_with_an_ack_callback(
+    memory_app: App, started: list[Started], broker: Broker, marker: str
+) -> None:
+    # A stored RETRY is not final: a redelivery could not be recognised, so the ack is never deferred
+    tasks.flaky.delay(marker, 3)
+
+    ran, deferred = _run_with_deferred_acks(memory_app, started)
+
+    assert (ran.outcome, deferred) == ("retry", [])
+    depth = broker.queue_depth(QUEUE)
+    assert (depth.in_flight, depth.delayed) == (0, 1)
+
+
+def test_a_dead_lettered_message_needs_no_ack(memory_app: App, started: list[Started], broker: Broker) -> None:
+    memory_app.broker.enqueue(QUEUE, "bad-1", b"garbage")
+
+    ran, deferred = _run_with_deferred_acks(memory_app, started)
+
+    assert (ran.outcome, deferred) == ("dead_lettered", [])
+    assert broker.queue_depth(QUEUE).in_flight == 0

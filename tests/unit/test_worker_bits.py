@@ -1,9 +1,14 @@
 """Specification of the worker's small parts: loading the user's App (taskfleet.worker.loader), worker settings
-(taskfleet.worker.settings) and what a child holds (taskfleet.worker.child.Holdings)."""
+(taskfleet.worker.settings), what a child holds (taskfleet.worker.child.Holdings), how far it got (Progress), its
+batched acks (Settlements), and how the supervisor settles what a dead child held
+(taskfleet.worker.supervisor.sort_leftovers)."""
 
 from __future__ import annotations
 
+import os
 import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +16,10 @@ import pytest
 
 from taskfleet import App, ConfigurationError
 from taskfleet.brokers.base import Delivery
-from taskfleet.worker.child import Holdings
+from taskfleet.worker.child import Held, Holdings, Progress, Settlements
 from taskfleet.worker.loader import AppImportError, load_app
 from taskfleet.worker.settings import WorkerSettings
+from taskfleet.worker.supervisor import sort_leftovers
 from tests import tasks
 
 # -- load_app ----------------------------------------------------------------------------------------------------
@@ -121,8 +127,8 @@ def _deliveries(*ids: str) -> list[Delivery]:
     return [Delivery("q", message_id, b"") for message_id in ids]
 
 
-def _ids(deliveries: list[Delivery]) -> list[str]:
-    return [d.message_id for d in deliveries]
+def _ids(items: Sequence[Delivery | Held]) -> list[str]:
+    return [(item.delivery if isinstance(item, Held) else item).message_id for item in items]
 
 
 def test_start_next_takes_deliveries_in_the_order_they_were_added() -> None:
@@ -132,7 +138,17 @@ def test_start_next_takes_deliveries_in_the_order_they_were_added() -> None:
 
     started = [holdings.start_next() for _ in range(4)]
 
-    assert [d.message_id if d else None for d in started] == ["a", "b", "c", None]
+    assert [h.delivery.message_id if h else None for h in started] == ["a", "b", "c", None]
+
+
+def test_deliveries_are_numbered_in_fetch_order_across_batches() -> None:
+    holdings = Holdings()
+
+    first = holdings.add(_deliveries("a", "b"))
+    holdings.take_waiting()
+    second = holdings.add(_deliveries("a"))  # the same message again, e.g. after a release
+
+    assert [h.seq for h in first + second] == [1, 2, 3]
 
 
 def test_all_includes_the_running_delivery_and_the_waiting_ones() -> None:
@@ -187,3 +203,113 @@ def test_take_waiting_with_a_threshold_takes_nothing_when_no_task_is_running() -
     holdings.add(_deliveries("a", "b"))
 
     assert holdings.take_waiting(if_running_longer_than_s=0.0) == []
+
+
+
+def test_take_waiting_reports_what_it_takes_before_returning_and_only_when_it_takes_something() -> None:
+    holdings = Holdings()
+    reported: list[list[str]] = []
+    holdings.add(_deliveries("a", "b", "c"))
+    holdings.start_next()
+
+    holdings.take_waiting(if_running_longer_than_s=3600, on_taken=lambda held: reported.append(_ids(held)))
+    taken = holdings.take_waiting(on_taken=lambda held: reported.append(_ids(held)))
+
+    assert reported == [["b", "c"]] == [_ids(taken)]
+
+
+# -- Progress ----------------------------------------------------------------------------------------------------
+
+
+def test_progress_shows_the_running_delivery_until_it_finishes() -> None:
+    progress = Progress()
+    assert progress.running() is None
+
+    progress.start(1)
+    assert progress.running() == 1
+
+    progress.finish(1)
+    assert (progress.running(), progress.finished) == (None, 1)
+
+
+def test_progress_is_shared_with_a_forked_process() -> None:
+    # Given a Progress made before the fork, as the supervisor makes one per child
+    progress = Progress()
+    pid = os.fork()
+    if pid == 0:  # the child marks delivery 7 started, 6 finished
+        progress.start(7)
+        progress.finish(6)
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+    # Then the parent reads what the child wrote
+    assert (progress.started, progress.finished, progress.running()) == (7, 6, 7)
+
+
+# -- Settlements -------------------------------------------------------------------------------------------------
+
+
+def test_settlements_hand_over_acks_seqs_and_samples_once() -> None:
+    settlements = Settlements()
+    a, b = _deliveries("a", "b")
+    settlements.ack_later(a)
+    settlements.finished(1, ("t", "q", "success", 0.1))
+    settlements.finished(2, None)  # e.g. dead-lettered: settled, no ack pending
+    settlements.ack_later(b)
+
+    acks, seqs, samples = settlements.take()
+
+    assert (_ids(acks), seqs, samples) == (["a", "b"], [1, 2], [("t", "q", "success", 0.1)])
+    assert settlements.take() == ([], [], [])
+
+
+def test_unacked_settlements_are_listed_for_lease_renewal() -> None:
+    settlements = Settlements()
+    settlements.ack_later(_deliveries("a")[0])
+
+    assert _ids(settlements.unacked()) == ["a"]
+
+
+def test_settlements_are_overdue_once_the_oldest_finished_that_long_ago() -> None:
+    settlements = Settlements()
+    assert not settlements.overdue(0.0), "nothing finished yet"
+    settlements.finished(1, None)
+
+    assert not settlements.overdue(3600)
+    time.sleep(0.01)
+    assert settlements.overdue(0.005)
+    settlements.take()
+    assert not settlements.overdue(0.0)
+
+
+# -- sort_leftovers ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("finished_upto", "running", "timed_out", "expected"),
+    [
+        pytest.param(0, None, None, ([], [], ["1", "2", "3", "4"]), id="died before starting any"),
+        pytest.param(2, 3, None, (["1", "2"], ["3"], ["4"]), id="died in the third, acks of two pending"),
+        pytest.param(4, None, None, (["1", "2", "3", "4"], [], []), id="died between batches, acks pending"),
+        pytest.param(2, None, None, (["1", "2"], [], ["3", "4"]), id="died between two tasks"),
+        pytest.param(1, 2, 2, (["1", "2"], [], ["3", "4"]), id="killed at its hard time limit"),
+    ],
+)
+def test_a_dead_childs_deliveries_are_sorted_by_how_far_it_got(
+    finished_upto: int, running: int | None, timed_out: int | None,
+    expected: tuple[list[str], list[str], list[str]],
+) -> None:
+    held = {seq: Delivery("q", str(seq), b"") for seq in (1, 2, 3, 4)}
+
+    left = sort_leftovers(held, finished_upto=finished_upto, running=running, timed_out=timed_out)
+
+    assert (_ids(left.finished), _ids(left.interrupted), _ids(left.unstarted)) == expected
+
+
+def test_deliveries_the_supervisor_no_longer_holds_are_left_alone() -> None:
+    # Acked and reported (done), released or dropped deliveries are gone from the supervisor's view
+    held = {5: Delivery("q", "5", b""), 7: Delivery("q", "7", b"")}
+
+    left = sort_leftovers(held, finished_upto=6, running=7, timed_out=None)
+
+    assert (_ids(left.finished), _ids(left.interrupted), _ids(left.unstarted)) == (["5"], ["7"], [])
