@@ -56,13 +56,19 @@ class Signature:
             expires_s=self.expires_s if expires_s is None else expires_s,
         )
 
-    def apply_async(self, app: App, *, task_id: str | None = None,
-                    headers: Mapping[str, Any] | None = None) -> AsyncResult:
-        """Send this call through ``app`` (by name: the task's code need not be imported here)."""
+    def send_options(self, app: App) -> tuple[str | None, int, float | None]:
+        """The queue (None: the app's default), priority and ``expires`` (seconds) this call is sent with through
+        ``app``: its own, else those of its task when ``app`` has it registered."""
         task = app.tasks.get(self.task)
         queue = self.queue or (task.queue if task is not None else None)
         priority = self.priority if self.priority is not None else (task.options.priority if task else 0)
         expires = self.expires_s if self.expires_s is not None else (task.options.expires if task else None)
+        return queue, priority, expires
+
+    def apply_async(self, app: App, *, task_id: str | None = None,
+                    headers: Mapping[str, Any] | None = None) -> AsyncResult:
+        """Send this call through ``app`` (by name: the task's code need not be imported here)."""
+        queue, priority, expires = self.send_options(app)
         return app.send(self.task, self.args, self.kwargs, queue=queue, priority=priority, expires=expires,
                         task_id=task_id, headers=headers)
 

@@ -1,16 +1,19 @@
 """The RabbitMQ broker (pika): durable queues, persistent messages, publisher confirms, a delay ladder.
 
-Layout of queues and exchanges: ``rabbitmq_topology``. Threading: ``rabbitmq_link`` (one I/O thread per process
-owns the connection, so heartbeats flow while tasks run). Browsing and requeueing dead letters:
-``rabbitmq_dead_letters``.
+Layout of queues and exchanges: ``rabbitmq_topology``. Threading: ``rabbitmq_link`` (one connection per process,
+driven by the thread that needs it, or by an I/O thread that keeps heartbeats flowing while tasks run). Pipelined
+publishing: ``rabbitmq_publisher``. Browsing and requeueing dead letters: ``rabbitmq_dead_letters``.
 
 How the ``Broker`` contract maps onto AMQP:
 
 - ``enqueue`` returns once RabbitMQ has confirmed the message (publisher confirms; a nack or an unroutable message
-  raises ``BrokerError``). Connection errors are retried per ``publish_retry``. AMQP cannot replace a message by id,
-  so a publish retried after a lost confirm may store it twice (at-least-once).
+  raises ``BrokerError``). ``enqueue_many`` writes its whole batch, then waits for all the confirms at once, and
+  returns only when every message is confirmed (refused ones raise, named). Connection errors are retried per
+  ``publish_retry`` (for a batch, the messages not confirmed yet). AMQP cannot replace a message by id, so a publish
+  retried after a lost confirm may store it twice (at-least-once).
 - ``fetch`` consumes with ``basic.qos`` prefetch = ``max_messages``: at most that many unacked messages per
-  consumer connection, all counted as in-flight by RabbitMQ.
+  consumer connection, all counted as in-flight by RabbitMQ. ``ack`` of several deliveries is one ``basic.ack``
+  with ``multiple`` when no other delivery of the connection below them is still held.
 - Leases are the connection itself: RabbitMQ gives a connection's unacked messages back the moment it closes or its
   heartbeat stops, so ``extend`` has nothing to do. Consumers ask for the longest ``x-consumer-timeout`` so that
   RabbitMQ's ``consumer_timeout`` does not close the channel under a long task (servers older than 3.11.15 ignore
@@ -25,6 +28,7 @@ How the ``Broker`` contract maps onto AMQP:
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,12 +53,12 @@ from taskfleet.brokers.base import (
 from taskfleet.brokers.rabbitmq_dead_letters import DEAD_AT_HEADER, QUEUE_HEADER, REASON_HEADER
 from taskfleet.brokers.rabbitmq_link import AmqpLink, Channels, RawDelivery
 from taskfleet.brokers.rabbitmq_management import ManagementApi
+from taskfleet.brokers.rabbitmq_publisher import RETURNED, Publish, describe_refusals
 from taskfleet.errors import BrokerConnectionError, BrokerError
 from taskfleet.settings import BrokerSettings
 from taskfleet.urls import mask_url
 
 LOST_HEADER = "x-taskfleet-lost"
-PERSISTENT = 2
 #: Per-consumer delivery-acknowledgement timeout (RabbitMQ >= 3.11.15 honours it, older servers ignore it): the
 #: longest RabbitMQ accepts, so its ``consumer_timeout`` never closes the channel under a long task. Stuck tasks
 #: are the worker's business (hard time limits, liveness probe), not the broker's.
@@ -95,7 +99,8 @@ class RabbitMQBroker(Broker):
         self._tag_queues: dict[str, str] = {}
         self._known_queues: set[str] = set()
         #: (generation, delivery tag) of deliveries not settled yet. Settling a tag twice would make RabbitMQ close
-        #: the channel (and requeue everything on it), so every settle goes through ``_take_tag``. I/O thread only.
+        #: the channel (and requeue everything on it), so every settle goes through ``_take_tag``. Only touched by the
+        #: thread driving the connection.
         self._unsettled: set[tuple[int, int]] = set()
         self._management: ManagementApi | None = None
         if settings.management_url:
@@ -113,36 +118,52 @@ class RabbitMQBroker(Broker):
         self.enqueue_many([Outgoing(queue, message_id, data, priority, delay_s)])
 
     def enqueue_many(self, items: Sequence[Outgoing]) -> None:
-        """Publish a batch, each message confirmed before this returns."""
-        # Checked here, before anything is sent: a bad item fails the batch, not the I/O thread halfway through it.
-        prepared = [(item, check_priority(item.priority), topo.task_queue_name(item.queue),
-                     topo.delay_units(item.delay_s)) for item in items]
-        if not prepared:
+        """Publish a batch pipelined (all of it written, then every confirm awaited once) and return when RabbitMQ
+        has confirmed every message. A refused one (nack, or unroutable) raises ``BrokerError`` naming the refused
+        messages, once the whole batch is answered; the others are stored. After a lost connection only the
+        messages not confirmed yet are sent again."""
+        # Checked here, before anything is sent: a bad item fails the batch, not its publishing halfway through.
+        messages: list[Publish] = []
+        queues: dict[str, bool] = {}  # queue -> whether it needs the delay ladder
+        for item in items:
+            priority, queue, units = check_priority(item.priority), topo.task_queue_name(item.queue), \
+                topo.delay_units(item.delay_s)
+            if units:
+                messages.append(Publish(topo.delay_level_name(topo.DELAY_LEVELS - 1),
+                                        topo.delay_routing_key(units, queue), item.data, item.message_id, priority))
+                queues[queue] = True
+            else:
+                messages.append(Publish("", queue, item.data, item.message_id, priority))
+                queues.setdefault(queue, False)
+        if not messages:
             return
-        publish_with_retry(lambda: self._link.call(lambda ch: self._publish_all(ch, prepared), action="publish"),
+        # Ladder users first: declaring the ladder makes the queues declared after it bind to its deliver exchange.
+        declare = sorted(queues.items(), key=lambda entry: not entry[1])
+        confirmed = [False] * len(messages)  # shared by the attempts: a retry resends only what was not confirmed
+        publish_with_retry(lambda: self._link.call(partial(self._publish_batch, declare=declare, messages=messages,
+                                                           confirmed=confirmed), action="publish"),
                            self.settings.publish_retry, retry_on=(BrokerConnectionError,),
                            target=f"rabbitmq broker {self._masked_url}")
 
-    def _publish_all(self, ch: Channels, prepared: Sequence[tuple[Outgoing, int, str, int]]) -> None:
-        for item, priority, queue, units in prepared:
-            self._declare_queue(ch, queue, ladder=units > 0)
-            props = pika.BasicProperties(delivery_mode=PERSISTENT, message_id=item.message_id, priority=priority)
-            if units:
-                self._confirmed(ch, topo.delay_level_name(topo.DELAY_LEVELS - 1),
-                                topo.delay_routing_key(units, queue), item.data, props)
-            else:
-                self._confirmed(ch, "", queue, item.data, props)
+    def _publish_batch(self, ch: Channels, *, declare: Sequence[tuple[str, bool]], messages: Sequence[Publish],
+                       confirmed: list[bool]) -> None:
+        for queue, ladder in declare:
+            self._declare_queue(ch, queue, ladder=ladder)
+        refused = ch.publisher.publish(messages, confirmed)
+        if refused:
+            raise self._refused(messages, refused)
 
-    def _confirmed(self, ch: Channels, exchange: str, routing_key: str, body: bytes,
-                   props: pika.BasicProperties) -> None:
-        try:
-            ch.publish.basic_publish(exchange, routing_key, body, props, mandatory=True)
-        except pika.exceptions.UnroutableError as exc:
-            raise BrokerError(f"rabbitmq broker {self._masked_url} could not route a message to "
-                              f"{routing_key!r} (its queue was deleted?)") from exc
-        except pika.exceptions.NackError as exc:
-            raise BrokerError(f"rabbitmq broker {self._masked_url} refused to store a message for "
-                              f"{routing_key!r} (nack)") from exc
+    def _confirmed(self, ch: Channels, message: Publish) -> None:
+        """Publish one message and wait for its confirm; ``BrokerError`` when RabbitMQ refuses it."""
+        messages = [message]
+        refused = ch.publisher.publish(messages, [False])
+        if refused:
+            raise self._refused(messages, refused)
+
+    def _refused(self, messages: Sequence[Publish], refused: dict[int, str]) -> BrokerError:
+        if RETURNED in refused.values():  # a queue was deleted behind our back: declare again on the next publish
+            self._declared = (0, set())
+        return BrokerError(f"rabbitmq broker {self._masked_url} {describe_refusals(messages, refused, _queue_of)}")
 
     def _declare_queue(self, ch: Channels, queue: str, *, ladder: bool) -> None:
         generation, declared = self._declared
@@ -262,20 +283,27 @@ class RabbitMQBroker(Broker):
                                       f"delivered {lost} times without an ack (max_deliveries="
                                       f"{self.settings.max_deliveries}): its worker died each time")
             else:
-                self._confirmed(ch, "", delivery.queue, raw.body, _with_headers(raw.properties, {LOST_HEADER: lost}))
+                self._confirmed(ch, _republish(delivery.queue, raw.body, raw.properties, {LOST_HEADER: lost}))
             ch.consume.basic_ack(raw.delivery_tag)
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
-        """Ack deliveries of this connection; others are no-ops. Returns without waiting for the I/O thread
+        """Ack deliveries of this connection; others are no-ops. Returns without waiting for a busy connection
         (an ack has no reply anyway; one lost with the connection means a redelivery). See ``Broker.ack``."""
         own = self._own(deliveries)
         if own:
             self._link.submit(lambda ch: self._ack_tags(ch, own))
 
     def _ack_tags(self, ch: Channels, receipts: Sequence[_Receipt]) -> None:
-        for receipt in receipts:
-            if self._take_tag(ch, receipt.generation, receipt.tag):
-                ch.consume.basic_ack(receipt.tag)
+        tags = sorted(r.tag for r in receipts if self._take_tag(ch, r.generation, r.tag))
+        # One basic.ack with ``multiple`` settles every delivery of the channel up to its tag, so it may cover the
+        # tags below the oldest delivery still unsettled here (every delivery with a lower tag has reached
+        # ``_on_message``: RabbitMQ numbers them in the order it sends them). The others are acked one by one.
+        oldest = min((tag for generation, tag in self._unsettled if generation == ch.generation), default=None)
+        covered = len(tags) if oldest is None else bisect.bisect_left(tags, oldest)
+        if covered:
+            ch.consume.basic_ack(tags[covered - 1], multiple=covered > 1)
+        for tag in tags[covered:]:
+            ch.consume.basic_ack(tag)
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
         """Stop consuming (so the messages are not pushed straight back to this connection), then give back
@@ -298,7 +326,7 @@ class RabbitMQBroker(Broker):
                 self._requeue(ch, queue, raw.body, raw.properties, raw.delivery_tag)
 
     def _requeue(self, ch: Channels, queue: str, body: bytes, props: pika.BasicProperties, tag: int) -> None:
-        self._confirmed(ch, "", queue, body, props)
+        self._confirmed(ch, _republish(queue, body, props, {}))
         ch.consume.basic_ack(tag)
 
     def nack(self, deliveries: Sequence[Delivery]) -> None:
@@ -330,8 +358,8 @@ class RabbitMQBroker(Broker):
         self._declare_queue(ch, delivery.queue, ladder=False)
         headers = {REASON_HEADER: reason, QUEUE_HEADER: delivery.queue, DEAD_AT_HEADER: repr(time.time()),
                    LOST_HEADER: delivery.delivery_count}
-        dead_props = pika.BasicProperties(delivery_mode=PERSISTENT, message_id=delivery.message_id, headers=headers)
-        self._confirmed(ch, "", topo.dead_queue_name(delivery.queue), delivery.data, dead_props)
+        self._confirmed(ch, Publish("", topo.dead_queue_name(delivery.queue), delivery.data, delivery.message_id,
+                                    None, headers))
 
     # -- inspection and administration -------------------------------------------------------------------------
 
@@ -369,8 +397,7 @@ class RabbitMQBroker(Broker):
 
         def publish(ch: Channels, message_id: str | None, body: bytes) -> None:
             self._declare_queue(ch, queue, ladder=False)  # it may have been deleted since
-            props = pika.BasicProperties(delivery_mode=PERSISTENT, message_id=message_id, priority=0)
-            self._confirmed(ch, "", queue, body, props)
+            self._confirmed(ch, Publish("", queue, body, message_id, 0))
 
         return dead.requeue(self._link, queue, wanted=wanted, publish=publish)
 
@@ -407,6 +434,11 @@ class RabbitMQBroker(Broker):
         return [r for r in map(self._receipt, deliveries) if r is not None]
 
 
+def _queue_of(message: Publish) -> str:
+    """The task queue a published message is for (a delayed one names it at the end of its routing key)."""
+    return message.routing_key.split(".", topo.DELAY_LEVELS)[-1] if message.exchange else message.routing_key
+
+
 def _message_count(method: Callable[[], Any]) -> int:
     """The ``message_count`` of a queue method's reply (declare-ok, purge-ok); 0 when the queue does not exist."""
     try:
@@ -424,9 +456,9 @@ def _int(value: Any) -> int:
         return 0
 
 
-def _with_headers(props: pika.BasicProperties, changes: dict[str, Any]) -> pika.BasicProperties:
-    """A copy of ``props`` with ``changes`` in its headers and the ``x-death`` trail of the delay ladder dropped."""
+def _republish(queue: str, body: bytes, props: pika.BasicProperties, changes: dict[str, Any]) -> Publish:
+    """A delivered message published again to ``queue``: its message id and priority, its headers with ``changes``
+    and without the ``x-death`` trail of the delay ladder (none left: no headers)."""
     headers = {k: v for k, v in (props.headers or {}).items() if not k.startswith(("x-death", "x-first-death"))}
     headers.update(changes)
-    return pika.BasicProperties(delivery_mode=PERSISTENT, message_id=props.message_id, priority=props.priority,
-                                headers=headers)
+    return Publish("", queue, body, props.message_id, props.priority, headers or None)

@@ -28,7 +28,7 @@ from taskfleet.errors import BrokerConnectionError
 REASON_HEADER = "x-taskfleet-reason"
 QUEUE_HEADER = "x-taskfleet-queue"
 DEAD_AT_HEADER = "x-taskfleet-dead-at"
-#: Longest one step of a requeue keeps the I/O thread (far below ``AmqpLink.call``'s timeout): a long dead-letter
+#: Longest one step of a requeue holds the connection (far below ``AmqpLink.call``'s timeout): a long dead-letter
 #: queue is moved in several steps, and other calls (acks of running tasks) get their turn in between.
 REQUEUE_STEP_S = 2.0
 
@@ -76,8 +76,8 @@ def requeue(link: AmqpLink, queue: str, *, wanted: frozenset[str] | None, publis
 
 
 class _Requeue:
-    """One requeue, run on the I/O thread in steps of up to ``REQUEUE_STEP_S``; its channel stays open between
-    steps and holds the dead letters it leaves unacked until ``close``."""
+    """One requeue, run by the thread driving the connection in steps of up to ``REQUEUE_STEP_S``; its channel
+    stays open between steps and holds the dead letters it leaves unacked until ``close``."""
 
     def __init__(self, queue: str, wanted: frozenset[str] | None, publish: Publish) -> None:
         self.queue = queue

@@ -1,13 +1,23 @@
-"""One pika connection owned by one I/O thread: the way to use pika safely from several threads.
+"""One pika connection shared by the threads of a process: the way to use pika safely from several threads.
 
-pika's ``BlockingConnection`` may only be touched by one thread, and it answers heartbeats only while that thread
-is inside pika. So a dedicated daemon thread owns the connection and pumps it all the time (heartbeats keep flowing
-while a task runs for an hour); other threads hand it work with ``call(fn)`` and wait for the answer. Consumer
-deliveries land in a buffer that ``take`` reads.
+pika's ``BlockingConnection`` is not thread-safe, and it answers heartbeats only while some thread is inside pika.
+So one thread at a time *drives* the connection, the one holding the link's I/O lock:
+
+- a thread that needs the connection (``call``, ``submit``, ``take``) takes the lock when it is free and does its
+  work itself: a publish waits for its confirm, a fetch waits for deliveries, with no hand-off to another thread
+  (two thread wake-ups per operation, which cost more than RabbitMQ's own round trip on a busy machine);
+- while the lock is taken, other threads queue their work and wake the driving thread, which runs it in order;
+- a daemon I/O thread pumps the connection every ``PUMP_S`` when nobody else does (heartbeats keep flowing while a
+  task runs for an hour) and runs work queued meanwhile.
+
+Consumer deliveries land in a buffer that ``take`` reads.
 
 The connection is opened on first use and again after it drops (lazily, by the next ``call``). Every (re)connect
 starts a new *generation*: deliveries of an older generation can no longer be acked (RabbitMQ has already put them
 back in their queues), and consumers must be started again.
+
+Publishing goes through ``ConfirmPublisher``: a batch is written out whole and its confirms are awaited once, rather
+than one round trip per message.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
+from taskfleet.brokers.rabbitmq_publisher import ConfirmPublisher
 from taskfleet.errors import BrokerConnectionError, BrokerError
 from taskfleet.urls import mask_secrets, mask_url
 
@@ -37,7 +48,8 @@ T = TypeVar("T")
 
 #: AMQP heartbeat: a dead peer is noticed within about two of these.
 HEARTBEAT_S = 30
-#: Longest the I/O thread sleeps inside pika before looking at its call queue again (calls also wake it at once).
+#: How often the I/O thread pumps a connection nobody else drives (heartbeats, buffering deliveries); queued calls
+#: wake it at once.
 PUMP_S = 0.5
 #: Errors that mean the connection is gone (the next call reconnects).
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -67,22 +79,22 @@ class RawDelivery:
 
 
 class Channels:
-    """The channels of one connection: ``publish`` (confirm mode), ``consume`` (consumers and their acks) and
-    ``admin`` (declares and inspection, whose errors close only that channel). Used on the I/O thread only."""
+    """The channels of one connection: ``publisher`` (pipelined, confirm mode), ``consume`` (consumers and their
+    acks) and ``admin`` (declares and inspection, whose errors close only that channel). Used only by the thread
+    driving the connection."""
 
     def __init__(self, connection: BlockingConnection, generation: int) -> None:
         self.connection = connection
         self.generation = generation
         self.consume: BlockingChannel = connection.channel()
-        self._publish: BlockingChannel | None = None
+        self._publisher: ConfirmPublisher | None = None
         self._admin: BlockingChannel | None = None
 
     @property
-    def publish(self) -> BlockingChannel:
-        if self._publish is None or not self._publish.is_open:
-            self._publish = self.connection.channel()
-            self._publish.confirm_delivery()
-        return self._publish
+    def publisher(self) -> ConfirmPublisher:
+        if self._publisher is None or not self._publisher.is_open:
+            self._publisher = ConfirmPublisher(self.connection)
+        return self._publisher
 
     @property
     def admin(self) -> BlockingChannel:
@@ -92,8 +104,8 @@ class Channels:
 
 
 class AmqpLink:
-    """A connection to one RabbitMQ URL, driven by its own I/O thread. Thread-safe; not shared across ``fork()``
-    (make a new one in the child)."""
+    """A connection to one RabbitMQ URL, driven by whichever thread holds its I/O lock (see the module notes).
+    Thread-safe; not shared across ``fork()`` (make a new one in the child)."""
 
     def __init__(self, url: str, *, socket_timeout_s: float, name: str = "taskfleet") -> None:
         self.url = url
@@ -102,11 +114,12 @@ class AmqpLink:
         self.name = name
         self.generation = 0
         self._params = _parameters(url, socket_timeout_s=socket_timeout_s, name=name)
+        #: Held by the one thread that drives pika at a time: a caller running its own work, or the I/O thread.
+        self._io = threading.Lock()
         self._calls: queue.SimpleQueue[tuple[Callable[[Channels], Any], Future[Any]]] = queue.SimpleQueue()
         self._wake = threading.Event()
-        self._lock = threading.Lock()
-        self._incoming: deque[RawDelivery] = deque()
-        self._arrived = threading.Condition()
+        self._lock = threading.Lock()  # guards the I/O thread's start and ``_closed``
+        self._incoming: deque[RawDelivery] = deque()  # touched only under ``_io``
         self._channels: Channels | None = None
         self._thread: threading.Thread | None = None
         self._owner_pid = os.getpid()
@@ -115,13 +128,20 @@ class AmqpLink:
     # -- used by any thread ------------------------------------------------------------------------------------
 
     def call(self, fn: Callable[[Channels], T], *, action: str, timeout_s: float | None = None) -> T:
-        """Run ``fn(channels)`` on the I/O thread (connecting first if needed) and return its result. A lost or
+        """Run ``fn(channels)`` (connecting first if needed) after anything submitted or called before, and return
+        its result: in this thread when the connection is free, else by whichever thread drives it. A lost or
         unreachable connection raises ``BrokerConnectionError``; a channel closed by the broker ``BrokerError``."""
         if self._closed:
             raise BrokerError(f"rabbitmq broker {self.masked_url}: used after close()")
         if os.getpid() != self._owner_pid:
             raise BrokerError("a RabbitMQ connection cannot be used across fork(); open a new broker in the child")
         self._ensure_thread()
+        if self._io.acquire(blocking=False):
+            try:
+                self._run_calls()
+                return self._invoke(fn)
+            finally:
+                self._io.release()
         future: Future[T] = Future()
         self._calls.put((fn, future))
         self._poke()
@@ -135,27 +155,43 @@ class AmqpLink:
             ) from exc
 
     def submit(self, fn: Callable[[Channels], object]) -> None:
-        """Run ``fn(channels)`` on the I/O thread without waiting for it (after anything submitted or called
+        """Run ``fn(channels)`` without waiting for it if the connection is busy (after anything submitted or called
         before). For acks: a lost one only means a redelivery."""
         if self._closed or os.getpid() != self._owner_pid:
             return
         self._ensure_thread()
         self._calls.put((fn, Future()))
-        self._poke()
+        if self._io.acquire(blocking=False):
+            try:
+                self._run_calls()
+            finally:
+                self._io.release()
+        else:
+            self._poke()
 
     def take(self, max_messages: int, timeout_s: float) -> tuple[int, list[RawDelivery]]:
-        """Up to ``max_messages`` consumer deliveries, waiting up to ``timeout_s`` for the first. Returns the current
-        generation too, so a caller can tell that the connection was lost while it waited."""
+        """Up to ``max_messages`` consumer deliveries, waiting up to ``timeout_s`` for the first: this thread
+        drives the connection meanwhile (running other threads' calls as they come). Returns the current generation
+        too, so a caller can tell that the connection was lost while it waited."""
         deadline = time.monotonic() + max(0.0, timeout_s)
-        with self._arrived:
+        if not self._io.acquire(timeout=max(0.0, timeout_s)):
+            return self.generation, []
+        try:
             generation = self.generation
-            while not self._incoming and self.generation == generation:  # a lost connection ends the wait
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
+            # Read the socket at least once, even with deliveries buffered: it takes in what has arrived since (a
+            # fuller batch) and notices a lost connection, whose buffered deliveries RabbitMQ has already given back
+            # (void, not to be returned). pika's first pump only dispatches deliveries another operation read (a
+            # publish waiting for its confirm, say) when it has any, so it pumps again then.
+            buffered = len(self._incoming)
+            if self._pump(generation, 0.0) and len(self._incoming) > buffered:
+                self._pump(generation, 0.0)
+            while not self._incoming and not self._closed and (remaining := deadline - time.monotonic()) > 0:
+                if not self._pump(generation, remaining):
                     break
-                self._arrived.wait(remaining)
             taken = [self._incoming.popleft() for _ in range(min(max_messages, len(self._incoming)))]
             return self.generation, taken
+        finally:
+            self._io.release()
 
     def close(self) -> None:
         """Close the connection and stop the I/O thread. Unacked deliveries go back to their queues."""
@@ -166,33 +202,32 @@ class AmqpLink:
         if thread is not None and thread is not threading.current_thread() and os.getpid() == self._owner_pid:
             thread.join(timeout=self.socket_timeout_s)
 
-    # -- used on the I/O thread (inside ``call``) ---------------------------------------------------------------
+    # -- used by the thread driving the connection (inside ``call``) -------------------------------------------
 
     def on_message(self, channel: BlockingChannel, method: Any, properties: pika.BasicProperties,
                    body: bytes) -> None:
         """Consumer callback (pass it to ``basic_consume``): buffer the delivery for ``take``."""
-        delivery = RawDelivery(self.generation, method.consumer_tag, method.delivery_tag, bool(method.redelivered),
-                               properties, body)
-        with self._arrived:
-            self._incoming.append(delivery)
-            self._arrived.notify()
+        self._incoming.append(RawDelivery(self.generation, method.consumer_tag, method.delivery_tag,
+                                          bool(method.redelivered), properties, body))
 
     def drain_buffer(self) -> list[RawDelivery]:
         """Remove and return every buffered delivery (to give them back)."""
-        with self._arrived:
-            taken = list(self._incoming)
-            self._incoming.clear()
-            return taken
+        taken = list(self._incoming)
+        self._incoming.clear()
+        return taken
 
-    # -- the I/O thread ----------------------------------------------------------------------------------------
+    # -- driving the connection --------------------------------------------------------------------------------
 
     def _ensure_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="taskfleet-amqp", daemon=True)
                 self._thread.start()
 
     def _poke(self) -> None:
+        """Wake the I/O thread and whichever thread is waiting inside pika, so a queued call runs at once."""
         self._wake.set()
         channels = self._channels
         if channels is not None:
@@ -200,23 +235,36 @@ class AmqpLink:
                 channels.connection.add_callback_threadsafe(_nothing)
 
     def _run(self) -> None:
+        """The I/O thread: while no other thread drives the connection, pump it every ``PUMP_S`` (heartbeats,
+        deliveries into the buffer) and run the calls queued for it."""
         while not self._closed:
+            self._wake.wait(PUMP_S)
             self._wake.clear()
-            self._run_calls()
-            channels = self._channels
-            if channels is None:
-                self._wake.wait(PUMP_S)
-                continue
-            try:
-                channels.connection.process_data_events(time_limit=PUMP_S)
-            except CONNECTION_ERRORS as exc:
-                self._drop(exc)
-            except pika.exceptions.AMQPError as exc:
-                self._drop(exc)  # e.g. the consume channel died under its consumers: start over cleanly
-            except Exception as exc:  # noqa: BLE001 - the I/O thread must outlive anything pika throws
-                self._drop(exc)
-        self._run_calls()  # what was submitted before close() (acks) still runs on the open connection
-        self._disconnect()
+            with self._io:
+                self._run_calls()
+                channels = self._channels
+                if channels is not None:
+                    try:
+                        channels.connection.process_data_events(time_limit=0)
+                    except Exception as exc:  # noqa: BLE001 - the I/O thread must outlive anything pika throws
+                        self._drop(exc)
+        with self._io:
+            self._run_calls()  # what was submitted before close() (acks) still runs on the open connection
+            self._disconnect()
+
+    def _pump(self, generation: int, time_limit_s: float) -> bool:
+        """Run queued calls, then let pika process I/O for up to ``time_limit_s`` (less when something arrives or a
+        call is queued). False when the connection of ``generation`` is gone."""
+        self._run_calls()
+        channels = self._channels
+        if channels is None or self.generation != generation:
+            return False
+        try:
+            channels.connection.process_data_events(time_limit=time_limit_s)
+        except Exception as exc:  # noqa: BLE001 - whatever pika throws, the connection is done for
+            self._drop(exc)
+            return False
+        return self.generation == generation
 
     def _run_calls(self) -> None:
         while True:
@@ -227,19 +275,22 @@ class AmqpLink:
             if not future.set_running_or_notify_cancel():
                 continue
             try:
-                future.set_result(fn(self._connected()))
-            except CONNECTION_ERRORS as exc:
-                self._drop(exc)
-                future.set_exception(BrokerConnectionError(
-                    f"rabbitmq broker {self.masked_url} unreachable: {_describe(exc)}"
-                ))
-            except pika.exceptions.AMQPError as exc:
-                channels = self._channels
-                if channels is not None and not channels.consume.is_open:
-                    self._drop(exc)
-                future.set_exception(BrokerError(f"rabbitmq broker {self.masked_url}: {_describe(exc)}"))
+                future.set_result(self._invoke(fn))
             except BaseException as exc:  # noqa: BLE001 - handed to the caller, who re-raises it
                 future.set_exception(exc)
+
+    def _invoke(self, fn: Callable[[Channels], T]) -> T:
+        """``fn(channels)``, with pika's errors turned into ours (and the connection dropped when it is lost)."""
+        try:
+            return fn(self._connected())
+        except CONNECTION_ERRORS as exc:
+            self._drop(exc)
+            raise BrokerConnectionError(f"rabbitmq broker {self.masked_url} unreachable: {_describe(exc)}") from exc
+        except pika.exceptions.AMQPError as exc:
+            channels = self._channels
+            if channels is not None and not channels.consume.is_open:
+                self._drop(exc)
+            raise BrokerError(f"rabbitmq broker {self.masked_url}: {_describe(exc)}") from exc
 
     def _connected(self) -> Channels:
         if self._channels is not None:
@@ -259,9 +310,7 @@ class AmqpLink:
     def _drop(self, exc: BaseException) -> None:
         """Forget a broken connection: buffered deliveries are void (the broker requeues them)."""
         self._disconnect()
-        with self._arrived:
-            self._incoming.clear()
-            self._arrived.notify_all()
+        self._incoming.clear()
 
     def _disconnect(self) -> None:
         channels, self._channels = self._channels, None

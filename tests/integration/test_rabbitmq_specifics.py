@@ -12,7 +12,7 @@ from typing import Any
 import pika
 import pytest
 
-from taskfleet.brokers.base import Delivery
+from taskfleet.brokers.base import Delivery, Outgoing
 from taskfleet.brokers.rabbitmq import LOST_HEADER, REASON_HEADER, RabbitMQBroker
 from taskfleet.errors import BrokerError
 from taskfleet.settings import BrokerSettings
@@ -239,3 +239,46 @@ def test_an_ack_followed_at_once_by_close_still_reaches_the_broker(make_rabbit: 
     second = make_rabbit(management=False)
     assert second.fetch(["work"], max_messages=1, timeout_s=0.5) == []
     assert second.queue_depth("work").ready == 0
+
+
+def test_a_batch_for_a_queue_deleted_behind_the_clients_back_names_the_refused_messages_and_stores_the_others(
+    make_rabbit: MakeRabbit, rabbitmq_server: RabbitMQServer, vhost: str
+) -> None:
+    broker = make_rabbit(management=False)
+    broker.enqueue("gone", "first", b"x")
+    broker.enqueue("kept", "k0", b"x")
+    rabbitmq_server.api("DELETE", f"/api/queues/{vhost}/gone")
+
+    batch = [Outgoing("kept", "k1", b"x"), Outgoing("gone", "g1", b"x"), Outgoing("kept", "k2", b"x"),
+             Outgoing("gone", "g2", b"x")]
+    with pytest.raises(BrokerError, match=r"could not route 2 message\(s\) to 'gone'.*g1, g2.*other 2"):
+        broker.enqueue_many(batch)
+
+    assert broker.queue_depth("kept").ready == 3
+    broker.enqueue("gone", "again", b"x")  # declared again, not refused forever
+    assert broker.queue_depth("gone").ready == 1
+
+
+def test_a_large_batch_is_pipelined_and_every_message_confirmed_in_order(make_rabbit: MakeRabbit) -> None:
+    broker = make_rabbit(management=False)
+
+    broker.enqueue_many([Outgoing("work", f"m{i}", f"{i}".encode()) for i in range(5000)])
+
+    assert broker.queue_depth("work").ready == 5000
+    first = broker.fetch(["work"], max_messages=3, timeout_s=5)
+    assert [d.message_id for d in first] == ["m0", "m1", "m2"]
+
+
+def test_acking_some_deliveries_of_a_window_leaves_the_others_unacked(make_rabbit: MakeRabbit) -> None:
+    holder = make_rabbit(management=False)
+    for i in range(4):
+        holder.enqueue("work", f"m{i}", b"x")
+    got: list[Delivery] = []
+    wait_for(lambda: got.extend(holder.fetch(["work"], max_messages=4, timeout_s=0.5)) or len(got) == 4, 10)
+
+    holder.ack([got[0], got[1], got[3]])  # m2 is still being worked on: one multiple ack must not cover it
+    holder.close()
+
+    other = make_rabbit(management=False)
+    again = other.fetch(["work"], max_messages=4, timeout_s=5)
+    assert [(d.message_id, d.delivery_count) for d in again] == [("m2", 2)]
