@@ -47,7 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rtt-count", type=int, default=300, help="sequential send-and-get round trips")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: {QUICK_TASKS} tasks and {QUICK_RTT} round trips (overrides both)")
-    parser.add_argument("--taskfleet-prefetch", type=int, default=4, help="taskfleet worker --prefetch")
+    parser.add_argument("--taskfleet-prefetch", type=int, default=None,
+                        help="taskfleet worker --prefetch (default: the worker's own default)")
     parser.add_argument("--celery-prefetch-multiplier", type=int, default=64, help="worker_prefetch_multiplier")
     parser.add_argument("--peer-confirms", action="store_true",
                         help="turn on publisher confirms for the peers on RabbitMQ (Taskfleet always confirms)")
@@ -77,7 +78,7 @@ def runner_command(python: Path, system: str, broker: str, args: argparse.Namesp
     """The runner process of ``system`` (without the per-slot arguments)."""
     command = [str(python), "-P", str(ROOT / "bench" / "run.py"), "-m", f"bench.{system}_runner", "--broker", broker,
                "--tasks", str(args.tasks), "--rtt-count", str(args.rtt_count)]
-    if system == "taskfleet":
+    if system == "taskfleet" and args.taskfleet_prefetch is not None:
         command += ["--prefetch", str(args.taskfleet_prefetch)]
     if system == "celery":
         command += ["--prefetch-multiplier", str(args.celery_prefetch_multiplier)]

@@ -1,27 +1,24 @@
 """Taskfleet's side of the benchmark: the ``System`` adapter over ``bench/apps/taskfleet_app.py``. Runs on .venv.
 
-The App has no batch-send API yet, so the batch scenario builds messages the way ``App.send`` does and hands them
-to the public ``app.broker.enqueue_many`` in chunks of ``BATCH_CHUNK`` (what a later ``app.send_many`` would do).
+The batch scenario sends through ``app.send_many`` (which hands the broker chunks of ``SEND_MANY_CHUNK`` messages
+through ``enqueue_many``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import uuid
 from typing import Any
 
 import taskfleet_app
 
 from bench.measure import Depth
 from bench.scenarios import QUEUE, Kind, runner_main, runner_parser, task_args, worker_env
-from taskfleet.brokers import Outgoing
-from taskfleet.message import Message
+from taskfleet.app import SEND_MANY_CHUNK
+from taskfleet.worker.settings import DEFAULT_PREFETCH as WORKER_DEFAULT_PREFETCH
 
-#: Messages per ``enqueue_many`` call in the batch scenario.
-BATCH_CHUNK = 1000
 #: The worker's documented default (docs/configuration.md); --prefetch overrides it for experiments.
-DEFAULT_PREFETCH = 4
+DEFAULT_PREFETCH = WORKER_DEFAULT_PREFETCH
 CONCURRENCY = 2
 
 _TASKS = {"noop": taskfleet_app.noop, "payload": taskfleet_app.payload, "result": taskfleet_app.noop_result}
@@ -43,22 +40,17 @@ class TaskfleetSystem:
             "acks": "after the task runs (at-least-once)",
             "publisher_confirms": True if self.args.broker == "rabbitmq" else None,
             "result_backend": "sqlite (same file)" if self.args.broker == "sqlite" else "redis",
-            "track_started": True,
+            "track_started": taskfleet_app.noop_result.options.track_started,
             "serializer": "json",
-            "batch_api": f"app.broker.enqueue_many, chunks of {BATCH_CHUNK} (no App-level batch API yet)",
+            "batch_api": f"app.send_many (broker.enqueue_many in chunks of {SEND_MANY_CHUNK})",
         }
 
     def send(self, kind: Kind) -> None:
         _TASKS[kind].delay(*task_args(kind))
 
     def send_batch(self, kind: Kind, count: int) -> None:
-        task, serializer, broker = _TASKS[kind], self.app.serializer, self.app.broker
-        for start in range(0, count, BATCH_CHUNK):
-            items = []
-            for _ in range(min(BATCH_CHUNK, count - start)):
-                message = Message(id=uuid.uuid4().hex, task=task.name, args=task_args(kind), queue=QUEUE)
-                items.append(Outgoing(QUEUE, message.broker_id, message.encode(serializer)))
-            broker.enqueue_many(items)
+        task, args = _TASKS[kind], task_args(kind)
+        self.app.send_many([task.s(*args) for _ in range(count)], queue=QUEUE)
 
     def depth(self) -> Depth:
         depth = self.app.broker.queue_depth(QUEUE)

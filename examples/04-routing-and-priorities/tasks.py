@@ -20,7 +20,7 @@ def send_email(self: Task[dict[str, object]], to: str) -> dict[str, object]:
     return {"to": to, "queue": self.request.queue, "worker_pid": os.getppid()}
 
 
-@app.task(bind=True, queue="reports")
+@app.task(bind=True, queue="reports", track_started=True)  # send.py waits for STARTED
 def build_report(self: Task[dict[str, object]], name: str, work_s: float = 0.0) -> dict[str, object]:
     """Routed to queue ``reports``; takes ``work_s`` seconds. Returns when it started, so send.py can show the
     order in which reports ran."""
