@@ -28,6 +28,16 @@ def check_priority(priority: int) -> int:
     return priority
 
 
+def fair_order(queues: Sequence[str], turn: int) -> list[str]:
+    """``queues`` without duplicates, rotated to start ``turn`` places on: a broker that passes 0, 1, 2... on its
+    successive fetches puts each queue first in turn, so one busy queue never starves the others."""
+    names = list(dict.fromkeys(queues))
+    if not names:
+        return names
+    start = turn % len(names)
+    return names[start:] + names[:start]
+
+
 def publish_with_retry(send: Callable[[], object], retry: PublishRetry, *,
                        retry_on: tuple[type[Exception], ...], target: str) -> None:
     """Run ``send``; retry it after the connection errors ``retry_on`` per ``retry`` (exponential backoff), then

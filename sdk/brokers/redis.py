@@ -34,6 +34,7 @@ from taskfleet.brokers.base import (
     Outgoing,
     QueueDepth,
     check_priority,
+    fair_order,
     publish_with_retry,
 )
 from taskfleet.errors import BrokerError
@@ -164,12 +165,10 @@ class RedisBroker(Broker):
         A fetch that came back short emptied every one of its queues and deleted their wake-up lists in the same
         script, so from then on every message made ready pushes a token: the next fetch of the same queues starts
         with the blocking wait (which returns at once when a token is there) and saves a round trip."""
-        names = list(dict.fromkeys(queues))
+        names = fair_order(queues, self._rotation)
         if not names or max_messages < 1:
             return []
-        start = self._rotation % len(names)
         self._rotation += 1
-        names = names[start:] + names[:start]
         command, signals = self._fetch_command(max_messages, names)
         queue_set = frozenset(names)
         now = time.monotonic()

@@ -24,6 +24,7 @@ from taskfleet.brokers.base import (
     Outgoing,
     QueueDepth,
     check_priority,
+    fair_order,
     publish_with_retry,
 )
 from taskfleet.errors import BrokerConnectionError, BrokerError
@@ -85,12 +86,10 @@ class SQLiteBroker(Broker):
     def fetch(self, queues: Sequence[str], *, max_messages: int, timeout_s: float) -> list[Delivery]:
         """Lease up to ``max_messages`` messages, polling up to ``timeout_s`` seconds while none is ready (see the
         module docstring for the latency). See ``Broker.fetch``."""
-        names = list(dict.fromkeys(queues))
+        names = fair_order(queues, self._rotation)
         if not names or max_messages < 1:
             return []
-        start = self._rotation % len(names)
         self._rotation += 1
-        names = names[start:] + names[:start]
         deadline = time.monotonic() + max(0.0, timeout_s)
         pause_s = MIN_POLL_S
         while True:
