@@ -24,10 +24,8 @@ $(BIN)/python:
 
 # Order-only on the interpreter: recreating the venv removes the stamp anyway, and touching python must not
 # force a reinstall.
-# `-P` (safe path) keeps the repo root off sys.path: its top-level `operator/` folder would shadow the stdlib
-# `operator` module and break `python -m pip` / `python -m build` in a fresh venv.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -P -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
 servers: ## Install the broker server binaries integration tests need (starts none)
@@ -37,9 +35,9 @@ servers: ## Install the broker server binaries integration tests need (starts no
 testbin: ## Build or reuse the cached etcd/kube-apiserver/kubectl/helm for e2e tests
 	bash tests/k8s/build-testbin.sh
 
-# mypy and import-linter read packages from disk, not through setuptools' editable import hook, so they check
-# build/lint-tree: symlinks laid out as the installed `taskfleet` package (scripts/lint-tree.sh; mypy_path in
-# pyproject.toml points there).
+# mypy reads the four source roots directly ([tool.mypy] in pyproject.toml). import-linter finds a package through
+# importlib and walks one folder, so it reads build/lint-tree: symlinks laid out as the installed `taskfleet` package
+# (scripts/lint-tree.sh).
 # The chart's CRD is a copy of deploy/crds/ (the single source) and deploy/manifests/ is the chart rendered with its
 # defaults; tests fail when either drifts. The three header lines are what the drift test skips.
 manifests: testbin ## Regenerate charts/taskfleet/crds/ and deploy/manifests/ from their sources (then commit them)
@@ -65,15 +63,14 @@ unit: venv ## Unit tests only (stub broker, no servers)
 
 # Peers (Celery, Dramatiq) and matplotlib go to .bench-venv/, made on first use. Smoke run: `make bench BENCH_ARGS=--quick`.
 bench: venv servers ## Benchmark vs Celery and Dramatiq (bench/, docs/benchmarks.md); options in BENCH_ARGS
-	$(BIN)/python -P bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-# No server needed: the demo runs on the embedded SQLite broker. `python -m` needs the repo root on sys.path, so no
-# `-P` here; the stdlib `operator` is imported during interpreter start-up, before the root could shadow it.
+# No server needed: the demo runs on the embedded SQLite broker.
 demo: venv ## End-to-end demo, ~5 s, no server (TASKFLEET_BROKER_URL=redis://... or amqp://... to use one)
 	$(BIN)/python -m examples.demo
 
 wheel: venv ## Build the wheel into dist/
-	$(BIN)/python -P -m build --wheel --outdir dist .
+	$(BIN)/python -m build --wheel --outdir dist .
 
 clean: ## Remove .venv, build artefacts and caches
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

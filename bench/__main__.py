@@ -1,6 +1,6 @@
 """Taskfleet against Celery and Dramatiq on Redis, RabbitMQ and (Taskfleet only) SQLite: ``make bench`` or
 
-    .venv/bin/python -P bench/run.py [--brokers redis,rabbitmq,sqlite] [--systems taskfleet,celery,dramatiq]
+    .venv/bin/python bench/run.py [--brokers redis,rabbitmq,sqlite] [--systems taskfleet,celery,dramatiq]
                                      [--tasks 20000] [--rtt-count 300] [--quick] [--markdown]
 
 For each broker, each system runs every scenario (bench/scenarios.py) in turn, on a fresh slot of private servers,
@@ -76,7 +76,7 @@ def _split(parser: argparse.ArgumentParser, value: str, known: tuple[str, ...], 
 
 def runner_command(python: Path, system: str, broker: str, args: argparse.Namespace) -> list[str]:
     """The runner process of ``system`` (without the per-slot arguments)."""
-    command = [str(python), "-P", str(ROOT / "bench" / "run.py"), "-m", f"bench.{system}_runner", "--broker", broker,
+    command = [str(python), str(ROOT / "bench" / "run.py"), "-m", f"bench.{system}_runner", "--broker", broker,
                "--tasks", str(args.tasks), "--rtt-count", str(args.rtt_count)]
     if system == "taskfleet" and args.taskfleet_prefetch is not None:
         command += ["--prefetch", str(args.taskfleet_prefetch)]

@@ -81,7 +81,7 @@ class CelerySystem:
             connection.default_channel.queue_purge(QUEUE)
 
     def worker_command(self) -> tuple[list[str], dict[str, str]]:
-        command = [sys.executable, "-P", "-m", "celery", "-A", "celery_app", "worker", "-c", str(CONCURRENCY),
+        command = [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "-c", str(CONCURRENCY),
                    *WORKER_FLAGS, "-Q", QUEUE, "-l", "WARNING", "-n", "bench@%h"]
         return command, worker_env(self.env)
 

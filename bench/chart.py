@@ -1,4 +1,4 @@
-"""Bar chart of a benchmark report: ``python -P bench/run.py -m bench.chart RESULTS.json OUT.png`` on .bench-venv
+"""Bar chart of a benchmark report: ``python bench/run.py -m bench.chart RESULTS.json OUT.png`` on .bench-venv
 (matplotlib lives there, not in .venv). One row of panels per broker: throughput (log scale), round-trip latency,
 idle memory; one bar per system."""
 

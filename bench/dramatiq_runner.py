@@ -68,7 +68,7 @@ class DramatiqSystem:
 
     def worker_command(self) -> tuple[list[str], dict[str, str]]:
         # cwd is bench/apps, which is also Dramatiq's default --path (".").
-        command = [sys.executable, "-P", "-m", "dramatiq", "dramatiq_app", "-p", str(PROCESSES), "-t", str(THREADS),
+        command = [sys.executable, "-m", "dramatiq", "dramatiq_app", "-p", str(PROCESSES), "-t", str(THREADS),
                    "-Q", QUEUE]
         return command, worker_env(self.env)
 

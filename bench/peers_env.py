@@ -46,9 +46,8 @@ def ensure_bench_venv(*, log: bool = True) -> Path:
         print(f"creating {BENCH_VENV.relative_to(ROOT)} with {', '.join(REQUIREMENTS)} ...", flush=True)
     if not python.exists():
         venv.EnvBuilder(with_pip=True, clear=True).create(BENCH_VENV)
-    # -P: the repo root (our cwd) holds an operator/ package that would shadow the stdlib's inside pip.
     result = subprocess.run(
-        [str(python), "-P", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *REQUIREMENTS],
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *REQUIREMENTS],
         cwd=ROOT, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False,
     )
     if result.returncode != 0:
@@ -64,7 +63,7 @@ def installed_versions(python: Path) -> dict[str, str]:
         "import json, sys\nfrom importlib.metadata import version\n"
         "print(json.dumps({n: version(n) for n in sys.argv[1:]}))"
     )
-    out = subprocess.run([str(python), "-P", "-c", code, *names], capture_output=True, text=True, check=True)
+    out = subprocess.run([str(python), "-c", code, *names], capture_output=True, text=True, check=True)
     versions: dict[str, str] = json.loads(out.stdout)
     return versions
 

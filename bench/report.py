@@ -150,6 +150,6 @@ def write_json(report: dict[str, Any], path: Path) -> None:
 
 def write_png(json_path: Path, png_path: Path, python: Path) -> str | None:
     """Draw the bar chart with bench/chart.py on ``python`` (the bench venv's); returns an error text or None."""
-    command = [str(python), "-P", str(ROOT / "bench" / "run.py"), "-m", "bench.chart", str(json_path), str(png_path)]
+    command = [str(python), str(ROOT / "bench" / "run.py"), "-m", "bench.chart", str(json_path), str(png_path)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=CHART_TIMEOUT_S, check=False)
     return None if result.returncode == 0 else (result.stderr.strip()[-2000:] or f"exit {result.returncode}")

@@ -1,10 +1,7 @@
-"""Launcher: ``python -P bench/run.py [ARGS]`` runs the benchmark (``bench/__main__.py``, ``--help`` for ARGS);
-``python -P bench/run.py -m bench.celery_runner [ARGS]`` runs one runner module (how the orchestrator starts them,
-on .venv or .bench-venv).
-
-Always with ``-P``: the repo root holds an ``operator/`` package that would shadow the stdlib's if the root came
-first on sys.path. This script appends the root (for ``bench``) and bench/apps (the benchmark apps) *after* the
-standard library instead.
+"""Launcher: ``python bench/run.py [ARGS]`` runs the benchmark (``bench/__main__.py``, ``--help`` for ARGS);
+``python bench/run.py -m bench.celery_runner [ARGS]`` runs one runner module (how the orchestrator starts them,
+on .venv or .bench-venv). It puts the repository root (for ``bench``) and bench/apps (the benchmark apps) on
+sys.path, wherever it is started from.
 """
 
 import runpy

@@ -276,7 +276,7 @@ def start_worker(connection: Connection, log_path: Path) -> subprocess.Popen[byt
     through the environment, never the command line (``ps`` would show a password)."""
     env = {**os.environ, ENV_BROKER_URL: connection.broker, ENV_RESULT_BACKEND: connection.backend}
     with log_path.open("wb") as log:
-        return subprocess.Popen([sys.executable, "-P", "-m", "taskfleet", *WORKER_ARGS], cwd=ROOT, env=env,
+        return subprocess.Popen([sys.executable, "-m", "taskfleet", *WORKER_ARGS], cwd=ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 

@@ -10,7 +10,7 @@
   dependent wrapping); flag defaults that depend on the machine are shown as their source expression.
 
 The work is done by the ``docgen`` package beside this file; this is its command line. Run
-``.venv/bin/python -P scripts/gen-config-reference.py`` (``--check`` writes nothing and exits 1 when a file is
+``.venv/bin/python scripts/gen-config-reference.py`` (``--check`` writes nothing and exits 1 when a file is
 stale); ``tests/unit/test_config_reference.py`` fails when the committed files differ from what this writes or a
 field has no description.
 """
@@ -22,8 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-# ``python -P`` (which the repo's ``operator/`` folder requires) leaves this script's folder, home of ``docgen``, off
-# sys.path.
+# Run as a script, this folder (home of ``docgen``) is on sys.path; imported by the tests, it is not.
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Builds build/lint-tree/taskfleet: the installed package layout (sdk/ -> taskfleet, worker/ -> taskfleet.worker,
-# ...) as symlinks, so mypy and import-linter (which read packages from disk, not through setuptools' editable
-# import hook) see the same module names as Python does. Rebuilt on every run; takes milliseconds.
+# Builds build/lint-tree/taskfleet: the installed package laid out as one folder of symlinks (sdk/taskfleet ->
+# taskfleet, worker/taskfleet/worker -> taskfleet.worker, ...). import-linter (grimp) finds a package with importlib
+# and walks the one folder it names, so it would not see the sub-packages kept in the other source roots. Rebuilt on
+# every run; takes milliseconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tree=build/lint-tree
 rm -rf "$tree"
 mkdir -p "$tree"
-cp -rs "$PWD/sdk" "$tree/taskfleet"
+cp -rs "$PWD/sdk/taskfleet" "$tree/taskfleet"
 for sub in worker operator cli; do
-  cp -rs "$PWD/$sub" "$tree/taskfleet/$sub"
+  cp -rs "$PWD/$sub/taskfleet/$sub" "$tree/taskfleet/$sub"
 done
 find "$tree" -name __pycache__ -prune -exec rm -rf {} +

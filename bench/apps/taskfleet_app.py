@@ -1,5 +1,5 @@
-"""Taskfleet's benchmark tasks. Workers import this module as ``taskfleet_app`` with bench/apps as their only extra
-import path (the repo root would put its operator/ package in front of the stdlib's)."""
+"""Taskfleet's benchmark tasks. Workers import this module as ``taskfleet_app`` with bench/apps as their extra
+import path."""
 
 from __future__ import annotations
 

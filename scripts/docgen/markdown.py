@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-REGENERATE = ".venv/bin/python -P scripts/gen-config-reference.py"
+REGENERATE = ".venv/bin/python scripts/gen-config-reference.py"
 
 
 def rst_to_md(text: str) -> str:

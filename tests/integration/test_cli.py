@@ -50,7 +50,7 @@ def _env() -> dict[str, str]:
 
 def taskfleet(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the CLI as a script does: pipes everywhere (stdin empty unless given)."""
-    return subprocess.run([sys.executable, "-P", "-m", "taskfleet", *args], cwd=REPO, env=_env(), text=True,
+    return subprocess.run([sys.executable, "-m", "taskfleet", *args], cwd=REPO, env=_env(), text=True,
                           input=stdin or "", capture_output=True, timeout=CLI_TIMEOUT_S, check=False)
 
 
@@ -58,7 +58,7 @@ def in_terminal(*args: str, answer: str | None = None) -> tuple[int, str]:
     """Run the CLI as a person does, on a pseudo-terminal; type ``answer`` (and Enter) when it asks. Returns the
     exit status and everything the terminal showed, without colours and cursor moves."""
     primary, secondary = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-P", "-m", "taskfleet", *args], cwd=REPO, env={**_env(), "TERM": "xterm"},
+    proc = subprocess.Popen([sys.executable, "-m", "taskfleet", *args], cwd=REPO, env={**_env(), "TERM": "xterm"},
                             stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True)
     os.close(secondary)
     shown, answered = b"", answer is None
@@ -365,7 +365,7 @@ def test_the_console_script_loads_the_broker_command_handlers_only_when_one_runs
     probe = ("import sys, taskfleet.cli; loaded = {'taskfleet.cli.console', 'rich.progress', 'rich.prompt'} & "
              "set(sys.modules); sys.exit(', '.join(sorted(loaded)) or None)")
 
-    result = subprocess.run([sys.executable, "-P", "-c", probe], cwd=REPO, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True,
                             check=False)
 
     assert result.returncode == 0, f"loaded at import: {result.stderr}"

@@ -1,4 +1,5 @@
-"""The wheel carries the folder mapping (sdk/ -> taskfleet, worker/ -> taskfleet.worker, ...) and its data files."""
+"""The wheel carries every package of the four source roots (sdk/taskfleet -> taskfleet, worker/taskfleet/worker ->
+taskfleet.worker, ...) and its data files."""
 
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.timeout(300)
 def test_the_wheel_installs_every_package_under_the_taskfleet_name(tmp_path: Path) -> None:
-    # -P keeps the repo root off sys.path (its operator/ folder would shadow the stdlib module)
-    subprocess.run([sys.executable, "-P", "-m", "build", "--wheel", "--outdir", str(tmp_path), str(ROOT)],
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path), str(ROOT)],
                    check=True, capture_output=True, timeout=280)
     wheel = next(tmp_path.glob("taskfleet-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -26,3 +26,12 @@ def test_the_wheel_installs_every_package_under_the_taskfleet_name(tmp_path: Pat
     assert not any(n.startswith(("sdk/", "worker/", "tests/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "taskfleet = taskfleet.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_every_package_in_the_source_roots_is_in_the_wheel_and_nothing_else_is() -> None:
+    from tests.support.layout import SOURCE_ROOTS, packages_on_disk, packages_listed
+
+    assert packages_listed() == packages_on_disk(), (
+        f"[tool.setuptools] packages in pyproject.toml must list every folder with an __init__.py under "
+        f"{', '.join(SOURCE_ROOTS)}"
+    )

@@ -42,7 +42,7 @@ class OperatorProcess:
         #: False when it serves only some namespaces: those tests may still use (the e2e ``namespace`` fixture).
         self.watches_all = True
         self.free_namespaces: list[str] = []
-        cmd = [sys.executable, "-P", "-m", "taskfleet", *args, "--host", "127.0.0.1",
+        cmd = [sys.executable, "-m", "taskfleet", *args, "--host", "127.0.0.1",
                "--liveness-port", str(self.liveness_port), "--metrics-port", str(self.metrics_port),
                "--log-format", "json", "-l", "debug"]
         env = {**kube.env(), "PYTHONUNBUFFERED": "1"}

@@ -232,7 +232,7 @@ def test_a_signature_is_frozen_plain_data() -> None:
 
 def test_beat_list_prints_each_entry_with_its_next_five_fire_times() -> None:
     # a subprocess: the CLI configures process-wide logging, which must not leak into other tests
-    done = subprocess.run([sys.executable, "-P", "-m", "taskfleet", "beat", "-A", "tests.support.beat:app", "--list"],
+    done = subprocess.run([sys.executable, "-m", "taskfleet", "beat", "-A", "tests.support.beat:app", "--list"],
                           capture_output=True, text=True, timeout=60, check=False,
                           cwd=Path(__file__).resolve().parents[2])
 

@@ -1,7 +1,7 @@
 """Specification of what each process imports: every module a worker's supervisor holds when it forks is in each
 of its children's memory too, so what ``taskfleet worker`` and ``import taskfleet`` load is a contract.
 
-Each probe runs in a fresh interpreter (``python -P``: the repo's ``operator/`` would shadow the stdlib's) and prints
+Each probe runs in a fresh interpreter and prints
 ``sys.modules`` at the moment that matters: for a worker, when its supervisor is about to fork (``Supervisor.run``
 is replaced by the printout, so no child starts and no real broker is needed: ``memory://``).
 """
@@ -43,7 +43,7 @@ main({argv})
 
 
 def _run(code: str) -> set[str]:
-    result = subprocess.run([sys.executable, "-P", "-c", code], cwd=REPO, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                             timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     return set(result.stdout.split())
@@ -89,7 +89,7 @@ def test_an_app_that_logs_with_structlog_still_writes_the_workers_json_lines() -
             "route_structlog()\n"
             "structlog.get_logger('billing.tasks').info('charged', amount=3)\n"
             "structlog.get_logger().debug('below the level')")
-    result = subprocess.run([sys.executable, "-P", "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
                             check=False)
 
     assert result.returncode == 0, result.stderr
