@@ -17,8 +17,8 @@ from docgen.source import Source, assignments, class_def, comment_of, render_def
 #: Width the CLI usage lines are wrapped at, whatever the terminal (COLUMNS) says.
 USAGE_WIDTH = 100
 #: Which ``taskfleet`` subcommand each CLI module's handler serves (for flags found in that module).
-CLI_MODULES = {"taskfleet.worker.cli": "worker", "taskfleet.worker.beat_cli": "beat",
-               "taskfleet.operator.cli": "operator"}
+CLI_MODULES = {"taskfleet.worker.worker_command": "worker", "taskfleet.worker.beat_command": "beat",
+               "taskfleet.operator.operator_command": "operator"}
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

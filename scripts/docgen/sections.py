@@ -52,18 +52,18 @@ SECTIONS = (
     Section(
         "Worker settings (`WorkerSettings`)", "taskfleet.worker.settings", "WorkerSettings",
         "How one `taskfleet worker` process tree runs; built from its flags (see [cli.md](cli.md#taskfleet-worker)).",
-        (Setter("taskfleet.worker.cli", "cli"),),
+        (Setter("taskfleet.worker.worker_command", "cli"),),
     ),
     Section(
         "Beat settings (`BeatSettings`)", "taskfleet.worker.beat", "BeatSettings",
         "How one beat replica (`taskfleet beat`, or `taskfleet worker --beat`) runs. Only the lease has a flag; "
         "the other fields are fixed at their defaults.",
-        (Setter("taskfleet.worker.beat_cli", "cli"), Setter("taskfleet.worker.cli", "cli")),
+        (Setter("taskfleet.worker.beat_command", "cli"), Setter("taskfleet.worker.worker_command", "cli")),
     ),
     Section(
         "Operator settings (`OperatorSettings`)", "taskfleet.operator.runner", "OperatorSettings",
         "How `taskfleet operator` runs; built from its flags (see [cli.md](cli.md#taskfleet-operator)).",
-        (Setter("taskfleet.operator.cli", "cli"),),
+        (Setter("taskfleet.operator.operator_command", "cli"),),
     ),
     Section(
         "Broker settings (`BrokerSettings`)", "taskfleet.settings", "BrokerSettings",

@@ -7,7 +7,7 @@ import pytest
 
 from taskfleet.backends.base import ResultRecord
 from taskfleet.brokers.base import QueueDepth
-from taskfleet.cli import call_command, dead_letter_commands, queue_commands
+from taskfleet.cli import call_command, dead_letters_command, purge_command, queues_command
 from taskfleet.cli.console import CommandFailed
 from taskfleet.message import Message
 from taskfleet.serializers import JSON, PICKLE, get_serializer
@@ -23,13 +23,13 @@ def _message(*args: object, **kwargs: object) -> bytes:
 def test_a_count_the_broker_cannot_make_is_shown_as_a_question_mark_not_zero() -> None:
     depth = QueueDepth(ready=3, in_flight=0, delayed=0, dead=1, in_flight_known=False, delayed_known=False)
 
-    assert queue_commands.depth_row("emails", depth) == ("emails", "3", "?", "?", "1")
+    assert queues_command.depth_row("emails", depth) == ("emails", "3", "?", "?", "1")
 
 
 def test_queues_json_keeps_the_four_counts_and_adds_whether_they_are_known() -> None:
     depth = QueueDepth(ready=3, in_flight=2, delayed=0, dead=1, delayed_known=False)
 
-    assert queue_commands.depth_json(depth) == {"ready": 3, "in_flight": 2, "delayed": 0, "dead": 1,
+    assert queues_command.depth_json(depth) == {"ready": 3, "in_flight": 2, "delayed": 0, "dead": 1,
                                                 "in_flight_known": True, "delayed_known": False}
 
 
@@ -39,7 +39,7 @@ def test_queues_json_keeps_the_four_counts_and_adds_whether_they_are_known() -> 
      "Delete 0 ready messages and every delayed message (not counted) of queue"),
 ])
 def test_purge_asks_with_the_counts_it_is_about_to_delete(depth: QueueDepth, deletes: str) -> None:
-    assert queue_commands.purge_question("emails", depth).startswith(deletes)
+    assert purge_command.purge_question("emails", depth).startswith(deletes)
 
 
 # -- call ----------------------------------------------------------------------------------------------------------
@@ -75,23 +75,23 @@ def test_call_arguments_that_are_not_a_json_list_and_object_are_refused(args_jso
 # -- dead-letters --------------------------------------------------------------------------------------------------
 
 def test_a_dead_letter_is_shown_as_the_call_it_was() -> None:
-    assert dead_letter_commands.task_preview(_message(42, "x", currency="EUR")) == (
+    assert dead_letters_command.task_preview(_message(42, "x", currency="EUR")) == (
         'billing.charge(42, "x", currency="EUR")')
 
 
 def test_a_long_call_is_cut_to_the_preview_width() -> None:
-    preview = dead_letter_commands.task_preview(_message("a" * 200), width=30)
+    preview = dead_letters_command.task_preview(_message("a" * 200), width=30)
 
     assert len(preview) == 30
     assert preview.endswith("…)")
 
 
 def test_bytes_that_are_not_a_message_are_shown_by_their_size() -> None:
-    assert dead_letter_commands.task_preview(b"\x00\x01junk") == "<undecodable: 6 bytes>"
+    assert dead_letters_command.task_preview(b"\x00\x01junk") == "<undecodable: 6 bytes>"
 
 
 def test_a_pickled_dead_letter_is_never_unpickled() -> None:
     pickled = Message(id="t1", task="evil").encode(get_serializer(PICKLE))
 
-    assert dead_letter_commands.task_preview(pickled) == (
+    assert dead_letters_command.task_preview(pickled) == (
         f"<{get_serializer(PICKLE).content_type}: {len(pickled)} bytes, not decoded>")

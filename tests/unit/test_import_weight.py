@@ -28,7 +28,7 @@ _PRINT_MODULES = "print('\\n'.join(sorted(sys.modules)))"
 
 _WORKER_PROBE = """
 import sys
-from taskfleet.worker import cli as worker_cli, supervisor
+from taskfleet.worker import supervisor, worker_command as worker_cli
 
 def stop_before_forking(self):
     {print_modules}
@@ -71,7 +71,7 @@ def test_a_worker_loads_neither_the_operator_nor_the_broker_commands(health_port
 def test_a_worker_without_beat_does_not_load_it() -> None:
     modules = _worker_modules(health_port=False)
 
-    assert _loaded(modules, "taskfleet.worker.beat", "taskfleet.worker.beat_cli") == []
+    assert _loaded(modules, "taskfleet.worker.beat", "taskfleet.worker.beat_command") == []
 
 
 def test_json_logs_load_neither_structlog_nor_rich() -> None:

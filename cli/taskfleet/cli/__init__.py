@@ -1,9 +1,11 @@
 """The ``taskfleet`` command line: the composition root that may import the SDK, the worker and the operator.
 
-Each command's flags and handler live in its module, which is imported only when that command runs: every process
-of ``taskfleet worker`` (the supervisor and the children it forks) would otherwise carry the operator, ``beat`` and
-the broker commands. ``COMMANDS`` names each command's module and summary, so ``taskfleet --help`` lists them all
-without importing any; ``build_parser()`` (no argument) imports them all, for ``docs/cli.md`` and the tests.
+Each command's flags and handler live in its module, named ``<command>_command`` (``worker_command``,
+``beat_command``, ``call_command``...; the four broker commands share their flags in ``broker_commands``), which is
+imported only when that command runs: every process of ``taskfleet worker`` (the supervisor and the children it
+forks) would otherwise carry the operator, ``beat`` and the broker commands. ``COMMANDS`` names each command's
+module and summary, so ``taskfleet --help`` lists them all without importing any; ``build_parser()`` (no argument)
+imports them all, for ``docs/cli.md`` and the tests.
 """
 
 from __future__ import annotations
@@ -29,14 +31,14 @@ class Command:
 
 
 COMMANDS = (
-    Command("worker", "taskfleet.worker.cli", "run a prefork worker"),
-    Command("beat", "taskfleet.worker.beat_cli", "send periodic tasks (safe to run several replicas)"),
+    Command("worker", "taskfleet.worker.worker_command", "run a prefork worker"),
+    Command("beat", "taskfleet.worker.beat_command", "send periodic tasks (safe to run several replicas)"),
     Command("call", "taskfleet.cli.broker_commands", "send a task by name (optionally wait for its result)"),
     Command("queues", "taskfleet.cli.broker_commands", "show ready / in-flight / delayed / dead counts per queue"),
     Command("purge", "taskfleet.cli.broker_commands", "delete the ready and delayed messages of a queue"),
     Command("dead-letters", "taskfleet.cli.broker_commands",
             "list a queue's dead-lettered messages, or requeue them"),
-    Command("operator", "taskfleet.operator.cli", "run the Kubernetes operator (TaskQueue resources)"),
+    Command("operator", "taskfleet.operator.operator_command", "run the Kubernetes operator (TaskQueue resources)"),
 )
 
 

@@ -1,8 +1,9 @@
 """``taskfleet call | queues | purge | dead-letters``: the flags of the commands that talk to a broker by URL, and
 the ``App`` they connect with. No task code is imported.
 
-The handlers live in ``call_command``, ``queue_commands`` and ``dead_letter_commands`` and are imported only when
-one of these commands runs: they use ``rich``, which ``taskfleet worker`` (same console script) must not load.
+The handlers live in ``call_command``, ``queues_command``, ``purge_command`` and ``dead_letters_command`` (one
+module per command, named after it) and are imported only when one of these commands runs: they use ``rich``,
+which ``taskfleet worker`` (same console script) must not load.
 """
 
 from __future__ import annotations
@@ -132,21 +133,21 @@ def _call(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 def _queues(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from taskfleet.cli import queue_commands
+    from taskfleet.cli import queues_command
 
-    return queue_commands.run_queues(args, environ)
+    return queues_command.run(args, environ)
 
 
 def _purge(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from taskfleet.cli import queue_commands
+    from taskfleet.cli import purge_command
 
-    return queue_commands.run_purge(args, environ)
+    return purge_command.run(args, environ)
 
 
 def _dead_letters(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from taskfleet.cli import dead_letter_commands
+    from taskfleet.cli import dead_letters_command
 
-    return dead_letter_commands.run(args, environ)
+    return dead_letters_command.run(args, environ)
 
 
 def _positive(text: str) -> float:

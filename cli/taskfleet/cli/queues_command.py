@@ -1,4 +1,4 @@
-"""``taskfleet queues`` (a depth table per queue) and ``taskfleet purge <queue>`` (asks first)."""
+"""``taskfleet queues``: a depth table per queue (ready, in-flight, delayed, dead), or ``--json``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ UNKNOWN = "?"
 
 
 @console.command
-def run_queues(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Handle ``taskfleet queues``."""
     app = app_from_args(args, environ)
     try:
@@ -32,23 +32,6 @@ def run_queues(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         console.say("no queues yet [dim](a queue appears when the first message is sent to it)[/]")
     else:
         console.out.print(depth_table(depths))
-    return 0
-
-
-@console.command
-def run_purge(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    """Handle ``taskfleet purge``."""
-    app = app_from_args(args, environ)
-    try:
-        broker = app.broker
-        if not args.yes:
-            console.require_terminal(f"refusing to purge queue {args.queue!r} without asking")
-            if not console.ask(purge_question(args.queue, broker.queue_depth(args.queue))):
-                return console.fail("aborted: nothing deleted")
-        count = broker.purge(args.queue)
-    finally:
-        app.close()
-    console.say(f"purged {console.plural(count, 'message')} from {escape(args.queue)}")
     return 0
 
 
@@ -82,13 +65,4 @@ def depth_table(depths: Mapping[str, QueueDepth]) -> Table:
         table.caption = (f"{UNKNOWN}: not counted by this broker (RabbitMQ counts in-flight messages only with "
                          "--broker-management-url, and delayed ones never)")
     return table
-
-
-def purge_question(queue: str, depth: QueueDepth) -> str:
-    """What ``purge`` asks (rich markup), with the counts it is about to delete."""
-    ready = console.plural(depth.ready, "ready message")
-    delayed = (console.plural(depth.delayed, "delayed message") if depth.delayed_known
-               else "every delayed message (not counted)")
-    return (f"Delete {ready} and {delayed} of queue [bold]{escape(queue)}[/]? "
-            "[dim](in-flight messages are left to their workers, dead letters are kept)[/]")
 

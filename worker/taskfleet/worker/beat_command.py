@@ -15,12 +15,12 @@ from taskfleet.errors import ConfigurationError, TaskfleetError
 from taskfleet.schedules import next_runs
 from taskfleet.urls import mask_url
 from taskfleet.worker.beat import BeatSettings, open_beat
-from taskfleet.worker.cli import add_beat_flags, connection_overrides, resolve_health_port, wait_for_broker
 from taskfleet.worker.exitcodes import ExitCode
 from taskfleet.worker.loader import AppImportError, load_app
 from taskfleet.worker.logging import configure_cli_logging, get_logger, route_structlog
 from taskfleet.worker.metrics import BeatMetrics, UnservedBeatMetrics
 from taskfleet.worker.settings import DEFAULT_BROKER_CONNECT_TIMEOUT_S
+from taskfleet.worker.worker_command import add_beat_flags, connection_overrides, resolve_health_port, wait_for_broker
 
 #: Fire times per entry that ``--list`` shows.
 LIST_COUNT = 5
