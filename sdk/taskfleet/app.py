@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, tzinfo
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, Unpack, overload
 
 from taskfleet import backends, brokers
 from taskfleet.backends.base import ResultBackend
@@ -18,7 +18,6 @@ from taskfleet.message import Message
 from taskfleet.periodic import DEFAULT_CATCH_UP, CatchUp, PeriodicEntry, entries_from_config
 from taskfleet.producer import Call, Producer
 from taskfleet.result import AsyncResult
-from taskfleet.retry import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF_MAX_S, DEFAULT_RETRY_DELAY_S
 from taskfleet.schedules import Schedule, crontab, to_schedule, zone
 from taskfleet.serializers import JSON, Serializer, get_serializer
 from taskfleet.settings import (
@@ -34,7 +33,7 @@ from taskfleet.settings import (
     validate_queue_name,
 )
 from taskfleet.signature import Signature
-from taskfleet.task import Task, TaskOptions
+from taskfleet.task import Task, TaskOptions, TaskOptionsKwargs, check_option_names
 
 R = TypeVar("R")
 
@@ -165,41 +164,27 @@ class App:
 
     @overload
     def task(
-        self, /, *, name: str | None = None, queue: str | None = None, priority: int = 0,
-        max_retries: int | None = DEFAULT_MAX_RETRIES, autoretry_for: tuple[type[BaseException], ...] = (),
-        retry_backoff: bool | float = False, retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX_S,
-        retry_jitter: bool = True, default_retry_delay: float = DEFAULT_RETRY_DELAY_S,
-        time_limit: float | None = None, soft_time_limit: float | None = None, expires: float | None = None,
-        ignore_result: bool = False, track_started: bool = False, bind: bool = False,
+        self, /, *, name: str | None = None, **options: Unpack[TaskOptionsKwargs]
     ) -> Callable[[Callable[..., R]], Task[R]]: ...
 
     def task(
-        self, fn: Callable[..., R] | None = None, /, *, name: str | None = None, queue: str | None = None,
-        priority: int = 0, max_retries: int | None = DEFAULT_MAX_RETRIES,
-        autoretry_for: tuple[type[BaseException], ...] = (), retry_backoff: bool | float = False,
-        retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX_S, retry_jitter: bool = True,
-        default_retry_delay: float = DEFAULT_RETRY_DELAY_S, time_limit: float | None = None,
-        soft_time_limit: float | None = None, expires: float | None = None, ignore_result: bool = False,
-        track_started: bool = False, bind: bool = False,
+        self, fn: Callable[..., R] | None = None, /, *, name: str | None = None, **options: Unpack[TaskOptionsKwargs]
     ) -> Task[R] | Callable[[Callable[..., R]], Task[R]]:
-        """Register a task: ``@app.task`` or ``@app.task(queue=..., max_retries=..., ...)`` (see ``TaskOptions``
-        for the meaning and units of each option; an unknown option raises ``TypeError``)."""
+        """Register a task: ``@app.task`` or ``@app.task(queue=..., max_retries=..., ...)``: ``name`` (default
+        ``"<app name>.<function name>"``) and the other fields of ``TaskOptions``, which gives the meaning, units and
+        default of each; an unknown option raises ``TypeError``."""
+        check_option_names(options)
+        queue = options.get("queue")
         if queue is not None:
             validate_queue_name(queue)
 
         def register(func: Callable[..., R]) -> Task[R]:
-            options = TaskOptions(
-                name=name or f"{self.name}.{func.__name__}", queue=queue, priority=priority,
-                max_retries=max_retries, autoretry_for=tuple(autoretry_for), retry_backoff=retry_backoff,
-                retry_backoff_max=retry_backoff_max, retry_jitter=retry_jitter,
-                default_retry_delay=default_retry_delay, time_limit=time_limit, soft_time_limit=soft_time_limit,
-                expires=expires, ignore_result=ignore_result, track_started=track_started, bind=bind,
-            )
-            existing = self.tasks.get(options.name)
+            task_options = TaskOptions(name=name or f"{self.name}.{func.__name__}", **options)
+            existing = self.tasks.get(task_options.name)
             if existing is not None and existing.fn is not func:
-                raise ConfigurationError(f"task name {options.name!r} is registered twice")
-            task: Task[R] = Task(self, func, options)
-            self.tasks[options.name] = task
+                raise ConfigurationError(f"task name {task_options.name!r} is registered twice")
+            task: Task[R] = Task(self, func, task_options)
+            self.tasks[task_options.name] = task
             return task
 
         return register(fn) if fn is not None else register
