@@ -201,12 +201,12 @@ class App:
     def add_periodic_task(
         self, schedule: Schedule | float | timedelta | str, signature: Signature, *, name: str,
         catch_up: CatchUp = DEFAULT_CATCH_UP, queue: str | None = None, priority: int | None = None,
-        expires_s: float | None = None,
+        expires: float | None = None,
     ) -> PeriodicEntry:
         """Send ``signature`` on ``schedule`` (a ``crontab``, seconds, a ``timedelta`` or a cron string) under the
         unique ``name``. ``catch_up`` says what beat does with missed ticks (``"last"``, ``"all"``, ``"none"``;
-        see ``taskfleet.periodic``); ``queue``/``priority``/``expires_s`` override the signature's."""
-        entry = PeriodicEntry(name=name, signature=signature.set(queue=queue, priority=priority, expires_s=expires_s),
+        see ``taskfleet.periodic``); ``queue``/``priority``/``expires`` (seconds) override the signature's."""
+        entry = PeriodicEntry(name=name, signature=signature.set(queue=queue, priority=priority, expires=expires),
                               schedule=to_schedule(schedule), catch_up=catch_up)
         self._add_entry(entry)
         return entry

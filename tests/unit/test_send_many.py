@@ -109,7 +109,7 @@ def test_a_signatures_expiry_or_its_tasks_is_counted_from_the_send(app: App) -> 
     add = app.task(expires=60)(_add)
     before = time.time()
 
-    app.send_many([add.s(1, 2), add.s(3, 4).set(expires_s=5)])
+    app.send_many([add.s(1, 2), add.s(3, 4).set(expires=5)])
 
     expiries = sorted(m.expires - before for m in messages(app) if m.expires is not None)
     assert len(expiries) == 2
