@@ -14,7 +14,7 @@ import taskfleet_app
 
 from bench.measure import Depth
 from bench.scenarios import QUEUE, Kind, runner_main, runner_parser, task_args, worker_env
-from taskfleet.app import SEND_MANY_CHUNK
+from taskfleet.producer import SEND_MANY_CHUNK
 from taskfleet.worker.settings import DEFAULT_PREFETCH as WORKER_DEFAULT_PREFETCH
 
 #: The worker's documented default (docs/configuration.md); --prefetch overrides it for experiments.

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Setter:
     """Where a dataclass is built, and how its inputs are shown: ``kind`` is ``param`` (a keyword of the enclosing
-    function, shown with ``template``), ``field`` (the user builds the dataclass: its own keywords), ``cli``
-    (``args.X`` flags and ``ENV_*`` variables) or ``self`` (another settings object's field, shown with
-    ``template``)."""
+    function, shown with ``template``), ``field`` (its own keywords: the user builds the dataclass, or passes each
+    field to a function that does), ``cli`` (``args.X`` flags and ``ENV_*`` variables) or ``self`` (another
+    settings object's field, shown with ``template``)."""
 
     module: str
     kind: str
@@ -47,7 +47,7 @@ SECTIONS = (
         "Task options (`TaskOptions`)", "taskfleet.task", "TaskOptions",
         "Per-task settings from `@app.task(...)` (and `@app.periodic(...)`, which takes `name`, `queue` and "
         "`priority`). Times are in seconds; an unknown option raises `TypeError`.",
-        (Setter("taskfleet.app", "param", "`@app.task({}=)`"),),
+        (Setter("", "field", "`@app.task({}=)`"),),  # @app.task takes every field: name= and **TaskOptionsKwargs
     ),
     Section(
         "Worker settings (`WorkerSettings`)", "taskfleet.worker.settings", "WorkerSettings",

@@ -1,25 +1,23 @@
-"""``App``: the registry of tasks plus the connections to the broker and the result backend."""
+"""``App``: the configuration, the registry of tasks and periodic entries, the connections to the broker and the
+result backend, and the public sending methods (whose messages ``taskfleet.producer`` builds, encodes and publishes)."""
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any, TypeVar, overload
+from datetime import datetime, timedelta, tzinfo
+from typing import Any, TypeVar, Unpack, overload
 
 from taskfleet import backends, brokers
 from taskfleet.backends.base import ResultBackend
-from taskfleet.brokers.base import Broker, Outgoing
-from taskfleet.errors import ConfigurationError, MessageTooLarge, TaskNotRegistered
+from taskfleet.brokers.base import Broker
+from taskfleet.errors import ConfigurationError, TaskNotRegistered
 from taskfleet.message import Message
 from taskfleet.periodic import DEFAULT_CATCH_UP, CatchUp, PeriodicEntry, entries_from_config
+from taskfleet.producer import Call, Producer
 from taskfleet.result import AsyncResult
-from taskfleet.retry import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF_MAX_S, DEFAULT_RETRY_DELAY_S
 from taskfleet.schedules import Schedule, crontab, to_schedule, zone
 from taskfleet.serializers import JSON, Serializer, get_serializer
 from taskfleet.settings import (
@@ -35,13 +33,9 @@ from taskfleet.settings import (
     validate_queue_name,
 )
 from taskfleet.signature import Signature
-from taskfleet.task import Task, TaskOptions
+from taskfleet.task import Task, TaskOptions, TaskOptionsKwargs, check_option_names
 
 R = TypeVar("R")
-
-#: Messages per ``Broker.enqueue_many`` call in ``App.send_many``: one pipelined round trip or a few each, and a
-#: bound on how long one call holds a connection (about 0.1-0.5 s).
-SEND_MANY_CHUNK = 2000
 
 
 class App:
@@ -93,6 +87,7 @@ class App:
         self._lock = threading.Lock()
         self._broker: tuple[int, Broker] | None = None
         self._backend: tuple[int, ResultBackend | None] | None = None
+        self._producer = Producer(self)
 
     def __repr__(self) -> str:
         return f"<App {self.name} {self.settings!r}>"
@@ -169,41 +164,27 @@ class App:
 
     @overload
     def task(
-        self, /, *, name: str | None = None, queue: str | None = None, priority: int = 0,
-        max_retries: int | None = DEFAULT_MAX_RETRIES, autoretry_for: tuple[type[BaseException], ...] = (),
-        retry_backoff: bool | float = False, retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX_S,
-        retry_jitter: bool = True, default_retry_delay: float = DEFAULT_RETRY_DELAY_S,
-        time_limit: float | None = None, soft_time_limit: float | None = None, expires: float | None = None,
-        ignore_result: bool = False, track_started: bool = False, bind: bool = False,
+        self, /, *, name: str | None = None, **options: Unpack[TaskOptionsKwargs]
     ) -> Callable[[Callable[..., R]], Task[R]]: ...
 
     def task(
-        self, fn: Callable[..., R] | None = None, /, *, name: str | None = None, queue: str | None = None,
-        priority: int = 0, max_retries: int | None = DEFAULT_MAX_RETRIES,
-        autoretry_for: tuple[type[BaseException], ...] = (), retry_backoff: bool | float = False,
-        retry_backoff_max: float = DEFAULT_RETRY_BACKOFF_MAX_S, retry_jitter: bool = True,
-        default_retry_delay: float = DEFAULT_RETRY_DELAY_S, time_limit: float | None = None,
-        soft_time_limit: float | None = None, expires: float | None = None, ignore_result: bool = False,
-        track_started: bool = False, bind: bool = False,
+        self, fn: Callable[..., R] | None = None, /, *, name: str | None = None, **options: Unpack[TaskOptionsKwargs]
     ) -> Task[R] | Callable[[Callable[..., R]], Task[R]]:
-        """Register a task: ``@app.task`` or ``@app.task(queue=..., max_retries=..., ...)`` (see ``TaskOptions``
-        for the meaning and units of each option; an unknown option raises ``TypeError``)."""
+        """Register a task: ``@app.task`` or ``@app.task(queue=..., max_retries=..., ...)``: ``name`` (default
+        ``"<app name>.<function name>"``) and the other fields of ``TaskOptions``, which gives the meaning, units and
+        default of each; an unknown option raises ``TypeError``."""
+        check_option_names(options)
+        queue = options.get("queue")
         if queue is not None:
             validate_queue_name(queue)
 
         def register(func: Callable[..., R]) -> Task[R]:
-            options = TaskOptions(
-                name=name or f"{self.name}.{func.__name__}", queue=queue, priority=priority,
-                max_retries=max_retries, autoretry_for=tuple(autoretry_for), retry_backoff=retry_backoff,
-                retry_backoff_max=retry_backoff_max, retry_jitter=retry_jitter,
-                default_retry_delay=default_retry_delay, time_limit=time_limit, soft_time_limit=soft_time_limit,
-                expires=expires, ignore_result=ignore_result, track_started=track_started, bind=bind,
-            )
-            existing = self.tasks.get(options.name)
+            task_options = TaskOptions(name=name or f"{self.name}.{func.__name__}", **options)
+            existing = self.tasks.get(task_options.name)
             if existing is not None and existing.fn is not func:
-                raise ConfigurationError(f"task name {options.name!r} is registered twice")
-            task: Task[R] = Task(self, func, options)
-            self.tasks[options.name] = task
+                raise ConfigurationError(f"task name {task_options.name!r} is registered twice")
+            task: Task[R] = Task(self, func, task_options)
+            self.tasks[task_options.name] = task
             return task
 
         return register(fn) if fn is not None else register
@@ -220,12 +201,12 @@ class App:
     def add_periodic_task(
         self, schedule: Schedule | float | timedelta | str, signature: Signature, *, name: str,
         catch_up: CatchUp = DEFAULT_CATCH_UP, queue: str | None = None, priority: int | None = None,
-        expires_s: float | None = None,
+        expires: float | None = None,
     ) -> PeriodicEntry:
         """Send ``signature`` on ``schedule`` (a ``crontab``, seconds, a ``timedelta`` or a cron string) under the
         unique ``name``. ``catch_up`` says what beat does with missed ticks (``"last"``, ``"all"``, ``"none"``;
-        see ``taskfleet.periodic``); ``queue``/``priority``/``expires_s`` override the signature's."""
-        entry = PeriodicEntry(name=name, signature=signature.set(queue=queue, priority=priority, expires_s=expires_s),
+        see ``taskfleet.periodic``); ``queue``/``priority``/``expires`` (seconds) override the signature's."""
+        entry = PeriodicEntry(name=name, signature=signature.set(queue=queue, priority=priority, expires=expires),
                               schedule=to_schedule(schedule), catch_up=catch_up)
         self._add_entry(entry)
         return entry
@@ -279,14 +260,15 @@ class App:
     ) -> AsyncResult:
         """Send task ``name`` without importing its code (``app.send("billing.charge", args=(42,))``).
         Options as for ``Task.apply_async``. Returns once the broker has stored the message."""
-        message = self._message(name, args, kwargs, countdown=countdown, eta=eta, expires=expires, priority=priority,
-                                queue=queue, task_id=task_id, headers=headers, now=time.time())
-        self.publish(message)
+        message = self._producer.message(name, args, kwargs, countdown=countdown, eta=eta, expires=expires,
+                                         priority=priority, queue=queue, task_id=task_id, headers=headers,
+                                         now=time.time())
+        self._producer.publish(message)
         return AsyncResult(message.id, app=self)
 
     def send_many(
         self,
-        calls: Iterable[Signature | tuple[str, tuple[Any, ...] | list[Any], Mapping[str, Any]]],
+        calls: Iterable[Call],
         *,
         queue: str | None = None,
         priority: int | None = None,
@@ -298,134 +280,20 @@ class App:
         A call is a ``Signature`` (``task.s(...)``) or a ``(task name, args, kwargs)`` tuple, sent by name as with
         ``send``. Each is sent with its own queue, priority and expiry (``Signature``), else its task's when the task
         is registered here, else the app's defaults; ``queue``, ``priority`` (0-9) and ``countdown`` (seconds) given
-        here apply to every call instead. The calls go to the broker in chunks of ``SEND_MANY_CHUNK`` through
-        ``Broker.enqueue_many``, pipelined (Redis: a few scripts per chunk; RabbitMQ: a chunk is published whole and
-        its confirms awaited once); each message is encoded once, as ``send`` encodes it, the next chunk while the
-        broker stores this one. A chunk that cannot be sent (``EncodeError``, ``MessageTooLarge``, a broker error)
-        raises after the chunks before it were stored, and the exception's note says how many calls were sent."""
-        if queue is not None:
-            validate_queue_name(queue)
-        signatures = [call if isinstance(call, Signature) else _signature(call) for call in calls]
-        if not signatures:
-            return []
-        ids = _task_ids(len(signatures))
-        now = time.time()
-
-        def encode(start: int) -> list[Outgoing]:
-            chunk = []
-            for signature, task_id in zip(signatures[start:start + SEND_MANY_CHUNK],
-                                          ids[start:start + SEND_MANY_CHUNK], strict=True):
-                call_queue, call_priority, call_expires = signature.send_options(self)
-                message = self._message(
-                    signature.task, signature.args, signature.kwargs, countdown=countdown, eta=None,
-                    expires=call_expires, priority=call_priority if priority is None else priority,
-                    queue=queue or call_queue, task_id=task_id, headers=None, now=now)
-                chunk.append(Outgoing(message.queue, message.broker_id, self._encode(message), message.priority,
-                                      message.delay_s()))  # until its eta from now: a later chunk waits less
-            return chunk
-
-        broker = self.broker
-        if len(signatures) <= SEND_MANY_CHUNK:
-            try:
-                broker.enqueue_many(encode(0))
-            except Exception as exc:
-                _note_sent(exc, 0, len(signatures))
-                raise
-            return [AsyncResult(task_id, app=self) for task_id in ids]
-        # The next chunk is encoded on a helper thread while the broker stores this one (the broker call waits on
-        # the network with the GIL released); the broker itself is only ever called from this thread.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskfleet-send-many") as encoder:
-            upcoming = encoder.submit(encode, 0)
-            for start in range(0, len(signatures), SEND_MANY_CHUNK):
-                try:
-                    chunk = upcoming.result()
-                    if start + SEND_MANY_CHUNK < len(signatures):
-                        upcoming = encoder.submit(encode, start + SEND_MANY_CHUNK)
-                    broker.enqueue_many(chunk)
-                except Exception as exc:
-                    _note_sent(exc, start, len(signatures))
-                    raise
-        return [AsyncResult(task_id, app=self) for task_id in ids]
-
-    def _message(
-        self, name: str, args: tuple[Any, ...] | list[Any], kwargs: Mapping[str, Any] | None, *,
-        countdown: float | None, eta: datetime | None, expires: float | datetime | None, priority: int,
-        queue: str | None, task_id: str | None, headers: Mapping[str, Any] | None, now: float,
-    ) -> Message:
-        """The message of one call (see ``send``); ``now`` is the Unix time that ``countdown`` and ``expires`` count
-        from."""
-        if countdown is not None and eta is not None:
-            raise ValueError("pass countdown or eta, not both")
-        eta_ts: float | None = None
-        if countdown is not None:
-            eta_ts = now + max(0.0, float(countdown))
-        elif eta is not None:
-            eta_ts = _timestamp(eta)
-        expires_ts: float | None = None
-        if isinstance(expires, datetime):
-            expires_ts = _timestamp(expires)
-        elif expires is not None:
-            expires_ts = now + float(expires)
-        return Message(
-            id=task_id or uuid.uuid4().hex, task=name, args=tuple(args), kwargs=dict(kwargs or {}),
-            queue=_valid_queue(queue or self.settings.default_queue), priority=priority,
-            eta=eta_ts, expires=expires_ts, headers=dict(headers or {}), created_at=now,
-        )
-
-    def _encode(self, message: Message) -> bytes:
-        """The wire bytes of ``message`` with this app's serializer. Raises ``EncodeError`` for unserializable
-        arguments and ``MessageTooLarge`` above ``max_message_bytes``."""
-        data = message.encode(self.serializer)
-        if len(data) > self.settings.max_message_bytes:
-            raise MessageTooLarge(
-                f"message for {message.task} is {len(data)} bytes, above max_message_bytes="
-                f"{self.settings.max_message_bytes}; pass a reference (URL, key) instead of the payload"
-            )
-        return data
+        here apply to every call instead. The calls go to the broker in chunks of ``SEND_MANY_CHUNK``
+        (``taskfleet.producer``) through ``Broker.enqueue_many``, pipelined (Redis: a few scripts per chunk;
+        RabbitMQ: a chunk is published whole and its confirms awaited once); each message is encoded once, as
+        ``send`` encodes it, the next chunk while the broker stores this one. A chunk that cannot be sent
+        (``EncodeError``, ``MessageTooLarge``, a broker error) raises after the chunks before it were stored, and the
+        exception's note says how many calls were sent."""
+        return self._producer.send_many(calls, queue=queue, priority=priority, countdown=countdown)
 
     def publish(self, message: Message) -> None:
         """Encode ``message`` and hand it to the broker (after its eta, if any). Raises ``MessageTooLarge`` above
         ``max_message_bytes``, ``EncodeError`` for unserializable arguments, ``BrokerConnectionError``."""
-        data = self._encode(message)
-        self.broker.enqueue(message.queue, message.broker_id, data, priority=message.priority,
-                            delay_s=message.delay_s())
+        self._producer.publish(message)
 
     def AsyncResult(self, task_id: str) -> AsyncResult:
         """A handle on the task ``task_id``."""
         return AsyncResult(task_id, app=self)
 
-
-def _task_ids(count: int) -> list[str]:
-    """``count`` new task ids, each as ``uuid.uuid4().hex`` would make it (random, version 4), from one read of
-    the OS's random source instead of one each."""
-    raw = bytearray(os.urandom(16 * count))
-    raw[6::16] = bytes(b & 0x0F | 0x40 for b in raw[6::16])  # version 4
-    raw[8::16] = bytes(b & 0x3F | 0x80 for b in raw[8::16])  # RFC 4122 variant
-    text = raw.hex()
-    return [text[start:start + 32] for start in range(0, 32 * count, 32)]
-
-
-def _valid_queue(name: str) -> str:
-    """``validate_queue_name``, remembered for the queues in use (it runs for every message sent)."""
-    return _valid_queue_name(name) if isinstance(name, str) else validate_queue_name(name)
-
-
-_valid_queue_name = functools.lru_cache(maxsize=256)(validate_queue_name)
-
-
-def _note_sent(exc: Exception, sent: int, total: int) -> None:
-    exc.add_note(f"send_many: the first {sent} of {total} calls were sent before this error; the others were not, "
-                 "or not all of them")
-
-
-def _signature(call: Any) -> Signature:
-    """A ``(task name, args, kwargs)`` call of ``send_many`` as a ``Signature``."""
-    if not isinstance(call, tuple) or len(call) != 3:
-        raise TypeError(f"send_many takes Signatures or (task name, args, kwargs) tuples, got {call!r}")
-    name, args, kwargs = call
-    return Signature(task=name, args=tuple(args), kwargs=kwargs or {})
-
-
-def _timestamp(when: datetime) -> float:
-    """Unix seconds of ``when``; a naive datetime is taken as UTC."""
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()

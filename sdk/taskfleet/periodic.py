@@ -31,7 +31,7 @@ DEFAULT_GRACE_S = 0.5
 MAX_CATCH_UP = 100
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}")
 _CONFIG_KEYS = frozenset({"name", "task", "schedule", "args", "kwargs", "queue", "options"})
-_OPTION_KEYS = frozenset({"priority", "expires_s", "catch_up"})
+_OPTION_KEYS = frozenset({"priority", "expires", "catch_up"})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -59,7 +59,8 @@ def entries_from_config(config: Iterable[Mapping[str, Any]]) -> list[PeriodicEnt
           "args": [1], "kwargs": {}, "queue": "reports", "options": {"priority": 5, "catch_up": "all"}}]
 
     ``schedule`` is seconds, a cron string, a ``timedelta`` or a ``crontab``; ``options`` takes ``priority``,
-    ``expires_s`` and ``catch_up``. Unknown keys raise ``ConfigurationError``."""
+    ``expires`` (seconds, as in ``apply_async(expires=)``) and ``catch_up``. Unknown keys raise
+    ``ConfigurationError``."""
     entries: list[PeriodicEntry] = []
     for raw in config:
         if not isinstance(raw, Mapping):
@@ -74,7 +75,7 @@ def entries_from_config(config: Iterable[Mapping[str, Any]]) -> list[PeriodicEnt
                                      f"{sorted(set(options) - _OPTION_KEYS)} (allowed: {sorted(_OPTION_KEYS)})")
         signature = Signature(task=raw["task"], args=tuple(raw.get("args") or ()), kwargs=dict(raw.get("kwargs") or {}),
                               queue=raw.get("queue"), priority=options.get("priority"),
-                              expires_s=options.get("expires_s"))
+                              expires=options.get("expires"))
         entries.append(PeriodicEntry(name=raw["name"], signature=signature, schedule=to_schedule(raw["schedule"]),
                                      catch_up=options.get("catch_up", DEFAULT_CATCH_UP)))
     return entries

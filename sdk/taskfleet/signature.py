@@ -25,15 +25,15 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Signature:
     """One task call: ``task`` (its registered name), ``args``, ``kwargs`` and the send options ``queue``,
-    ``priority`` (0-9) and ``expires_s`` (seconds after sending; None: never). None options fall back to the
-    task's own (or the app's default queue)."""
+    ``priority`` (0-9) and ``expires`` (seconds after sending, as in ``apply_async(expires=)``; None: never). None
+    options fall back to the task's own (or the app's default queue)."""
 
     task: str
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     queue: str | None = None
     priority: int | None = None
-    expires_s: float | None = None
+    expires: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not self.task:
@@ -44,16 +44,16 @@ class Signature:
             validate_queue_name(self.queue)
         if self.priority is not None and not MIN_PRIORITY <= self.priority <= MAX_PRIORITY:
             raise ConfigurationError(f"priority must be {MIN_PRIORITY}-{MAX_PRIORITY}, got {self.priority}")
-        if self.expires_s is not None and self.expires_s <= 0:
-            raise ConfigurationError("expires_s must be > 0 seconds")
+        if self.expires is not None and self.expires <= 0:
+            raise ConfigurationError("expires must be > 0 seconds")
 
     def set(self, *, queue: str | None = None, priority: int | None = None,
-            expires_s: float | None = None) -> Signature:
+            expires: float | None = None) -> Signature:
         """A copy with these send options changed (None keeps the current value)."""
         return dataclasses.replace(
             self, queue=self.queue if queue is None else queue,
             priority=self.priority if priority is None else priority,
-            expires_s=self.expires_s if expires_s is None else expires_s,
+            expires=self.expires if expires is None else expires,
         )
 
     def send_options(self, app: App) -> tuple[str | None, int, float | None]:
@@ -62,7 +62,7 @@ class Signature:
         task = app.tasks.get(self.task)
         queue = self.queue or (task.queue if task is not None else None)
         priority = self.priority if self.priority is not None else (task.options.priority if task else 0)
-        expires = self.expires_s if self.expires_s is not None else (task.options.expires if task else None)
+        expires = self.expires if self.expires is not None else (task.options.expires if task else None)
         return queue, priority, expires
 
     def apply_async(self, app: App, *, task_id: str | None = None,
@@ -74,15 +74,15 @@ class Signature:
 
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "args": list(self.args), "kwargs": dict(self.kwargs), "queue": self.queue,
-                "priority": self.priority, "expires_s": self.expires_s}
+                "priority": self.priority, "expires": self.expires}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Signature:
-        unknown = set(raw) - {"task", "args", "kwargs", "queue", "priority", "expires_s"}
+        unknown = set(raw) - {"task", "args", "kwargs", "queue", "priority", "expires"}
         if unknown:
             raise ConfigurationError(f"unknown signature fields: {sorted(unknown)}")
         return cls(task=raw["task"], args=tuple(raw.get("args") or ()), kwargs=dict(raw.get("kwargs") or {}),
-                   queue=raw.get("queue"), priority=raw.get("priority"), expires_s=raw.get("expires_s"))
+                   queue=raw.get("queue"), priority=raw.get("priority"), expires=raw.get("expires"))
 
     def __repr__(self) -> str:
         parts = [*(repr(a) for a in self.args), *(f"{k}={v!r}" for k, v in self.kwargs.items())]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypedDict, TypeVar
 
 from taskfleet.errors import ConfigurationError, Retry
 from taskfleet.message import MAX_PRIORITY, MIN_PRIORITY
@@ -22,7 +23,11 @@ R = TypeVar("R")
 
 @dataclass(frozen=True, kw_only=True)
 class TaskOptions:
-    """Per-task settings from ``@app.task(...)``. Times are in seconds."""
+    """Per-task settings from ``@app.task(...)``. Times are in seconds.
+
+    The one definition of the task options: their names, types, defaults, meaning and checks. ``@app.task`` takes
+    ``name=`` and the other fields as ``**options: Unpack[TaskOptionsKwargs]``, which lists the same names and
+    types for type checkers (``tests/unit/test_task_options.py`` keeps the two in step)."""
 
     #: The name messages carry and workers look the task up by; default ``"<app name>.<function name>"``. Unique in
     #: the app: another function under the same name raises ``ConfigurationError``.
@@ -54,6 +59,7 @@ class TaskOptions:
     bind: bool = False  # the function receives the Task as its first argument
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "autoretry_for", tuple(self.autoretry_for))  # a list is taken as a tuple
         if not (MIN_PRIORITY <= self.priority <= MAX_PRIORITY):
             raise ConfigurationError(f"priority must be {MIN_PRIORITY}-{MAX_PRIORITY}")
         if self.max_retries is not None and self.max_retries < 0:
@@ -65,6 +71,38 @@ class TaskOptions:
             raise ConfigurationError("soft_time_limit must be smaller than time_limit")
         if not all(isinstance(t, type) and issubclass(t, BaseException) for t in self.autoretry_for):
             raise ConfigurationError("autoretry_for must be a tuple of exception types")
+
+
+class TaskOptionsKwargs(TypedDict, total=False):
+    """The keyword arguments of ``@app.task(...)`` besides ``name``: the other fields of ``TaskOptions``, with the
+    same types, each optional (defaults, units and meaning are ``TaskOptions``'s)."""
+
+    queue: str | None
+    priority: int
+    max_retries: int | None
+    autoretry_for: tuple[type[BaseException], ...]
+    retry_backoff: bool | float
+    retry_backoff_max: float
+    retry_jitter: bool
+    default_retry_delay: float
+    time_limit: float | None
+    soft_time_limit: float | None
+    expires: float | None
+    ignore_result: bool
+    track_started: bool
+    bind: bool
+
+
+#: The option names ``@app.task`` takes in ``**options`` (every ``TaskOptions`` field but ``name``).
+OPTION_NAMES = tuple(f.name for f in dataclasses.fields(TaskOptions) if f.name != "name")
+
+
+def check_option_names(options: Mapping[str, object]) -> None:
+    """``TypeError`` naming each key of ``options`` that is not a task option (as for an unknown keyword)."""
+    unknown = [key for key in options if key not in OPTION_NAMES]
+    if unknown:
+        raise TypeError(f"@app.task got unknown option(s) {', '.join(map(repr, unknown))}; the options are "
+                        f"name, {', '.join(OPTION_NAMES)} (see TaskOptions)")
 
 
 @dataclass(frozen=True, kw_only=True)

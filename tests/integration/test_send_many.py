@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from taskfleet import App
-from taskfleet import app as app_module
+from taskfleet import App, producer
 from taskfleet.brokers.base import Delivery
 from taskfleet.message import Message
 from tests import tasks
@@ -31,7 +30,7 @@ def drain(app: App, queue: str, count: int, timeout_s: float = 15.0) -> list[Del
 def test_a_batch_of_several_chunks_is_stored_whole_each_message_once(
     app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(app_module, "SEND_MANY_CHUNK", 40)
+    monkeypatch.setattr(producer, "SEND_MANY_CHUNK", 40)
 
     results = app.send_many(tasks.add.s(i, i) for i in range(101))  # three chunks, the last one short
 

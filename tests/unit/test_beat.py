@@ -193,14 +193,27 @@ def test_periodic_tasks_are_declared_by_call_decorator_or_config() -> None:
         [{"name": "x", "task": "t"}],  # no schedule
         [{"name": "x", "task": "t", "schedule": 5, "colour": "red"}],  # unknown key
         [{"name": "x", "task": "t", "schedule": 5, "options": {"countdown": 3}}],  # unknown option
+        [{"name": "x", "task": "t", "schedule": 5, "options": {"expires_s": 60}}],  # the option is "expires"
         [{"name": "x", "task": "t", "schedule": 5, "options": {"catch_up": "some"}}],  # unknown policy
         [{"name": "bad name!", "task": "t", "schedule": 5}],
     ],
-    ids=["no-schedule", "unknown-key", "unknown-option", "unknown-policy", "bad-name"],
+    ids=["no-schedule", "unknown-key", "unknown-option", "expires-in-seconds", "unknown-policy", "bad-name"],
 )
 def test_a_bad_declarative_schedule_is_a_configuration_error(config: list[dict[str, object]]) -> None:
     with pytest.raises(ConfigurationError):
         App("x", beat_schedule=config)
+
+
+def test_expires_is_named_as_in_apply_async_wherever_a_periodic_call_is_declared() -> None:
+    app = App("x", beat_schedule=[{"name": "config", "task": "t", "schedule": 5, "options": {"expires": 60}}])
+    app.add_periodic_task(5, Signature(task="t"), name="call", expires=30)
+
+    assert app.periodic_tasks["config"].signature.expires == 60
+    assert app.periodic_tasks["call"].signature.expires == 30
+    assert Signature(task="t").set(expires=10).to_dict()["expires"] == 10
+    assert Signature.from_dict({"task": "t", "expires": 10}) == Signature(task="t", expires=10)
+    with pytest.raises(ConfigurationError, match="expires must be > 0"):
+        Signature(task="t", expires=0)
 
 
 def test_an_entry_name_used_twice_is_a_configuration_error() -> None:

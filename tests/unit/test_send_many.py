@@ -1,5 +1,5 @@
-"""Specification of ``App.send_many`` (taskfleet.app) against the in-memory broker: what each call is sent with,
-how the batch reaches the broker, and what happens when part of it cannot be sent."""
+"""Specification of ``App.send_many`` (taskfleet.app, taskfleet.producer) against the in-memory broker: what each
+call is sent with, how the batch reaches the broker, and what happens when part of it cannot be sent."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from taskfleet import App, AsyncResult, EncodeError, MessageTooLarge
-from taskfleet import app as app_module
+from taskfleet import App, AsyncResult, EncodeError, MessageTooLarge, producer
 from taskfleet.brokers.base import Broker, Outgoing
 from taskfleet.errors import BrokerConnectionError, ConfigurationError
 from taskfleet.message import Message
@@ -110,7 +109,7 @@ def test_a_signatures_expiry_or_its_tasks_is_counted_from_the_send(app: App) -> 
     add = app.task(expires=60)(_add)
     before = time.time()
 
-    app.send_many([add.s(1, 2), add.s(3, 4).set(expires_s=5)])
+    app.send_many([add.s(1, 2), add.s(3, 4).set(expires=5)])
 
     expiries = sorted(m.expires - before for m in messages(app) if m.expires is not None)
     assert len(expiries) == 2
@@ -167,7 +166,7 @@ def test_nothing_to_send_returns_no_results_and_never_connects() -> None:
 
 
 def test_the_broker_gets_the_batch_in_chunks_of_send_many_chunk(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(app_module, "SEND_MANY_CHUNK", 2)
+    monkeypatch.setattr(producer, "SEND_MANY_CHUNK", 2)
     add = app.task(_add)
     recording = record(app, monkeypatch)
 
@@ -213,7 +212,7 @@ def test_a_message_above_max_message_bytes_is_refused_and_its_chunk_not_sent() -
 
 
 def test_a_failed_chunk_says_how_many_calls_were_sent_before_it(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(app_module, "SEND_MANY_CHUNK", 2)
+    monkeypatch.setattr(producer, "SEND_MANY_CHUNK", 2)
     add = app.task(_add)
     record(app, monkeypatch, fail_on=2)
 
@@ -227,7 +226,7 @@ def test_a_failed_chunk_says_how_many_calls_were_sent_before_it(app: App, monkey
 def test_a_later_chunk_that_cannot_be_encoded_stops_the_batch_after_the_chunks_before_it(
     app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(app_module, "SEND_MANY_CHUNK", 2)
+    monkeypatch.setattr(producer, "SEND_MANY_CHUNK", 2)
     add = app.task(_add)
     calls: list[Any] = [add.s(1, 1), add.s(2, 2), add.s(object(), 3), add.s(4, 4)]
 

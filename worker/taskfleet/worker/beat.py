@@ -243,10 +243,10 @@ class Beat:
         task = self.app.tasks.get(sig.task)
         queue = sig.queue or (task.queue if task is not None else self.app.settings.default_queue)
         priority = sig.priority if sig.priority is not None else (task.options.priority if task else 0)
-        expires_s = sig.expires_s if sig.expires_s is not None else (task.options.expires if task else None)
+        expires = sig.expires if sig.expires is not None else (task.options.expires if task else None)
         now = self._clock()
         return Message(id=task_id, task=sig.task, args=sig.args, kwargs=dict(sig.kwargs), queue=queue,
-                       priority=priority, expires=None if expires_s is None else now + expires_s,
+                       priority=priority, expires=None if expires is None else now + expires,
                        headers={ENTRY_HEADER: entry.name, SCHEDULED_HEADER: _iso(scheduled_ms)}, created_at=now)
 
     def _sleep_s(self, now: float) -> float:

@@ -1,0 +1,174 @@
+"""``Producer``: an ``App``'s sending path. A call becomes a ``Message`` (countdown/eta and expires counted from one
+``now``, the priority, the queue), the message becomes bytes with the app's serializer (``max_message_bytes``
+enforced) and the bytes go to the broker: one at a time (``publish``) or in pipelined chunks (``send_many``).
+
+Publish retries are the broker's: ``App(publish_retry=)`` reaches it through ``AppSettings.broker_settings()``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from taskfleet.brokers.base import Outgoing
+from taskfleet.errors import MessageTooLarge
+from taskfleet.message import Message
+from taskfleet.result import AsyncResult
+from taskfleet.settings import validate_queue_name
+from taskfleet.signature import Signature
+
+if TYPE_CHECKING:
+    from taskfleet.app import App
+
+#: Messages per ``Broker.enqueue_many`` call in ``App.send_many``: one pipelined round trip or a few each, and a
+#: bound on how long one call holds a connection (about 0.1-0.5 s).
+SEND_MANY_CHUNK = 2000
+
+#: A call of ``App.send_many``: a ``Signature`` or a ``(task name, args, kwargs)`` tuple.
+Call = Signature | tuple[str, tuple[Any, ...] | list[Any], Mapping[str, Any]]
+
+
+class Producer:
+    """Builds, encodes and publishes the messages of one ``App`` (its ``send``, ``send_many`` and ``publish``).
+
+    It holds nothing but the app: settings, serializer and broker are read from it at each call, so
+    ``app.configure(...)`` and a fork (a new broker connection) apply at once."""
+
+    __slots__ = ("_app",)
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    def message(
+        self, name: str, args: tuple[Any, ...] | list[Any], kwargs: Mapping[str, Any] | None, *,
+        countdown: float | None, eta: datetime | None, expires: float | datetime | None, priority: int,
+        queue: str | None, task_id: str | None, headers: Mapping[str, Any] | None, now: float,
+    ) -> Message:
+        """The message of one call (see ``App.send``); ``now`` is the Unix time that ``countdown`` and ``expires``
+        count from."""
+        if countdown is not None and eta is not None:
+            raise ValueError("pass countdown or eta, not both")
+        eta_ts: float | None = None
+        if countdown is not None:
+            eta_ts = now + max(0.0, float(countdown))
+        elif eta is not None:
+            eta_ts = _timestamp(eta)
+        expires_ts: float | None = None
+        if isinstance(expires, datetime):
+            expires_ts = _timestamp(expires)
+        elif expires is not None:
+            expires_ts = now + float(expires)
+        return Message(
+            id=task_id or uuid.uuid4().hex, task=name, args=tuple(args), kwargs=dict(kwargs or {}),
+            queue=_valid_queue(queue or self._app.settings.default_queue), priority=priority,
+            eta=eta_ts, expires=expires_ts, headers=dict(headers or {}), created_at=now,
+        )
+
+    def encode(self, message: Message) -> bytes:
+        """The wire bytes of ``message`` with the app's serializer. Raises ``EncodeError`` for unserializable
+        arguments and ``MessageTooLarge`` above ``max_message_bytes``."""
+        data = message.encode(self._app.serializer)
+        limit = self._app.settings.max_message_bytes
+        if len(data) > limit:
+            raise MessageTooLarge(
+                f"message for {message.task} is {len(data)} bytes, above max_message_bytes={limit}; "
+                "pass a reference (URL, key) instead of the payload"
+            )
+        return data
+
+    def publish(self, message: Message) -> None:
+        """Encode ``message`` and hand it to the broker (see ``App.publish``)."""
+        data = self.encode(message)
+        self._app.broker.enqueue(message.queue, message.broker_id, data, priority=message.priority,
+                                 delay_s=message.delay_s())
+
+    def send_many(
+        self, calls: Iterable[Call], *, queue: str | None, priority: int | None, countdown: float | None,
+    ) -> list[AsyncResult]:
+        """Send ``calls`` in chunks of ``SEND_MANY_CHUNK`` (see ``App.send_many``)."""
+        if queue is not None:
+            validate_queue_name(queue)
+        signatures = [call if isinstance(call, Signature) else _signature(call) for call in calls]
+        if not signatures:
+            return []
+        ids = _task_ids(len(signatures))
+        now = time.time()
+        app = self._app
+
+        def encode(start: int) -> list[Outgoing]:
+            chunk = []
+            for signature, task_id in zip(signatures[start:start + SEND_MANY_CHUNK],
+                                          ids[start:start + SEND_MANY_CHUNK], strict=True):
+                call_queue, call_priority, call_expires = signature.send_options(app)
+                message = self.message(
+                    signature.task, signature.args, signature.kwargs, countdown=countdown, eta=None,
+                    expires=call_expires, priority=call_priority if priority is None else priority,
+                    queue=queue or call_queue, task_id=task_id, headers=None, now=now)
+                chunk.append(Outgoing(message.queue, message.broker_id, self.encode(message), message.priority,
+                                      message.delay_s()))  # until its eta from now: a later chunk waits less
+            return chunk
+
+        broker = app.broker
+        if len(signatures) <= SEND_MANY_CHUNK:
+            try:
+                broker.enqueue_many(encode(0))
+            except Exception as exc:
+                _note_sent(exc, 0, len(signatures))
+                raise
+            return [AsyncResult(task_id, app=app) for task_id in ids]
+        # The next chunk is encoded on a helper thread while the broker stores this one (the broker call waits on
+        # the network with the GIL released); the broker itself is only ever called from this thread.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskfleet-send-many") as encoder:
+            upcoming = encoder.submit(encode, 0)
+            for start in range(0, len(signatures), SEND_MANY_CHUNK):
+                try:
+                    chunk = upcoming.result()
+                    if start + SEND_MANY_CHUNK < len(signatures):
+                        upcoming = encoder.submit(encode, start + SEND_MANY_CHUNK)
+                    broker.enqueue_many(chunk)
+                except Exception as exc:
+                    _note_sent(exc, start, len(signatures))
+                    raise
+        return [AsyncResult(task_id, app=app) for task_id in ids]
+
+
+def _task_ids(count: int) -> list[str]:
+    """``count`` new task ids, each as ``uuid.uuid4().hex`` would make it (random, version 4), from one read of
+    the OS's random source instead of one each."""
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = bytes(b & 0x0F | 0x40 for b in raw[6::16])  # version 4
+    raw[8::16] = bytes(b & 0x3F | 0x80 for b in raw[8::16])  # RFC 4122 variant
+    text = raw.hex()
+    return [text[start:start + 32] for start in range(0, 32 * count, 32)]
+
+
+def _valid_queue(name: str) -> str:
+    """``validate_queue_name``, remembered for the queues in use (it runs for every message sent)."""
+    return _valid_queue_name(name) if isinstance(name, str) else validate_queue_name(name)
+
+
+_valid_queue_name = functools.lru_cache(maxsize=256)(validate_queue_name)
+
+
+def _note_sent(exc: Exception, sent: int, total: int) -> None:
+    exc.add_note(f"send_many: the first {sent} of {total} calls were sent before this error; the others were not, "
+                 "or not all of them")
+
+
+def _signature(call: Any) -> Signature:
+    """A ``(task name, args, kwargs)`` call of ``send_many`` as a ``Signature``."""
+    if not isinstance(call, tuple) or len(call) != 3:
+        raise TypeError(f"send_many takes Signatures or (task name, args, kwargs) tuples, got {call!r}")
+    name, args, kwargs = call
+    return Signature(task=name, args=tuple(args), kwargs=kwargs or {})
+
+
+def _timestamp(when: datetime) -> float:
+    """Unix seconds of ``when``; a naive datetime is taken as UTC."""
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
