@@ -29,7 +29,7 @@ def test_the_wheel_installs_every_package_under_the_taskfleet_name(tmp_path: Pat
 
 
 def test_every_package_in_the_source_roots_is_in_the_wheel_and_nothing_else_is() -> None:
-    from tests.support.layout import SOURCE_ROOTS, packages_on_disk, packages_listed
+    from tests.support.layout import SOURCE_ROOTS, packages_listed, packages_on_disk
 
     assert packages_listed() == packages_on_disk(), (
         f"[tool.setuptools] packages in pyproject.toml must list every folder with an __init__.py under "

@@ -22,9 +22,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from taskfleet._connections.redis import HotConnections, connect_redis, pack, translate_errors
 from taskfleet.backends.base import ResultBackend, ResultRecord
 from taskfleet.errors import ResultError, ResultTimeout
-from taskfleet.redis_connection import HotConnections, connect_redis, pack, translate_errors
 from taskfleet.serializers import get_serializer
 from taskfleet.settings import BackendSettings
 from taskfleet.states import READY_STATES, State

@@ -27,6 +27,15 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from taskfleet._connections.redis import (
+    CONNECTION_ERRORS,
+    EvalSha,
+    HotConnections,
+    Packed,
+    connect_redis,
+    pack,
+    translate_errors,
+)
 from taskfleet.brokers.base import (
     Broker,
     DeadLetter,
@@ -38,15 +47,6 @@ from taskfleet.brokers.base import (
     publish_with_retry,
 )
 from taskfleet.errors import BrokerError
-from taskfleet.redis_connection import (
-    CONNECTION_ERRORS,
-    EvalSha,
-    HotConnections,
-    Packed,
-    connect_redis,
-    pack,
-    translate_errors,
-)
 from taskfleet.settings import BrokerSettings, validate_queue_name
 from taskfleet.urls import mask_secrets, mask_url
 

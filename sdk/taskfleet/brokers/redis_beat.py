@@ -19,10 +19,10 @@ from contextlib import AbstractContextManager
 import redis
 from redis.exceptions import WatchError
 
+from taskfleet._connections.redis import connect_redis, translate_errors
 from taskfleet.brokers.beat_store import BeatStore, Tick
 from taskfleet.brokers.redis import QUEUES_KEY, load_script, queue_keys
 from taskfleet.errors import CoordinationError
-from taskfleet.redis_connection import connect_redis, translate_errors
 from taskfleet.settings import BrokerSettings
 from taskfleet.urls import mask_url
 

@@ -16,6 +16,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
+from taskfleet._connections.sqlite import SQLiteDatabase
 from taskfleet.brokers import sqlite_schema as sql
 from taskfleet.brokers.base import (
     Broker,
@@ -29,7 +30,6 @@ from taskfleet.brokers.base import (
 )
 from taskfleet.errors import BrokerConnectionError, BrokerError
 from taskfleet.settings import BrokerSettings, validate_queue_name
-from taskfleet.sqlite_connection import SQLiteDatabase
 from taskfleet.urls import mask_url
 
 #: First pause of an idle fetch between polls; doubled after each empty poll up to ``MAX_POLL_S``.

@@ -1,5 +1,6 @@
-"""What the Redis broker and the Redis result backend share: how a client is built, how redis-py errors become
-Taskfleet errors (URLs masked), and the hot-path connections that skip redis-py's per-command machinery.
+"""What the Redis broker, the Redis beat store and the Redis result backend share (private to ``taskfleet``): how a
+client is built, how redis-py errors become Taskfleet errors (URLs masked), and the hot-path connections that skip
+redis-py's per-command machinery.
 
 A command sent through ``redis.Redis`` costs about 100 µs of Python on top of the round trip (pool checkout with a
 readiness probe, metrics hooks, argument encoding, retry wrappers). ``HotConnections`` sends commands packed ahead
