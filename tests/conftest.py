@@ -2,7 +2,8 @@
 clean state on it.
 
 Broker tests are parametrised over ``broker_kind`` (``tests/support/brokers.py``): every test that uses
-``broker_url``, ``make_broker``, ``app`` or ``start_worker`` runs once per broker. Results go to the session Redis
+``broker_url``, ``make_broker``, ``app`` or ``start_worker`` runs once per broker (the conformance suite also on the
+in-process stub, ``memory://``). Results go to the session Redis
 (db 1), or to a SQLite file beside the broker's when the broker is SQLite. Redis-only tests use ``redis_server`` /
 ``redis_url`` directly.
 """
@@ -18,7 +19,7 @@ import pytest
 from taskfleet import App
 from taskfleet.brokers import Broker, connect
 from taskfleet.settings import BrokerSettings
-from tests.support.brokers import ALL_KIND_NAMES, BrokerKind, RabbitMQKind, RedisKind, SQLiteKind
+from tests.support.brokers import ALL_KIND_NAMES, BrokerKind, RabbitMQKind, RedisKind, SQLiteKind, StubKind
 from tests.support.k8s import ControlPlane
 from tests.support.rabbitmq_server import RabbitMQServer
 from tests.support.servers import RedisServer, serve
@@ -57,6 +58,8 @@ def broker_kind(request: pytest.FixtureRequest) -> BrokerKind:
         return RedisKind(request.getfixturevalue("redis_server"))
     if request.param == "sqlite":
         return SQLiteKind(request.getfixturevalue("tmp_path"))
+    if request.param == "stub":
+        return StubKind()
     return RabbitMQKind(request.getfixturevalue("rabbitmq_server"))
 
 

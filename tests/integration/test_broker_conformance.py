@@ -18,9 +18,9 @@ from taskfleet.brokers.base import Broker, Delivery, Outgoing
 from taskfleet.errors import BrokerConnectionError
 from taskfleet.settings import BrokerSettings, PublishRetry
 from tests.conftest import MakeBroker
-from tests.support.brokers import BrokerKind, Capability
+from tests.support.brokers import CONFORMANCE_KIND_NAMES, BrokerKind, Capability
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("broker_kind", CONFORMANCE_KIND_NAMES, indirect=True)]
 
 FAST_RETRY = PublishRetry(max_attempts=3, backoff_s=0.01, backoff_max_s=0.02)
 
@@ -623,6 +623,7 @@ def test_queues_lists_every_queue_that_received_a_message(broker: Broker) -> Non
 def test_enqueue_to_an_unreachable_server_raises_after_the_retries_without_the_password(
     broker_kind: BrokerKind,
 ) -> None:
+    broker_kind.require(Capability.UNREACHABLE)
     url = broker_kind.unreachable_url("s3cret-pw")
     broker = connect(BrokerSettings(url=url, publish_retry=FAST_RETRY, socket_timeout_s=1))
     started = time.monotonic()

@@ -19,7 +19,7 @@ def test_the_wheel_installs_every_package_under_the_taskfleet_name(tmp_path: Pat
                    check=True, capture_output=True, timeout=280)
     wheel = next(tmp_path.glob("taskfleet-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    for expected in ("taskfleet/__init__.py", "taskfleet/py.typed", "taskfleet/brokers/redis_fetch.lua",
+    for expected in ("taskfleet/__init__.py", "taskfleet/py.typed", "taskfleet/brokers/redis/lua/fetch.lua",
                      "taskfleet/backends/redis.py", "taskfleet/worker/supervisor.py", "taskfleet/cli/__init__.py",
                      "taskfleet/operator/__init__.py"):
         assert expected in names, expected

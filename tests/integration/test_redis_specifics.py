@@ -11,7 +11,10 @@ import pytest
 import redis
 
 from taskfleet.brokers.base import Outgoing
-from taskfleet.brokers.redis import ENQUEUE_CHUNK, QUEUES_KEY, RedisBroker, queue_keys, script_source
+from taskfleet.brokers.redis import RedisBroker
+from taskfleet.brokers.redis._broker import ENQUEUE_CHUNK
+from taskfleet.brokers.redis._keys import QUEUES_KEY, QueueKeys
+from taskfleet.brokers.redis._scripts import script_source
 from taskfleet.settings import BrokerSettings
 
 pytestmark = pytest.mark.integration
@@ -212,10 +215,10 @@ def test_the_settle_script_keeps_lost_leases_alone_whether_or_not_it_knows_the_s
     broker.enqueue_many(batch(3))
     first, second, third = broker.fetch(["q"], max_messages=3, timeout_s=0)
     broker.enqueue("q", second.message_id, b"again")  # second's lease is lost
-    ready, inflight, _, msg, rank, dlv, _, signal, _ = queue_keys("q")
+    keys = QueueKeys.of("q").for_settle()
     leases = [x for d in (first, second, third, first) for x in (d.message_id, d.delivery_count)]
 
-    settled = stats.eval(source, 6, ready, inflight, msg, rank, dlv, signal, "ack", 1000, *leases)
+    settled = stats.eval(source, len(keys), *keys, "ack", 1000, *leases)
 
     assert settled == 2
     assert [d.message_id for d in broker.fetch(["q"], max_messages=3, timeout_s=0)] == [second.message_id]

@@ -28,6 +28,9 @@ from tests.support.servers import RedisServer, free_port
 KIND_NAMES = ("redis", "rabbitmq")
 #: Every broker the broker-parametrised tests run on: the server brokers and the embedded SQLite file.
 ALL_KIND_NAMES = (*KIND_NAMES, "sqlite")
+#: What the broker contract's specification (test_broker_conformance.py) runs on: every broker and the in-process
+#: stub (``memory://``), which unit tests use as a faithful broker. Tests with worker processes cannot use the stub.
+CONFORMANCE_KIND_NAMES = (*ALL_KIND_NAMES, "stub")
 
 
 class Capability(enum.Enum):
@@ -49,6 +52,8 @@ class Capability(enum.Enum):
     EXACT_COUNTS = "exact_counts"
     #: The broker is a server that can die, be stopped and start again.
     SERVER = "server"
+    #: A broker URL can name something that is not there (no server listening, a file that cannot be made).
+    UNREACHABLE = "unreachable"
 
 
 class BrokerKind(ABC):
@@ -246,6 +251,32 @@ class SQLiteKind(BrokerKind):
         """A file under ``/dev/null``, which cannot be created (SQLite URLs carry no credentials, so ``password``
         has no place in it)."""
         return "sqlite:////dev/null/taskfleet/unreachable.db"
+
+    def lose_deliveries(self, broker: Broker) -> None:
+        time.sleep(broker.settings.visibility_timeout_s + 0.2)  # the leases run out
+
+
+class StubKind(BrokerKind):
+    """The stub (``memory://``): the whole contract in this process; a new named store per test, which every broker
+    of the test shares (as clients of one server do)."""
+
+    name = "stub"
+    count_lag_s = 0.0
+    server = None
+    lacks: Mapping[Capability, str] = {
+        Capability.SERVER: "the broker is this process's memory: there is no server to die, stop or restart",
+        Capability.UNREACHABLE: "a memory:// URL names this process's memory, which is always there",
+    }
+    _stores = itertools.count(1)
+
+    @contextlib.contextmanager
+    def clean_url(self) -> Iterator[str]:
+        yield f"memory://conformance-{next(self._stores)}"
+
+    def unreachable_url(self, password: str) -> str:
+        """There is none: skips the calling test (see ``lacks``)."""
+        self.require(Capability.UNREACHABLE)
+        raise AssertionError("require() skips the test")
 
     def lose_deliveries(self, broker: Broker) -> None:
         time.sleep(broker.settings.visibility_timeout_s + 0.2)  # the leases run out

@@ -13,8 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from taskfleet import App, ConfigurationError, Every, Message, PeriodicEntry, Signature, crontab
-from taskfleet.brokers import stub_beat
-from taskfleet.brokers.stub_beat import StubBeatStore
+from taskfleet.brokers.stub import StubBeatStore, reset_beat_state
 from taskfleet.worker.beat import Beat, BeatSettings, plan, tick_id
 from taskfleet.worker.metrics import BeatMetrics
 
@@ -87,7 +86,7 @@ class Clock:
 
 @pytest.fixture
 def beat_app() -> Iterator[App]:
-    stub_beat.reset()
+    reset_beat_state()
     app = App("beat-unit", broker="memory://", default_queue="beat")
 
     @app.task
@@ -95,7 +94,7 @@ def beat_app() -> Iterator[App]:
 
     app.add_periodic_task(1.0, ping.s(), name="every-second", catch_up="all")
     yield app
-    stub_beat.reset()
+    reset_beat_state()
 
 
 def replica(app: App, clock: Clock, holder: str, lease_s: float = 3.0) -> Beat:

@@ -1,4 +1,4 @@
-"""Specification of running one delivery (taskfleet.worker.executor) with the stub broker and memory backend,
+"""Specification of running one delivery (taskfleet.worker.executor) with the stub broker and stub backend,
 driving the test tasks of tests/tasks.py."""
 
 from __future__ import annotations

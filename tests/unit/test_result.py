@@ -17,7 +17,7 @@ REMOTE_TRACEBACK = 'Traceback (most recent call last):\n  File "worker.py", line
 
 @pytest.fixture
 def results_app() -> Iterator[App]:
-    """An App with only an in-memory result backend (no broker needed to read results)."""
+    """An App with only the stub (in-memory) result backend (no broker needed to read results)."""
     app = App("r", result_backend="memory://")
     yield app
     app.close()

@@ -8,8 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+from taskfleet._connections.sqlite import SQLiteDatabase
 from taskfleet.errors import BrokerError
-from taskfleet.sqlite_connection import SQLiteDatabase
 
 CHILD_TIMEOUT_S = 10.0
 SCHEMA = "CREATE TABLE IF NOT EXISTS t (n INTEGER);"

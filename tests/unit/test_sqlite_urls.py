@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from taskfleet._connections.sqlite import sqlite_path
 from taskfleet.backends import connect as connect_backend
 from taskfleet.brokers import connect
 from taskfleet.errors import BrokerConnectionError, ConfigurationError
 from taskfleet.settings import BackendSettings, BrokerSettings
-from taskfleet.sqlite_connection import sqlite_path
 
 
 @pytest.mark.parametrize(

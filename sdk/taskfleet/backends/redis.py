@@ -22,9 +22,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from taskfleet._connections.redis import HotConnections, connect_redis, keep_pushes, pack, translate_errors
 from taskfleet.backends.base import ResultBackend, ResultRecord
 from taskfleet.errors import ResultError, ResultTimeout
-from taskfleet.redis_connection import HotConnections, connect_redis, pack, translate_errors
 from taskfleet.serializers import get_serializer
 from taskfleet.settings import BackendSettings
 from taskfleet.states import READY_STATES, State
@@ -116,10 +116,7 @@ class RedisBackend(ResultBackend):
         timeout, a record it cannot decode) the connection is kept, still subscribed, for the next wait; after a
         connection error or an interruption midway it is closed."""
         conn = self._listeners.take()
-        # Pushes are read as replies here; redis-py's default handler would also log each one at debug level.
-        set_handler = getattr(getattr(conn, "_parser", None), "set_pubsub_push_handler", None)
-        if set_handler is not None:
-            set_handler(_as_is)
+        keep_pushes(conn, _as_is)  # pushes are read as replies here
         try:
             yield conn
         except (RedisConnectionError, RedisTimeoutError, OSError):

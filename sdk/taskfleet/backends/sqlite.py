@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import time
 
+from taskfleet._connections.sqlite import SQLiteDatabase
 from taskfleet.backends.base import ResultBackend, ResultRecord
 from taskfleet.errors import ResultError, ResultTimeout
 from taskfleet.serializers import get_serializer
 from taskfleet.settings import BackendSettings
-from taskfleet.sqlite_connection import SQLiteDatabase
 from taskfleet.states import READY_STATES
 
 #: First pause of ``wait`` between reads; doubled after each read up to ``MAX_POLL_S``.

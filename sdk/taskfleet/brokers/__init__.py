@@ -1,37 +1,21 @@
-"""Broker implementations behind one interface; ``connect`` picks one by URL scheme (an explicit table, no dotted
-plug-in paths)."""
+"""Broker implementations behind one interface (``base.Broker``); ``connect`` picks one by URL scheme.
+
+One sub-package per broker, each exporting its broker and beat store classes: ``redis``, ``sqlite``, ``stub``
+(``memory://``) and ``rabbitmq``. ``base`` is the broker contract and ``beat_store`` the beat-store contract. Which
+scheme is served by which class: the one table in ``taskfleet._connections.schemes`` (an explicit table, no dotted
+plug-in paths), which imports a broker only when a URL asks for it.
+"""
 
 from __future__ import annotations
 
+from taskfleet._connections import schemes
 from taskfleet.brokers.base import Broker, DeadLetter, Delivery, Outgoing, QueueDepth
-from taskfleet.errors import ConfigurationError
 from taskfleet.settings import BrokerSettings
-from taskfleet.urls import mask_url, url_scheme
 
 __all__ = ["Broker", "DeadLetter", "Delivery", "Outgoing", "QueueDepth", "connect"]
 
 
 def connect(settings: BrokerSettings) -> Broker:
-    """A new broker client for ``settings.url`` (``redis://``, ``rediss://``, ``amqp://``, ``amqps://``,
-    ``sqlite:///path``, ``memory://``)."""
-    scheme = url_scheme(settings.url)
-    if scheme in ("redis", "rediss", "unix"):
-        from taskfleet.brokers.redis import RedisBroker
-
-        return RedisBroker(settings)
-    if scheme in ("amqp", "amqps"):
-        from taskfleet.brokers.rabbitmq import RabbitMQBroker
-
-        return RabbitMQBroker(settings)
-    if scheme == "sqlite":
-        from taskfleet.brokers.sqlite import SQLiteBroker
-
-        return SQLiteBroker(settings)
-    if scheme == "memory":
-        from taskfleet.brokers.stub import StubBroker
-
-        return StubBroker(settings)
-    raise ConfigurationError(
-        f"unsupported broker URL {mask_url(settings.url)!r}: "
-        "use redis://, rediss://, amqp://, amqps://, sqlite:///path or memory:// (tests only)"
-    )
+    """A new broker client for ``settings.url`` (``redis://``, ``rediss://``, ``unix://``, ``amqp://``,
+    ``amqps://``, ``sqlite:///path``, ``memory://``); any other scheme is a ``ConfigurationError``."""
+    return schemes.connect_broker(settings)

@@ -8,9 +8,9 @@
   is after the entry's cursor and no one has claimed it; claim, cursor and message are stored together. So a
   replica that still believes it leads after losing the lease (a split-brain moment) cannot send a tick twice.
 
-One module per broker implements it (``redis_beat``, ``rabbitmq_beat``, ``sqlite_beat``, ``stub_beat``);
-``connect_beat_store`` picks one by the broker's URL scheme. How each one keeps these promises, and where it
-cannot: docs/beat.md.
+Each broker package implements it beside its broker (``RedisBeatStore``, ``SQLiteBeatStore``, ``StubBeatStore``,
+``RabbitMQBeatStore``); ``connect_beat_store`` picks one by the broker's URL scheme, from the table in
+``taskfleet._connections.schemes``. How each one keeps these promises, and where it cannot: docs/beat.md.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from taskfleet._connections import schemes
 from taskfleet.brokers.base import Broker, Outgoing
 from taskfleet.errors import ConfigurationError
-from taskfleet.urls import mask_url, url_scheme
 
 __all__ = ["DEFAULT_CLAIM_TTL_S", "DEFAULT_LEASE_S", "BeatStore", "Tick", "connect_beat_store"]
 
@@ -88,23 +88,5 @@ def connect_beat_store(broker: Broker, *, namespace: str, holder: str, lease_s: 
         raise ConfigurationError("the beat lease must be >= 1 second")
     if claim_ttl_s < lease_s:
         raise ConfigurationError("claim_ttl_s must be at least the lease")
-    scheme = url_scheme(broker.settings.url)
-    if scheme in ("redis", "rediss", "unix"):
-        from taskfleet.brokers.redis_beat import RedisBeatStore
-
-        return RedisBeatStore(broker.settings, namespace=namespace, holder=holder, lease_s=lease_s,
-                              claim_ttl_s=claim_ttl_s)
-    if scheme in ("amqp", "amqps"):
-        from taskfleet.brokers.rabbitmq_beat import RabbitMQBeatStore
-
-        return RabbitMQBeatStore(broker.settings, namespace=namespace, holder=holder, lease_s=lease_s)
-    if scheme == "sqlite":
-        from taskfleet.brokers.sqlite_beat import SQLiteBeatStore
-
-        return SQLiteBeatStore(broker.settings, namespace=namespace, holder=holder, lease_s=lease_s,
-                               claim_ttl_s=claim_ttl_s)
-    if scheme == "memory":
-        from taskfleet.brokers.stub_beat import StubBeatStore
-
-        return StubBeatStore(broker, namespace=namespace, holder=holder, lease_s=lease_s)
-    raise ConfigurationError(f"beat has no store for broker URL {mask_url(broker.settings.url)!r}")
+    return schemes.connect_beat_store(broker, namespace=namespace, holder=holder, lease_s=lease_s,
+                                      claim_ttl_s=claim_ttl_s)

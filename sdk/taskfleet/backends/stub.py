@@ -1,5 +1,5 @@
-"""An in-process result backend for unit tests (``memory://``). It stores encoded records, as the real backends do,
-so a result that cannot be serialized fails here too."""
+"""The stub result backend (``memory://``): in this process, for unit tests. It stores encoded records, as the real
+backends do, so a result that cannot be serialized fails here too."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from taskfleet.settings import BackendSettings
 from taskfleet.states import READY_STATES
 
 
-class MemoryBackend(ResultBackend):
+class StubBackend(ResultBackend):
     """Thread-safe dict of encoded records with expiry; ``wait`` is woken by ``store`` through a condition."""
 
     def __init__(self, settings: BackendSettings) -> None:

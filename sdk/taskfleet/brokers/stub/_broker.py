@@ -1,16 +1,25 @@
-"""An in-process broker for unit tests (``memory://``): the full contract, no server, no persistence, one process."""
+"""The stub broker (``memory://``): the full contract in this process's memory, no server, no persistence.
+
+It behaves as the server brokers do where the contract says how (tests/integration/test_broker_conformance.py runs
+on it too): priorities, FIFO within a priority, delays, leases fenced by the delivery count, fair service of several
+queues, dead letters. Brokers made with the same named URL (``memory://name``) in one process share their queues, as
+clients of one server do; a bare ``memory://`` broker has queues of its own.
+"""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from taskfleet.brokers.base import Broker, DeadLetter, Delivery, QueueDepth
-from taskfleet.settings import BrokerSettings
+from taskfleet.brokers.base import Broker, DeadLetter, Delivery, QueueDepth, check_priority, fair_order
+from taskfleet.settings import BrokerSettings, validate_queue_name
 
 _PRIORITY_SPAN = 2**40
+_SCHEME = "memory://"
 
 
 @dataclass
@@ -33,26 +42,64 @@ class _Queue:
         for table in (self.ready, self.inflight, self.delayed, self.data, self.priority, self.rank, self.deliveries):
             table.pop(message_id, None)
 
+    def holds(self, delivery: Delivery) -> bool:
+        """Whether ``delivery``'s lease still holds: in flight, with the delivery count its consumer was given."""
+        return (delivery.message_id in self.inflight
+                and self.deliveries.get(delivery.message_id) == delivery.delivery_count)
+
+
+class _Store:
+    """What the brokers of one URL share: their queues, and the condition that wakes their blocked fetches."""
+
+    def __init__(self) -> None:
+        self.queues: dict[str, _Queue] = {}
+        #: Queues a message was enqueued to (``Broker.queues``), in no order.
+        self.seen: set[str] = set()
+        self.cond = threading.Condition()
+
+
+#: Named stores, alive while a broker uses them.
+_STORES: weakref.WeakValueDictionary[str, _Store] = weakref.WeakValueDictionary()
+_STORES_LOCK = threading.Lock()
+
+
+def _store_for(url: str) -> _Store:
+    name = url[len(_SCHEME):] if url.lower().startswith(_SCHEME) else ""
+    if not name:
+        return _Store()
+    with _STORES_LOCK:
+        store = _STORES.get(name)
+        if store is None:
+            store = _STORES[name] = _Store()
+        return store
+
 
 class StubBroker(Broker):
     """Thread-safe, in-memory implementation of ``Broker`` for unit tests."""
 
     def __init__(self, settings: BrokerSettings) -> None:
         self.settings = settings
-        self._queues: dict[str, _Queue] = {}
-        self._cond = threading.Condition()
+        self._store = _store_for(settings.url)
+        self._queues = self._store.queues
+        self._cond = self._store.cond
+        self._rotation = 0
         self._closed = False
 
     def _q(self, name: str) -> _Queue:
         return self._queues.setdefault(name, _Queue())
 
     def enqueue(self, queue: str, message_id: str, data: bytes, *, priority: int = 0, delay_s: float = 0.0) -> None:
+        """Re-enqueueing a stored id replaces it and keeps its delivery count (a stale lease of it is lost)."""
+        check_priority(priority)
+        validate_queue_name(queue)
         with self._cond:
             q = self._q(queue)
+            self._store.seen.add(queue)
+            deliveries = q.deliveries.get(message_id, 0)
             q.forget(message_id)
             q.data[message_id] = data
             q.priority[message_id] = priority
-            q.deliveries[message_id] = 0
+            q.deliveries[message_id] = deliveries
             if delay_s > 0:
                 q.delayed[message_id] = time.time() + delay_s
             else:
@@ -60,7 +107,7 @@ class StubBroker(Broker):
             self._cond.notify_all()
 
     def _maintain(self, q: _Queue, now: float) -> None:
-        for mid, due in list(q.delayed.items()):
+        for mid, due in sorted(q.delayed.items(), key=lambda item: item[1]):
             if due <= now:
                 del q.delayed[mid]
                 q.rank[mid] = q.ready[mid] = q.next_rank(q.priority[mid])
@@ -70,49 +117,61 @@ class StubBroker(Broker):
                 q.ready[mid] = q.rank[mid]
 
     def fetch(self, queues: Sequence[str], *, max_messages: int, timeout_s: float) -> list[Delivery]:
+        """Queues get an equal share first, then the rest is filled in order; the order rotates every fetch (as on
+        Redis and SQLite)."""
+        names = fair_order(queues, self._rotation)
+        if not names or max_messages < 1:
+            return []
+        self._rotation += 1
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while True:
-                got = self._take(queues, max_messages)
+                got = self._take(names, max_messages)
                 remaining = deadline - time.monotonic()
                 if got or remaining <= 0:
                     return got
                 self._cond.wait(min(remaining, 0.05))
 
-    def _take(self, queues: Sequence[str], max_messages: int) -> list[Delivery]:
+    def _take(self, names: Sequence[str], want: int) -> list[Delivery]:
         now = time.time()
         out: list[Delivery] = []
-        for name in queues:
-            q = self._q(name)
-            self._maintain(q, now)
-            for mid in sorted(q.ready, key=q.ready.__getitem__):
-                if len(out) >= max_messages:
-                    return out
-                del q.ready[mid]
-                q.deliveries[mid] += 1
-                count = q.deliveries[mid]
-                if count > self.settings.max_deliveries:
-                    reason = f"delivered {count} times without an ack (its worker died each time)"
-                    q.dead.append(DeadLetter(name, mid, reason, q.data[mid], now))
-                    q.forget(mid)
-                    continue
-                q.inflight[mid] = now + self.settings.visibility_timeout_s
-                out.append(Delivery(name, mid, q.data[mid], count))
+        for name in names:
+            self._maintain(self._q(name), now)
+        share = math.ceil(want / len(names))
+        for limit in (share, want):
+            for name in names:
+                if len(out) < want:
+                    self._take_from(name, min(limit, want - len(out)), now, out)
         return out
+
+    def _take_from(self, name: str, limit: int, now: float, out: list[Delivery]) -> None:
+        q = self._q(name)
+        for mid in sorted(q.ready, key=q.ready.__getitem__)[:limit]:
+            del q.ready[mid]
+            q.deliveries[mid] += 1
+            count = q.deliveries[mid]
+            if count > self.settings.max_deliveries:
+                reason = f"delivered {count - 1} times without an ack (its worker died each time)"
+                q.dead.append(DeadLetter(name, mid, reason, q.data[mid], now))
+                q.forget(mid)
+                continue
+            q.inflight[mid] = now + self.settings.visibility_timeout_s
+            out.append(Delivery(name, mid, q.data[mid], count))
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         with self._cond:
             for d in deliveries:
                 q = self._q(d.queue)
-                if d.message_id in q.inflight:
+                if q.holds(d):
                     q.forget(d.message_id)
 
     def _give_back(self, deliveries: Sequence[Delivery], *, counted: bool) -> None:
         with self._cond:
             for d in deliveries:
                 q = self._q(d.queue)
-                if q.inflight.pop(d.message_id, None) is None:
+                if not q.holds(d):
                     continue
+                del q.inflight[d.message_id]
                 if not counted:
                     q.deliveries[d.message_id] -= 1
                 q.ready[d.message_id] = q.rank[d.message_id]
@@ -129,12 +188,15 @@ class StubBroker(Broker):
             deadline = time.time() + self.settings.visibility_timeout_s
             for d in deliveries:
                 q = self._q(d.queue)
-                if d.message_id in q.inflight:
+                if q.holds(d):
                     q.inflight[d.message_id] = deadline
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """No-op when the lease was lost. See ``Broker.dead_letter``."""
         with self._cond:
             q = self._q(delivery.queue)
+            if not q.holds(delivery):
+                return
             q.forget(delivery.message_id)
             q.dead.append(DeadLetter(delivery.queue, delivery.message_id, reason, delivery.data, time.time()))
 
@@ -146,7 +208,7 @@ class StubBroker(Broker):
 
     def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
         with self._cond:
-            return list(self._q(queue).dead[:limit])
+            return list(self._q(queue).dead[:max(0, limit)])
 
     def requeue_dead_letters(self, queue: str, *, message_ids: Sequence[str] | None = None) -> int:
         """Ready again at priority 0, oldest first at the tail, delivery count reset; an id still stored is replaced
@@ -162,6 +224,8 @@ class StubBroker(Broker):
                 q.priority[letter.message_id] = 0
                 q.deliveries[letter.message_id] = 0
                 q.rank[letter.message_id] = q.ready[letter.message_id] = q.next_rank(0)
+            if moving:
+                self._store.seen.add(queue)
             self._cond.notify_all()
             return len(moving)
 
@@ -174,12 +238,12 @@ class StubBroker(Broker):
             return len(doomed)
 
     def queues(self) -> list[str]:
+        """Names of every queue a message was enqueued to, sorted."""
         with self._cond:
-            return sorted(self._queues)
+            return sorted(self._store.seen)
 
     def ping(self) -> None:
         return None
 
     def close(self) -> None:
         self._closed = True
-

@@ -30,7 +30,7 @@ def shared_state(namespace: str) -> SharedBeatState:
     return _STATES.setdefault(namespace, SharedBeatState())
 
 
-def reset() -> None:
+def reset_beat_state() -> None:
     """Forget every namespace's state (between tests)."""
     _STATES.clear()
 

@@ -19,10 +19,11 @@ from contextlib import AbstractContextManager
 import redis
 from redis.exceptions import WatchError
 
+from taskfleet._connections.redis import connect_redis, translate_errors
 from taskfleet.brokers.beat_store import BeatStore, Tick
-from taskfleet.brokers.redis import QUEUES_KEY, load_script, queue_keys
+from taskfleet.brokers.redis._keys import QueueKeys
+from taskfleet.brokers.redis._scripts import load_script
 from taskfleet.errors import CoordinationError
-from taskfleet.redis_connection import connect_redis, translate_errors
 from taskfleet.settings import BrokerSettings
 from taskfleet.urls import mask_url
 
@@ -111,7 +112,7 @@ class RedisBeatStore(BeatStore):
     def fire(self, tick: Tick) -> bool:
         tick_key = f"{self._tick_prefix}{tick.entry}:{tick.scheduled_ms}"
         m = tick.message
-        enqueue_keys = [*queue_keys(m.queue)[:8], QUEUES_KEY]
+        enqueue_keys = QueueKeys.of(m.queue).for_enqueue()
         enqueue_args: list[str | bytes | int] = [m.queue, m.message_id, m.data, m.priority,
                                                  max(0, round(m.delay_s * 1000))]
         with self._translate("fire a tick"):

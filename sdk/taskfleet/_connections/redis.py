@@ -1,11 +1,20 @@
-"""What the Redis broker and the Redis result backend share: how a client is built, how redis-py errors become
-Taskfleet errors (URLs masked), and the hot-path connections that skip redis-py's per-command machinery.
+"""What the Redis broker, the Redis beat store and the Redis result backend share (private to ``taskfleet``): how a
+client is built, how redis-py errors become Taskfleet errors (URLs masked), and the hot-path connections that skip
+redis-py's per-command machinery.
 
 A command sent through ``redis.Redis`` costs about 100 µs of Python on top of the round trip (pool checkout with a
 readiness probe, metrics hooks, argument encoding, retry wrappers). ``HotConnections`` sends commands packed ahead
 of time (``pack``, ``Packed``, ``EvalSha``) on connections it keeps for itself, which brings ``delay()``,
 ``fetch``, ``ack`` and result stores down to little more than the round trip. Everything else goes through the
 client.
+
+redis-py internals used here, and nowhere else (pinned to the redis-py majors in pyproject.toml; each is checked,
+without a server, by tests/unit/test_redis_internals.py): a client's ``connection_pool.connection_class`` and
+``connection_pool.connection_kwargs`` (to open connections of our own, optionally with ``protocol=3``); on a
+connection, ``pid``, ``retry.call_with_retry(do, fail)``, ``send_packed_command(command)``,
+``read_response(push_request=...)``, ``can_read(timeout=...)``, ``disconnect()`` and
+``_parser.set_pubsub_push_handler`` (``keep_pushes``); the RESP encoding of ``pack`` is redis-py's
+``pack_command``'s, and error replies become ``ResponseError`` (``NOSCRIPT``: ``NoScriptError``).
 """
 
 from __future__ import annotations
@@ -217,6 +226,15 @@ class HotConnections:
             idle.append(behind[0])
         for conn in idle:
             conn.disconnect()
+
+
+def keep_pushes(conn: Any, handler: Callable[[Any], Any]) -> None:
+    """Have ``handler`` return each RESP3 push that ``conn`` reads (instead of redis-py's default handler, which
+    also logs each one at debug level). A no-op on a parser without push handlers (RESP2, or a redis-py that
+    dropped the hook: pushes are then still read as replies, only logged too)."""
+    set_handler = getattr(getattr(conn, "_parser", None), "set_pubsub_push_handler", None)
+    if set_handler is not None:
+        set_handler(handler)
 
 
 def _drain(conn: Any, replies: int) -> None:

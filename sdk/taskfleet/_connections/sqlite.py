@@ -1,6 +1,6 @@
-"""SQLite database files shared by the SQLite broker, result backend and beat store: URL parsing, one lazily opened
-connection per process (guarded by a lock, so threads may share it), WAL, busy timeouts, short explicit
-transactions and error translation.
+"""SQLite database files shared by the SQLite broker, result backend and beat store (private to ``taskfleet``): URL
+parsing, one lazily opened connection per process (guarded by a lock, so threads may share it), WAL, busy timeouts,
+short explicit transactions and error translation.
 
 ``sqlite:///relative/path.db`` is relative to the working directory when the client is made (resolved at once, so
 later ``chdir`` calls and forked children agree); ``sqlite:////absolute/path.db`` is absolute, as in SQLAlchemy.

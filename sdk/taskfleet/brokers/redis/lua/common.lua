@@ -1,7 +1,7 @@
--- Helpers shared by the Taskfleet Redis scripts. RedisBroker prepends this file to each script when loading it,
--- so every script is still one self-contained EVALSHA.
+-- Helpers shared by the Taskfleet Redis scripts. _scripts.py prepends this file to each script when loading it, so
+-- every script is still one self-contained EVALSHA.
 --
--- Keys of a queue Q (the {Q} hash tag keeps them in one cluster slot):
+-- Keys of a queue Q (the {Q} hash tag keeps them in one cluster slot; named by QueueKeys in _keys.py):
 --   tf:{Q}:ready (ZSET id -> rank), tf:{Q}:inflight (ZSET id -> lease deadline ms),
 --   tf:{Q}:delayed (ZSET id -> due time ms), tf:{Q}:msg (HASH id -> bytes), tf:{Q}:rank (HASH id -> rank),
 --   tf:{Q}:dlv (HASH id -> delivery count), tf:{Q}:seq (counter), tf:{Q}:signal (LIST of wake-up tokens),

@@ -13,12 +13,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from taskfleet.brokers import sqlite_schema as broker_sql
+from taskfleet._connections.sqlite import SQLiteDatabase
 from taskfleet.brokers.base import check_priority
 from taskfleet.brokers.beat_store import BeatStore, Tick
+from taskfleet.brokers.sqlite import _schema as broker_sql
 from taskfleet.errors import CoordinationError
 from taskfleet.settings import BrokerSettings, validate_queue_name
-from taskfleet.sqlite_connection import SQLiteDatabase
 
 SCHEMA = broker_sql.SCHEMA + """
 CREATE TABLE IF NOT EXISTS tf_beat_leader (

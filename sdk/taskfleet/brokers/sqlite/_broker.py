@@ -2,7 +2,7 @@
 development, the CI of users' services and single-node deployments. No server; every process on the host that opens
 the same file shares the queues.
 
-Tables and states: ``sqlite_schema``. Every state change is one short ``BEGIN IMMEDIATE`` transaction, so two
+Tables and states: ``_schema``. Every state change is one short ``BEGIN IMMEDIATE`` transaction, so two
 fetchers never lease the same message, and the database runs in WAL mode so readers never wait for the writer.
 ``fetch`` has no server to push a wake-up: when nothing is ready it polls, first every ``MIN_POLL_S`` and backing
 off to ``MAX_POLL_S``, so an enqueue is seen within about ``MAX_POLL_S`` (50 ms) by an idle consumer; each poll is
@@ -16,7 +16,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from taskfleet.brokers import sqlite_schema as sql
+from taskfleet._connections.sqlite import SQLiteDatabase
 from taskfleet.brokers.base import (
     Broker,
     DeadLetter,
@@ -27,9 +27,9 @@ from taskfleet.brokers.base import (
     fair_order,
     publish_with_retry,
 )
+from taskfleet.brokers.sqlite import _schema as sql
 from taskfleet.errors import BrokerConnectionError, BrokerError
 from taskfleet.settings import BrokerSettings, validate_queue_name
-from taskfleet.sqlite_connection import SQLiteDatabase
 from taskfleet.urls import mask_url
 
 #: First pause of an idle fetch between polls; doubled after each empty poll up to ``MAX_POLL_S``.

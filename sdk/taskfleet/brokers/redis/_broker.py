@@ -1,8 +1,9 @@
 """The Redis broker: every state change is one Lua script, so a message is never in two states at once.
 
-Per queue ``Q`` the keys share the ``{Q}`` hash tag (layout in ``redis_common.lua``). Ready messages sit in a sorted
-set ranked by ``(9 - priority) * 2**40 + seq``, so ``ZPOPMIN`` gives priority order and FIFO within a priority; leases
-and delayed messages are sorted sets scored by the server clock in milliseconds. ``fetch`` promotes due messages,
+Per queue ``Q`` the keys share the ``{Q}`` hash tag (named by ``_keys.QueueKeys``; what each holds:
+``lua/common.lua``). Ready messages sit in a sorted set ranked by ``(9 - priority) * 2**40 + seq``, so ``ZPOPMIN``
+gives priority order and FIFO within a priority; leases and delayed messages are sorted sets scored by the server
+clock in milliseconds. ``fetch`` promotes due messages,
 reclaims expired leases and pops in one script; when nothing is ready it blocks on ``BLPOP`` of the queues' wake-up
 lists (pushed by every enqueue), so an idle consumer wakes as soon as a message arrives. Needs Redis >= 6.0.
 
@@ -19,14 +20,20 @@ import binascii
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from importlib import resources
 from typing import Any
 
 import orjson
-import redis
-from redis.commands.core import Script
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from taskfleet._connections.redis import (
+    CONNECTION_ERRORS,
+    EvalSha,
+    HotConnections,
+    Packed,
+    connect_redis,
+    pack,
+    translate_errors,
+)
 from taskfleet.brokers.base import (
     Broker,
     DeadLetter,
@@ -37,26 +44,16 @@ from taskfleet.brokers.base import (
     fair_order,
     publish_with_retry,
 )
+from taskfleet.brokers.redis._keys import QUEUES_KEY, QueueKeys
+from taskfleet.brokers.redis._scripts import load_script, script_source
 from taskfleet.errors import BrokerError
-from taskfleet.redis_connection import (
-    CONNECTION_ERRORS,
-    EvalSha,
-    HotConnections,
-    Packed,
-    connect_redis,
-    pack,
-    translate_errors,
-)
-from taskfleet.settings import BrokerSettings, validate_queue_name
+from taskfleet.settings import BrokerSettings
 from taskfleet.urls import mask_secrets, mask_url
 
-PREFIX = "tf:"
-QUEUES_KEY = PREFIX + "queues"
 #: Longest single BLPOP while idle: bounds how late a delayed message or an expired lease is noticed.
 MAX_BLOCK_S = 1.0
 #: Idle pooled connections are PINGed before reuse after this long, so a restarted server is noticed early.
 HEALTH_CHECK_INTERVAL_S = 30
-_KEY_SUFFIXES = ("ready", "inflight", "delayed", "msg", "rank", "dlv", "seq", "signal", "dead")
 _MAX_KEY_CACHE = 256
 #: Messages per script call in ``enqueue_many``: bounds how long one call holds the server (about 2 ms).
 ENQUEUE_CHUNK = 500
@@ -67,23 +64,6 @@ REQUEUE_PAGE = 100
 #: Message bytes moved per script call by ``requeue_dead_letters`` (at least one message): bounds how long one call
 #: holds the server.
 REQUEUE_CHUNK_BYTES = 4 * 2**20
-
-
-def queue_keys(queue: str) -> tuple[str, ...]:
-    validate_queue_name(queue)  # also guarantees no '{' or '}' that would break the hash tag
-    return tuple(f"{PREFIX}{{{queue}}}:{suffix}" for suffix in _KEY_SUFFIXES)
-
-
-def script_source(name: str) -> str:
-    """The text of script ``redis_<name>.lua`` with ``redis_common.lua`` in front, as it is sent to the server."""
-    package = resources.files("taskfleet.brokers")
-    common = package.joinpath("redis_common.lua").read_text(encoding="utf-8")
-    body = package.joinpath(f"redis_{name}.lua").read_text(encoding="utf-8")
-    return common + "\n" + body
-
-
-def load_script(client: redis.Redis, name: str) -> Script:
-    return client.register_script(script_source(name))
 
 
 class RedisBroker(Broker):
@@ -109,7 +89,7 @@ class RedisBroker(Broker):
         self._dead_letter = load_script(self._client, "dead_letter")
         self._purge = load_script(self._client, "purge")
         self._requeue_dead = load_script(self._client, "requeue_dead")
-        self._keys: dict[str, tuple[str, ...]] = {}
+        self._keys: dict[str, QueueKeys] = {}
         self._rotation = 0
 
     # -- publishing ---------------------------------------------------------------------------------------------
@@ -142,8 +122,8 @@ class RedisBroker(Broker):
         if prefix is None:
             if len(self._enqueue_prefixes) >= _MAX_KEY_CACHE:
                 self._enqueue_prefixes.clear()
-            prefix = self._enqueue_prefixes[queue] = self._enqueue.prefix(
-                [*self.queue_keys(queue)[:8], QUEUES_KEY], queue)
+            keys = self.queue_keys(queue).for_enqueue()
+            prefix = self._enqueue_prefixes[queue] = self._enqueue.prefix(keys, queue)
         return prefix
 
     def _publish(self, send: Callable[[], object]) -> None:
@@ -222,8 +202,9 @@ class RedisBroker(Broker):
         cache_key = (max_messages, *names)
         cached = self._fetch_commands.get(cache_key)
         if cached is None:
-            keys = [key for name in names for key in self.queue_keys(name)]
-            signals = [keys[i * len(_KEY_SUFFIXES) + 7] for i in range(len(names))]
+            per_queue = [self.queue_keys(name) for name in names]
+            keys = [key for queue_keys in per_queue for key in queue_keys.all()]
+            signals = [queue_keys.signal for queue_keys in per_queue]
             command = self._fetch.prefix(keys, max_messages, self._vt_ms, self.settings.max_deliveries,
                                          *names).plus(())
             if len(self._fetch_commands) >= _MAX_FETCH_CACHE:
@@ -254,8 +235,7 @@ class RedisBroker(Broker):
             by_queue.setdefault(delivery.queue, []).extend((delivery.message_id, delivery.delivery_count))
         commands: list[bytes] = []
         for queue, leases in by_queue.items():
-            ready, inflight, _, msg, rank, dlv, _, signal, _ = self.queue_keys(queue)
-            prefix = self._settle.prefix([ready, inflight, msg, rank, dlv, signal], mode, self._vt_ms)
+            prefix = self._settle.prefix(self.queue_keys(queue).for_settle(), mode, self._vt_ms)
             commands.append(prefix.plus(leases))
         if commands:
             with self._translate(mode):
@@ -264,10 +244,9 @@ class RedisBroker(Broker):
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move the in-flight message to its queue's dead-letter list with ``reason``; no-op if the lease was
         lost. See ``Broker.dead_letter``."""
-        _, inflight, _, msg, rank, dlv, _, _, dead = self.queue_keys(delivery.queue)
         with self._translate("dead_letter"):
             self._dead_letter(
-                keys=[inflight, msg, rank, dlv, dead],
+                keys=self.queue_keys(delivery.queue).for_dead_letter(),
                 args=[
                     delivery.message_id, delivery.delivery_count, reason, delivery.queue,
                     base64.b64encode(delivery.data),
@@ -278,13 +257,13 @@ class RedisBroker(Broker):
 
     def queue_depth(self, queue: str) -> QueueDepth:
         """Counts in one round trip. ``in_flight`` includes expired leases not yet reclaimed by a fetch."""
-        ready, inflight, delayed, *_, dead = self.queue_keys(queue)
+        keys = self.queue_keys(queue)
         with self._translate("queue_depth"):
             pipe = self._client.pipeline(transaction=False)
-            pipe.zcard(ready)
-            pipe.zcard(inflight)
-            pipe.zcard(delayed)
-            pipe.llen(dead)
+            pipe.zcard(keys.ready)
+            pipe.zcard(keys.inflight)
+            pipe.zcard(keys.delayed)
+            pipe.llen(keys.dead)
             n_ready, n_inflight, n_delayed, n_dead = pipe.execute()
         return QueueDepth(ready=n_ready, in_flight=n_inflight, delayed=n_delayed, dead=n_dead)
 
@@ -292,7 +271,7 @@ class RedisBroker(Broker):
         """The oldest ``limit`` dead letters of ``queue`` (not removed)."""
         if limit < 1:
             return []
-        dead = self.queue_keys(queue)[8]
+        dead = self.queue_keys(queue).dead
         with self._translate("dead_letters"):
             raw = self._client.lrange(dead, 0, limit - 1)
         return [_parse_dead_letter(queue, record) for record in raw]
@@ -304,8 +283,8 @@ class RedisBroker(Broker):
         leaves the list in the same step that makes it ready, so a crash midway leaves the rest dead-lettered.
         Dead letters added while it runs are left for the next call. See ``Broker.requeue_dead_letters``."""
         wanted = None if message_ids is None else set(message_ids)
-        keys = [*self.queue_keys(queue), QUEUES_KEY]
-        dead = keys[8]
+        queue_keys = self.queue_keys(queue)
+        keys, dead = queue_keys.for_requeue_dead(), queue_keys.dead
         moved = offset = 0
         with self._translate("requeue_dead_letters"):
             unread = int(self._client.llen(dead))
@@ -338,9 +317,8 @@ class RedisBroker(Broker):
 
     def purge(self, queue: str) -> int:
         """Delete ready and delayed messages of ``queue``; returns how many."""
-        ready, inflight, delayed, msg, rank, dlv, _, signal, _ = self.queue_keys(queue)
         with self._translate("purge"):
-            return int(self._purge(keys=[ready, inflight, delayed, msg, rank, dlv, signal]))
+            return int(self._purge(keys=self.queue_keys(queue).for_purge()))
 
     def queues(self) -> list[str]:
         """Names of every queue a message was ever enqueued to on this server, sorted."""
@@ -360,12 +338,13 @@ class RedisBroker(Broker):
 
     # -- helpers ------------------------------------------------------------------------------------------------
 
-    def queue_keys(self, queue: str) -> tuple[str, ...]:
+    def queue_keys(self, queue: str) -> QueueKeys:
+        """``QueueKeys.of(queue)``, cached (up to ``_MAX_KEY_CACHE`` queues)."""
         keys = self._keys.get(queue)
         if keys is None:
             if len(self._keys) >= _MAX_KEY_CACHE:
                 self._keys.clear()
-            keys = self._keys[queue] = queue_keys(queue)
+            keys = self._keys[queue] = QueueKeys.of(queue)
         return keys
 
     def _call(self, payload: bytes, replies: int = 1) -> list[Any]:

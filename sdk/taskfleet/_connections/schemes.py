@@ -1,0 +1,110 @@
+"""The one table of URL schemes: which broker, result backend and beat store serve a URL.
+
+``taskfleet.brokers.connect``, ``taskfleet.backends.connect`` and ``taskfleet.brokers.beat_store.connect_beat_store``
+all look the URL's scheme up here (``kind_of``) and load the class the kind names (``Kind.broker``,
+``Kind.backend``, ``Kind.beat_store``). A kind names its classes by import path and loads one on first use, so a
+process imports only the adapter (and client library) of the URL it is given. The paths are resolved with
+``importlib`` rather than ``import`` statements: the broker packages import the beat-store interface, which looks
+kinds up here, so a static import of every broker from here would tie the broker packages to each other (the
+import-linter independence contract). ``tests/unit/test_schemes.py`` checks that every path loads the right class.
+
+The table is fixed: there are no dotted plug-in paths in settings.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from taskfleet.errors import ConfigurationError
+from taskfleet.urls import mask_url, url_scheme
+
+if TYPE_CHECKING:
+    from taskfleet.backends.base import ResultBackend
+    from taskfleet.brokers.base import Broker
+    from taskfleet.brokers.beat_store import BeatStore
+    from taskfleet.settings import BackendSettings, BrokerSettings
+
+#: What a URL is asked to serve (a field of ``Kind``).
+Role = Literal["broker", "backend", "beat_store"]
+
+_UNSUPPORTED: dict[Role, Callable[[str], str]] = {
+    "broker": lambda url: (f"unsupported broker URL {url!r}: "
+                           "use redis://, rediss://, amqp://, amqps://, sqlite:///path or memory:// (tests only)"),
+    "backend": lambda url: f"unsupported result backend URL {url!r}: use redis://, sqlite:///path or memory://",
+    "beat_store": lambda url: f"beat has no store for broker URL {url!r}",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """One family of URL schemes and the ``module:Class`` paths of what serves it (None: it serves no such role)."""
+
+    name: str
+    schemes: tuple[str, ...]
+    broker: str | None
+    backend: str | None
+    beat_store: str | None
+    #: What the beat store's constructor takes first: the broker's settings (a store with its own connection) or
+    #: the broker itself (the stub, whose state lives in the broker's process).
+    beat_store_on: Literal["settings", "broker"] = "settings"
+    #: Whether the beat store keeps its claims for ``claim_ttl_s`` (and so takes it).
+    beat_store_claim_ttl: bool = True
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind("redis", ("redis", "rediss", "unix"), broker="taskfleet.brokers.redis:RedisBroker",
+         backend="taskfleet.backends.redis:RedisBackend", beat_store="taskfleet.brokers.redis:RedisBeatStore"),
+    Kind("rabbitmq", ("amqp", "amqps"), broker="taskfleet.brokers.rabbitmq:RabbitMQBroker", backend=None,
+         # While rabbitmq_*.py are flat modules; becomes taskfleet.brokers.rabbitmq:RabbitMQBeatStore with the package.
+         beat_store="taskfleet.brokers.rabbitmq_beat:RabbitMQBeatStore", beat_store_claim_ttl=False),
+    Kind("sqlite", ("sqlite",), broker="taskfleet.brokers.sqlite:SQLiteBroker",
+         backend="taskfleet.backends.sqlite:SQLiteBackend", beat_store="taskfleet.brokers.sqlite:SQLiteBeatStore"),
+    # memory:// is the scheme users' tests know; in code the in-process implementations are the stubs.
+    Kind("stub", ("memory",), broker="taskfleet.brokers.stub:StubBroker",
+         backend="taskfleet.backends.stub:StubBackend", beat_store="taskfleet.brokers.stub:StubBeatStore",
+         beat_store_on="broker", beat_store_claim_ttl=False),
+)
+
+_BY_SCHEME: dict[str, Kind] = {scheme: kind for kind in KINDS for scheme in kind.schemes}
+
+
+def kind_of(url: str, role: Role) -> Kind:
+    """The kind that serves ``url`` as ``role``; ``ConfigurationError`` (URL masked) when none does."""
+    kind = _BY_SCHEME.get(url_scheme(url))
+    if kind is None or getattr(kind, role) is None:
+        raise ConfigurationError(_UNSUPPORTED[role](mask_url(url)))
+    return kind
+
+
+def load(path: str) -> Any:
+    """What ``path`` (``module:name``) names, its module imported now if it was not."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def connect_broker(settings: BrokerSettings) -> Broker:
+    """A new broker client for ``settings.url`` (``taskfleet.brokers.connect``)."""
+    kind = kind_of(settings.url, "broker")
+    broker: Broker = load(str(kind.broker))(settings)
+    return broker
+
+
+def connect_backend(settings: BackendSettings) -> ResultBackend:
+    """A new result-backend client for ``settings.url`` (``taskfleet.backends.connect``)."""
+    kind = kind_of(settings.url, "backend")
+    backend: ResultBackend = load(str(kind.backend))(settings)
+    return backend
+
+
+def connect_beat_store(broker: Broker, *, namespace: str, holder: str, lease_s: float,
+                       claim_ttl_s: float) -> BeatStore:
+    """A beat store on ``broker``'s server (``taskfleet.brokers.beat_store.connect_beat_store``, which checks the
+    arguments first)."""
+    kind = kind_of(broker.settings.url, "beat_store")
+    on = broker if kind.beat_store_on == "broker" else broker.settings
+    extra = {"claim_ttl_s": claim_ttl_s} if kind.beat_store_claim_ttl else {}
+    store: BeatStore = load(str(kind.beat_store))(on, namespace=namespace, holder=holder, lease_s=lease_s, **extra)
+    return store

@@ -1,0 +1,68 @@
+"""The Redis broker's key layout, shared by the broker and its beat store.
+
+Per queue ``Q`` the keys share the ``{Q}`` hash tag, so a queue lives in one cluster slot: ``tf:{Q}:ready``,
+``inflight``, ``delayed``, ``msg``, ``rank``, ``dlv``, ``seq``, ``signal`` and ``dead`` (what each holds:
+``lua/common.lua``), plus ``tf:queues``, the set of every queue name. ``QueueKeys`` names them; each script's
+``KEYS`` are built by the method named after it, in the order the script's header comment lists them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from taskfleet.settings import validate_queue_name
+
+PREFIX = "tf:"
+#: The set of every queue a message was enqueued to (``Broker.queues``).
+QUEUES_KEY = PREFIX + "queues"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """The keys of one queue, by name."""
+
+    ready: str  # ZSET id -> rank
+    inflight: str  # ZSET id -> lease deadline (ms)
+    delayed: str  # ZSET id -> due time (ms)
+    msg: str  # HASH id -> bytes
+    rank: str  # HASH id -> rank
+    dlv: str  # HASH id -> delivery count
+    seq: str  # counter
+    signal: str  # LIST of wake-up tokens
+    dead: str  # LIST of JSON dead-letter records
+
+    @classmethod
+    def of(cls, queue: str) -> QueueKeys:
+        """The keys of ``queue`` (an invalid queue name is a ``ConfigurationError``)."""
+        validate_queue_name(queue)  # also guarantees no '{' or '}' that would break the hash tag
+        return cls(*(f"{PREFIX}{{{queue}}}:{field.name}" for field in fields(cls)))
+
+    def all(self) -> list[str]:
+        """Every key of the queue in layout order: ``fetch.lua``'s keys per queue (``FETCH_KEYS_PER_QUEUE``)."""
+        return [self.ready, self.inflight, self.delayed, self.msg, self.rank, self.dlv, self.seq, self.signal,
+                self.dead]
+
+    def for_enqueue(self) -> list[str]:
+        """``enqueue.lua``: ready, inflight, delayed, msg, rank, dlv, seq, signal, tf:queues."""
+        return [self.ready, self.inflight, self.delayed, self.msg, self.rank, self.dlv, self.seq, self.signal,
+                QUEUES_KEY]
+
+    def for_settle(self) -> list[str]:
+        """``settle.lua``: ready, inflight, msg, rank, dlv, signal."""
+        return [self.ready, self.inflight, self.msg, self.rank, self.dlv, self.signal]
+
+    def for_dead_letter(self) -> list[str]:
+        """``dead_letter.lua``: inflight, msg, rank, dlv, dead."""
+        return [self.inflight, self.msg, self.rank, self.dlv, self.dead]
+
+    def for_purge(self) -> list[str]:
+        """``purge.lua``: ready, inflight, delayed, msg, rank, dlv, signal."""
+        return [self.ready, self.inflight, self.delayed, self.msg, self.rank, self.dlv, self.signal]
+
+    def for_requeue_dead(self) -> list[str]:
+        """``requeue_dead.lua``: ready, inflight, delayed, msg, rank, dlv, seq, signal, dead, tf:queues."""
+        return [*self.all(), QUEUES_KEY]
+
+
+#: How many keys ``fetch.lua`` takes per queue (its ``K``).
+FETCH_KEYS_PER_QUEUE = len(fields(QueueKeys))
