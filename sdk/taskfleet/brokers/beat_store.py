@@ -95,7 +95,7 @@ def connect_beat_store(broker: Broker, *, namespace: str, holder: str, lease_s: 
         return RedisBeatStore(broker.settings, namespace=namespace, holder=holder, lease_s=lease_s,
                               claim_ttl_s=claim_ttl_s)
     if scheme in ("amqp", "amqps"):
-        from taskfleet.brokers.rabbitmq_beat import RabbitMQBeatStore
+        from taskfleet.brokers.rabbitmq import RabbitMQBeatStore
 
         return RabbitMQBeatStore(broker.settings, namespace=namespace, holder=holder, lease_s=lease_s)
     if scheme == "sqlite":

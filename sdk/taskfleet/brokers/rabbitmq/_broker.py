@@ -1,8 +1,8 @@
-"""The RabbitMQ broker (pika): durable queues, persistent messages, publisher confirms, a delay ladder.
+"""``RabbitMQBroker`` (pika): durable queues, persistent messages, publisher confirms, a delay ladder.
 
-Layout of queues and exchanges: ``rabbitmq_topology``. Threading: ``rabbitmq_link`` (one connection per process,
-driven by the thread that needs it, or by an I/O thread that keeps heartbeats flowing while tasks run). Pipelined
-publishing: ``rabbitmq_publisher``. Browsing and requeueing dead letters: ``rabbitmq_dead_letters``.
+Layout of queues and exchanges: ``_topology``. Threading: ``_link`` (one connection per process, driven by the
+thread that needs it, or by an I/O thread that keeps heartbeats flowing while tasks run). Pipelined publishing:
+``_publisher``. Browsing and requeueing dead letters: ``_dead_letters``.
 
 How the ``Broker`` contract maps onto AMQP:
 
@@ -39,8 +39,6 @@ from urllib.parse import unquote, urlsplit
 import pika
 import pika.exceptions
 
-from taskfleet.brokers import rabbitmq_dead_letters as dead
-from taskfleet.brokers import rabbitmq_topology as topo
 from taskfleet.brokers.base import (
     Broker,
     DeadLetter,
@@ -50,10 +48,12 @@ from taskfleet.brokers.base import (
     check_priority,
     publish_with_retry,
 )
-from taskfleet.brokers.rabbitmq_dead_letters import DEAD_AT_HEADER, QUEUE_HEADER, REASON_HEADER
-from taskfleet.brokers.rabbitmq_link import AmqpLink, Channels, RawDelivery
-from taskfleet.brokers.rabbitmq_management import ManagementApi
-from taskfleet.brokers.rabbitmq_publisher import RETURNED, Publish, describe_refusals
+from taskfleet.brokers.rabbitmq import _dead_letters as dead
+from taskfleet.brokers.rabbitmq import _topology as topo
+from taskfleet.brokers.rabbitmq._dead_letters import DEAD_AT_HEADER, QUEUE_HEADER, REASON_HEADER
+from taskfleet.brokers.rabbitmq._link import AmqpLink, Channels, RawDelivery
+from taskfleet.brokers.rabbitmq._management import ManagementApi
+from taskfleet.brokers.rabbitmq._publisher import RETURNED, Publish, describe_refusals
 from taskfleet.errors import BrokerConnectionError, BrokerError
 from taskfleet.settings import BrokerSettings
 from taskfleet.urls import mask_url
@@ -392,7 +392,7 @@ class RabbitMQBroker(Broker):
         do not keep it) and with no delivery counted; each dead letter is acked only once its publish is confirmed.
         Dead letters not selected go back to the dead-letter queue in their order. Dead letters added while it
         runs are left for the next call. AMQP cannot replace a message by id: a dead letter whose id was enqueued
-        again is stored twice. See ``rabbitmq_dead_letters`` and ``Broker.requeue_dead_letters``."""
+        again is stored twice. See ``_dead_letters`` and ``Broker.requeue_dead_letters``."""
         wanted = None if message_ids is None else frozenset(message_ids)
 
         def publish(ch: Channels, message_id: str | None, body: bytes) -> None:
