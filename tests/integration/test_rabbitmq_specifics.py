@@ -14,7 +14,7 @@ import pytest
 
 from taskfleet.brokers.base import Delivery, Outgoing
 from taskfleet.brokers.rabbitmq import RabbitMQBroker
-from taskfleet.brokers.rabbitmq._broker import LOST_HEADER
+from taskfleet.brokers.rabbitmq._consumer import LOST_HEADER
 from taskfleet.brokers.rabbitmq._dead_letters import REASON_HEADER
 from taskfleet.errors import BrokerError
 from taskfleet.settings import BrokerSettings

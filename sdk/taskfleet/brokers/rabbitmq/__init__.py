@@ -2,7 +2,8 @@
 
 Only ``RabbitMQBroker`` and ``RabbitMQBeatStore`` are public; the modules below are private to this package:
 
-- ``_broker``: ``RabbitMQBroker`` and how the ``Broker`` contract maps onto AMQP;
+- ``_broker``: ``RabbitMQBroker``, how the ``Broker`` contract maps onto AMQP, publishing and administration;
+- ``_consumer``: the broker's consumers, the deliveries they receive and how each one is settled;
 - ``_topology``: names and layout of queues and exchanges (the delay ladder), and declaring them;
 - ``_link``: one pika connection per process, driven by the thread that needs it or by an I/O thread;
 - ``_publisher``: pipelined publishing with publisher confirms, on pika internals (fenced by
