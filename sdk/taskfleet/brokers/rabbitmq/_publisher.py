@@ -14,6 +14,12 @@ Nothing is reported confirmed that RabbitMQ did not ack, and a lost channel or c
 from ``confirmed`` which messages made it). The frames are encoded by ``_frames`` (pika's encoder takes
 longer than RabbitMQ takes to store a message) and handed to pika's output buffer ``WRITE_EVERY`` messages at a time.
 Used by the link's I/O owner only (see ``_link``).
+
+The pika internals this relies on, fenced by tests/unit/test_pika_internals.py (which names whichever one a pika
+release changes) and by the pin in pyproject.toml: ``BlockingChannel._impl`` (the asynchronous channel: its
+``confirm_delivery``, ``add_on_return_callback``, ``channel_number`` and ``_raise_if_not_open``),
+``BlockingChannel._flush_output`` (pump until a predicate holds), the negotiated ``frame_max`` in
+``connection.params`` and ``Connection._output_marshaled_frames`` (our bytes into pika's output buffer).
 """
 
 from __future__ import annotations
