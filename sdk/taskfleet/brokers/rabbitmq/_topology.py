@@ -152,10 +152,9 @@ class Declarations:
             declare_ladder(ch.admin)
             self._ladder_generation = ch.generation
             declared.clear()  # queues declared before the ladder need their deliver binding
-        key = queue
-        if key not in declared:
+        if queue not in declared:
             declare_task_queue(ch.admin, queue, ladder_ready=self._ladder_generation == ch.generation)
-            declared.add(key)
+            declared.add(queue)
             self.known.add(queue)
 
     def forget(self) -> None:
