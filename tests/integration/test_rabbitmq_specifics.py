@@ -13,7 +13,9 @@ import pika
 import pytest
 
 from taskfleet.brokers.base import Delivery, Outgoing
-from taskfleet.brokers.rabbitmq import LOST_HEADER, REASON_HEADER, RabbitMQBroker
+from taskfleet.brokers.rabbitmq import RabbitMQBroker
+from taskfleet.brokers.rabbitmq._consumer import LOST_HEADER
+from taskfleet.brokers.rabbitmq._dead_letters import REASON_HEADER
 from taskfleet.errors import BrokerError
 from taskfleet.settings import BrokerSettings
 from tests.support.rabbitmq_server import RabbitMQServer

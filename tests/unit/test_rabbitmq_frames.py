@@ -1,4 +1,4 @@
-"""Specification of ``taskfleet.brokers.rabbitmq_frames``: the bytes of a ``basic.publish`` are exactly pika's."""
+"""Specification of ``taskfleet.brokers.rabbitmq._frames``: the bytes of a ``basic.publish`` are exactly pika's."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pika
 import pytest
 from pika import frame, spec
 
-from taskfleet.brokers import rabbitmq_frames as frames
+from taskfleet.brokers.rabbitmq import _frames as frames
 
 FRAME_MAX = 131072
 

@@ -1,4 +1,4 @@
-"""Specification of ``ConfirmPublisher`` (taskfleet.brokers.rabbitmq_publisher): what it reports confirmed or refused
+"""Specification of ``ConfirmPublisher`` (taskfleet.brokers.rabbitmq._publisher): what it reports confirmed or refused
 for each way RabbitMQ answers a pipelined batch. A scripted fake stands in for pika's channel: it decodes what the
 publisher wrote and answers with confirms, nacks and returns as the test says."""
 
@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from pika import frame, spec
 
-from taskfleet.brokers import rabbitmq_publisher
-from taskfleet.brokers.rabbitmq_publisher import NACKED, RETURNED, ConfirmPublisher, Publish
+from taskfleet.brokers.rabbitmq import _publisher as rabbitmq_publisher
+from taskfleet.brokers.rabbitmq._publisher import NACKED, RETURNED, ConfirmPublisher, Publish
 
 #: How the fake broker answers the messages written since its last answer: a list of (tag, kind) with kind
 #: "ack", "ack+" (multiple), "nack", "nack+" or "return" (a basic.return, to be followed by an ack), in order.

@@ -1,4 +1,4 @@
-"""Specification of the RabbitMQ layout (taskfleet.brokers.rabbitmq_topology): names, the delay ladder's routing
+"""Specification of the RabbitMQ layout (taskfleet.brokers.rabbitmq._topology): names, the delay ladder's routing
 keys and patterns. Pure functions; the behaviour on a real server is in the broker conformance suite."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from taskfleet.brokers import rabbitmq_topology as topo
+from taskfleet.brokers.rabbitmq import _topology as topo
 from taskfleet.errors import ConfigurationError
 
 

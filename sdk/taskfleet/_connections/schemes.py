@@ -58,8 +58,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("redis", ("redis", "rediss", "unix"), broker="taskfleet.brokers.redis:RedisBroker",
          backend="taskfleet.backends.redis:RedisBackend", beat_store="taskfleet.brokers.redis:RedisBeatStore"),
     Kind("rabbitmq", ("amqp", "amqps"), broker="taskfleet.brokers.rabbitmq:RabbitMQBroker", backend=None,
-         # While rabbitmq_*.py are flat modules; becomes taskfleet.brokers.rabbitmq:RabbitMQBeatStore with the package.
-         beat_store="taskfleet.brokers.rabbitmq_beat:RabbitMQBeatStore", beat_store_claim_ttl=False),
+         beat_store="taskfleet.brokers.rabbitmq:RabbitMQBeatStore", beat_store_claim_ttl=False),
     Kind("sqlite", ("sqlite",), broker="taskfleet.brokers.sqlite:SQLiteBroker",
          backend="taskfleet.backends.sqlite:SQLiteBackend", beat_store="taskfleet.brokers.sqlite:SQLiteBeatStore"),
     # memory:// is the scheme users' tests know; in code the in-process implementations are the stubs.

@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 
 import pika
 
-from taskfleet.brokers import rabbitmq_topology as topo
 from taskfleet.brokers.beat_store import BeatStore, Tick
-from taskfleet.brokers.rabbitmq_link import AmqpLink, Channels
+from taskfleet.brokers.rabbitmq import _topology as topo
+from taskfleet.brokers.rabbitmq._link import AmqpLink, Channels
 from taskfleet.settings import BrokerSettings
 
 PERSISTENT = 2

@@ -11,9 +11,15 @@ tag of the batch is answered:
 - a ``mandatory`` message no queue took comes back as ``basic.return`` *before* its ``basic.ack``: refused too.
 
 Nothing is reported confirmed that RabbitMQ did not ack, and a lost channel or connection raises (the caller knows
-from ``confirmed`` which messages made it). The frames are encoded by ``rabbitmq_frames`` (pika's encoder takes
+from ``confirmed`` which messages made it). The frames are encoded by ``_frames`` (pika's encoder takes
 longer than RabbitMQ takes to store a message) and handed to pika's output buffer ``WRITE_EVERY`` messages at a time.
-Used by the link's I/O owner only (see ``rabbitmq_link``).
+Used by the link's I/O owner only (see ``_link``).
+
+The pika internals this relies on, fenced by tests/unit/test_pika_internals.py (which names whichever one a pika
+release changes) and by the pin in pyproject.toml: ``BlockingChannel._impl`` (the asynchronous channel: its
+``confirm_delivery``, ``add_on_return_callback``, ``channel_number`` and ``_raise_if_not_open``),
+``BlockingChannel._flush_output`` (pump until a predicate holds), the negotiated ``frame_max`` in
+``connection.params`` and ``Connection._output_marshaled_frames`` (our bytes into pika's output buffer).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import pika.frame
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from taskfleet.brokers import rabbitmq_frames as frames
+from taskfleet.brokers.rabbitmq import _frames as frames
 
 #: Most messages ``ConfirmPublisher`` keeps unconfirmed: past it, it waits for confirms down to half of it before
 #: writing more, so its output buffer stays bounded and RabbitMQ's flow control can act.

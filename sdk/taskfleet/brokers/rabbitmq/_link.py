@@ -40,7 +40,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from taskfleet.brokers.rabbitmq_publisher import ConfirmPublisher
+from taskfleet.brokers.rabbitmq._publisher import ConfirmPublisher
 from taskfleet.errors import BrokerConnectionError, BrokerError
 from taskfleet.urls import mask_secrets, mask_url
 

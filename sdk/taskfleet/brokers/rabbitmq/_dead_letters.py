@@ -1,6 +1,6 @@
 """The dead-letter queues of the RabbitMQ broker: browsing them, and moving their messages back to their task queue.
 
-A dead letter of queue ``Q`` is a persistent message in ``taskfleet.dead.Q`` (``rabbitmq_topology``) with the reason,
+A dead letter of queue ``Q`` is a persistent message in ``taskfleet.dead.Q`` (``_topology``) with the reason,
 the queue and the time in its headers. Both operations read it with ``basic.get`` on a channel of their own and never
 ack what they leave: closing that channel gives the unacked messages back to the dead-letter queue at their old
 places, so a browse changes nothing and a requeue keeps the order of what it does not move.
@@ -20,9 +20,9 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from taskfleet.brokers import rabbitmq_topology as topo
 from taskfleet.brokers.base import DeadLetter
-from taskfleet.brokers.rabbitmq_link import AmqpLink, Channels
+from taskfleet.brokers.rabbitmq import _topology as topo
+from taskfleet.brokers.rabbitmq._link import AmqpLink, Channels
 from taskfleet.errors import BrokerConnectionError
 
 REASON_HEADER = "x-taskfleet-reason"

@@ -1,5 +1,5 @@
 """How the RabbitMQ broker lays out queues and exchanges, as names and pure functions (table-tested), plus the
-declare calls that create them on a channel.
+declare calls that create them on a channel and ``Declarations``, which remembers what one connection has declared.
 
 Everything Taskfleet creates is durable and named ``taskfleet.*``; users' queues may not use that prefix.
 
@@ -19,11 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskfleet.brokers.base import MAX_PRIORITY
 from taskfleet.errors import ConfigurationError
 from taskfleet.settings import validate_queue_name
+
+if TYPE_CHECKING:
+    from taskfleet.brokers.rabbitmq._link import Channels
 
 PREFIX = "taskfleet."
 DEAD_PREFIX = PREFIX + "dead."
@@ -126,3 +129,34 @@ def declare_task_queue(channel: Any, queue: str, *, ladder_ready: bool) -> None:
     channel.queue_declare(dead_queue_name(queue), durable=True)
     if ladder_ready:
         channel.queue_bind(queue, DELIVER_EXCHANGE, routing_key=deliver_pattern(queue))
+
+
+class Declarations:
+    """The task queues (and the delay ladder) one broker has declared on its current connection, so that each is
+    declared once per connection generation. Used only by the thread driving the connection."""
+
+    def __init__(self) -> None:
+        self._declared: tuple[int, set[str]] = (0, set())
+        self._ladder_generation = 0
+        #: Every task queue this client has declared (what ``queues()`` lists without the management API).
+        self.known: set[str] = set()
+
+    def declare(self, ch: Channels, queue: str, *, ladder: bool) -> None:
+        """Declare ``queue`` (and first the delay ladder when ``ladder``) on ``ch`` unless already done on this
+        connection."""
+        generation, declared = self._declared
+        if generation != ch.generation:
+            declared = set()
+            self._declared = (ch.generation, declared)
+        if ladder and self._ladder_generation != ch.generation:
+            declare_ladder(ch.admin)
+            self._ladder_generation = ch.generation
+            declared.clear()  # queues declared before the ladder need their deliver binding
+        if queue not in declared:
+            declare_task_queue(ch.admin, queue, ladder_ready=self._ladder_generation == ch.generation)
+            declared.add(queue)
+            self.known.add(queue)
+
+    def forget(self) -> None:
+        """Declare every queue again on next use (one may have been deleted behind our back); the ladder is kept."""
+        self._declared = (0, set())

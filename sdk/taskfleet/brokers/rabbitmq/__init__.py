@@ -1,0 +1,22 @@
+"""The RabbitMQ broker and beat store (pika): durable queues, persistent messages, publisher confirms, a delay ladder.
+
+Only ``RabbitMQBroker`` and ``RabbitMQBeatStore`` are public; the modules below are private to this package:
+
+- ``_broker``: ``RabbitMQBroker``, how the ``Broker`` contract maps onto AMQP, publishing and administration;
+- ``_consumer``: the broker's consumers, the deliveries they receive and how each one is settled;
+- ``_topology``: names and layout of queues and exchanges (the delay ladder), and declaring them;
+- ``_link``: one pika connection per process, driven by the thread that needs it or by an I/O thread;
+- ``_publisher``: pipelined publishing with publisher confirms, on pika internals (fenced by
+  tests/unit/test_pika_internals.py);
+- ``_frames``: the bytes of a ``basic.publish``, packed directly (checked byte for byte against pika);
+- ``_dead_letters``: browsing dead-letter queues and moving their messages back;
+- ``_management``: a client of the management HTTP API (queue counts and names);
+- ``_beat``: ``RabbitMQBeatStore``.
+"""
+
+from __future__ import annotations
+
+from taskfleet.brokers.rabbitmq._beat import RabbitMQBeatStore
+from taskfleet.brokers.rabbitmq._broker import RabbitMQBroker
+
+__all__ = ["RabbitMQBeatStore", "RabbitMQBroker"]

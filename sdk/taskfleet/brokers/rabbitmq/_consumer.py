@@ -1,0 +1,276 @@
+"""The consuming side of ``RabbitMQBroker``: its consumers on the link's connection, the deliveries they receive, and
+how each delivery is settled (ack, release, nack, dead letter) on the connection that received it.
+
+How fetching, leases and delivery counting map onto AMQP: the notes of ``_broker``. Every method here that touches
+the connection runs in the thread driving it (inside ``AmqpLink.call`` or ``submit``), except the public entry points,
+which hand their work to the link.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import pika
+
+from taskfleet.brokers.base import Delivery
+from taskfleet.brokers.rabbitmq import _topology as topo
+from taskfleet.brokers.rabbitmq._dead_letters import DEAD_AT_HEADER, QUEUE_HEADER, REASON_HEADER
+from taskfleet.brokers.rabbitmq._link import AmqpLink, Channels, RawDelivery
+from taskfleet.brokers.rabbitmq._publisher import Publish
+from taskfleet.errors import BrokerConnectionError
+from taskfleet.settings import BrokerSettings
+
+LOST_HEADER = "x-taskfleet-lost"
+#: Per-consumer delivery-acknowledgement timeout (RabbitMQ >= 3.11.15 honours it, older servers ignore it): the
+#: longest RabbitMQ accepts, so its ``consumer_timeout`` never closes the channel under a long task. Stuck tasks
+#: are the worker's business (hard time limits, liveness probe), not the broker's.
+CONSUMER_TIMEOUT_MS = 2**31 - 1
+
+#: Publishes one message and returns once RabbitMQ has confirmed it (``BrokerError`` when it refuses it).
+PublishConfirmed = Callable[[Channels, Publish], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Receipt:
+    """Which connection of which broker object delivered a message, and its delivery tag there."""
+
+    link: AmqpLink
+    generation: int
+    tag: int
+    properties: pika.BasicProperties
+
+
+@dataclass(slots=True)
+class _Consuming:
+    generation: int
+    queues: tuple[str, ...]
+    prefetch: int
+    tags: dict[str, str]  # consumer tag -> queue
+    stale: bool = False  # RabbitMQ cancelled one of them: start over
+
+
+class Consumer:
+    """The consumers of one broker on ``link`` and the deliveries they hold. Thread-safe through the link.
+    ``publish`` republishes (redelivery counts, releases, dead letters); ``declarations`` is the broker's."""
+
+    def __init__(self, link: AmqpLink, declarations: topo.Declarations, publish: PublishConfirmed, *,
+                 settings: BrokerSettings) -> None:
+        self.settings = settings
+        self._link = link
+        self._declarations = declarations
+        self._publish = publish
+        self._consuming: _Consuming | None = None
+        self._cancel_hooked = 0
+        #: consumer tag -> queue, for every consumer of this connection (buffered deliveries may outlive theirs)
+        self._tag_queues: dict[str, str] = {}
+        #: (generation, delivery tag) of deliveries not settled yet. Settling a tag twice would make RabbitMQ close
+        #: the channel (and requeue everything on it), so every settle goes through ``_take_tag``. Only touched by the
+        #: thread driving the connection.
+        self._unsettled: set[tuple[int, int]] = set()
+
+    # -- consuming ----------------------------------------------------------------------------------------------
+
+    def fetch(self, queues: Sequence[str], *, max_messages: int, timeout_s: float) -> list[Delivery]:
+        """``RabbitMQBroker.fetch``: consume with prefetch ``max_messages``, return what has arrived."""
+        names = tuple(dict.fromkeys(queues))
+        if not names or max_messages < 1:
+            return []
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            consuming = self._consuming
+            if (consuming is None or consuming.stale or consuming.generation != self._link.generation
+                    or consuming.queues != names or consuming.prefetch != max_messages):
+                for name in names:  # checked when consumers start, not on every fetch of the hot loop
+                    topo.task_queue_name(name)
+                self._link.call(lambda ch: self._start_consuming(ch, names, max_messages), action="consume")
+                consuming = self._consuming
+            assert consuming is not None
+            generation, raw = self._link.take(max_messages, deadline - time.monotonic())
+            if generation != consuming.generation:
+                raise BrokerConnectionError(f"rabbitmq broker {self._link.masked_url}: connection lost while fetching")
+            fresh = [r for r in raw if not r.redelivered]
+            again = [r for r in raw if r.redelivered]
+            if again:
+                self._link.call(partial(self._count_redeliveries, consuming=consuming, again=again),
+                                action="redeliver")
+            if fresh:
+                return [self._delivery(consuming, r) for r in fresh]
+            if time.monotonic() >= deadline:
+                return []
+
+    def _start_consuming(self, ch: Channels, names: tuple[str, ...], prefetch: int) -> None:
+        self._stop_consuming(ch)
+        for name in names:
+            self._declarations.declare(ch, name, ladder=False)
+        # Each consumer gets an equal share of the prefetch window (rounded up), so one queue's backlog cannot take
+        # it all: a channel-wide limit would let the first queue win every freed slot. The child holds at most
+        # prefetch + len(queues) - 1 messages.
+        ch.consume.basic_qos(prefetch_count=-(-prefetch // len(names)))
+        tags: dict[str, str] = {}
+        self._unsettled = {key for key in self._unsettled if key[0] == ch.generation}
+        for name in names:
+            tag = ch.consume.basic_consume(name, on_message_callback=self._on_message,
+                                           arguments={"x-consumer-timeout": CONSUMER_TIMEOUT_MS})
+            tags[tag] = name
+            self._tag_queues[tag] = name
+        if self._cancel_hooked != ch.generation:
+            ch.consume.add_on_cancel_callback(lambda _frame: self._forget_consumers())
+            self._cancel_hooked = ch.generation
+        self._consuming = _Consuming(ch.generation, names, prefetch, tags)
+
+    def _stop_consuming(self, ch: Channels) -> None:
+        consuming, self._consuming = self._consuming, None
+        if consuming is None or consuming.generation != ch.generation:
+            self._tag_queues = {}
+            return
+        # Take in what has already arrived: pika nacks (requeues) deliveries still undispatched at cancel, and
+        # those would come back flagged as redelivered and be counted.
+        ch.connection.process_data_events(0)
+        for tag in consuming.tags:
+            ch.consume.basic_cancel(tag)
+
+    def _on_message(self, channel: Any, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
+        self._unsettled.add((self._link.generation, method.delivery_tag))
+        self._link.on_message(channel, method, properties, body)
+
+    def _take_tag(self, ch: Channels, generation: int, tag: int) -> bool:
+        """True (once) when this delivery may be settled now: same connection, not settled before."""
+        if generation != ch.generation or (generation, tag) not in self._unsettled:
+            return False
+        self._unsettled.discard((generation, tag))
+        return True
+
+    def _forget_consumers(self) -> None:
+        """RabbitMQ cancelled a consumer (its queue was deleted): declare again and start over on the next fetch
+        (which cancels the consumers still running)."""
+        if self._consuming is not None:
+            self._consuming.stale = True
+        self._declarations.forget()
+
+    def _delivery(self, consuming: _Consuming, raw: RawDelivery) -> Delivery:
+        headers = raw.properties.headers or {}
+        return Delivery(
+            queue=self._tag_queues.get(raw.consumer_tag, consuming.queues[0]),
+            message_id=raw.properties.message_id or f"amqp-{raw.generation}-{raw.delivery_tag}",
+            data=raw.body,
+            delivery_count=_int(headers.get(LOST_HEADER)) + 1,
+            receipt=_Receipt(self._link, raw.generation, raw.delivery_tag, raw.properties),
+        )
+
+    def _count_redeliveries(self, ch: Channels, *, consuming: _Consuming, again: Sequence[RawDelivery]) -> None:
+        """Republish each redelivered message with its lost-delivery count (or dead-letter it past
+        ``max_deliveries``), then ack the redelivery."""
+        for raw in again:
+            if not self._take_tag(ch, raw.generation, raw.delivery_tag):
+                continue
+            delivery = self._delivery(consuming, raw)
+            lost = delivery.delivery_count  # the previous delivery ended without an ack
+            if lost >= self.settings.max_deliveries:
+                self._to_dead_letters(ch, delivery,
+                                      f"delivered {lost} times without an ack (max_deliveries="
+                                      f"{self.settings.max_deliveries}): its worker died each time")
+            else:
+                self._publish(ch, _republish(delivery.queue, raw.body, raw.properties, {LOST_HEADER: lost}))
+            ch.consume.basic_ack(raw.delivery_tag)
+
+    # -- settling -----------------------------------------------------------------------------------------------
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """``RabbitMQBroker.ack``: submitted to the link, without waiting for a busy connection."""
+        own = self._own(deliveries)
+        if own:
+            self._link.submit(lambda ch: self._ack_tags(ch, own))
+
+    def _ack_tags(self, ch: Channels, receipts: Sequence[_Receipt]) -> None:
+        tags = sorted(r.tag for r in receipts if self._take_tag(ch, r.generation, r.tag))
+        # One basic.ack with ``multiple`` settles every delivery of the channel up to its tag, so it may cover the
+        # tags below the oldest delivery still unsettled here (every delivery with a lower tag has reached
+        # ``_on_message``: RabbitMQ numbers them in the order it sends them). The others are acked one by one.
+        oldest = min((tag for generation, tag in self._unsettled if generation == ch.generation), default=None)
+        covered = len(tags) if oldest is None else bisect.bisect_left(tags, oldest)
+        if covered:
+            ch.consume.basic_ack(tags[covered - 1], multiple=covered > 1)
+        for tag in tags[covered:]:
+            ch.consume.basic_ack(tag)
+
+    def release(self, deliveries: Sequence[Delivery]) -> None:
+        """``RabbitMQBroker.release``: stop consuming, then give back these deliveries and the unstarted ones."""
+        own = [d for d in deliveries if self._receipt(d) is not None]
+        if own:
+            self._link.call(lambda ch: self._give_back(ch, own), action="release")
+
+    def _give_back(self, ch: Channels, deliveries: Sequence[Delivery]) -> None:
+        consuming = self._consuming
+        self._stop_consuming(ch)
+        for delivery in deliveries:
+            receipt = self._receipt(delivery)
+            if receipt is None or not self._take_tag(ch, receipt.generation, receipt.tag):
+                continue
+            self._requeue(ch, delivery.queue, delivery.data, receipt.properties, receipt.tag)
+        for raw in self._link.drain_buffer():
+            if consuming is not None and self._take_tag(ch, raw.generation, raw.delivery_tag):
+                queue = self._tag_queues.get(raw.consumer_tag, consuming.queues[0])
+                self._requeue(ch, queue, raw.body, raw.properties, raw.delivery_tag)
+
+    def _requeue(self, ch: Channels, queue: str, body: bytes, props: pika.BasicProperties, tag: int) -> None:
+        self._publish(ch, _republish(queue, body, props, {}))
+        ch.consume.basic_ack(tag)
+
+    def nack(self, deliveries: Sequence[Delivery]) -> None:
+        """``RabbitMQBroker.nack``: requeue interrupted deliveries of this connection."""
+        own = self._own(deliveries)
+        if own:
+            self._link.call(lambda ch: [ch.consume.basic_nack(r.tag, requeue=True) for r in own
+                                        if self._take_tag(ch, r.generation, r.tag)], action="nack")
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """``RabbitMQBroker.dead_letter``: copy to the dead-letter queue, then ack."""
+        receipt = self._receipt(delivery)
+        if receipt is None:
+            return
+
+        def move(ch: Channels) -> None:
+            if not self._take_tag(ch, receipt.generation, receipt.tag):
+                return
+            self._to_dead_letters(ch, delivery, reason)
+            ch.consume.basic_ack(receipt.tag)
+
+        self._link.call(move, action="dead_letter")
+
+    def _to_dead_letters(self, ch: Channels, delivery: Delivery, reason: str) -> None:
+        self._declarations.declare(ch, delivery.queue, ladder=False)
+        headers = {REASON_HEADER: reason, QUEUE_HEADER: delivery.queue, DEAD_AT_HEADER: repr(time.time()),
+                   LOST_HEADER: delivery.delivery_count}
+        self._publish(ch, Publish("", topo.dead_queue_name(delivery.queue), delivery.data, delivery.message_id,
+                                  None, headers))
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+
+    def _receipt(self, delivery: Delivery) -> _Receipt | None:
+        receipt = delivery.receipt
+        if isinstance(receipt, _Receipt) and receipt.link is self._link:
+            return receipt
+        return None
+
+    def _own(self, deliveries: Sequence[Delivery]) -> list[_Receipt]:
+        return [r for r in map(self._receipt, deliveries) if r is not None]
+
+
+def _int(value: Any) -> int:
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _republish(queue: str, body: bytes, props: pika.BasicProperties, changes: dict[str, Any]) -> Publish:
+    """A delivered message published again to ``queue``: its message id and priority, its headers with ``changes``
+    and without the ``x-death`` trail of the delay ladder (none left: no headers)."""
+    headers = {k: v for k, v in (props.headers or {}).items() if not k.startswith(("x-death", "x-first-death"))}
+    headers.update(changes)
+    return Publish("", queue, body, props.message_id, props.priority, headers or None)
