@@ -1,18 +1,14 @@
 """The prefork supervisor: forks the children, listens to their events, enforces hard time limits, gives back the
 messages of children that die, respawns and recycles them, drains on SIGTERM, and serves health and metrics.
 
-Children report in batches (see taskfleet.worker.child and taskfleet.worker.events): the supervisor learns what a
-child holds from its ``Fetched`` events and what it settled from ``Done``, ``Released``, ``Dropped`` and
-``Settled``, and, when it dies, which of those it had finished, was running or never started from the ``Progress``
-they share.
+Children report in batches (taskfleet.worker.child, taskfleet.worker.events): the supervisor learns what a child
+holds from its ``Fetched`` events and what it settled from ``Done``, ``Released``, ``Dropped`` and ``Settled``, and,
+when it dies, which of those it had finished, was running or never started from the ``Progress`` they share.
 
 A live child settles its own messages (its ``Settler``); the supervisor settles only a dead child's leftovers
-(``_give_back``): finished ones are acked, the interrupted one goes back counted, the unstarted ones uncounted. Past
-a hard time limit it stores the FAILURE and sends the child ``Settle``, since only the child's connection may ack
-the running message.
-
-It never shares a live broker connection with a child: each child opens its own after ``fork()``; the supervisor's
-own connection is used only for hand-backs, time-limit results and readiness.
+(``_give_back``). Past a hard time limit it stores the FAILURE and sends the child ``Settle``: only the child's
+connection may ack the running message. It never shares a live broker connection with a child (each opens its own
+after ``fork()``); its own is used only for hand-backs, time-limit results and readiness.
 """
 
 from __future__ import annotations
