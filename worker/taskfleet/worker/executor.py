@@ -162,17 +162,17 @@ class Executor:
 
     def _run(self, delivery: Delivery, began: float) -> Outcome:
         if len(delivery.data) > self.max_bytes:
-            return self._dead(delivery, "?", f"oversized message: {len(delivery.data)} bytes > "
+            return self._dead("?", f"oversized message: {len(delivery.data)} bytes > "
                                               f"max_message_bytes={self.max_bytes}", began)
         try:
             msg = Message.decode(delivery.data, accept=self.accept)
         except DecodeError as exc:
-            return self._dead(delivery, "?", str(exc), began)
+            return self._dead("?", str(exc), began)
         task = self.app.tasks.get(msg.task)
         if task is None:
             error = TaskNotRegistered(f"task {msg.task!r} is not registered in app {self.app.name!r}")
             self._store(msg, State.FAILURE, **exception_fields(error, self.serializer.dumps))
-            return self._dead(delivery, msg.task, str(error), began)
+            return self._dead(msg.task, str(error), began)
         if delivery.redelivered and self._already_finished(msg, task):
             log.info("redelivered task already finished: acked without running it again", task_id=msg.id,
                      task=msg.task, queue=delivery.queue, delivery_count=delivery.delivery_count)
@@ -223,7 +223,7 @@ class Executor:
             error = exc if exc is not None else MaxRetriesExceeded(f"{msg.task} used up its {limit} retries")
             self._store(msg, State.FAILURE, **exception_fields(error, self.serializer.dumps))
             reason = f"max retries ({limit}) exceeded: {type(error).__name__}: {error}"
-            return self._dead(delivery, msg.task, reason, began)
+            return self._dead(msg.task, reason, began)
         if countdown_s is None:
             countdown_s = retry_delay_s(retries=msg.retries, backoff=opts.retry_backoff,
                                         backoff_max_s=opts.retry_backoff_max, jitter=opts.retry_jitter,
@@ -245,9 +245,8 @@ class Executor:
         return Outcome(ACK, FAILURE, msg.task, time.perf_counter() - began)
 
     @staticmethod
-    def _dead(delivery: Delivery, task: str, reason: str, began: float) -> Outcome:
-        log.error("message dead-lettered", queue=delivery.queue, message_id=delivery.message_id, task=task,
-                  reason=reason)
+    def _dead(task: str, reason: str, began: float) -> Outcome:
+        # Logged by the Settler once the message is moved.
         return Outcome(DeadLetter(reason), DEAD_LETTERED, task, time.perf_counter() - began)
 
     def _already_finished(self, msg: Message, task: Task[Any]) -> bool:

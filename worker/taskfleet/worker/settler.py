@@ -66,6 +66,9 @@ class Settler:
                         error=str(exc))
             self._reporter.send(events.Dropped([held.seq]))
             return False
+        if isinstance(decision, DeadLetter):
+            log.error("message dead-lettered", queue=delivery.queue, message_id=delivery.message_id,
+                      task=outcome.task, reason=decision.reason)
         self._finished(held.seq, sample, None)
         return True
 
