@@ -163,7 +163,7 @@ class Executor:
     def _run(self, delivery: Delivery, began: float) -> Outcome:
         if len(delivery.data) > self.max_bytes:
             return self._dead("?", f"oversized message: {len(delivery.data)} bytes > "
-                                              f"max_message_bytes={self.max_bytes}", began)
+                                   f"max_message_bytes={self.max_bytes}", began)
         try:
             msg = Message.decode(delivery.data, accept=self.accept)
         except DecodeError as exc:
