@@ -1,5 +1,9 @@
 """Specification of running one delivery (taskfleet.worker.executor) with the stub broker and stub backend,
-driving the test tasks of tests/tasks.py."""
+driving the test tasks of tests/tasks.py.
+
+The executor decides and does not settle: most tests settle its decision with a ``Settler`` as a worker child does
+(``run_next``) and check the broker; the "decisions" tests check what it returns and that it made no settling
+broker call itself."""
 
 from __future__ import annotations
 
@@ -15,8 +19,12 @@ import pytest
 from taskfleet import App, Message, State, TaskRevoked
 from taskfleet.backends.base import ResultBackend, ResultRecord
 from taskfleet.brokers.base import Broker, Delivery
+from taskfleet.errors import BrokerConnectionError, ResultError
 from taskfleet.task import TaskOptions
-from taskfleet.worker.executor import Executor, Outcome, Started
+from taskfleet.worker import events
+from taskfleet.worker.executor import ACK, ACK_RETRIED, DeadLetter, Executor, Leave, Outcome, Started
+from taskfleet.worker.holdings import Held
+from taskfleet.worker.settler import Settler
 from tests import tasks
 
 QUEUE = "tests"  # the default queue of tests.tasks.app
@@ -54,25 +62,49 @@ def started() -> list[Started]:
 
 @pytest.fixture
 def run_next(memory_app: App, started: list[Started]) -> RunNext:
-    """``run_next()``: fetch the next ready delivery of the tests queue and run it through an Executor."""
+    """``run_next()``: fetch the next ready delivery of the tests queue, run it through an Executor and settle its
+    decision as a worker child does."""
 
     def run() -> Outcome:
         deliveries = memory_app.broker.fetch([QUEUE], max_messages=1, timeout_s=0)
         assert deliveries, "nothing ready on the tests queue"
-        return _executor(memory_app, started).run(deliveries[0])
+        return _run_and_settle(memory_app, started, deliveries[0])
 
     return run
 
 
-def _executor(app: App, started: list[Started], ack: Callable[[Delivery], None] | None = None) -> Executor:
-    return Executor(app, app.broker, app.backend, on_start=started.append, ack=ack)
+class _Events:
+    """A reporter that keeps what a Settler sends the supervisor."""
+
+    def __init__(self) -> None:
+        self.sent: list[events.Event] = []
+
+    def send(self, event: events.Event) -> None:
+        self.sent.append(event)
 
 
-def _run_with_deferred_acks(app: App, started: list[Started]) -> tuple[Outcome, list[Delivery]]:
-    """Fetch and run the next delivery with an ack callback that only collects (as a worker child's does)."""
-    deferred: list[Delivery] = []
+def _executor(app: App, started: list[Started]) -> Executor:
+    return Executor(app, app.backend, on_start=started.append)
+
+
+def _settle(app: App, delivery: Delivery, outcome: Outcome, *, flush: bool = True) -> bool:
+    settler = Settler(app.broker, _Events())  # type: ignore[arg-type]
+    settled = settler.settle(Held(1, delivery), outcome)
+    if flush:
+        settler.flush()
+    return settled
+
+
+def _run_and_settle(app: App, started: list[Started], delivery: Delivery) -> Outcome:
+    outcome = _executor(app, started).run(delivery)
+    _settle(app, delivery, outcome)
+    return outcome
+
+
+def _run_unsettled(app: App, started: list[Started]) -> tuple[Outcome, Delivery]:
+    """Fetch and run the next delivery without settling it."""
     [delivery] = app.broker.fetch([QUEUE], max_messages=1, timeout_s=0)
-    return _executor(app, started, ack=deferred.append).run(delivery), deferred
+    return _executor(app, started).run(delivery), delivery
 
 
 def _record(backend: ResultBackend, task_id: str) -> ResultRecord:
@@ -395,15 +427,15 @@ def test_a_redelivered_task_that_already_finished_is_acked_without_running_again
 ) -> None:
     result = tasks.record.delay(marker, "once")
     first = broker.fetch([QUEUE], max_messages=1, timeout_s=0)[0]
-    assert _executor(memory_app, started).run(first).outcome == "success"
+    assert _run_and_settle(memory_app, started, first).outcome == "success"
     broker.enqueue(QUEUE, first.message_id, first.data)  # its ack was lost: the broker delivers it again
     broker.nack(broker.fetch([QUEUE], max_messages=1, timeout_s=0))
 
     again = broker.fetch([QUEUE], max_messages=1, timeout_s=0)[0]
-    outcome = _executor(memory_app, started).run(again)
+    outcome = _run_and_settle(memory_app, started, again)
 
     assert again.redelivered
-    assert outcome.outcome == "duplicate"
+    assert (outcome.outcome, outcome.decision) == ("duplicate", ACK)
     assert tasks.lines(marker) == ["once"]
     assert _record(backend, result.id).state == State.SUCCESS
     assert broker.queue_depth(QUEUE).total == 0
@@ -416,14 +448,14 @@ def test_a_redelivered_task_without_a_final_result_runs_again(
     broker.nack(broker.fetch([QUEUE], max_messages=1, timeout_s=0))  # its worker died before it finished
 
     again = broker.fetch([QUEUE], max_messages=1, timeout_s=0)[0]
-    outcome = _executor(memory_app, started).run(again)
+    outcome = _run_and_settle(memory_app, started, again)
 
     assert again.redelivered
     assert outcome.outcome == "success"
     assert tasks.lines(marker) == ["twice"]
 
 
-# -- deferred acks -----------------------------------------------------------------------------------------------
+# -- decisions: the executor decides, the settler settles -----------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -434,57 +466,105 @@ def test_a_redelivered_task_without_a_final_result_runs_again(
         pytest.param(lambda: tasks.add.apply_async((1, 2), expires=-1), "revoked", id="expired"),
     ],
 )
-def test_an_ack_callback_receives_the_delivery_once_its_outcome_is_stored(
+def test_a_stored_final_outcome_is_decided_ack_and_left_in_flight_for_the_settler(
     memory_app: App, started: list[Started], backend: ResultBackend, broker: Broker,
     send: Callable[[], Any], outcome: str
 ) -> None:
-    # Given an executor whose acks are deferred to a callback
+    # Given a task message
     result = send()
 
-    # When it runs the delivery
-    ran, deferred = _run_with_deferred_acks(memory_app, started)
+    # When the executor runs it
+    ran, delivery = _run_unsettled(memory_app, started)
 
-    # Then the outcome is stored, and the message stays in-flight until the callback's owner acks it
-    assert ran.outcome == outcome
+    # Then the outcome is stored and the decision is to ack, and the message stays in-flight until it is settled
+    assert (ran.outcome, ran.decision) == (outcome, ACK)
     assert _record(backend, result.id).state in {State.SUCCESS, State.FAILURE, State.REVOKED}
-    assert [d.message_id for d in deferred] == [result.id]
     assert broker.queue_depth(QUEUE).in_flight == 1
-    broker.ack(deferred)
+    broker.ack([delivery])
     assert broker.queue_depth(QUEUE).total == 0
 
 
-def test_a_redelivered_duplicate_is_acked_through_the_callback(
+def test_a_redelivered_duplicate_is_decided_ack_without_running(
     memory_app: App, started: list[Started], broker: Broker, marker: str
 ) -> None:
     tasks.record.delay(marker, "once")
     first = broker.fetch([QUEUE], max_messages=1, timeout_s=0)[0]
-    _executor(memory_app, started).run(first)
+    _run_and_settle(memory_app, started, first)
     broker.enqueue(QUEUE, first.message_id, first.data)  # its ack was lost: the broker delivers it again
     broker.nack(broker.fetch([QUEUE], max_messages=1, timeout_s=0))
 
-    ran, deferred = _run_with_deferred_acks(memory_app, started)
+    ran, delivery = _run_unsettled(memory_app, started)
 
-    assert (ran.outcome, [d.message_id for d in deferred]) == ("duplicate", [first.message_id])
+    assert (ran.outcome, ran.decision, delivery.message_id) == ("duplicate", ACK, first.message_id)
+    assert broker.queue_depth(QUEUE).in_flight == 1
     assert tasks.lines(marker) == ["once"]
 
 
-def test_a_retry_is_acked_at_once_even_with_an_ack_callback(
-    memory_app: App, started: list[Started], broker: Broker, marker: str
+def test_a_retry_publishes_and_stores_the_next_attempt_before_deciding_an_ack_that_is_never_deferred(
+    memory_app: App, started: list[Started], backend: ResultBackend, broker: Broker, marker: str
 ) -> None:
     # A stored RETRY is not final: a redelivery could not be recognised, so the ack is never deferred
-    tasks.flaky.delay(marker, 3)
+    result = tasks.flaky.delay(marker, 3)
 
-    ran, deferred = _run_with_deferred_acks(memory_app, started)
+    ran, delivery = _run_unsettled(memory_app, started)
 
-    assert (ran.outcome, deferred) == ("retry", [])
+    # The next attempt is published and stored while the original is still in flight: publish before ack
+    assert (ran.outcome, ran.decision) == ("retry", ACK_RETRIED)
+    depth = broker.queue_depth(QUEUE)
+    assert (depth.in_flight, depth.delayed) == (1, 1)
+    assert _record(backend, result.id).state is State.RETRY
+    # Settled, it is acked at once, with no flush of the batch
+    assert _settle(memory_app, delivery, ran, flush=False)
     depth = broker.queue_depth(QUEUE)
     assert (depth.in_flight, depth.delayed) == (0, 1)
 
 
-def test_a_dead_lettered_message_needs_no_ack(memory_app: App, started: list[Started], broker: Broker) -> None:
+def test_a_message_that_cannot_run_is_decided_dead_letter_with_the_reason(
+    memory_app: App, started: list[Started], broker: Broker
+) -> None:
     memory_app.broker.enqueue(QUEUE, "bad-1", b"garbage")
 
-    ran, deferred = _run_with_deferred_acks(memory_app, started)
+    ran, delivery = _run_unsettled(memory_app, started)
 
-    assert (ran.outcome, deferred) == ("dead_lettered", [])
-    assert broker.queue_depth(QUEUE).in_flight == 0
+    assert ran.outcome == "dead_lettered"
+    assert isinstance(ran.decision, DeadLetter)
+    assert ran.decision.reason.startswith("malformed")
+    assert (broker.queue_depth(QUEUE).in_flight, broker.dead_letters(QUEUE)) == (1, []), "not moved by the executor"
+    assert _settle(memory_app, delivery, ran)
+    [dead] = broker.dead_letters(QUEUE)
+    assert dead.reason == ran.decision.reason
+    assert broker.queue_depth(QUEUE).in_flight == 0, "a dead-lettered message needs no ack"
+
+
+def test_a_result_backend_error_leaves_the_message_for_redelivery(
+    memory_app: App, started: list[Started], backend: ResultBackend, broker: Broker,
+    monkeypatch: pytest.MonkeyPatch, marker: str
+) -> None:
+    def down(record: ResultRecord) -> None:
+        raise ResultError("backend down")
+
+    monkeypatch.setattr(backend, "store", down)
+    tasks.record.delay(marker, "ran")
+
+    ran, delivery = _run_unsettled(memory_app, started)
+
+    assert (ran.outcome, ran.decision) == ("dropped", Leave("backend down"))
+    assert tasks.lines(marker) == ["ran"]
+    assert not _settle(memory_app, delivery, ran)
+    assert broker.queue_depth(QUEUE).in_flight == 1, "delivered again when its lease runs out"
+
+
+def test_a_broker_error_while_publishing_a_retry_leaves_the_message_for_redelivery(
+    memory_app: App, started: list[Started], broker: Broker, monkeypatch: pytest.MonkeyPatch, marker: str
+) -> None:
+    def down(message: Message) -> None:
+        raise BrokerConnectionError("broker down")
+
+    tasks.flaky.delay(marker, 3)
+    monkeypatch.setattr(memory_app, "publish", down)
+
+    ran, _ = _run_unsettled(memory_app, started)
+
+    assert ran.decision == Leave("broker down")
+    depth = broker.queue_depth(QUEUE)
+    assert (depth.in_flight, depth.delayed) == (1, 0)

@@ -1,13 +1,12 @@
 """Specification of the worker's small parts: loading the user's App (taskfleet.worker.loader), worker settings
-(taskfleet.worker.settings), what a child holds (taskfleet.worker.child.Holdings), how far it got (Progress), its
-batched acks (Settlements), and how the supervisor settles what a dead child held
-(taskfleet.worker.supervisor.sort_leftovers)."""
+(taskfleet.worker.settings), what a child holds (taskfleet.worker.holdings), how far it got
+(taskfleet.worker.progress), how it settles its messages and reports them (taskfleet.worker.settler), and how the
+supervisor settles what a dead child held (taskfleet.worker.supervisor.sort_leftovers)."""
 
 from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,9 @@ import pytest
 
 from taskfleet import App, ConfigurationError
 from taskfleet.brokers.base import Delivery
-from taskfleet.worker.child import Held, Holdings, Progress, Settlements
+from taskfleet.worker.holdings import Held, Holdings
 from taskfleet.worker.loader import AppImportError, load_app
+from taskfleet.worker.progress import Progress
 from taskfleet.worker.settings import WorkerSettings
 from taskfleet.worker.supervisor import sort_leftovers
 from tests import tasks
@@ -244,42 +244,6 @@ def test_progress_is_shared_with_a_forked_process() -> None:
 
     # Then the parent reads what the child wrote
     assert (progress.started, progress.finished, progress.running()) == (7, 6, 7)
-
-
-# -- Settlements -------------------------------------------------------------------------------------------------
-
-
-def test_settlements_hand_over_acks_seqs_and_samples_once() -> None:
-    settlements = Settlements()
-    a, b = _deliveries("a", "b")
-    settlements.ack_later(a)
-    settlements.finished(1, ("t", "q", "success", 0.1))
-    settlements.finished(2, None)  # e.g. dead-lettered: settled, no ack pending
-    settlements.ack_later(b)
-
-    acks, seqs, samples = settlements.take()
-
-    assert (_ids(acks), seqs, samples) == (["a", "b"], [1, 2], [("t", "q", "success", 0.1)])
-    assert settlements.take() == ([], [], [])
-
-
-def test_unacked_settlements_are_listed_for_lease_renewal() -> None:
-    settlements = Settlements()
-    settlements.ack_later(_deliveries("a")[0])
-
-    assert _ids(settlements.unacked()) == ["a"]
-
-
-def test_settlements_are_overdue_once_the_oldest_finished_that_long_ago() -> None:
-    settlements = Settlements()
-    assert not settlements.overdue(0.0), "nothing finished yet"
-    settlements.finished(1, None)
-
-    assert not settlements.overdue(3600)
-    time.sleep(0.01)
-    assert settlements.overdue(0.005)
-    settlements.take()
-    assert not settlements.overdue(0.0)
 
 
 # -- sort_leftovers ----------------------------------------------------------------------------------------------

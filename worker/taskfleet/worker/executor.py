@@ -1,10 +1,21 @@
-"""Run one delivery: decode, check, execute, store the result, then ack, retry or dead-letter.
+"""Run one delivery: decode, check, execute and store the result, then decide what becomes of the message.
 
-The ack comes only after the result is stored, so a worker that dies anywhere before that point leaves the message
-in-flight and it is delivered again (at-least-once). Acks of stored outcomes go through ``Executor.ack``, which a
-worker child batches (taskfleet.worker.child); a retry's ack is never deferred, since its stored RETRY state would
-not let a redelivery be recognised. Bad input never raises out of here: it is dead-lettered with the reason and the
-worker goes on.
+The executor decides, it does not settle: ``Executor.run`` returns an ``Outcome`` whose ``decision`` the child's
+``Settler`` (taskfleet.worker.settler) carries out, and makes no ack or dead-letter call itself.
+
+- ``Ack``: the final state (success, failure, revoked) is stored, or a redelivery found it stored (duplicate). The
+  ack may wait for the rest of the fetched batch: a message whose ack was still pending when its worker died is
+  delivered again and recognised by its stored final state (``_already_finished``), except with ``ignore_result``
+  (``keeps_results``), where nothing is stored and it runs again.
+- ``AckRetried``: the next attempt is already published and the RETRY state stored (publish before ack: never
+  lost). Its ack must not be deferred, since a stored RETRY would not let a redelivery be recognised.
+- ``DeadLetter``: bad input (oversized, undecodable, unknown task) or retries used up (its FAILURE stored). Bad
+  input never raises out of here: it is dead-lettered with the reason and the worker goes on.
+- ``Leave``: a broker or backend error stopped it before its outcome was stored; the message stays in-flight and
+  is delivered again when its lease runs out.
+
+The outcome is stored before the decision is returned, so a worker that dies anywhere before the settling leaves
+the message in-flight and it is delivered again (at-least-once).
 """
 
 from __future__ import annotations
@@ -19,11 +30,13 @@ from typing import Any
 
 from taskfleet.app import App
 from taskfleet.backends.base import ResultBackend, ResultRecord
-from taskfleet.brokers.base import Broker, Delivery
+from taskfleet.brokers.base import Delivery
 from taskfleet.errors import (
+    BrokerError,
     DecodeError,
     EncodeError,
     MaxRetriesExceeded,
+    ResultError,
     Retry,
     SoftTimeLimitExceeded,
     TaskNotRegistered,
@@ -42,6 +55,7 @@ RETRY = "retry"
 REVOKED = "revoked"
 DEAD_LETTERED = "dead_lettered"
 DUPLICATE = "duplicate"
+DROPPED = "dropped"  # left to be delivered again: not a metrics outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +70,50 @@ class Started:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
-    """The end of one delivery."""
+class Ack:
+    """Ack: the final state is stored (or was found stored). The ack may be batched."""
 
+
+@dataclass(frozen=True, slots=True)
+class AckRetried:
+    """Ack at once: the next attempt is published and the RETRY state stored. Never deferred."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Move the message to the dead-letter list with ``reason``."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """Settle nothing: the message could not be finished (``error``) and is delivered again when its lease runs
+    out."""
+
+    error: str
+
+
+Decision = Ack | AckRetried | DeadLetter | Leave
+ACK = Ack()
+ACK_RETRIED = AckRetried()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The end of one delivery: what must become of its message, and its metrics (outcome, task name, runtime)."""
+
+    decision: Decision
     outcome: str
     task: str
     runtime_s: float
+
+
+def keeps_results(task: Task[Any] | None) -> bool:
+    """The ``ignore_result`` rule, the one place it is applied: nothing is stored for a task registered with
+    ``ignore_result=True`` (no STARTED, RETRY or final state, nor a hard time limit's FAILURE), so a redelivery of
+    it cannot be recognised as finished. An unregistered task (``None``) has its FAILURE stored."""
+    return task is None or not task.options.ignore_result
 
 
 def exception_fields(exc: BaseException, serialize: Callable[[Any], bytes]) -> dict[str, Any]:
@@ -85,52 +137,50 @@ def _raise_soft_limit(signum: int, frame: FrameType | None) -> None:
 
 
 class Executor:
-    """Executes deliveries for one child process. ``on_start`` is called just before a task body runs.
+    """Executes deliveries for one child process and decides what becomes of each message (module docstring).
+    ``on_start`` is called just before a task body runs. Retries are published through ``app``."""
 
-    ``ack`` settles a delivery whose final outcome (success, failure, revoked, duplicate) is stored; by default it
-    acks at once. A child passes one that collects acks and sends them in batches: a message whose ack was still
-    pending when its worker died is delivered again and recognised by its stored final state (``_already_finished``),
-    except with ``ignore_result``, where nothing is stored and it runs again.
-    """
-
-    def __init__(self, app: App, broker: Broker, backend: ResultBackend | None,
-                 on_start: Callable[[Started], None], ack: Callable[[Delivery], None] | None = None) -> None:
+    def __init__(self, app: App, backend: ResultBackend | None, on_start: Callable[[Started], None]) -> None:
         self.app = app
-        self.broker = broker
         self.backend = backend
         self.on_start = on_start
-        self.ack = ack if ack is not None else self._ack_now
         self.accept = app.settings.accept_content
         self.max_bytes = app.settings.max_message_bytes
         self.serializer = app.serializer
         signal.signal(signal.SIGALRM, _raise_soft_limit)
 
     def run(self, delivery: Delivery) -> Outcome:
-        """Process ``delivery`` to its end. Only broker/backend connection errors escape (the message then stays
-        in-flight and is redelivered when its lease runs out)."""
+        """Process ``delivery`` to its end and decide what becomes of its message. Nothing raises out of here but
+        ``BaseException``s such as ``KeyboardInterrupt``: a broker or backend error is the ``Leave`` decision."""
         began = time.perf_counter()
+        try:
+            return self._run(delivery, began)
+        except (BrokerError, ResultError) as exc:  # BrokerConnectionError is a BrokerError
+            log.warning("could not finish message, it will be redelivered", message_id=delivery.message_id,
+                        error=str(exc))
+            return Outcome(Leave(str(exc)), DROPPED, "?", time.perf_counter() - began)
+
+    def _run(self, delivery: Delivery, began: float) -> Outcome:
         if len(delivery.data) > self.max_bytes:
-            return self._dead(delivery, "?", f"oversized message: {len(delivery.data)} bytes > "
-                                              f"max_message_bytes={self.max_bytes}", began)
+            return self._dead("?", f"oversized message: {len(delivery.data)} bytes > "
+                                   f"max_message_bytes={self.max_bytes}", began)
         try:
             msg = Message.decode(delivery.data, accept=self.accept)
         except DecodeError as exc:
-            return self._dead(delivery, "?", str(exc), began)
+            return self._dead("?", str(exc), began)
         task = self.app.tasks.get(msg.task)
         if task is None:
             error = TaskNotRegistered(f"task {msg.task!r} is not registered in app {self.app.name!r}")
             self._store(msg, State.FAILURE, **exception_fields(error, self.serializer.dumps))
-            return self._dead(delivery, msg.task, str(error), began)
+            return self._dead(msg.task, str(error), began)
         if delivery.redelivered and self._already_finished(msg, task):
-            self.ack(delivery)
             log.info("redelivered task already finished: acked without running it again", task_id=msg.id,
                      task=msg.task, queue=delivery.queue, delivery_count=delivery.delivery_count)
-            return Outcome(DUPLICATE, msg.task, time.perf_counter() - began)
+            return Outcome(ACK, DUPLICATE, msg.task, time.perf_counter() - began)
         if msg.is_expired():
             self._store(msg, State.REVOKED, exc_message=f"expired at {msg.expires} before it started")
-            self.ack(delivery)
             log.info("task revoked", task_id=msg.id, task=msg.task, queue=delivery.queue, reason="expired")
-            return Outcome(REVOKED, msg.task, time.perf_counter() - began)
+            return Outcome(ACK, REVOKED, msg.task, time.perf_counter() - began)
         return self._execute(delivery, msg, task, began)
 
     def _execute(self, delivery: Delivery, msg: Message, task: Task[Any], began: float) -> Outcome:
@@ -161,10 +211,9 @@ class Executor:
             self._store(msg, State.SUCCESS, result=value)
         except EncodeError as exc:
             return self._fail(delivery, msg, task, exc, began)
-        self.ack(delivery)
         log.info("task succeeded", task_id=msg.id, task=msg.task, queue=delivery.queue,
                  runtime_ms=round(runtime * 1000, 3))
-        return Outcome(SUCCESS, msg.task, runtime)
+        return Outcome(ACK, SUCCESS, msg.task, runtime)
 
     def _retry(self, delivery: Delivery, msg: Message, task: Task[Any], exc: BaseException | None,
                countdown_s: float | None, max_retries: int | None, began: float) -> Outcome:
@@ -174,7 +223,7 @@ class Executor:
             error = exc if exc is not None else MaxRetriesExceeded(f"{msg.task} used up its {limit} retries")
             self._store(msg, State.FAILURE, **exception_fields(error, self.serializer.dumps))
             reason = f"max retries ({limit}) exceeded: {type(error).__name__}: {error}"
-            return self._dead(delivery, msg.task, reason, began)
+            return self._dead(msg.task, reason, began)
         if countdown_s is None:
             countdown_s = retry_delay_s(retries=msg.retries, backoff=opts.retry_backoff,
                                         backoff_max_s=opts.retry_backoff_max, jitter=opts.retry_jitter,
@@ -183,43 +232,34 @@ class Executor:
         self.app.publish(again)  # the new attempt is stored before the old one is acked: never lost
         fields = exception_fields(exc, self.serializer.dumps) if exc is not None else {}
         self._store(msg, State.RETRY, retries=again.retries, **fields)
-        self.broker.ack([delivery])  # at once: a redelivery could not tell this attempt already ran
         log.info("task retry", task_id=msg.id, task=msg.task, queue=delivery.queue, retries=again.retries,
                  countdown_s=round(countdown_s, 3), error=repr(exc))
-        return Outcome(RETRY, msg.task, time.perf_counter() - began)
+        # Acked at once, never deferred: a redelivery could not tell this attempt already ran.
+        return Outcome(ACK_RETRIED, RETRY, msg.task, time.perf_counter() - began)
 
     def _fail(self, delivery: Delivery, msg: Message, task: Task[Any], exc: BaseException,
               began: float) -> Outcome:
         self._store(msg, State.FAILURE, **exception_fields(exc, self.serializer.dumps))
-        self.ack(delivery)
         log.warning("task failed", task_id=msg.id, task=msg.task, queue=delivery.queue,
                     error=f"{type(exc).__name__}: {exc}", runtime_ms=round((time.perf_counter() - began) * 1000, 3))
-        return Outcome(FAILURE, msg.task, time.perf_counter() - began)
+        return Outcome(ACK, FAILURE, msg.task, time.perf_counter() - began)
 
-    def _ack_now(self, delivery: Delivery) -> None:
-        self.broker.ack([delivery])
-
-    def _dead(self, delivery: Delivery, task: str, reason: str, began: float) -> Outcome:
-        self.broker.dead_letter(delivery, reason)
-        log.error("message dead-lettered", queue=delivery.queue, message_id=delivery.message_id, task=task,
-                  reason=reason)
-        return Outcome(DEAD_LETTERED, task, time.perf_counter() - began)
+    @staticmethod
+    def _dead(task: str, reason: str, began: float) -> Outcome:
+        # Logged by the Settler once the message is moved.
+        return Outcome(DeadLetter(reason), DEAD_LETTERED, task, time.perf_counter() - began)
 
     def _already_finished(self, msg: Message, task: Task[Any]) -> bool:
         """True when the result backend already holds a final state for this task id: the message ran (or hit its
         hard time limit) but its ack was lost, e.g. in a broker restart. Checked on redeliveries only."""
-        if self.backend is None or task.options.ignore_result:
+        if self.backend is None or not keeps_results(task):
             return False
         record = self.backend.get(msg.id)
         return record is not None and record.state in READY_STATES
 
     def _store(self, msg: Message, state: State, **fields: Any) -> None:
-        """Store a result record, unless there is no backend or the task ignores results (the one place that
-        decides)."""
-        if self.backend is None:
-            return
-        task = self.app.tasks.get(msg.task)
-        if task is not None and task.options.ignore_result:
+        """Store a result record, unless there is no backend or the task ignores results (``keeps_results``)."""
+        if self.backend is None or not keeps_results(self.app.tasks.get(msg.task)):
             return
         fields.setdefault("retries", msg.retries)
         self.backend.store(ResultRecord(task_id=msg.id, state=state, task=msg.task, **fields))

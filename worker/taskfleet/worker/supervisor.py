@@ -1,12 +1,14 @@
 """The prefork supervisor: forks the children, listens to their events, enforces hard time limits, gives back the
 messages of children that die, respawns and recycles them, drains on SIGTERM, and serves health and metrics.
 
-Children report in batches (see taskfleet.worker.child): the supervisor learns what a child holds from its
-``fetched`` and ``done`` events, and, when it dies, which of those it had finished, was running or never started
-from the ``Progress`` they share.
+Children report in batches (taskfleet.worker.child, taskfleet.worker.events): the supervisor learns what a child
+holds from its ``Fetched`` events and what it settled from ``Done``, ``Released``, ``Dropped`` and ``Settled``, and,
+when it dies, which of those it had finished, was running or never started from the ``Progress`` they share.
 
-It never shares a live broker connection with a child: each child opens its own after ``fork()``; the supervisor's
-own connection is used only for hand-backs, time-limit results and readiness.
+A live child settles its own messages (its ``Settler``); the supervisor settles only a dead child's leftovers
+(``_give_back``). Past a hard time limit it stores the FAILURE and sends the child ``Settle``: only the child's
+connection may ack the running message. It never shares a live broker connection with a child (each opens its own
+after ``fork()``); its own is used only for hand-backs, time-limit results and readiness.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
-from typing import Any
 
 from taskfleet import backends, brokers
 from taskfleet.app import App
@@ -29,10 +30,12 @@ from taskfleet.backends.base import ResultBackend, ResultRecord
 from taskfleet.brokers.base import Broker, Delivery
 from taskfleet.errors import TaskfleetError, TimeLimitExceeded
 from taskfleet.states import State
-from taskfleet.worker.child import Progress, child_main
-from taskfleet.worker.executor import exception_fields
+from taskfleet.worker import events
+from taskfleet.worker.child import child_main
+from taskfleet.worker.executor import exception_fields, keeps_results
 from taskfleet.worker.logging import get_logger
 from taskfleet.worker.metrics import WorkerMetrics
+from taskfleet.worker.progress import Progress
 from taskfleet.worker.settings import WorkerSettings
 
 log = get_logger("taskfleet.worker")
@@ -49,7 +52,7 @@ _SETTLE_WAIT_S = 2.0
 class Running:
     """A task with a hard time limit that a child is executing."""
 
-    seq: int  # the delivery's number in its child (see taskfleet.worker.child.Held)
+    seq: int  # the delivery's number in its child (see taskfleet.worker.holdings.Held)
     message_id: str
     queue: str
     task_id: str
@@ -173,7 +176,7 @@ class Supervisor:
     # -- children ------------------------------------------------------------------------------------------------
 
     def _spawn(self, slot: int) -> None:
-        ours, theirs = self._ctx.Pipe(duplex=True)  # events up, commands ("settle") down
+        ours, theirs = self._ctx.Pipe(duplex=True)  # events up, commands (Settle) down
         progress = Progress()
         process = self._ctx.Process(target=child_main, args=(self.app, self.settings, theirs, slot, progress),
                                     name=f"taskfleet-child-{slot}", daemon=False)
@@ -198,37 +201,37 @@ class Supervisor:
         except (EOFError, OSError):
             pass
 
-    def _on_event(self, rec: ChildRecord, event: tuple[Any, ...]) -> None:
-        kind = event[0]
+    def _on_event(self, rec: ChildRecord, event: events.Event) -> None:
         now = time.monotonic()
         rec.last_beat = now
-        if kind == "done":
-            for seq in event[1]:
+        match event:
+            case events.Done(seqs, samples):
+                _forget(rec, seqs)
+                for task, queue, outcome, runtime_s in samples:
+                    self.metrics.task_finished(task, queue, outcome, runtime_s)
+            case events.Fetched(items):
+                for seq, queue, message_id, delivery_count in items:
+                    rec.held[seq] = Delivery(queue, message_id, b"", delivery_count)
+            case events.Started() | events.Finished():
+                self._track_time_limited(rec, event, now)
+            case events.Released(seqs) | events.Dropped(seqs):  # dropped: delivered again when its lease runs out
+                _forget(rec, seqs)
+            case events.Settled(seq):
                 rec.held.pop(seq, None)
-            for task, queue, outcome, runtime_s in event[2]:
-                self.metrics.task_finished(task, queue, outcome, runtime_s)
-        elif kind == "fetched":
-            for seq, queue, message_id, delivery_count in event[1]:
-                rec.held[seq] = Delivery(queue, message_id, b"", delivery_count)
-        elif kind in ("started", "finished"):
-            self._track_time_limited(rec, event, now)
-        elif kind in ("released", "dropped"):  # dropped: unfinished, delivered again when its lease runs out
-            for seq in event[1]:
-                rec.held.pop(seq, None)
-        elif kind == "settled":
-            rec.held.pop(event[1], None)
-            rec.settled = True
-        elif kind == "exiting":
-            rec.exit_reason = event[1]
+                rec.settled = True
+            case events.Exiting(reason):
+                rec.exit_reason = reason
+            case events.Ready() | events.Beat():
+                pass
 
     @staticmethod
-    def _track_time_limited(rec: ChildRecord, event: tuple[Any, ...], now: float) -> None:
+    def _track_time_limited(rec: ChildRecord, event: events.Started | events.Finished, now: float) -> None:
         """Only tasks with a hard time limit are reported as they start and end."""
-        if event[0] == "started":
-            _, seq, message_id, queue, task_id, task, time_limit_s = event
-            rec.running = Running(seq, message_id, queue, task_id, task, now, now + time_limit_s)
-        elif rec.running is not None and rec.running.seq == event[1]:
-            rec.running = None
+        match event:
+            case events.Started(seq, message_id, queue, task_id, task, time_limit_s):
+                rec.running = Running(seq, message_id, queue, task_id, task, now, now + time_limit_s)
+            case events.Finished(seq) if rec.running is not None and rec.running.seq == seq:
+                rec.running = None
 
     def _enforce_time_limits(self, now: float) -> None:
         """Past a hard time limit: store the FAILURE, ask the child to ack the message (store-then-ack), then
@@ -244,7 +247,7 @@ class Supervisor:
                 rec.kill_at = now + _SETTLE_WAIT_S
                 try:
                     self._fail_time_limit(running)
-                    rec.conn.send(("settle", running.seq))
+                    rec.conn.send(events.Settle(running.seq))
                 except (TaskfleetError, OSError) as exc:
                     log.warning("could not settle the timed-out task before killing its child", error=str(exc))
                     rec.kill_at = now
@@ -308,8 +311,7 @@ class Supervisor:
     def _fail_time_limit(self, running: Running) -> None:
         runtime = time.monotonic() - running.started
         self.metrics.task_finished(running.task, running.queue, "time_limit", runtime)
-        task = self.app.tasks.get(running.task)
-        if self.backend is None or (task is not None and task.options.ignore_result):
+        if self.backend is None or not keeps_results(self.app.tasks.get(running.task)):
             return
         error = TimeLimitExceeded(f"{running.task} exceeded its time limit after {runtime:.1f}s; its child was killed")
         self.backend.store(ResultRecord(task_id=running.task_id, state=State.FAILURE, task=running.task,
@@ -373,6 +375,12 @@ def sort_leftovers(held: Mapping[int, Delivery], *, finished_upto: int, running:
         else:
             left.unstarted.append(delivery)
     return left
+
+
+def _forget(rec: ChildRecord, seqs: list[int]) -> None:
+    """The child no longer holds these deliveries (settled, released or dropped)."""
+    for seq in seqs:
+        rec.held.pop(seq, None)
 
 
 def reap_orphans(ours: set[int]) -> None:
