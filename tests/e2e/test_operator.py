@@ -1,5 +1,5 @@
 """The operator against a real kube-apiserver, real brokers and real workers: TaskQueues are validated by the API
-server, get an owned worker Deployment, and are scaled on ready + in-flight messages, to and from zero.
+server, get an owned worker Deployment, and are scaled on ready + due + in-flight messages, to and from zero.
 
 There is no kubelet: Deployments are objects only, so "replicas" means what the Deployment asks for, and the
 workers that drain the queues are local processes started by the tests.
@@ -15,7 +15,7 @@ import pytest
 from taskfleet import App
 from tests import tasks
 from tests.conftest import MakeBroker, StartWorker
-from tests.support.brokers import BrokerKind
+from tests.support.brokers import BrokerKind, Capability
 from tests.support.k8s import ControlPlane
 from tests.support.operator import (
     OperatorProcess,
@@ -225,6 +225,16 @@ def test_a_countdown_sent_to_a_task_queue_at_zero_replicas_wakes_its_workers_onc
     assert woke_s <= budget_s + OBSERVE_SLACK_S
     scaled_events = [e["message"] for e in events(crd, namespace, "Scaled")]
     assert any(m.startswith("scaled from 0 to 1") for m in scaled_events), scaled_events
+
+    # And the status shows it as work to do: due on Redis (it waits for a worker's fetch), ready where a due message
+    # becomes ready by itself (SQLite, RabbitMQ's delay ladder)
+    counted_as = "ready" if broker_kind.supports(Capability.READY_WHEN_DUE) else "due"
+    wait_for(lambda: status_of(crd, namespace, "later").get(counted_as) == 1, 10, interval=0.2,
+             message=f"status never counted the due task as {counted_as}: {status_of(crd, namespace, 'later')}")
+    status = status_of(crd, namespace, "later")
+    assert status.get("due") == (1 if counted_as == "due" else 0)
+    if counted_as == "due":
+        assert any(m == "scaled from 0 to 1: ready=0 in-flight=0 due=1" for m in scaled_events), scaled_events
 
 
 @pytest.mark.parametrize("broker_kind", ["redis"], indirect=True)
