@@ -9,7 +9,7 @@ from taskfleet._connections.schemes import KINDS, kind_of, load
 from taskfleet.backends import connect as connect_backend
 from taskfleet.backends.base import ResultBackend
 from taskfleet.backends.stub import StubBackend
-from taskfleet.brokers import connect
+from taskfleet.brokers import broker_kind, connect
 from taskfleet.brokers.base import Broker
 from taskfleet.brokers.beat_store import BeatStore, connect_beat_store
 from taskfleet.brokers.stub import StubBeatStore, StubBroker
@@ -79,3 +79,12 @@ def test_a_broker_of_an_unknown_scheme_has_no_beat_store() -> None:
 
     with pytest.raises(ConfigurationError, match=r"^beat has no store for broker URL 'kafka://user:\*\*\*@h'$"):
         connect_beat_store(broker, namespace="n", holder="h")
+
+
+@pytest.mark.parametrize(("url", "kind"), [
+    ("redis://h:6379/0", "redis"), ("rediss://h/0", "redis"), ("unix:///run/redis.sock", "redis"),
+    ("amqp://u:p@h/v", "rabbitmq"), ("amqps://h/", "rabbitmq"), ("sqlite:///tmp/x.db", "sqlite"),
+    ("memory://", "stub"), ("kafka://h", None),
+])
+def test_broker_kind_names_the_broker_of_a_url_without_connecting(url: str, kind: str | None) -> None:
+    assert broker_kind(url) == kind

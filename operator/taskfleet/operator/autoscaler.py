@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from taskfleet.brokers import Broker, connect
+from taskfleet.brokers import Broker, broker_kind, connect
 from taskfleet.errors import BrokerError, ClusterError, ConfigurationError, InvalidResource
 from taskfleet.operator.kube import Kube
 from taskfleet.operator.manifests import selector_string
@@ -31,7 +31,7 @@ from taskfleet.operator.resources import TaskQueue, parse_task_queue
 from taskfleet.operator.scaling import Load, Recommendation, ScalingPolicy, desired_replicas
 from taskfleet.operator.status import Observation, polled_status, status_changed
 from taskfleet.settings import BrokerSettings, PublishRetry
-from taskfleet.urls import mask_secrets, url_scheme
+from taskfleet.urls import mask_secrets
 from taskfleet.worker.logging import get_logger
 
 _log = get_logger("taskfleet.operator")
@@ -43,7 +43,6 @@ DEFAULT_POLL_INTERVAL_S = ScalingPolicy().poll_interval_s
 #: An unchanged status is written again only this often (``lastPollTime`` shows the autoscaler is alive); steady
 #: TaskQueues cost the API server one write per this many seconds, not one per poll.
 STATUS_HEARTBEAT_S = 30.0
-BROKER_TYPES = {"redis": "redis", "rediss": "redis", "unix": "redis", "amqp": "rabbitmq", "amqps": "rabbitmq"}
 
 
 @dataclass
@@ -197,7 +196,7 @@ class Autoscaler:
             url = tq.broker.url or self._kube.secret_value(tq.namespace, tq.broker.url_from)  # type: ignore[arg-type]
             management = (self._kube.secret_value(tq.namespace, tq.broker.management_url_from)
                           if tq.broker.management_url_from else None)
-            broker_type = BROKER_TYPES.get(url_scheme(url))
+            broker_type = broker_kind(url)
             if watch.broker is None or watch.broker_urls != (url, management):
                 if watch.broker is not None:
                     _close_quietly(watch.broker)

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 from taskfleet._connections import schemes
 from taskfleet.brokers.base import Broker, DeadLetter, Delivery, Outgoing, QueueDepth
+from taskfleet.errors import ConfigurationError
 from taskfleet.settings import BrokerSettings
 
-__all__ = ["Broker", "DeadLetter", "Delivery", "Outgoing", "QueueDepth", "connect"]
+__all__ = ["Broker", "DeadLetter", "Delivery", "Outgoing", "QueueDepth", "broker_kind", "connect"]
 
 
 def connect(settings: BrokerSettings) -> Broker:
     """A new broker client for ``settings.url`` (``redis://``, ``rediss://``, ``unix://``, ``amqp://``,
     ``amqps://``, ``sqlite:///path``, ``memory://``); any other scheme is a ``ConfigurationError``."""
     return schemes.connect_broker(settings)
+
+
+def broker_kind(url: str) -> str | None:
+    """Which broker serves ``url``: ``"redis"``, ``"rabbitmq"``, ``"sqlite"`` or ``"stub"``; None for a URL no
+    broker serves. Nothing is imported or connected."""
+    try:
+        return schemes.kind_of(url, "broker").name
+    except ConfigurationError:
+        return None
