@@ -299,6 +299,31 @@ def test_a_delivery_its_consumer_keeps_extending_is_never_delivered_to_another(
     holder.ack([delivery])
 
 
+def test_extend_returns_the_deliveries_it_still_holds_and_leaves_out_settled_ones(broker: Broker) -> None:
+    broker.enqueue_many([Outgoing("q", message_id, b"x") for message_id in ("m1", "m2", "m3")])
+    deliveries = fetch_exactly(broker, 3)
+    broker.ack(deliveries[:1])
+
+    assert broker.extend(deliveries) == deliveries[1:]
+    assert broker.extend([]) == []
+    broker.ack(deliveries[1:])
+    assert broker.extend(deliveries) == []
+
+
+def test_extend_leaves_out_a_delivery_lost_to_another_consumer_and_leaves_its_redelivery_alone(
+    make_broker: MakeBroker, broker_kind: BrokerKind
+) -> None:
+    first, second = make_broker(), make_broker()
+    stale, current = lose_to_another_consumer(first, second, broker_kind)
+
+    assert first.extend([stale]) == []
+
+    assert second.extend([current]) == [current]
+    broker_kind.expect_depth(second, "q", ready=0, in_flight=1)
+    second.ack([current])
+    broker_kind.expect_depth(second, "q", ready=0, in_flight=0)
+
+
 def test_a_released_message_is_delivered_again_without_counting_the_delivery(broker: Broker) -> None:
     broker.enqueue("q", "m1", b"x")
     taken = fetch_one(broker)

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +50,50 @@ def test_a_healthy_task_longer_than_the_visibility_timeout_is_never_delivered_tw
     start_worker(concurrency=2)
     assert tasks.slow_record.delay(marker, 5.0).get(timeout=20) == "done"
     assert len(_started_pids(marker)) == 1
+
+
+#: Runs ``taskfleet worker`` with ``prefetch_release_s`` (which has no flag) so long that a child never gives its
+#: prefetched messages back: after a stall its background thread would otherwise race its main thread to them.
+_NO_PREFETCH_RELEASE = (
+    sys.executable, "-c",
+    "import runpy, sys\n"
+    "from taskfleet.worker.settings import WorkerSettings\n"
+    "WorkerSettings.__init__.__kwdefaults__['prefetch_release_s'] = 3600.0\n"
+    "sys.argv = sys.argv[3:]\n"  # -c, python, -m | taskfleet worker ...
+    "runpy.run_module('taskfleet', run_name='__main__', alter_sys=True)\n",
+)
+
+
+def test_a_child_stopped_past_its_leases_does_not_run_the_prefetched_messages_another_worker_ran(
+        app: App, start_worker: StartWorker, broker_kind: BrokerKind, marker: str, tmp_path: Path) -> None:
+    broker_kind.require(Capability.LEASES)
+    # Given a child that fetched a task and three more with it (queued before its worker starts) and started the first
+    ledger = str(tmp_path / "ledger.txt")
+    tasks.slow_record.delay(marker, 1.0)
+    labels = ["p1", "p2", "p3"]
+    prefetched = [tasks.record.delay(ledger, label) for label in labels]
+    stalled = start_worker(concurrency=1, extra=["--prefetch", "8"], wrapper=_NO_PREFETCH_RELEASE)
+    wait_for(lambda: len(_started_pids(marker)) == 1, timeout=10, message="first task started")
+    [child] = _started_pids(marker)
+    # When it is stopped past its leases (visibility timeout 2 s), while another worker takes them over and runs them
+    os.kill(child, signal.SIGSTOP)
+    try:
+        start_worker(concurrency=1)
+        wait_for(lambda: sorted(tasks.lines(ledger)) == labels, timeout=20,
+                 message="the other worker ran the prefetched tasks")
+    finally:
+        os.kill(child, signal.SIGCONT)
+    # And then resumes (its first task ends at once: its sleep's deadline has passed)
+    wait_for(lambda: f"done {child}" in tasks.lines(marker), timeout=10, message="the stopped task finished")
+    wait_for(lambda: "lease lost" in stalled.log_text() or len(tasks.lines(ledger)) > len(labels), timeout=5,
+             message="the resumed child reached its prefetched messages")
+    time.sleep(0.5)
+    # Then it ran none of its prefetched messages again: their leases were lost
+    assert Counter(tasks.lines(ledger)) == dict.fromkeys(labels, 1), tasks.lines(ledger)
+    assert [r.get(timeout=10) for r in prefetched] == labels
+    lost = [line for line in stalled.logs() if line.get("event") == "lease lost: prefetched message dropped unrun"]
+    assert sorted(str(line["message_id"]) for line in lost) == sorted(r.id for r in prefetched)
+    assert {line["level"] for line in lost} == {"warning"}
 
 
 def test_sigterm_lets_running_tasks_finish_and_hands_back_unstarted_ones(

@@ -4,6 +4,7 @@ on the supervisor's command, and each reported to the supervisor with typed even
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from collections.abc import Sequence
@@ -13,10 +14,14 @@ import pytest
 
 from taskfleet.brokers.base import Delivery
 from taskfleet.errors import BrokerConnectionError
+from taskfleet.settings import BrokerSettings
 from taskfleet.worker import events
+from taskfleet.worker.child import Child
 from taskfleet.worker.executor import ACK, ACK_RETRIED, DeadLetter, Decision, Leave, Outcome
-from taskfleet.worker.holdings import Held, Holdings
+from taskfleet.worker.holdings import Held, Holdings, Lease, lease_clock
+from taskfleet.worker.settings import WorkerSettings
 from taskfleet.worker.settler import Settler
+from tests import tasks
 
 
 class RecordingBroker:
@@ -25,6 +30,8 @@ class RecordingBroker:
     def __init__(self, *failing: str) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.failing = set(failing)
+        self.lost: set[str] = set()  # message ids whose leases ``extend`` reports lost
+        self.settings = BrokerSettings(url="memory://", visibility_timeout_s=30.0)
 
     def _record(self, name: str, arg: Any) -> None:
         self.calls.append((name, arg))
@@ -37,8 +44,9 @@ class RecordingBroker:
     def release(self, deliveries: Sequence[Delivery]) -> None:
         self._record("release", _ids(deliveries))
 
-    def extend(self, deliveries: Sequence[Delivery]) -> None:
+    def extend(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
         self._record("extend", sorted(_ids(deliveries)))
+        return [d for d in deliveries if d.message_id not in self.lost]
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         self._record("dead_letter", (delivery.message_id, reason))
@@ -193,6 +201,94 @@ def test_a_failed_lease_renewal_raises_for_the_caller_to_log() -> None:
 
     with pytest.raises(BrokerConnectionError):
         settler.renew_leases(holdings)
+
+
+def test_a_renewal_confirms_the_leases_still_held_and_returns_the_lost_ones() -> None:
+    settler, broker, reporter = _settler()
+    holdings = Holdings()
+    a, b = holdings.add([Delivery("q", "a", b""), Delivery("q", "b", b"")])
+    broker.lost = {"b"}
+
+    lost = settler.renew_leases(holdings)
+
+    now = lease_clock()
+    assert lost == [b]
+    assert [holdings.lease(h.seq, now, 30.0) for h in (a, b)] == [Lease.CERTAIN, Lease.LOST]
+    assert reporter.sent == [], "found lost, not dropped yet: the child drops it when it comes to start it"
+
+
+def test_a_failed_renewal_makes_every_lease_uncertain_and_raises() -> None:
+    settler, _, _ = _settler("extend")
+    holdings = Holdings()
+    [a] = holdings.add([Delivery("q", "a", b"")], confirmed_at=lease_clock())
+
+    with pytest.raises(BrokerConnectionError):
+        settler.renew_leases(holdings)
+
+    assert holdings.lease(a.seq, lease_clock(), 30.0) is Lease.UNCERTAIN
+
+
+@pytest.mark.parametrize("lost", [pytest.param(True, id="lost"), pytest.param(False, id="not confirmed")])
+def test_a_delivery_dropped_unrun_is_reported_dropped_without_any_broker_call(lost: bool) -> None:
+    settler, broker, reporter = _settler()
+
+    settler.drop_unrun(_held(1), lost=lost, error=None if lost else "down")
+    settler.flush()
+
+    assert (broker.calls, reporter.sent) == ([], [events.Dropped([1])])
+
+
+def _child_before_start(broker: RecordingBroker, *, confirmed_at: float | None) -> tuple[Child, Settler, Held,
+                                                                                         RecordingReporter]:
+    """A child holding deliveries "a" (about to start) and "b", fetched at ``confirmed_at``."""
+    reporter = RecordingReporter()
+    ours, _theirs = multiprocessing.Pipe()
+    child = Child(tasks.app, WorkerSettings(queues=("q",)), ours, 0)
+    child.holdings.add([Delivery("q", "a", b""), Delivery("q", "b", b"")], confirmed_at=confirmed_at)
+    running = child.holdings.start_next()
+    assert running is not None
+    return child, Settler(broker, reporter), running, reporter  # type: ignore[arg-type]
+
+
+def test_a_child_starts_a_delivery_whose_lease_is_certain_without_asking_the_broker() -> None:
+    broker = RecordingBroker()
+    child, settler, running, reporter = _child_before_start(broker, confirmed_at=lease_clock())
+
+    assert child._lease_held(broker, settler, running)  # type: ignore[arg-type]
+    assert (broker.calls, reporter.sent) == ([], [])
+
+
+def test_after_a_stall_a_child_asks_the_broker_once_and_drops_the_deliveries_it_lost() -> None:
+    broker = RecordingBroker()
+    broker.lost = {"a", "b"}
+    child, settler, running, reporter = _child_before_start(broker, confirmed_at=lease_clock() - 3600)
+
+    assert not child._lease_held(broker, settler, running)  # type: ignore[arg-type]
+    child.holdings.finish()
+    waiting = child.holdings.start_next()
+    assert waiting is not None
+    assert not child._lease_held(broker, settler, waiting)  # type: ignore[arg-type]
+
+    assert broker.calls == [("extend", ["a", "b"])], "one call found both lost"
+    assert reporter.sent == [events.Dropped([1]), events.Dropped([2])]
+
+
+def test_after_a_stall_a_child_starts_a_delivery_the_broker_says_it_still_holds() -> None:
+    broker = RecordingBroker()
+    child, settler, running, reporter = _child_before_start(broker, confirmed_at=lease_clock() - 3600)
+
+    assert child._lease_held(broker, settler, running)  # type: ignore[arg-type]
+    assert child._lease_held(broker, settler, running)  # type: ignore[arg-type]
+
+    assert (broker.calls, reporter.sent) == ([("extend", ["a", "b"])], [])
+
+
+def test_a_child_drops_a_delivery_whose_lease_it_cannot_confirm() -> None:
+    broker = RecordingBroker("extend")
+    child, settler, running, reporter = _child_before_start(broker, confirmed_at=None)
+
+    assert not child._lease_held(broker, settler, running)  # type: ignore[arg-type]
+    assert reporter.sent == [events.Dropped([1])]
 
 
 # -- giving back -------------------------------------------------------------------------------------------------

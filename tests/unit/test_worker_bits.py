@@ -15,7 +15,7 @@ import pytest
 
 from taskfleet import App, ConfigurationError
 from taskfleet.brokers.base import Delivery
-from taskfleet.worker.holdings import Held, Holdings
+from taskfleet.worker.holdings import SAFE_LEASE_FRACTION, Held, Holdings, Lease, lease_certain, lease_clock
 from taskfleet.worker.loader import AppImportError, load_app
 from taskfleet.worker.progress import Progress
 from taskfleet.worker.settings import WorkerSettings
@@ -216,6 +216,99 @@ def test_take_waiting_reports_what_it_takes_before_returning_and_only_when_it_ta
     taken = holdings.take_waiting(on_taken=lambda held: reported.append(_ids(held)))
 
     assert reported == [["b", "c"]] == [_ids(taken)]
+
+
+# -- leases ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("age_s", "certain"),
+    [
+        pytest.param(0.0, True, id="just confirmed"),
+        pytest.param(0.99 * SAFE_LEASE_FRACTION * 30, True, id="within the safe fraction"),
+        pytest.param(SAFE_LEASE_FRACTION * 30, False, id="at the safe fraction"),
+        pytest.param(31.0, False, id="past the visibility timeout (a stall)"),
+        pytest.param(-1.0, False, id="confirmed in the future"),
+    ],
+)
+def test_a_lease_is_certain_only_within_a_safe_fraction_of_the_visibility_timeout(age_s: float, certain: bool) -> None:
+    assert lease_certain(1000.0, 1000.0 + age_s, 30.0) is certain
+
+
+def test_a_lease_never_confirmed_is_never_certain() -> None:
+    assert not lease_certain(None, 1000.0, 30.0)
+
+
+def test_the_safe_fraction_leaves_room_for_renewals_every_third_of_the_timeout_and_a_margin() -> None:
+    assert 1 / 3 < SAFE_LEASE_FRACTION < 1
+
+
+def test_the_lease_clock_counts_forward() -> None:
+    first = lease_clock()
+    assert lease_clock() >= first
+
+
+def test_a_fetched_delivery_is_certain_until_the_safe_fraction_has_passed() -> None:
+    holdings = Holdings()
+    [a] = holdings.add(_deliveries("a"), confirmed_at=100.0)
+
+    assert holdings.lease(a.seq, 100.0 + 0.4 * 10, 10.0) is Lease.CERTAIN
+    assert holdings.lease(a.seq, 100.0 + 20, 10.0) is Lease.UNCERTAIN
+
+
+def test_a_delivery_fetched_without_a_time_is_uncertain() -> None:
+    holdings = Holdings()
+    [a] = holdings.add(_deliveries("a"))
+
+    assert holdings.lease(a.seq, 100.0, 10.0) is Lease.UNCERTAIN
+
+
+def test_a_renewal_confirms_what_the_broker_still_held_and_marks_the_rest_lost() -> None:
+    holdings = Holdings()
+    a, b, c = holdings.add(_deliveries("a", "b", "c"), confirmed_at=100.0)
+    holdings.start_next()
+
+    lost = holdings.confirm([a, b, c], [a.delivery, c.delivery], at=150.0)
+
+    assert _ids(lost) == ["b"]
+    assert [holdings.lease(h.seq, 151.0, 10.0) for h in (a, b, c)] == [Lease.CERTAIN, Lease.LOST, Lease.CERTAIN]
+    assert holdings.confirm([a, b, c], [a.delivery, c.delivery], at=152.0) == [], "reported lost once"
+
+
+def test_a_renewal_fences_by_delivery_count() -> None:
+    holdings = Holdings()
+    [a] = holdings.add([Delivery("q", "a", b"", 2)], confirmed_at=100.0)
+
+    assert _ids(holdings.confirm([a], [Delivery("q", "a", b"", 3)], at=150.0)) == ["a"]
+
+
+def test_a_late_renewal_result_never_moves_a_confirmation_back() -> None:
+    holdings = Holdings()
+    [a] = holdings.add(_deliveries("a"), confirmed_at=100.0)
+    holdings.confirm([a], [a.delivery], at=200.0)
+
+    holdings.confirm([a], [a.delivery], at=150.0)
+
+    assert holdings.lease(a.seq, 204.0, 10.0) is Lease.CERTAIN
+
+
+def test_a_failed_renewal_makes_the_leases_uncertain() -> None:
+    holdings = Holdings()
+    [a] = holdings.add(_deliveries("a"), confirmed_at=100.0)
+
+    holdings.unconfirm([a])
+
+    assert holdings.lease(a.seq, 100.0, 10.0) is Lease.UNCERTAIN
+
+
+def test_a_renewal_leaves_deliveries_no_longer_held_alone() -> None:
+    holdings = Holdings()
+    a, b = holdings.add(_deliveries("a", "b"), confirmed_at=100.0)
+    holdings.start_next()
+    holdings.finish()
+    holdings.take_waiting()
+
+    assert holdings.confirm([a, b], [], at=150.0) == []
 
 
 # -- Progress ----------------------------------------------------------------------------------------------------

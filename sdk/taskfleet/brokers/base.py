@@ -162,8 +162,10 @@ class Broker(ABC):
         counted."""
 
     @abstractmethod
-    def extend(self, deliveries: Sequence[Delivery]) -> None:
-        """Renew the leases of messages still being worked on, to now + ``visibility_timeout_s``."""
+    def extend(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        """Renew the leases of messages still being worked on, to now + ``visibility_timeout_s``. Returns the ones
+        still held, whose leases it renewed: a delivery whose lease was lost (delivered again to another consumer,
+        or settled) is left out and its message left alone. One call for the whole batch."""
 
     @abstractmethod
     def dead_letter(self, delivery: Delivery, reason: str) -> None:

@@ -14,6 +14,11 @@ is running and which are finished lives in ``Progress`` (taskfleet.worker.progre
 supervisor, which reads it when the child dies to settle each delivery correctly. Only a task with a hard time
 limit is reported as it starts and ends (``Started``, ``Finished``), since the supervisor enforces that limit.
 
+Before a prefetched delivery starts, the child makes sure its lease is still held: certainly so when it was fetched
+or renewed recently by the local clock (taskfleet.worker.holdings), else it asks the broker (``Broker.extend``
+reports what it still holds). One whose lease was lost (the child was stopped past its visibility timeout and the
+message went to another) is dropped unrun and reported ``Dropped``.
+
 A background thread renews the leases of everything the child holds (so a healthy long task is never delivered
 twice), sends overdue acks, gives unstarted prefetched messages back when one task runs long, sends heartbeats,
 serves the supervisor's ``Settle`` command, and exits the process if the supervisor is gone.
@@ -34,7 +39,7 @@ from taskfleet.errors import BrokerError
 from taskfleet.worker import events
 from taskfleet.worker.events import Reporter
 from taskfleet.worker.executor import Executor, Started
-from taskfleet.worker.holdings import Held, Holdings
+from taskfleet.worker.holdings import Held, Holdings, Lease, lease_clock
 from taskfleet.worker.logging import get_logger
 from taskfleet.worker.progress import Progress
 from taskfleet.worker.settings import WorkerSettings
@@ -124,13 +129,17 @@ class Child:
                 time.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)
                 continue
+            fetched_at = lease_clock()  # the leases were granted during the call: its reply latency is in the margin
             backoff_s = 0.1
             if not batch:
                 continue
-            held = self.holdings.add(batch)
+            held = self.holdings.add(batch, confirmed_at=fetched_at)
             self.reporter.send(events.Fetched([(h.seq, h.delivery.queue, h.delivery.message_id,
                                                 h.delivery.delivery_count) for h in held]))
             while not self.stopping and (running := self.holdings.start_next()) is not None:
+                if not self._lease_held(broker, settler, running):
+                    self.holdings.finish()
+                    continue
                 if not self._run_one(executor, settler, running):
                     continue
                 done += 1
@@ -139,6 +148,23 @@ class Child:
                 if settings.max_memory_per_child_mb and rss_mb() > settings.max_memory_per_child_mb:
                     return "max_memory"
         return "stopped"
+
+    def _lease_held(self, broker: Broker, settler: Settler, running: Held) -> bool:
+        """Whether ``running``, about to start, is still leased to this child; if not it is dropped unrun. Asks the
+        broker only when the local clock cannot tell (``Holdings.lease``): after a stall, or a failed renewal."""
+        vt_s = broker.settings.visibility_timeout_s
+        lease = self.holdings.lease(running.seq, lease_clock(), vt_s)
+        if lease is Lease.UNCERTAIN:
+            try:
+                settler.renew_leases(self.holdings)  # one call for everything held: the rest are known after it
+            except BrokerError as exc:
+                settler.drop_unrun(running, lost=False, error=str(exc))
+                return False
+            lease = self.holdings.lease(running.seq, lease_clock(), vt_s)
+        if lease is Lease.LOST:
+            settler.drop_unrun(running, lost=True)
+            return False
+        return True  # certain, or confirmed by the renewal just made
 
     def _run_one(self, executor: Executor, settler: Settler, running: Held) -> bool:
         """Run one delivery and settle it. False when it could not be finished: it is left to be delivered again."""

@@ -1,14 +1,49 @@
-"""The deliveries a worker child holds: the one running and the prefetched ones waiting, numbered in fetch order."""
+"""The deliveries a worker child holds: the one running and the prefetched ones waiting, numbered in fetch order,
+and when each one's lease was last confirmed.
+
+A lease is confirmed when its delivery is fetched and each time a renewal (``Broker.extend``) reports it still held.
+It is *certain* for ``SAFE_LEASE_FRACTION`` of the visibility timeout after that, by the local ``lease_clock``,
+which keeps counting while the process is stopped (SIGSTOP, a long GC pause): a stall past that fraction shows up as
+elapsed time. The background thread renews every third of the visibility timeout, so in the normal case every lease
+is certain when its delivery starts; otherwise the child asks the broker first (taskfleet.worker.child).
+"""
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from taskfleet.brokers.base import Delivery
+
+#: A lease confirmed less than this fraction of the visibility timeout ago is certainly still held. Renewals come
+#: every third of it; the rest is margin for a late renewal thread and the latency of the call that confirmed it.
+SAFE_LEASE_FRACTION = 0.5
+
+#: Seconds on a clock that never goes back and keeps counting while this process is stopped (and, where the system
+#: has one, while the machine sleeps).
+_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+
+
+def lease_clock() -> float:
+    return time.clock_gettime(_CLOCK)
+
+
+def lease_certain(confirmed_at: float | None, now: float, visibility_timeout_s: float) -> bool:
+    """Whether a lease confirmed at ``confirmed_at`` (``lease_clock``; ``None``: never, or a renewal failed since)
+    is certainly still held at ``now``, with no need to ask the broker."""
+    return confirmed_at is not None and 0.0 <= now - confirmed_at < SAFE_LEASE_FRACTION * visibility_timeout_s
+
+
+class Lease(enum.Enum):
+    """What a child knows about the lease of a delivery it holds."""
+
+    CERTAIN = "certain"  # confirmed recently enough (``lease_certain``)
+    UNCERTAIN = "uncertain"  # ask the broker before starting it
+    LOST = "lost"  # the broker said it no longer holds it: delivered again elsewhere
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +56,8 @@ class Held:
 
 
 class Holdings:
-    """The deliveries a child holds: the one running and the prefetched ones waiting. Thread-safe."""
+    """The deliveries a child holds: the one running and the prefetched ones waiting, and when their leases were
+    last confirmed. Thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -29,13 +65,19 @@ class Holdings:
         self._running: Held | None = None
         self._running_since = 0.0
         self._last_seq = 0
+        #: seq -> when its lease was last confirmed (``lease_clock``), None when uncertain; for every held delivery
+        self._confirmed: dict[int, float | None] = {}
+        self._lost: set[int] = set()
 
-    def add(self, batch: Sequence[Delivery]) -> list[Held]:
-        """Hold ``batch`` after the deliveries already waiting; returns them numbered."""
+    def add(self, batch: Sequence[Delivery], *, confirmed_at: float | None = None) -> list[Held]:
+        """Hold ``batch`` after the deliveries already waiting, their leases confirmed at ``confirmed_at`` (when
+        the fetch returned; None: uncertain); returns them numbered."""
         with self._lock:
             held = [Held(self._last_seq + i, d) for i, d in enumerate(batch, start=1)]
             self._last_seq += len(held)
             self._waiting.extend(held)
+            for h in held:
+                self._confirmed[h.seq] = confirmed_at
             return held
 
     def start_next(self) -> Held | None:
@@ -46,6 +88,8 @@ class Holdings:
 
     def finish(self) -> None:
         with self._lock:
+            if self._running is not None:
+                self._forget(self._running.seq)
             self._running = None
 
     def running(self) -> Held | None:
@@ -53,8 +97,12 @@ class Holdings:
             return self._running
 
     def all(self) -> list[Delivery]:
+        return [h.delivery for h in self.held()]
+
+    def held(self) -> list[Held]:
+        """The waiting deliveries, then the running one."""
         with self._lock:
-            return [h.delivery for h in (*self._waiting, *([self._running] if self._running else []))]
+            return [*self._waiting, *([self._running] if self._running else [])]
 
     def take_waiting(self, *, if_running_longer_than_s: float | None = None,
                      on_taken: Callable[[list[Held]], None] | None = None) -> list[Held]:
@@ -67,6 +115,48 @@ class Holdings:
                 return []
             taken = list(self._waiting)
             self._waiting.clear()
+            for h in taken:
+                self._forget(h.seq)
             if taken and on_taken is not None:
                 on_taken(taken)
             return taken
+
+    # -- leases --------------------------------------------------------------------------------------------------
+
+    def lease(self, seq: int, now: float, visibility_timeout_s: float) -> Lease:
+        """What is known of the lease of held delivery ``seq`` at ``now`` (``lease_clock``)."""
+        with self._lock:
+            if seq in self._lost:
+                return Lease.LOST
+            certain = lease_certain(self._confirmed.get(seq), now, visibility_timeout_s)
+            return Lease.CERTAIN if certain else Lease.UNCERTAIN
+
+    def confirm(self, asked: Collection[Held], renewed: Collection[Delivery], *, at: float) -> list[Held]:
+        """A renewal sent at ``at`` for ``asked`` reported ``renewed`` still held: their leases are confirmed, the
+        others of ``asked`` lost. Deliveries no longer held meanwhile are left out. Returns the newly lost."""
+        kept = {(d.queue, d.message_id, d.delivery_count) for d in renewed}
+        newly_lost: list[Held] = []
+        with self._lock:
+            for h in asked:
+                if h.seq not in self._confirmed or h.seq in self._lost:
+                    continue
+                d = h.delivery
+                if (d.queue, d.message_id, d.delivery_count) in kept:
+                    before = self._confirmed[h.seq]
+                    self._confirmed[h.seq] = at if before is None else max(before, at)
+                else:
+                    self._lost.add(h.seq)
+                    newly_lost.append(h)
+        return newly_lost
+
+    def unconfirm(self, asked: Collection[Held]) -> None:
+        """A renewal of ``asked`` failed: it confirms nothing, and for all we know the leases are gone (a lost
+        connection, a broker that restarted), so they are uncertain until the broker says otherwise."""
+        with self._lock:
+            for h in asked:
+                if h.seq in self._confirmed:
+                    self._confirmed[h.seq] = None
+
+    def _forget(self, seq: int) -> None:
+        self._confirmed.pop(seq, None)
+        self._lost.discard(seq)

@@ -8,7 +8,8 @@ overdue (``overdue``: the background thread looks every tick while a slow task r
 when the supervisor is gone. A retried delivery (``AckRetried``) is acked at once and a dead-lettered one moved at
 once; both are reported with the next ``Done``. Before the delivery's outcome counts as finished in ``Progress``, a
 ``Leave`` decision, or an ``AckRetried`` or ``DeadLetter`` whose broker call failed, is reported ``Dropped``: the
-message is delivered again when its lease runs out.
+message is delivered again when its lease runs out. A prefetched delivery whose lease was lost before it started
+(``drop_unrun``) is reported ``Dropped`` too, with no broker call.
 
 Thread-safe: the main thread settles and flushes, the background thread flushes, renews, gives back and serves
 ``Settle``. Broker calls are made outside the lock.
@@ -24,7 +25,7 @@ from taskfleet.errors import BrokerError
 from taskfleet.worker import events
 from taskfleet.worker.events import Reporter, Sample
 from taskfleet.worker.executor import Ack, AckRetried, DeadLetter, Leave, Outcome
-from taskfleet.worker.holdings import Held, Holdings
+from taskfleet.worker.holdings import Held, Holdings, lease_clock
 from taskfleet.worker.logging import get_logger
 
 log = get_logger("taskfleet.worker")
@@ -107,11 +108,45 @@ class Settler:
         with self._lock:
             return list(self._acks)
 
-    def renew_leases(self, holdings: Holdings) -> None:
-        """Extend the leases of everything the child holds, pending acks included. Raises ``BrokerError``."""
-        held = holdings.all() + self.unacked()
-        if held:
-            self._broker.extend(held)
+    def renew_leases(self, holdings: Holdings) -> list[Held]:
+        """Extend the leases of everything the child holds, pending acks included, and record in ``holdings`` which
+        are confirmed and which lost (delivered again elsewhere). Returns those newly found lost. Raises
+        ``BrokerError``, and the leases of ``holdings`` are then uncertain: a renewal that did not reach the broker
+        confirms nothing."""
+        held = holdings.held()
+        deliveries = [h.delivery for h in held] + self.unacked()
+        if not deliveries:
+            return []
+        sent_at = lease_clock()
+        try:
+            renewed = self._broker.extend(deliveries)
+        except BrokerError:
+            holdings.unconfirm(held)
+            raise
+        lost = holdings.confirm(held, renewed, at=sent_at)
+        running = holdings.running()
+        for h in lost:
+            if running is not None and h.seq == running.seq:
+                # It runs on (at-least-once allows a task that really was running to run twice); its ack will be a
+                # no-op, and its stored result is found by the other delivery if that starts later.
+                log.warning("lease lost while running: another worker may run this message too",
+                            queue=h.delivery.queue, message_id=h.delivery.message_id,
+                            delivery_count=h.delivery.delivery_count)
+        return lost
+
+    def drop_unrun(self, held: Held, *, lost: bool, error: str | None = None) -> None:
+        """Give up ``held`` before it starts because its lease was ``lost`` (delivered again elsewhere: running it
+        would run it twice) or could not be confirmed (``error``): no broker call (its message belongs to whoever
+        holds it now, or comes back when the lease runs out), reported ``Dropped``."""
+        delivery = held.delivery
+        if lost:
+            log.warning("lease lost: prefetched message dropped unrun", queue=delivery.queue,
+                        message_id=delivery.message_id, delivery_count=delivery.delivery_count)
+        else:
+            log.warning("lease not confirmed: prefetched message dropped unrun, it returns when its lease runs out",
+                        queue=delivery.queue, message_id=delivery.message_id,
+                        delivery_count=delivery.delivery_count, error=error)
+        self._reporter.send(events.Dropped([held.seq]))
 
     def give_back(self, holdings: Holdings, *, if_running_longer_than_s: float | None = None) -> None:
         """Release the unstarted deliveries of ``holdings`` (only when a task has run that long, if given).

@@ -17,7 +17,8 @@ How the ``Broker`` contract maps onto AMQP:
   consumer connection, all counted as in-flight by RabbitMQ. ``ack`` of several deliveries is one ``basic.ack``
   with ``multiple`` when no other delivery of the connection below them is still held.
 - Leases are the connection itself: RabbitMQ gives a connection's unacked messages back the moment it closes or its
-  heartbeat stops, so ``extend`` has nothing to do. Consumers ask for the longest ``x-consumer-timeout`` so that
+  heartbeat stops, so ``extend`` has nothing to renew: it only reports which deliveries the current connection
+  still holds. Consumers ask for the longest ``x-consumer-timeout`` so that
   RabbitMQ's ``consumer_timeout`` does not close the channel under a long task (servers older than 3.11.15 ignore
   it: raise ``consumer_timeout`` there; docs/brokers.md).
 - Delivery counting: AMQP only flags a redelivery. A redelivered message is republished with its count of lost
@@ -150,8 +151,11 @@ class RabbitMQBroker(Broker):
         """Give back interrupted deliveries of this connection (counted on their next delivery)."""
         self._consumer.nack(deliveries)
 
-    def extend(self, deliveries: Sequence[Delivery]) -> None:
-        """Nothing to renew: a delivery stays ours while our connection lives (see the module notes)."""
+    def extend(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        """Nothing to renew: a delivery stays ours while the connection that received it lives (see the module
+        notes). Returns those still held: received on this broker's current connection and not settled, once what
+        the server sent meanwhile is read (a connection it closed is noticed, and raises)."""
+        return self._consumer.held(deliveries)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Copy the message to the queue's dead-letter queue with ``reason`` in its headers, then ack it. No-op for

@@ -228,6 +228,21 @@ class Consumer:
             self._link.call(lambda ch: [ch.consume.basic_nack(r.tag, requeue=True) for r in own
                                         if self._take_tag(ch, r.generation, r.tag)], action="nack")
 
+    def held(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        """``RabbitMQBroker.extend``: the deliveries received on this connection, which is still open, and not
+        settled yet. Reads what has arrived first, so a connection the server closed (say, while this process was
+        stopped past its heartbeats) is dropped and raises ``BrokerConnectionError``."""
+        own = [d for d in deliveries if self._receipt(d) is not None]
+        if not own:
+            return []
+
+        def check(ch: Channels) -> list[Delivery]:
+            ch.connection.process_data_events(0)
+            return [d for d in own if (receipt := self._receipt(d)) is not None
+                    and receipt.generation == ch.generation and (receipt.generation, receipt.tag) in self._unsettled]
+
+        return self._link.call(check, action="extend")
+
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """``RabbitMQBroker.dead_letter``: copy to the dead-letter queue, then ack."""
         receipt = self._receipt(delivery)

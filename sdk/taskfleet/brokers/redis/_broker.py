@@ -225,12 +225,18 @@ class RedisBroker(Broker):
         """Ready again at their old rank, delivery counted. See ``Broker.nack``."""
         self._settle_leases("nack", deliveries)
 
-    def extend(self, deliveries: Sequence[Delivery]) -> None:
-        """Renew leases to the server's now + ``visibility_timeout_s``. See ``Broker.extend``."""
-        self._settle_leases("extend", deliveries)
+    def extend(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        """Renew leases to the server's now + ``visibility_timeout_s``; returns those still held (one round trip).
+        See ``Broker.extend``."""
+        replies = self._settle_leases("extend", deliveries)
+        renewed: set[tuple[str, str, int]] = set()
+        for queue, reply in zip(dict.fromkeys(d.queue for d in deliveries), replies, strict=True):
+            renewed.update((queue, reply[i].decode(), int(reply[i + 1])) for i in range(0, len(reply), 2))
+        return [d for d in deliveries if (d.queue, d.message_id, d.delivery_count) in renewed]
 
-    def _settle_leases(self, mode: str, deliveries: Sequence[Delivery]) -> None:
-        """One script call per queue (all of them in one round trip)."""
+    def _settle_leases(self, mode: str, deliveries: Sequence[Delivery]) -> list[Any]:
+        """One script call per queue (all of them in one round trip), in the order the queues first appear in
+        ``deliveries``; returns the scripts' replies in that order."""
         by_queue: dict[str, list[Any]] = {}
         for delivery in deliveries:
             by_queue.setdefault(delivery.queue, []).extend((delivery.message_id, delivery.delivery_count))
@@ -238,9 +244,10 @@ class RedisBroker(Broker):
         for queue, leases in by_queue.items():
             prefix = self._settle.prefix(self.queue_keys(queue).for_settle(), mode, self._vt_ms)
             commands.append(prefix.plus(leases))
-        if commands:
-            with self._translate(mode):
-                self._call(b"".join(commands), len(commands))
+        if not commands:
+            return []
+        with self._translate(mode):
+            return self._call(b"".join(commands), len(commands))
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move the in-flight message to its queue's dead-letter list with ``reason``; no-op if the lease was

@@ -144,17 +144,21 @@ class SQLiteBroker(Broker):
         """Ready again at their old place, delivery counted. See ``Broker.nack``."""
         self._settle("nack", sql.NACK, deliveries)
 
-    def extend(self, deliveries: Sequence[Delivery]) -> None:
-        """Renew leases to now + ``visibility_timeout_s``. See ``Broker.extend``."""
-        self._settle("extend", sql.EXTEND, deliveries, lease_until_ms=True)
+    def extend(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        """Renew leases to now + ``visibility_timeout_s``; returns those still held (one transaction). See
+        ``Broker.extend``."""
+        if not deliveries:
+            return []
+        with self._db.write("extend") as conn:
+            until = now_ms() + self._vt_ms
+            return [d for d in deliveries
+                    if conn.execute(sql.EXTEND, (until, d.queue, d.message_id, d.delivery_count)).rowcount]
 
-    def _settle(self, action: str, statement: str, deliveries: Sequence[Delivery], *,
-                lease_until_ms: bool = False) -> None:
+    def _settle(self, action: str, statement: str, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
             return
         with self._db.write(action) as conn:
-            head: tuple[int, ...] = (now_ms() + self._vt_ms,) if lease_until_ms else ()
-            conn.executemany(statement, [(*head, d.queue, d.message_id, d.delivery_count) for d in deliveries])
+            conn.executemany(statement, [(d.queue, d.message_id, d.delivery_count) for d in deliveries])
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move the in-flight message to its queue's dead letters with ``reason``; no-op if the lease was lost.

@@ -183,13 +183,17 @@ class StubBroker(Broker):
     def nack(self, deliveries: Sequence[Delivery]) -> None:
         self._give_back(deliveries, counted=True)
 
-    def extend(self, deliveries: Sequence[Delivery]) -> None:
+    def extend(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        """Renews and returns the deliveries still held. See ``Broker.extend``."""
+        renewed: list[Delivery] = []
         with self._cond:
             deadline = time.time() + self.settings.visibility_timeout_s
             for d in deliveries:
                 q = self._q(d.queue)
                 if q.holds(d):
                     q.inflight[d.message_id] = deadline
+                    renewed.append(d)
+        return renewed
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """No-op when the lease was lost. See ``Broker.dead_letter``."""

@@ -3,14 +3,18 @@
 -- Each step sends one command for all the leases it settles, so acking a batch costs little more than one.
 -- KEYS: ready, inflight, msg, rank, dlv, signal
 -- ARGV: mode ('ack' | 'release' | 'nack' | 'extend'), visibility_timeout_ms, then id, delivery count, ...
--- Returns the number of leases settled.
+-- Returns the number of leases settled; for 'extend', the leases renewed: {id, delivery count, ...}.
 local mode = ARGV[1]
 local ids = {}
 for i = 3, #ARGV, 2 do
   ids[#ids + 1] = ARGV[i]
 end
+local none = 0
+if mode == 'extend' then
+  none = {}
+end
 if #ids == 0 then
-  return 0
+  return none
 end
 local counts = redis.call('HMGET', KEYS[5], unpack(ids))
 -- Held: still in-flight, with the delivery count this worker was given (each id once).
@@ -22,7 +26,7 @@ for i, id in ipairs(ids) do
   end
 end
 if #candidates == 0 then
-  return 0
+  return none
 end
 local held = {}
 if (redis.REDIS_VERSION_NUM or 0) >= 0x070000 then
@@ -48,7 +52,7 @@ else
   end
 end
 if #held == 0 then
-  return 0
+  return none
 end
 if mode == 'extend' then
   local deadline = int(now_ms() + tonumber(ARGV[2]))
@@ -58,6 +62,12 @@ if mode == 'extend' then
     leases[#leases + 1] = id
   end
   redis.call('ZADD', KEYS[2], 'XX', unpack(leases))
+  local renewed = {}
+  for _, id in ipairs(held) do
+    renewed[#renewed + 1] = id
+    renewed[#renewed + 1] = count_of[id]
+  end
+  return renewed
 elseif mode == 'ack' then
   redis.call('HDEL', KEYS[3], unpack(held))
   redis.call('HDEL', KEYS[4], unpack(held))
