@@ -55,8 +55,8 @@ lint: venv ## ruff check, mypy (strict) and the import-linter layering contracts
 	$(BIN)/mypy
 	PYTHONPATH=build/lint-tree $(BIN)/lint-imports
 
-test: venv servers testbin lint ## Lint, then unit, integration and e2e tests (what CI runs)
-	$(PYTEST) --durations=10 $(PYTEST_ARGS) tests/unit tests/integration tests/e2e
+test: venv servers testbin lint ## Lint, then unit, integration, e2e and chaos tests (what CI runs)
+	$(PYTEST) --durations=10 $(PYTEST_ARGS) tests/unit tests/integration tests/e2e tests/chaos
 
 unit: venv ## Unit tests only (stub broker, no servers)
 	$(PYTEST) $(PYTEST_ARGS) tests/unit

@@ -1,0 +1,78 @@
+"""Faults injected into real worker processes and broker servers, each recorded with its time
+(``time.monotonic()``, the ledger's clock) and the pids it hit, so a test can tell which runs a fault explains."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support.workers import children_of
+
+#: Fault kinds.
+KILL_CHILD = "kill_child"  # SIGKILL of one child mid-task
+KILL_WORKER = "kill_worker"  # SIGKILL of a supervisor and all its children
+SIGSTOP = "sigstop"  # SIGSTOP of a child past its lease, then SIGCONT
+BROKER_RESTART = "broker_restart"  # the broker server stopped and started again
+DRAIN = "drain"  # SIGTERM of a worker: it must finish running tasks, give the rest back and exit 0
+POISON = "poison"  # poison messages published
+
+
+@dataclass
+class Fault:
+    kind: str
+    begin: float
+    end: float
+    pids: frozenset[int] = frozenset()
+    note: str = ""
+
+
+@dataclass
+class FaultLog:
+    """Thread-safe list of the faults injected in one run."""
+
+    faults: list[Fault] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, fault: Fault) -> Fault:
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def of(self, *kinds: str) -> list[Fault]:
+        with self._lock:
+            return [f for f in self.faults if f.kind in kinds]
+
+
+def process_gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (gone, or a zombie nobody reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+
+
+def kill(pid: int, signum: int = signal.SIGKILL) -> bool:
+    """Send ``signum`` to ``pid``; False when it is already gone."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def kill_tree(pid: int) -> frozenset[int]:
+    """SIGKILL a supervisor and its children at once (children first, so none is respawned); returns the pids."""
+    children = children_of(pid)
+    for child in children:
+        kill(child)
+    kill(pid)
+    return frozenset({pid, *children})
+
+
+def now() -> float:
+    return time.monotonic()
