@@ -168,15 +168,19 @@ class Consumer:
         for raw in again:
             if not self._take_tag(ch, raw.generation, raw.delivery_tag):
                 continue
-            delivery = self._delivery(consuming, raw)
-            lost = delivery.delivery_count  # the previous delivery ended without an ack
-            if lost >= self.settings.max_deliveries:
-                self._to_dead_letters(ch, delivery,
-                                      f"delivered {lost} times without an ack (max_deliveries="
-                                      f"{self.settings.max_deliveries}): its worker died each time")
-            else:
-                self._publish(ch, _republish(delivery.queue, raw.body, raw.properties, {LOST_HEADER: lost}))
+            self._count_lost(ch, self._delivery(consuming, raw), raw)
             ch.consume.basic_ack(raw.delivery_tag)
+
+    def _count_lost(self, ch: Channels, delivery: Delivery, raw: RawDelivery) -> None:
+        """Republish a redelivered message with its previous delivery counted as lost, or dead-letter it past
+        ``max_deliveries``. The caller acks the redelivery."""
+        lost = delivery.delivery_count  # the previous delivery ended without an ack
+        if lost >= self.settings.max_deliveries:
+            self._to_dead_letters(ch, delivery,
+                                  f"delivered {lost} times without an ack (max_deliveries="
+                                  f"{self.settings.max_deliveries}): its worker died each time")
+        else:
+            self._publish(ch, _republish(delivery.queue, raw.body, raw.properties, {LOST_HEADER: lost}))
 
     # -- settling -----------------------------------------------------------------------------------------------
 
@@ -213,7 +217,12 @@ class Consumer:
                 continue
             self._requeue(ch, delivery.queue, delivery.data, receipt.properties, receipt.tag)
         for raw in self._link.drain_buffer():
-            if consuming is not None and self._take_tag(ch, raw.generation, raw.delivery_tag):
+            if consuming is None or not self._take_tag(ch, raw.generation, raw.delivery_tag):
+                continue
+            if raw.redelivered:  # not counted yet (fetch counts redeliveries as it takes them): count it now
+                self._count_lost(ch, self._delivery(consuming, raw), raw)
+                ch.consume.basic_ack(raw.delivery_tag)
+            else:
                 queue = self._tag_queues.get(raw.consumer_tag, consuming.queues[0])
                 self._requeue(ch, queue, raw.body, raw.properties, raw.delivery_tag)
 
