@@ -188,6 +188,13 @@ class Broker(ABC):
     def ping(self) -> None:
         """Return when the broker answers; raise ``BrokerConnectionError`` when it does not."""
 
+    def watch_connections(self, hand_over: Callable[[int], None]) -> None:
+        """Call ``hand_over(fd)`` with the socket of each broker connection whose loss gives its deliveries back
+        (RabbitMQ), as it is opened. A worker child hands them to its supervisor, which keeps a copy open until it
+        has settled a dead child's deliveries, so the broker takes them back only then. Nothing on brokers whose
+        deliveries are leases (the default)."""
+        return
+
     @abstractmethod
     def close(self) -> None:
         """Close connections. The broker object must not be used afterwards."""

@@ -21,8 +21,10 @@ serves the supervisor's ``Settle`` command, and exits the process if the supervi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -65,8 +67,9 @@ class Child:
     """The loop of one child process. ``run`` returns the exit reason."""
 
     def __init__(self, app: App, settings: WorkerSettings, conn: Connection, index: int,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, handover: socket.socket | None = None) -> None:
         self.app = app
+        self.handover = handover
         self.settings = settings
         self.index = index
         self.conn = conn
@@ -85,6 +88,8 @@ class Child:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the supervisor decides
         broker = self.app.broker
+        if self.handover is not None:
+            broker.watch_connections(self._hand_over)
         executor = Executor(self.app, self.app.backend, on_start=self._on_start)
         settler = Settler(broker, self.reporter)
         thread = threading.Thread(target=self._background, args=(broker, settler), name="taskfleet-lease", daemon=True)
@@ -101,6 +106,15 @@ class Child:
             self.reporter.send(events.Exiting(reason))
             self.app.close()
         return reason
+
+    def _hand_over(self, fd: int) -> None:
+        """Send the socket of a new broker connection to the supervisor, which keeps it open until it has given
+        back what this child held should it die (``Broker.watch_connections``)."""
+        assert self.handover is not None
+        try:
+            socket.send_fds(self.handover, [b"c"], [fd])
+        except OSError as exc:  # the supervisor is gone: the orphan check ends this process
+            log.warning("could not hand the broker connection to the supervisor", error=str(exc))
 
     def _on_start(self, started: Started) -> None:
         # Only a hard time limit needs the supervisor to know at once; everything else it learns in batches.
@@ -189,6 +203,12 @@ class Child:
 
 
 def child_main(app: App, settings: WorkerSettings, conn: Connection, index: int,
-               progress: Progress | None = None) -> None:
-    """Entry point of a forked child process; ``progress`` is shared with the supervisor."""
-    Child(app, settings, conn, index, progress).run()
+               progress: Progress | None = None, handover: socket.socket | None = None,
+               inherited: tuple[int, ...] = ()) -> None:
+    """Entry point of a forked child process; ``progress`` is shared with the supervisor, ``handover`` takes this
+    child's broker sockets to it. ``inherited``: other children's broker sockets the supervisor held at the fork,
+    closed here at once (a copy kept open here would keep that connection, and its deliveries, alive)."""
+    for fd in inherited:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    Child(app, settings, conn, index, progress, handover).run()
