@@ -1,5 +1,5 @@
 """The operator against a real kube-apiserver, real brokers and real workers: TaskQueues are validated by the API
-server, get an owned worker Deployment, and are scaled on ready + in-flight messages, to and from zero.
+server, get an owned worker Deployment, and are scaled on ready + due + in-flight messages, to and from zero.
 
 There is no kubelet: Deployments are objects only, so "replicas" means what the Deployment asks for, and the
 workers that drain the queues are local processes started by the tests.
@@ -15,6 +15,7 @@ import pytest
 from taskfleet import App
 from tests import tasks
 from tests.conftest import MakeBroker, StartWorker
+from tests.support.brokers import BrokerKind, Capability
 from tests.support.k8s import ControlPlane
 from tests.support.operator import (
     OperatorProcess,
@@ -191,6 +192,49 @@ def test_a_burst_on_an_idle_queue_scales_workers_from_zero_then_back_after_the_q
     assert (status["ready"], status["replicas"], status["desiredReplicas"]) == (0, 0, 0)
     assert status["inFlight"] == 0
     assert condition(get(crd, namespace, "taskqueue", "burst"), "Scaling")["reason"] in ("ScaledDown", "Stable")
+
+
+#: Countdown of the delayed task in the zero-replica test, and that TaskQueue's poll interval.
+COUNTDOWN_S = 2.0
+DELAYED_POLL_S = 1
+
+
+def test_a_countdown_sent_to_a_task_queue_at_zero_replicas_wakes_its_workers_once_it_is_due(
+    crd: ControlPlane, namespace: str, operator: OperatorProcess, app: App, broker_url: str,
+    management_url: str | None, broker_kind: BrokerKind,
+) -> None:
+    # Given an idle TaskQueue at zero replicas, polled every second
+    create_broker_secret(crd, namespace, broker_url, management_url)
+    apply(crd, namespace, task_queue(
+        "later", queues=["tests"], management=management_url is not None,
+        autoscaling={"minReplicas": 0, "pollIntervalSeconds": DELAYED_POLL_S},
+    ))
+    wait_for(lambda: status_of(crd, namespace, "later").get("lastPollTime"), 15, interval=0.1,
+             message=f"the autoscaler never polled:\n{operator.log_text()[-3000:]}")
+    assert replicas(crd, namespace, "later-worker") == 0
+
+    # When a task is sent with a countdown (nothing is ready: on Redis only a worker's fetch would move it to ready)
+    tasks.add.apply_async((1, 2), countdown=COUNTDOWN_S)
+    sent = time.monotonic()
+
+    # Then the Deployment is scaled up once the task is due, within a few polls
+    budget_s = COUNTDOWN_S + 3 * DELAYED_POLL_S + broker_kind.count_lag_s
+    scaled = wait_replicas(crd, namespace, "later-worker", 1, timeout=budget_s + 5)
+    woke_s = scaled - sent
+    print(f"{broker_kind.name}: a {COUNTDOWN_S:g} s countdown woke the workers after {woke_s:.2f} s")
+    assert woke_s <= budget_s + OBSERVE_SLACK_S
+    scaled_events = [e["message"] for e in events(crd, namespace, "Scaled")]
+    assert any(m.startswith("scaled from 0 to 1") for m in scaled_events), scaled_events
+
+    # And the status shows it as work to do: due on Redis (it waits for a worker's fetch), ready where a due message
+    # becomes ready by itself (SQLite, RabbitMQ's delay ladder)
+    counted_as = "ready" if broker_kind.supports(Capability.READY_WHEN_DUE) else "due"
+    wait_for(lambda: status_of(crd, namespace, "later").get(counted_as) == 1, 10, interval=0.2,
+             message=f"status never counted the due task as {counted_as}: {status_of(crd, namespace, 'later')}")
+    status = status_of(crd, namespace, "later")
+    assert status.get("due") == (1 if counted_as == "due" else 0)
+    if counted_as == "due":
+        assert any(m == "scaled from 0 to 1: ready=0 in-flight=0 due=1" for m in scaled_events), scaled_events
 
 
 @pytest.mark.parametrize("broker_kind", ["redis"], indirect=True)

@@ -203,7 +203,38 @@ def test_queue_depth_counts_delayed_messages(broker: Broker, broker_kind: Broker
 
     depth = broker.queue_depth("q")
 
-    assert (depth.ready, depth.delayed, depth.delayed_known) == (1, 1, True)
+    assert (depth.ready, depth.delayed, depth.due, depth.delayed_known) == (1, 1, 0, True)
+    assert depth.total == 1, "work that is not due yet is not work to do now"
+
+
+def test_a_due_delayed_message_is_work_to_do_before_any_fetch(broker: Broker, broker_kind: BrokerKind) -> None:
+    # Given a delayed message whose time has come, and no consumer that fetched since
+    broker.enqueue("q", "soon", b"x", delay_s=0.3)
+    time.sleep(0.8)
+
+    # Then queue_depth counts it as work to do now (what the operator wakes a queue at zero replicas on): ready where
+    # a due message becomes ready by itself (SQLite by its due time, RabbitMQ by its delay ladder), else due
+    if broker_kind.supports(Capability.READY_WHEN_DUE):
+        broker_kind.expect_depth(broker, "q", ready=1, due=0, in_flight=0, total=1)
+    else:
+        broker_kind.expect_depth(broker, "q", ready=0, due=1, in_flight=0, total=1)
+    if broker_kind.supports(Capability.COUNT_DELAYED):
+        assert broker.queue_depth("q").delayed == 0, "a due message is no longer delayed"
+
+
+def test_a_due_message_is_counted_once_until_a_fetch_takes_it(broker: Broker, broker_kind: BrokerKind) -> None:
+    broker.enqueue("q", "ready", b"x")
+    broker.enqueue("q", "soon", b"x", delay_s=0.3)
+    broker.enqueue("q", "later", b"x", delay_s=60)
+    time.sleep(0.8)
+    broker_kind.expect_depth(broker, "q", total=2)
+
+    deliveries = fetch_exactly(broker, 2)
+
+    assert sorted(ids(deliveries)) == ["ready", "soon"]
+    broker_kind.expect_depth(broker, "q", ready=0, due=0, in_flight=2, total=2)
+    if broker_kind.supports(Capability.COUNT_DELAYED):
+        assert broker.queue_depth("q").delayed == 1
 
 
 def test_queue_depth_says_when_it_cannot_count_delayed_messages(broker: Broker, broker_kind: BrokerKind) -> None:
@@ -214,12 +245,13 @@ def test_queue_depth_says_when_it_cannot_count_delayed_messages(broker: Broker, 
     assert depth.delayed_known is broker_kind.supports(Capability.COUNT_DELAYED)
     if not depth.delayed_known:
         assert depth.delayed == 0
+    assert depth.due == 0, "due is never unknown: a broker that cannot count it makes due messages ready itself"
 
 
 def test_queue_depth_of_a_queue_that_never_had_a_message_is_zero(broker: Broker) -> None:
     depth = broker.queue_depth("never-used")
 
-    assert (depth.ready, depth.in_flight, depth.delayed, depth.dead) == (0, 0, 0, 0)
+    assert (depth.ready, depth.in_flight, depth.delayed, depth.due, depth.dead) == (0, 0, 0, 0, 0)
 
 
 # -- redelivery --------------------------------------------------------------------------------------------------

@@ -236,14 +236,14 @@ def test_queues_shows_a_row_per_queue_with_its_counts(urls: Urls, broker: Broker
 
     assert result.returncode == 0, result.stderr
     header, _rule, row = result.stdout.splitlines()
-    assert header.split() == ["QUEUE", "READY", "IN-FLIGHT", "DELAYED", "DEAD"]
-    assert row.split() == ["emails", "1", "0", "1", "1"]
+    assert header.split() == ["QUEUE", "READY", "IN-FLIGHT", "DELAYED", "DEAD", "DUE"]
+    assert row.split() == ["emails", "1", "0", "1", "1", "0"]
 
 
 def test_queues_json_gives_every_count_and_whether_it_is_known(urls: Urls, broker: Broker) -> None:
     broker.enqueue("emails", "a", b"x")
 
-    assert queue_counts(urls) == {"emails": {"ready": 1, "in_flight": 0, "delayed": 0, "dead": 0,
+    assert queue_counts(urls) == {"emails": {"ready": 1, "in_flight": 0, "delayed": 0, "dead": 0, "due": 0,
                                              "in_flight_known": True, "delayed_known": True}}
 
 

@@ -44,6 +44,8 @@ class Capability(enum.Enum):
     RELEASE_TO_HEAD = "release_to_head"
     #: ``queue_depth`` counts the delayed messages of a queue.
     COUNT_DELAYED = "count_delayed"
+    #: A delayed message is ready once it is due, with no fetch to move it (``queue_depth`` never counts it as due).
+    READY_WHEN_DUE = "ready_when_due"
     #: ``purge`` deletes the delayed messages of a queue too.
     PURGE_DELAYED = "purge_delayed"
     #: A consumer that still holds deliveries can fetch more than ``max_messages`` minus what it holds.
@@ -135,7 +137,8 @@ class BrokerKind(ABC):
 
     def expect_depth(self, broker: Broker, queue: str, *, timeout_s: float | None = None, **expected: int) -> None:
         """Assert that ``broker.queue_depth(queue)`` reaches ``expected`` (fields of ``QueueDepth``: ready,
-        in_flight, delayed, dead), waiting up to ``count_lag_s`` for brokers whose counts lag."""
+        in_flight, delayed, due, dead, or its ``total``), waiting up to ``count_lag_s`` for brokers whose counts
+        lag."""
         if "delayed" in expected and not self.supports(Capability.COUNT_DELAYED):
             raise AssertionError(f"{self.name} cannot count delayed messages: require(Capability.COUNT_DELAYED)")
         limit = self.count_lag_s if timeout_s is None else timeout_s
@@ -156,7 +159,10 @@ class RedisKind(BrokerKind):
     name = "redis"
     count_lag_s = 0.0
 
-    lacks: Mapping[Capability, str] = {}
+    lacks: Mapping[Capability, str] = {
+        Capability.READY_WHEN_DUE: "a fetch moves due messages from the delayed set to ready; until one does, "
+                                   "queue_depth counts them as due",
+    }
 
     server: RedisServer
 
@@ -266,6 +272,8 @@ class StubKind(BrokerKind):
     lacks: Mapping[Capability, str] = {
         Capability.SERVER: "the broker is this process's memory: there is no server to die, stop or restart",
         Capability.UNREACHABLE: "a memory:// URL names this process's memory, which is always there",
+        Capability.READY_WHEN_DUE: "as on Redis, a fetch moves due messages to ready; until one does, queue_depth "
+                                   "counts them as due",
     }
     _stores = itertools.count(1)
 

@@ -23,18 +23,27 @@ def _message(*args: object, **kwargs: object) -> bytes:
 def test_a_count_the_broker_cannot_make_is_shown_as_a_question_mark_not_zero() -> None:
     depth = QueueDepth(ready=3, in_flight=0, delayed=0, dead=1, in_flight_known=False, delayed_known=False)
 
-    assert queues_command.depth_row("emails", depth) == ("emails", "3", "?", "?", "1")
+    assert queues_command.depth_row("emails", depth) == ("emails", "3", "?", "?", "1", "0")
 
 
-def test_queues_json_keeps_the_four_counts_and_adds_whether_they_are_known() -> None:
-    depth = QueueDepth(ready=3, in_flight=2, delayed=0, dead=1, delayed_known=False)
+def test_due_messages_get_the_last_column_so_the_others_keep_their_places() -> None:
+    depth = QueueDepth(ready=0, in_flight=1, delayed=2, dead=3, due=4)
 
-    assert queues_command.depth_json(depth) == {"ready": 3, "in_flight": 2, "delayed": 0, "dead": 1,
+    assert queues_command.depth_row("emails", depth) == ("emails", "0", "1", "2", "3", "4")
+    assert [c.header for c in queues_command.depth_table({"emails": depth}).columns] == [
+        "QUEUE", "READY", "IN-FLIGHT", "DELAYED", "DEAD", "DUE"]
+
+
+def test_queues_json_keeps_the_five_counts_and_adds_whether_they_are_known() -> None:
+    depth = QueueDepth(ready=3, in_flight=2, delayed=0, dead=1, due=1, delayed_known=False)
+
+    assert queues_command.depth_json(depth) == {"ready": 3, "in_flight": 2, "delayed": 0, "dead": 1, "due": 1,
                                                 "in_flight_known": True, "delayed_known": False}
 
 
 @pytest.mark.parametrize(("depth", "deletes"), [
     (QueueDepth(ready=1, in_flight=5, delayed=2), "Delete 1 ready message and 2 delayed messages of queue"),
+    (QueueDepth(ready=1, in_flight=0, delayed=2, due=1), "Delete 1 ready message and 3 delayed messages of queue"),
     (QueueDepth(ready=0, in_flight=0, delayed_known=False),
      "Delete 0 ready messages and every delayed message (not counted) of queue"),
 ])

@@ -34,6 +34,19 @@ def _seen(seconds_ago: float, replicas: int) -> Recommendation:
                      id="reaching activationThreshold wakes a queue from zero"),
         pytest.param(_policy(activation_threshold=5), 0, Load(2, 3), (), 1, "ScaledUp",
                      id="in-flight messages count towards activation"),
+        # Delayed work: due messages are work to do now (on Redis only a worker's fetch makes them ready)
+        pytest.param(_policy(), 0, Load(0, 0, due=1), (), 1, "ScaledUp",
+                     id="one due delayed message wakes a queue from zero"),
+        pytest.param(_policy(activation_threshold=5), 0, Load(2, 0, due=3), (), 1, "ScaledUp",
+                     id="due messages count towards activation"),
+        pytest.param(_policy(activation_threshold=5), 0, Load(0, 0, due=4), (), 0, "Stable",
+                     id="due messages below activationThreshold leave a queue at zero"),
+        pytest.param(_policy(), 0, Load(0, None, due=1), (), 1, "ScaledUp",
+                     id="in-flight unknown: due messages still wake a queue from zero"),
+        pytest.param(_policy(), 1, Load(10, 0, due=15), (), 3, "ScaledUp",
+                     id="the load is ready plus due plus in-flight"),
+        pytest.param(_policy(scale_down_stabilization_s=0), 1, Load(0, 0, due=1), (_seen(1, 1),), 1, "Stable",
+                     id="a due message keeps the last replica"),
         # Scaling up
         pytest.param(_policy(), 1, Load(45, 0), (), 5, "ScaledUp", id="up at once to ceil(load / targetPerReplica)"),
         pytest.param(_policy(), 1, Load(10, 20), (), 3, "ScaledUp", id="the load is ready plus in-flight"),
@@ -127,6 +140,12 @@ def test_a_change_is_explained_with_the_load_that_caused_it() -> None:
 
     # Then the message reads as a log line
     assert decision == Decision(5, "ScaledUp", "scaled from 2 to 5: ready=120 in-flight=8", recommendation=5)
+
+
+def test_due_messages_are_named_in_the_explanation() -> None:
+    decision = desired_replicas(_policy(), current=0, load=Load(ready=0, in_flight=0, due=1))
+
+    assert decision.message == "scaled from 0 to 1: ready=0 in-flight=0 due=1"
 
 
 def test_an_unknown_in_flight_count_is_described_as_unknown() -> None:

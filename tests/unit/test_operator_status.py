@@ -48,12 +48,19 @@ def test_a_poll_reports_the_numbers_kubectl_shows_and_why() -> None:
         "Ready": ("True", "Reconciled"), "BrokerReachable": ("True", "Connected"), "Scaling": ("True", "ScaledUp")}
 
 
+def test_due_delayed_work_is_shown_apart_from_ready_and_delayed_work() -> None:
+    status = polled_status(TQ, _seen(Load(0, 0, due=2)), previous={}, now=NOW, selector="app=x")
+
+    assert (status["ready"], status["due"], status["delayed"], status["inFlight"]) == (0, 2, 0, 0)
+
+
 def test_an_unreachable_broker_clears_the_numbers_and_says_why_without_the_password() -> None:
     error = "BrokerConnectionError: cannot connect to amqp://app:***@rabbitmq:5672/"
 
     status = polled_status(TQ, _seen(None, error=error, scaled=False), previous={}, now=NOW, selector="app=x")
 
-    assert (status["ready"], status["inFlight"]) == (None, None), "a merge patch with null removes stale numbers"
+    assert (status["ready"], status["inFlight"], status["due"]) == (None, None, None), \
+        "a merge patch with null removes stale numbers"
     conditions = _conditions(status)
     assert (conditions["BrokerReachable"]["status"], conditions["BrokerReachable"]["reason"]) == (
         "False", "Unreachable")

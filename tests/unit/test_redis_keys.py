@@ -23,7 +23,7 @@ def declared_keys(script: str) -> list[str]:
 @pytest.mark.parametrize(
     ("script", "keys"),
     [("enqueue", QueueKeys.for_enqueue), ("settle", QueueKeys.for_settle), ("dead_letter", QueueKeys.for_dead_letter),
-     ("purge", QueueKeys.for_purge), ("requeue_dead", QueueKeys.for_requeue_dead)],
+     ("depth", QueueKeys.for_depth), ("purge", QueueKeys.for_purge), ("requeue_dead", QueueKeys.for_requeue_dead)],
 )
 def test_each_scripts_keys_come_in_the_order_its_header_declares(
     script: str, keys: Callable[[QueueKeys], list[str]]

@@ -34,7 +34,7 @@ COMMANDS = (
     Command("worker", "taskfleet.worker.worker_command", "run a prefork worker"),
     Command("beat", "taskfleet.worker.beat_command", "send periodic tasks (safe to run several replicas)"),
     Command("call", "taskfleet.cli.broker_commands", "send a task by name (optionally wait for its result)"),
-    Command("queues", "taskfleet.cli.broker_commands", "show ready / in-flight / delayed / dead counts per queue"),
+    Command("queues", "taskfleet.cli.broker_commands", "show ready / in-flight / delayed / dead / due counts"),
     Command("purge", "taskfleet.cli.broker_commands", "delete the ready and delayed messages of a queue"),
     Command("dead-letters", "taskfleet.cli.broker_commands",
             "list a queue's dead-lettered messages, or requeue them"),

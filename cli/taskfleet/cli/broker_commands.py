@@ -37,7 +37,9 @@ _CALL_DESCRIPTION = (
 )
 _CONFIRM_RULE = "It asks on the terminal first (--yes skips the question); without a terminal it refuses unless --yes."
 _QUEUES_DESCRIPTION = ("One row per queue the broker has seen; '?' where the broker cannot count (RabbitMQ: in-flight "
-                       "without the management API, delayed never).")
+                       "without the management API, delayed never). DELAYED: not due yet; DUE: delayed messages "
+                       "whose time has come, waiting for a worker's fetch to make them ready (Redis; on SQLite and "
+                       "RabbitMQ they are ready at once): work to do, like READY.")
 _PURGE_DESCRIPTION = f"In-flight messages are left to their workers, and dead letters are kept. {_CONFIRM_RULE}"
 _DEAD_LETTERS_DESCRIPTION = ("Lists the messages a queue dead-lettered, oldest first, with the task, its arguments and "
                              f"the reason. With --requeue, moves them back to ready. {_CONFIRM_RULE}")

@@ -32,7 +32,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 def purge_question(queue: str, depth: QueueDepth) -> str:
     """What ``purge`` asks (rich markup), with the counts it is about to delete."""
     ready = console.plural(depth.ready, "ready message")
-    delayed = (console.plural(depth.delayed, "delayed message") if depth.delayed_known
+    # A due message was sent delayed and is still stored as one until a fetch moves it: purge deletes it with them.
+    delayed = (console.plural(depth.delayed + depth.due, "delayed message") if depth.delayed_known
                else "every delayed message (not counted)")
     return (f"Delete {ready} and {delayed} of queue [bold]{escape(queue)}[/]? "
             "[dim](in-flight messages are left to their workers, dead letters are kept)[/]")

@@ -186,6 +186,7 @@ class Autoscaler:
             if depth.load is not None:
                 self._metrics.ready.labels(*labels).set(depth.load.ready)
                 self._metrics.in_flight.labels(*labels).set(depth.load.in_flight or 0)
+                self._metrics.due.labels(*labels).set(depth.load.due)
         self._metrics.poll_seconds.labels(outcome).observe(self._clock() - started)
         return tq.autoscaling.poll_interval_s
 
@@ -221,7 +222,8 @@ class Autoscaler:
         return _Depth(
             broker_type,
             Load(ready=sum(d.ready for d in depths),
-                 in_flight=sum(d.in_flight for d in depths) if in_flight_known else None),
+                 in_flight=sum(d.in_flight for d in depths) if in_flight_known else None,
+                 due=sum(d.due for d in depths)),
             delayed=sum(d.delayed for d in depths) if all(d.delayed_known for d in depths) else None,
             dead=sum(d.dead for d in depths),
         )

@@ -38,6 +38,9 @@ class OperatorMetrics:
         self.in_flight = Gauge("taskfleet_operator_queue_in_flight",
                                "In-flight (delivered, unacked) messages over a TaskQueue's queues.",
                                _PER_QUEUE, registry=self.registry)
+        self.due = Gauge("taskfleet_operator_queue_due",
+                         "Delayed messages already due that no fetch has moved to ready yet (Redis) over a "
+                         "TaskQueue's queues.", _PER_QUEUE, registry=self.registry)
         self.replicas = Gauge("taskfleet_operator_replicas", "Worker replicas of a TaskQueue.",
                               _PER_QUEUE, registry=self.registry)
         self.desired = Gauge("taskfleet_operator_desired_replicas", "Worker replicas a TaskQueue should run.",
@@ -52,7 +55,7 @@ class OperatorMetrics:
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop the series of a deleted TaskQueue."""
-        for gauge in (self.ready, self.in_flight, self.replicas, self.desired, self.broker_reachable):
+        for gauge in (self.ready, self.in_flight, self.due, self.replicas, self.desired, self.broker_reachable):
             with contextlib.suppress(KeyError):
                 gauge.remove(namespace, name)
         for direction in ("up", "down"):

@@ -1,8 +1,10 @@
 """How many workers a TaskQueue should run: a pure policy over the queue's load, table-tested.
 
-The load is what waits plus what runs: ready + in-flight messages over all of the TaskQueue's queues. Counting the
-in-flight ones (delivered, not yet acked) is what keeps a queue whose backlog was just prefetched from being scaled
-away under its running tasks.
+The load is what waits plus what runs: ready + due + in-flight messages over all of the TaskQueue's queues. Counting
+the in-flight ones (delivered, not yet acked) is what keeps a queue whose backlog was just prefetched from being scaled
+away under its running tasks. Counting the due ones (delayed messages whose time has come, which on Redis only a
+worker's fetch moves to ready) is what wakes a queue at zero replicas for a countdown, an ETA or a retry's backoff.
+Delayed messages not yet due are not load: they wake nobody until they are due.
 
 - Up: at once, to ``ceil(load / targetPerReplica)``, at most ``scaleUp.maxStep`` replicas per poll.
 - From zero: only once the load reaches ``activationThreshold``.
@@ -30,9 +32,9 @@ class ScalingPolicy:
     enabled: bool = True
     min_replicas: int = 0
     max_replicas: int = 10
-    #: Ready + in-flight messages one replica should carry.
+    #: Ready + due + in-flight messages one replica should carry.
     target_per_replica: int = 10
-    #: Ready + in-flight messages that wake a queue scaled to zero.
+    #: Ready + due + in-flight messages that wake a queue scaled to zero.
     activation_threshold: int = 1
     poll_interval_s: float = 5.0
     #: Most replicas added per poll (None: no limit).
@@ -57,18 +59,21 @@ class ScalingPolicy:
 @dataclass(frozen=True, slots=True)
 class Load:
     """Messages over all of a TaskQueue's queues. ``in_flight`` is None when the broker cannot count them
-    (RabbitMQ without its management API)."""
+    (RabbitMQ without its management API). ``due``: delayed messages already due that no fetch has moved to ready
+    yet (``QueueDepth.due``); work to do now, as ready ones are."""
 
     ready: int
     in_flight: int | None
+    due: int = 0
 
     @property
     def total(self) -> int:
-        return self.ready + (self.in_flight or 0)
+        return self.ready + self.due + (self.in_flight or 0)
 
     def describe(self) -> str:
         in_flight = "unknown" if self.in_flight is None else str(self.in_flight)
-        return f"ready={self.ready} in-flight={in_flight}"
+        due = f" due={self.due}" if self.due else ""
+        return f"ready={self.ready} in-flight={in_flight}{due}"
 
 
 @dataclass(frozen=True, slots=True)

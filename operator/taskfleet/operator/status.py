@@ -82,6 +82,7 @@ def polled_status(tq: TaskQueue, seen: Observation, *, previous: Mapping[str, An
         "brokerType": seen.broker_type,
         "ready": seen.load.ready if seen.load else None,
         "inFlight": seen.load.in_flight if seen.load else None,
+        "due": seen.load.due if seen.load else None,
         "delayed": seen.delayed,
         "dead": seen.dead,
         "replicas": seen.replicas,

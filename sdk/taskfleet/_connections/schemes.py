@@ -47,24 +47,18 @@ class Kind:
     broker: str | None
     backend: str | None
     beat_store: str | None
-    #: What the beat store's constructor takes first: the broker's settings (a store with its own connection) or
-    #: the broker itself (the stub, whose state lives in the broker's process).
-    beat_store_on: Literal["settings", "broker"] = "settings"
-    #: Whether the beat store keeps its claims for ``claim_ttl_s`` (and so takes it).
-    beat_store_claim_ttl: bool = True
 
 
 KINDS: tuple[Kind, ...] = (
     Kind("redis", ("redis", "rediss", "unix"), broker="taskfleet.brokers.redis:RedisBroker",
          backend="taskfleet.backends.redis:RedisBackend", beat_store="taskfleet.brokers.redis:RedisBeatStore"),
     Kind("rabbitmq", ("amqp", "amqps"), broker="taskfleet.brokers.rabbitmq:RabbitMQBroker", backend=None,
-         beat_store="taskfleet.brokers.rabbitmq:RabbitMQBeatStore", beat_store_claim_ttl=False),
+         beat_store="taskfleet.brokers.rabbitmq:RabbitMQBeatStore"),
     Kind("sqlite", ("sqlite",), broker="taskfleet.brokers.sqlite:SQLiteBroker",
          backend="taskfleet.backends.sqlite:SQLiteBackend", beat_store="taskfleet.brokers.sqlite:SQLiteBeatStore"),
     # memory:// is the scheme users' tests know; in code the in-process implementations are the stubs.
     Kind("stub", ("memory",), broker="taskfleet.brokers.stub:StubBroker",
-         backend="taskfleet.backends.stub:StubBackend", beat_store="taskfleet.brokers.stub:StubBeatStore",
-         beat_store_on="broker", beat_store_claim_ttl=False),
+         backend="taskfleet.backends.stub:StubBackend", beat_store="taskfleet.brokers.stub:StubBeatStore"),
 )
 
 _BY_SCHEME: dict[str, Kind] = {scheme: kind for kind in KINDS for scheme in kind.schemes}
@@ -103,7 +97,6 @@ def connect_beat_store(broker: Broker, *, namespace: str, holder: str, lease_s: 
     """A beat store on ``broker``'s server (``taskfleet.brokers.beat_store.connect_beat_store``, which checks the
     arguments first)."""
     kind = kind_of(broker.settings.url, "beat_store")
-    on = broker if kind.beat_store_on == "broker" else broker.settings
-    extra = {"claim_ttl_s": claim_ttl_s} if kind.beat_store_claim_ttl else {}
-    store: BeatStore = load(str(kind.beat_store))(on, namespace=namespace, holder=holder, lease_s=lease_s, **extra)
+    store: BeatStore = load(str(kind.beat_store)).for_broker(broker, namespace=namespace, holder=holder,
+                                                             lease_s=lease_s, claim_ttl_s=claim_ttl_s)
     return store

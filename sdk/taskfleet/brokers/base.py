@@ -85,20 +85,32 @@ class Outgoing:
 
 @dataclass(frozen=True, slots=True)
 class QueueDepth:
-    """Counts of one queue. ``in_flight`` = fetched and not yet acked (running or prefetched).
+    """Counts of one queue. A stored message is counted once, in one of ``ready``, ``in_flight``, ``delayed`` and
+    ``due``; dead letters are apart.
+
+    - ``ready``: waiting in the queue; a fetch takes it now.
+    - ``in_flight``: fetched and not yet acked (running or prefetched).
+    - ``delayed``: waiting for its due time (a countdown, an ETA, a retry's backoff); not yet due.
+    - ``due``: sent with a delay that has run out, but not moved to ready yet: on brokers where a fetch moves due
+      messages to ready (Redis, the stub), they wait for a worker to fetch. Work to do now, like ``ready``. Always 0
+      where a due message becomes ready by itself (SQLite: a due message *is* ready; RabbitMQ: the delay ladder
+      dead-letters it into the queue), so it is never unknown.
+    - ``dead``: in the queue's dead-letter list.
+
     ``in_flight_known`` / ``delayed_known`` are False when the broker could not count those (their count is 0)."""
 
     ready: int
     in_flight: int
     delayed: int = 0
     dead: int = 0
+    due: int = 0
     in_flight_known: bool = True
     delayed_known: bool = True
 
     @property
     def total(self) -> int:
-        """Work that needs a worker now: ready + in-flight (what the operator scales on)."""
-        return self.ready + self.in_flight
+        """Work that needs a worker now: ready + in-flight + due (what the operator scales on)."""
+        return self.ready + self.in_flight + self.due
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +172,7 @@ class Broker(ABC):
 
     @abstractmethod
     def queue_depth(self, queue: str) -> QueueDepth:
-        """Ready, in-flight, delayed and dead counts of ``queue``, in one round trip."""
+        """Ready, in-flight, delayed, due and dead counts of ``queue`` (see ``QueueDepth``), in one round trip."""
 
     @abstractmethod
     def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Self
 
 from taskfleet._connections import schemes
 from taskfleet.brokers.base import Broker, Outgoing
@@ -47,6 +48,12 @@ class BeatStore(ABC):
 
     lease_s: float
     holder: str
+
+    @classmethod
+    @abstractmethod
+    def for_broker(cls, broker: Broker, *, namespace: str, holder: str, lease_s: float, claim_ttl_s: float) -> Self:
+        """A store on ``broker``'s server (what ``connect_beat_store`` calls). A store with a connection of its own
+        opens it from ``broker.settings``; ``claim_ttl_s`` is ignored by stores whose claims need no expiry."""
 
     @abstractmethod
     def hold_lease(self) -> bool:

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import pika
 
+from taskfleet.brokers.base import Broker
 from taskfleet.brokers.beat_store import BeatStore, Tick
 from taskfleet.brokers.rabbitmq import _topology as topo
 from taskfleet.brokers.rabbitmq._link import AmqpLink, Channels
@@ -43,6 +44,12 @@ def state_queue_name(namespace: str) -> str:
 
 class RabbitMQBeatStore(BeatStore):
     """A ``BeatStore`` on the RabbitMQ node of ``settings.url`` (its own connection, heartbeat every ``lease_s``)."""
+
+    @classmethod
+    def for_broker(cls, broker: Broker, *, namespace: str, holder: str, lease_s: float, claim_ttl_s: float) -> Self:
+        """A store with its own connection to ``broker``'s server (``BeatStore.for_broker``; claims are kept with
+        the fire, so ``claim_ttl_s`` is not needed)."""
+        return cls(broker.settings, namespace=namespace, holder=holder, lease_s=lease_s)
 
     def __init__(self, settings: BrokerSettings, *, namespace: str, holder: str, lease_s: float) -> None:
         self.holder = holder

@@ -174,7 +174,9 @@ class RabbitMQBroker(Broker):
     def queue_depth(self, queue: str) -> QueueDepth:
         """Ready and in-flight from the management API when configured (counters lag up to its statistics
         interval); otherwise ready only, from a passive declare (``in_flight_known=False``). Delayed messages
-        sit in the shared ladder and cannot be counted per queue (``delayed_known=False``)."""
+        sit in the shared ladder and cannot be counted per queue (``delayed_known=False``). ``due`` is 0: the
+        ladder's TTL queues dead-letter a message into its task queue when it is due, with no consumer needed, so a
+        due message is counted as ready."""
         topo.task_queue_name(queue)
         dead = self._passive_count(topo.dead_queue_name(queue))
         if self._management is not None:

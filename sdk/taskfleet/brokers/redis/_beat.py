@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from typing import Self
 
 import redis
 from redis.exceptions import WatchError
 
 from taskfleet._connections.redis import connect_redis, translate_errors
+from taskfleet.brokers.base import Broker
 from taskfleet.brokers.beat_store import BeatStore, Tick
 from taskfleet.brokers.redis._keys import QueueKeys
 from taskfleet.brokers.redis._scripts import load_script
@@ -66,6 +68,11 @@ return 1
 
 class RedisBeatStore(BeatStore):
     """A ``BeatStore`` on the Redis server of ``settings.url`` (its own connection pool)."""
+
+    @classmethod
+    def for_broker(cls, broker: Broker, *, namespace: str, holder: str, lease_s: float, claim_ttl_s: float) -> Self:
+        """A store with its own connection to ``broker``'s server (``BeatStore.for_broker``)."""
+        return cls(broker.settings, namespace=namespace, holder=holder, lease_s=lease_s, claim_ttl_s=claim_ttl_s)
 
     def __init__(self, settings: BrokerSettings, *, namespace: str, holder: str, lease_s: float,
                  claim_ttl_s: float) -> None:

@@ -87,6 +87,7 @@ class RedisBroker(Broker):
         #: Queue sets whose last fetch came back short: when it returned and its ms until the next delayed message.
         self._short_fetches: dict[frozenset[str], tuple[float, int]] = {}
         self._dead_letter = load_script(self._client, "dead_letter")
+        self._depth = load_script(self._client, "depth")
         self._purge = load_script(self._client, "purge")
         self._requeue_dead = load_script(self._client, "requeue_dead")
         self._keys: dict[str, QueueKeys] = {}
@@ -256,16 +257,12 @@ class RedisBroker(Broker):
     # -- inspection and administration -------------------------------------------------------------------------
 
     def queue_depth(self, queue: str) -> QueueDepth:
-        """Counts in one round trip. ``in_flight`` includes expired leases not yet reclaimed by a fetch."""
-        keys = self.queue_keys(queue)
+        """Counts in one round trip (``lua/depth.lua``, read-only). ``in_flight`` includes expired leases not yet
+        reclaimed by a fetch; ``due`` counts the delayed messages already due by the server's clock, which stay in
+        the delayed set until a fetch moves them to ready."""
         with self._translate("queue_depth"):
-            pipe = self._client.pipeline(transaction=False)
-            pipe.zcard(keys.ready)
-            pipe.zcard(keys.inflight)
-            pipe.zcard(keys.delayed)
-            pipe.llen(keys.dead)
-            n_ready, n_inflight, n_delayed, n_dead = pipe.execute()
-        return QueueDepth(ready=n_ready, in_flight=n_inflight, delayed=n_delayed, dead=n_dead)
+            n_ready, n_inflight, n_delayed, n_due, n_dead = self._depth(keys=self.queue_keys(queue).for_depth())
+        return QueueDepth(ready=n_ready, in_flight=n_inflight, delayed=n_delayed, due=n_due, dead=n_dead)
 
     def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
         """The oldest ``limit`` dead letters of ``queue`` (not removed)."""

@@ -55,6 +55,10 @@ class QueueKeys:
         """``dead_letter.lua``: inflight, msg, rank, dlv, dead."""
         return [self.inflight, self.msg, self.rank, self.dlv, self.dead]
 
+    def for_depth(self) -> list[str]:
+        """``depth.lua``: ready, inflight, delayed, dead."""
+        return [self.ready, self.inflight, self.delayed, self.dead]
+
     def for_purge(self) -> list[str]:
         """``purge.lua``: ready, inflight, delayed, msg, rank, dlv, signal."""
         return [self.ready, self.inflight, self.delayed, self.msg, self.rank, self.dlv, self.signal]

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Self
 
 from taskfleet._connections.sqlite import SQLiteDatabase
-from taskfleet.brokers.base import check_priority
+from taskfleet.brokers.base import Broker, check_priority
 from taskfleet.brokers.beat_store import BeatStore, Tick
 from taskfleet.brokers.sqlite import _schema as broker_sql
 from taskfleet.errors import CoordinationError
@@ -68,6 +69,11 @@ def _now_ms() -> int:
 
 class SQLiteBeatStore(BeatStore):
     """A ``BeatStore`` in the SQLite file of ``settings.url`` (its own connection)."""
+
+    @classmethod
+    def for_broker(cls, broker: Broker, *, namespace: str, holder: str, lease_s: float, claim_ttl_s: float) -> Self:
+        """A store with its own connection to ``broker``'s server (``BeatStore.for_broker``)."""
+        return cls(broker.settings, namespace=namespace, holder=holder, lease_s=lease_s, claim_ttl_s=claim_ttl_s)
 
     def __init__(self, settings: BrokerSettings, *, namespace: str, holder: str, lease_s: float,
                  claim_ttl_s: float) -> None:

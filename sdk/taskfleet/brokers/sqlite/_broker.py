@@ -167,7 +167,9 @@ class SQLiteBroker(Broker):
     # -- inspection and administration -------------------------------------------------------------------------
 
     def queue_depth(self, queue: str) -> QueueDepth:
-        """Exact counts from one read. A message whose lease ran out counts as ready (a fetch would take it)."""
+        """Exact counts from one read. A message whose lease ran out counts as ready (a fetch would take it), and so
+        does a delayed message whose due time has passed: its state follows from its columns, so it is ready without
+        a fetch moving it (``due`` is always 0)."""
         with self._db.read("queue_depth") as conn:
             total, in_flight, delayed, dead = conn.execute(sql.DEPTH, {"queue": queue, "now": now_ms()}).fetchone()
         return QueueDepth(ready=total - in_flight - delayed, in_flight=in_flight, delayed=delayed, dead=dead)

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Self
 
 from taskfleet.brokers.base import Broker
 from taskfleet.brokers.beat_store import BeatStore, Tick
@@ -37,6 +38,11 @@ def reset_beat_state() -> None:
 
 class StubBeatStore(BeatStore):
     """A ``BeatStore`` in memory; ``clock`` (seconds) decides lease expiry, so tests can move time."""
+
+    @classmethod
+    def for_broker(cls, broker: Broker, *, namespace: str, holder: str, lease_s: float, claim_ttl_s: float) -> Self:
+        """A store in ``broker``'s process (``BeatStore.for_broker``; claims live as long as the process)."""
+        return cls(broker, namespace=namespace, holder=holder, lease_s=lease_s)
 
     def __init__(self, broker: Broker, *, namespace: str, holder: str, lease_s: float,
                  clock: Callable[[], float] = time.monotonic) -> None:

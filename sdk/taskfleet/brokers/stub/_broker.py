@@ -201,9 +201,13 @@ class StubBroker(Broker):
             q.dead.append(DeadLetter(delivery.queue, delivery.message_id, reason, delivery.data, time.time()))
 
     def queue_depth(self, queue: str) -> QueueDepth:
+        """As on Redis: a due delayed message stays delayed until a fetch moves it to ready, so it counts as
+        ``due`` meanwhile."""
         with self._cond:
             q = self._q(queue)
-            return QueueDepth(ready=len(q.ready), in_flight=len(q.inflight), delayed=len(q.delayed),
+            now = time.time()
+            due = sum(1 for at in q.delayed.values() if at <= now)
+            return QueueDepth(ready=len(q.ready), in_flight=len(q.inflight), delayed=len(q.delayed) - due, due=due,
                               dead=len(q.dead))
 
     def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
