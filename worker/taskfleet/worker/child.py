@@ -9,14 +9,19 @@ connection, Redis and SQLite); otherwise the messages are delivered again and re
 state.
 
 Reporting costs the supervisor a wake-up per message, so it is batched too (taskfleet.worker.events): per fetched
-batch one ``Fetched`` event and, per ack batch, one ``Done`` event with the metrics samples. Which of its deliveries
-is running and which are finished lives in ``Progress`` (taskfleet.worker.progress), memory shared with the
+batch one ``Fetched`` event and, per ack batch, one ``Done`` event with the metrics samples. The supervisor must
+know every delivery the child's broker connection holds before the child can die with it: on RabbitMQ the broker
+pushes deliveries into the connection's buffer (its prefetch) while a task runs, so the background thread takes
+whatever has arrived there each tick (``Broker.fetch_buffered``; nothing on the other brokers) into the holdings,
+behind the waiting ones, and reports it with one ``Fetched`` event (none when nothing arrived). Which of its
+deliveries is running and which are finished lives in ``Progress`` (taskfleet.worker.progress), memory shared with the
 supervisor, which reads it when the child dies to settle each delivery correctly. Only a task with a hard time
 limit is reported as it starts and ends (``Started``, ``Finished``), since the supervisor enforces that limit.
 
 A background thread renews the leases of everything the child holds (so a healthy long task is never delivered
-twice), sends overdue acks, gives unstarted prefetched messages back when one task runs long, sends heartbeats,
-serves the supervisor's ``Settle`` command, and exits the process if the supervisor is gone.
+twice), takes in deliveries already pushed to the child's connection, sends overdue acks, gives unstarted prefetched
+messages back when one task runs long, sends heartbeats, serves the supervisor's ``Settle`` command, and exits the
+process if the supervisor is gone.
 """
 
 from __future__ import annotations
@@ -80,6 +85,9 @@ class Child:
         self.parent_pid = os.getppid()
         self._thread_stop = threading.Event()
         self._start_reported = False
+        #: Held by the thread taking deliveries in (the main thread's fetch, the background thread's take of the
+        #: buffered ones) until they are held and reported: they are held and numbered in the order they arrived.
+        self._intake = threading.Lock()
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
@@ -131,19 +139,17 @@ class Child:
         while not self.stopping:
             settler.flush()  # the finished batch's acks go out before the next fetch
             try:
-                batch = broker.fetch(settings.queues, max_messages=settings.prefetch,
-                                     timeout_s=settings.poll_timeout_s)
+                with self._intake:  # not while some the background thread took in wait: they run first
+                    if not self.holdings.waiting():
+                        self.holdings.add(broker.fetch(settings.queues, max_messages=settings.prefetch,
+                                                       timeout_s=settings.poll_timeout_s),
+                                          on_added=self._report_fetched)
             except BrokerError as exc:
                 log.warning("broker unreachable, retrying", error=str(exc), retry_in_s=backoff_s)
                 time.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)
                 continue
             backoff_s = 0.1
-            if not batch:
-                continue
-            held = self.holdings.add(batch)
-            self.reporter.send(events.Fetched([(h.seq, h.delivery.queue, h.delivery.message_id,
-                                                h.delivery.delivery_count) for h in held]))
             while not self.stopping and (running := self.holdings.start_next()) is not None:
                 if not self._run_one(executor, settler, running):
                     continue
@@ -153,6 +159,21 @@ class Child:
                 if settings.max_memory_per_child_mb and rss_mb() > settings.max_memory_per_child_mb:
                     return "max_memory"
         return "stopped"
+
+    def _report_fetched(self, held: list[Held]) -> None:
+        self.reporter.send(events.Fetched([(h.seq, h.delivery.queue, h.delivery.message_id, h.delivery.delivery_count)
+                                           for h in held]))
+
+    def _take_buffered(self, broker: Broker) -> None:
+        """Hold and report what the broker has already pushed to this child's connection and no fetch returned
+        (RabbitMQ's prefetch buffer, while a task runs), so the supervisor knows it should this child die (see the
+        module notes). Not while the main thread fetches: that fetch takes it."""
+        if not self._intake.acquire(blocking=False):
+            return
+        try:
+            self.holdings.add(broker.fetch_buffered(self.settings.prefetch), on_added=self._report_fetched)
+        finally:
+            self._intake.release()
 
     def _run_one(self, executor: Executor, settler: Settler, running: Held) -> bool:
         """Run one delivery and settle it. False when it could not be finished: it is left to be delivered again."""
@@ -178,6 +199,7 @@ class Child:
                 os._exit(1)
             now = time.monotonic()
             try:
+                self._take_buffered(broker)
                 if now >= next_extend:
                     settler.renew_leases(self.holdings)
                     next_extend = now + extend_every_s

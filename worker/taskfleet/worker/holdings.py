@@ -30,12 +30,15 @@ class Holdings:
         self._running_since = 0.0
         self._last_seq = 0
 
-    def add(self, batch: Sequence[Delivery]) -> list[Held]:
-        """Hold ``batch`` after the deliveries already waiting; returns them numbered."""
+    def add(self, batch: Sequence[Delivery], *, on_added: Callable[[list[Held]], None] | None = None) -> list[Held]:
+        """Hold ``batch`` after the deliveries already waiting; returns them numbered. ``on_added`` is called with
+        them before anything else may change the holdings (so they are reported before they can be given back)."""
         with self._lock:
             held = [Held(self._last_seq + i, d) for i, d in enumerate(batch, start=1)]
             self._last_seq += len(held)
             self._waiting.extend(held)
+            if held and on_added is not None:
+                on_added(held)
             return held
 
     def start_next(self) -> Held | None:
@@ -47,6 +50,11 @@ class Holdings:
     def finish(self) -> None:
         with self._lock:
             self._running = None
+
+    def waiting(self) -> int:
+        """How many unstarted deliveries wait."""
+        with self._lock:
+            return len(self._waiting)
 
     def running(self) -> Held | None:
         with self._lock:

@@ -30,7 +30,9 @@ How the ``Broker`` contract maps onto AMQP:
   ``taskfleet.unstarted.<hash>`` holding its count): the redelivery that carries that count is then delivered
   uncounted, in place, instead of being counted and republished. A worker child hands its connection's socket to
   its supervisor (``watch_connections``), which keeps it open until it has released the dead child's unstarted
-  deliveries, so the credits exist before RabbitMQ gives the deliveries back (docs/brokers.md).
+  deliveries, so the credits exist before RabbitMQ gives the deliveries back (docs/brokers.md). So that the
+  supervisor knows them all, the child takes in what RabbitMQ pushes to its buffer while a task runs
+  (``fetch_buffered``, every tick of its background thread).
 """
 
 from __future__ import annotations
@@ -140,6 +142,11 @@ class RabbitMQBroker(Broker):
         """Consume from ``queues`` with prefetch ``max_messages`` and return what has arrived, waiting up to
         ``timeout_s`` for the first. See ``Broker.fetch``."""
         return self._consumer.fetch(queues, max_messages=max_messages, timeout_s=timeout_s)
+
+    def fetch_buffered(self, max_messages: int) -> list[Delivery]:
+        """What RabbitMQ has already pushed to this connection's consumers and ``fetch`` has not returned, without
+        waiting (see ``Broker.fetch_buffered``)."""
+        return self._consumer.fetch_buffered(max_messages)
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Ack deliveries of this connection; others are no-ops. Returns without waiting for a busy connection

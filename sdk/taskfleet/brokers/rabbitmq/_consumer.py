@@ -9,6 +9,7 @@ which hand their work to the link.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -94,16 +95,33 @@ class Consumer:
             generation, raw = self._link.take(max_messages, deadline - time.monotonic())
             if generation != consuming.generation:
                 raise BrokerConnectionError(f"rabbitmq broker {self._link.masked_url}: connection lost while fetching")
-            again = [r for r in raw if r.redelivered]
-            if again:
-                kept = self._link.call(partial(self._count_redeliveries, consuming=consuming, again=again),
-                                       action="redeliver")
-                raw = [r for r in raw if not r.redelivered or r.delivery_tag in kept]
-            fresh = raw
+            fresh = self._accept(consuming, raw)
             if fresh:
-                return [self._delivery(consuming, r) for r in fresh]
+                return fresh
             if time.monotonic() >= deadline:
                 return []
+
+    def fetch_buffered(self, max_messages: int) -> list[Delivery]:
+        """``RabbitMQBroker.fetch_buffered``: what the consumers of the last ``fetch`` have received and no fetch
+        returned. Nothing when another thread drives the connection (that thread buffers or returns them); else it
+        reads the socket once without waiting (no round trip)."""
+        consuming = self._consuming
+        if consuming is None or max_messages < 1:
+            return []
+        generation, raw = self._link.take_buffered(max_messages)
+        if generation != consuming.generation:
+            return []  # the connection was lost: RabbitMQ has given them back already
+        return self._accept(consuming, raw)
+
+    def _accept(self, consuming: _Consuming, raw: Sequence[RawDelivery]) -> list[Delivery]:
+        """The deliveries to return of those taken from the buffer: a redelivery is counted (republished, so not
+        returned) unless a credit says its previous delivery never started."""
+        again = [r for r in raw if r.redelivered]
+        if again:
+            kept = self._link.call(partial(self._count_redeliveries, consuming=consuming, again=again),
+                                   action="redeliver")
+            raw = [r for r in raw if not r.redelivered or r.delivery_tag in kept]
+        return [self._delivery(consuming, r) for r in raw]
 
     def _start_consuming(self, ch: Channels, names: tuple[str, ...], prefetch: int) -> None:
         self._stop_consuming(ch)
@@ -189,13 +207,17 @@ class Consumer:
         name = topo.credit_queue_name(delivery.queue, delivery.message_id)
         try:
             _method, _props, body = ch.admin.basic_get(name, auto_ack=True)
-        except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code == 404:  # no credit: NOT_FOUND closed only the admin channel, reopened on next use
-                return False
-            raise
+        except pika.exceptions.ChannelClosedByBroker:
+            # No credit: NOT_FOUND (the usual case) closed only the admin channel, reopened on next use. Any other
+            # refusal (say, no permission on taskfleet.unstarted.*) counts it too: raising here would strand the
+            # deliveries being taken in (neither returned nor settled), and a count is never lost.
+            return False
         if body is None:
             return False
-        ch.admin.queue_delete(name, if_empty=True)  # else x-expires deletes it
+        # Another credit for the same message id (two copies held by a dead child) keeps it (PRECONDITION_FAILED
+        # closed only the admin channel); x-expires deletes an unused one.
+        with contextlib.suppress(pika.exceptions.ChannelClosedByBroker):
+            ch.admin.queue_delete(name, if_empty=True)
         # A credit names the count of the delivery it is for: one left over from an older delivery never matches.
         return _int(body) == delivery.delivery_count
 

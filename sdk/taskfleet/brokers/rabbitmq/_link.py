@@ -194,6 +194,22 @@ class AmqpLink:
         finally:
             self._io.release()
 
+    def take_buffered(self, max_messages: int) -> tuple[int, list[RawDelivery]]:
+        """Up to ``max_messages`` consumer deliveries that have arrived, without waiting: when no other thread
+        drives the connection, read the socket once first (what RabbitMQ has pushed since, no round trip); when one
+        does, nothing (it buffers or takes them itself). Returns the current generation too, like ``take``."""
+        if self._closed or os.getpid() != self._owner_pid or not self._io.acquire(blocking=False):
+            return self.generation, []
+        try:
+            generation = self.generation
+            buffered = len(self._incoming)
+            if self._pump(generation, 0.0) and len(self._incoming) > buffered:
+                self._pump(generation, 0.0)  # see ``take``: dispatch what another operation read
+            taken = [self._incoming.popleft() for _ in range(min(max_messages, len(self._incoming)))]
+            return self.generation, taken
+        finally:
+            self._io.release()
+
     def close(self) -> None:
         """Close the connection and stop the I/O thread. Unacked deliveries go back to their queues."""
         with self._lock:
