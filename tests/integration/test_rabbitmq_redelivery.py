@@ -193,11 +193,13 @@ def _in_flight(worker: WorkerProcess) -> float:
                 -1.0)
 
 
-def _kill_child_holding_unstarted(start_worker: StartWorker, marker: str, backlog: int) -> None:
+def _kill_child_holding_unstarted(start_worker: StartWorker, marker: str, backlog: int,
+                                  kill_supervisor: bool = False) -> WorkerProcess:
     """One child with prefetch 4 takes a slow task and three quick ones; it is SIGKILLed while the slow one runs
     once the supervisor knows it holds all four (however many of them its first fetch returned: the others are
     taken from its connection's buffer within a tick), and before ``prefetch_release_s`` (0.5 s) gives the quick
-    ones back; ``backlog`` more messages are queued behind them."""
+    ones back; ``backlog`` more messages are queued behind them. ``kill_supervisor``: SIGKILL the supervisor
+    instead."""
     tasks.slow_record.delay(marker, 3)
     for i in range(3):
         tasks.record_delivery.delay(marker, f"held{i}")
@@ -208,7 +210,9 @@ def _kill_child_holding_unstarted(start_worker: StartWorker, marker: str, backlo
              interval=0.005, message="the slow task started")
     wait_for(lambda: _in_flight(worker) == 4, timeout=0.4, interval=0.005,
              message="the supervisor knows the child holds the slow task and the three quick ones")
-    os.kill(int(next(line for line in tasks.lines(marker) if line.startswith("start")).split()[1]), signal.SIGKILL)
+    child = int(next(line for line in tasks.lines(marker) if line.startswith("start")).split()[1])
+    os.kill(worker.pid if kill_supervisor else child, signal.SIGKILL)
+    return worker
 
 
 @rabbitmq_only
@@ -229,3 +233,17 @@ def test_a_dead_childs_unstarted_prefetched_messages_keep_their_place_ahead_of_t
              message="every quick task ran after the crash")
     order = [line.split()[0] for line in tasks.lines(marker) if line.startswith(("held", "backlog"))]
     assert order[:3] == ["held0", "held1", "held2"], order
+
+
+@rabbitmq_only
+def test_when_the_supervisor_dies_its_childs_messages_all_come_back_counted(
+        app: App, start_worker: StartWorker, marker: str) -> None:
+    """No credit without a supervisor: the orphaned child exits within a tick, its connection closes (no copy of its
+    socket is left open anywhere) and every delivery it held comes back counted, to another worker."""
+    first = _kill_child_holding_unstarted(start_worker, marker, backlog=0, kill_supervisor=True)
+    first.wait_exit(timeout=5)
+    start_worker(concurrency=1, extra=["--prefetch", "4"])
+    wait_for(lambda: sum(line.startswith("held") for line in tasks.lines(marker)) == 3, timeout=20,
+             message="the held tasks ran on the second worker")
+    counts = sorted(line for line in tasks.lines(marker) if line.startswith("held"))
+    assert counts == ["held0 2", "held1 2", "held2 2"]
