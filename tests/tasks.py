@@ -107,3 +107,10 @@ def hard_limited() -> str:
 @app.task(ignore_result=True)
 def fire_and_forget(path: str) -> None:
     _note(path, "ran")
+
+
+@app.task(bind=True)
+def record_delivery(self: Task[str], path: str, label: str) -> str:
+    """Append ``<label> <delivery count>`` to ``path``: tests read how often a message was counted as delivered."""
+    _note(path, f"{label} {self.request.delivery_count}")
+    return label

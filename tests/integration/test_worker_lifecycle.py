@@ -125,6 +125,30 @@ def test_a_drain_that_times_out_stops_the_children_and_redelivers_their_messages
     assert result.state is (State.STARTED if tasks.slow_record.options.track_started else State.PENDING)
 
 
+def test_killed_children_leave_no_file_descriptors_behind_in_the_supervisor(
+        app: App, start_worker: StartWorker, marker: str) -> None:
+    """Each child hands its broker connections' sockets to the supervisor (RabbitMQ): the supervisor closes its
+    copies, and the hand-over socket, when it has given back what the dead child held."""
+    worker = start_worker(concurrency=1)
+
+    def kill_child_mid_task() -> None:
+        started = len(_started_pids(marker))
+        result = tasks.slow_record.delay(marker, 1.0)
+        wait_for(lambda: len(_started_pids(marker)) > started, timeout=10, message="task started")
+        os.kill(_started_pids(marker)[-1], signal.SIGKILL)
+        assert result.get(timeout=20) == "done"  # run again by the respawned child
+
+    def supervisor_fds() -> int:
+        assert len(children_of(worker.pid)) == 1
+        return len(os.listdir(f"/proc/{worker.pid}/fd"))
+
+    kill_child_mid_task()  # the supervisor's own broker connection is made on the first give-back
+    before = supervisor_fds()
+    for _ in range(3):
+        kill_child_mid_task()
+    assert supervisor_fds() == before
+
+
 def test_children_are_recycled_after_max_tasks_per_child(app: App, start_worker: StartWorker) -> None:
     start_worker(concurrency=1, extra=["--max-tasks-per-child", "2", "--prefetch", "1"])
     pids = [tasks.pid.delay().get(timeout=10) for _ in range(6)]

@@ -205,3 +205,14 @@ def test_a_returned_message_reaches_the_return_callback_with_its_method_and_prop
     assert got == [(True, "ex", "billing", "m-1", b"x")], (
         f"pika {pika.__version__}: add_on_return_callback's callback is no longer called as (channel, method, "
         f"properties, body) for a basic.return (got {got}); {USED_BY} matches returns to messages by them")
+
+
+def test_a_connection_exposes_its_socket_where_the_link_reads_it() -> None:
+    """``_link.socket_fd`` reads ``BlockingConnection._impl._transport._sock`` to hand a worker child's socket to
+    its supervisor; without it the hand-over silently stops (dead children's unstarted messages are counted)."""
+    from pika.adapters import base_connection
+    from pika.adapters.utils import io_services_utils
+
+    used_by = "taskfleet/brokers/rabbitmq/_link.py (socket_fd)"
+    assert "self._transport = transport" in inspect.getsource(base_connection.BaseConnection), used_by
+    assert "self._sock = sock" in inspect.getsource(io_services_utils._AsyncTransportBase.__init__), used_by

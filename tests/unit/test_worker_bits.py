@@ -5,9 +5,11 @@ supervisor settles what a dead child held (taskfleet.worker.supervisor.sort_left
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 from collections.abc import Sequence
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,10 @@ import pytest
 
 from taskfleet import App, ConfigurationError
 from taskfleet.brokers.base import Delivery
+from taskfleet.brokers.stub import StubBroker
+from taskfleet.settings import BrokerSettings
+from taskfleet.worker import events
+from taskfleet.worker.child import Child
 from taskfleet.worker.holdings import SAFE_LEASE_FRACTION, Held, Holdings, Lease, lease_certain, lease_clock
 from taskfleet.worker.loader import AppImportError, load_app
 from taskfleet.worker.progress import Progress
@@ -309,6 +315,85 @@ def test_a_renewal_leaves_deliveries_no_longer_held_alone() -> None:
     holdings.take_waiting()
 
     assert holdings.confirm([a, b], [], at=150.0) == []
+
+
+def test_add_reports_what_it_adds_before_returning_and_only_when_it_adds_something() -> None:
+    holdings = Holdings()
+    reported: list[list[str]] = []
+
+    holdings.add([], on_added=lambda held: reported.append(_ids(held)))
+    added = holdings.add(_deliveries("a", "b"), on_added=lambda held: reported.append(_ids(held)))
+
+    assert reported == [["a", "b"]] == [_ids(added)]
+    assert holdings.waiting() == 2
+
+
+# -- Child: deliveries already pushed to its connection ----------------------------------------------------------
+
+
+class _Buffered(StubBroker):
+    """A stub broker whose connection has ``buffered`` deliveries pushed in advance (as RabbitMQ's prefetch)."""
+
+    def __init__(self, buffered: list[Delivery]) -> None:
+        super().__init__(BrokerSettings(url="memory://"))
+        self.buffered = buffered
+        self.calls = 0
+
+    def fetch_buffered(self, max_messages: int) -> list[Delivery]:
+        self.calls += 1
+        taken, self.buffered = self.buffered[:max_messages], self.buffered[max_messages:]
+        return taken
+
+
+def _child() -> tuple[Child, Connection]:
+    ours, theirs = multiprocessing.Pipe(duplex=True)
+    return Child(tasks.app, WorkerSettings(queues=("q",), prefetch=4), theirs, 0), ours
+
+
+def _events(conn: Connection) -> list[object]:
+    got = []
+    while conn.poll(0.05):
+        got.append(conn.recv())
+    return got
+
+
+def test_a_child_holds_and_reports_what_its_connection_received_behind_what_waits_in_one_event() -> None:
+    child, conn = _child()
+    child.holdings.add(_deliveries("a", "b"))
+    child.holdings.start_next()
+    broker = _Buffered(_deliveries("c", "d"))
+
+    child._take_buffered(broker)
+
+    assert _ids([h for h in iter(child.holdings.start_next, None)]) == ["b", "c", "d"]
+    assert _events(conn) == [events.Fetched([(3, "q", "c", 1), (4, "q", "d", 1)])]
+
+
+def test_a_child_whose_connection_received_nothing_reports_nothing() -> None:
+    child, conn = _child()
+
+    child._take_buffered(_Buffered([]))
+
+    assert child.holdings.waiting() == 0
+    assert _events(conn) == []
+
+
+def test_a_child_takes_nothing_from_its_connection_while_its_main_thread_fetches() -> None:
+    child, conn = _child()
+    broker = _Buffered(_deliveries("c"))
+
+    with child._intake:  # the main thread is in fetch: what arrives is that fetch's
+        child._take_buffered(broker)
+
+    assert (broker.calls, child.holdings.waiting(), _events(conn)) == (0, 0, [])
+
+
+def test_lease_brokers_have_nothing_buffered() -> None:
+    broker = StubBroker(BrokerSettings(url="memory://"))
+    broker.enqueue("q", "m", b"x")
+
+    assert broker.fetch_buffered(8) == []
+    assert _ids(broker.fetch(["q"], max_messages=8, timeout_s=0)) == ["m"]
 
 
 # -- Progress ----------------------------------------------------------------------------------------------------

@@ -202,6 +202,21 @@ class Broker(ABC):
     def ping(self) -> None:
         """Return when the broker answers; raise ``BrokerConnectionError`` when it does not."""
 
+    def fetch_buffered(self, max_messages: int) -> list[Delivery]:
+        """Up to ``max_messages`` deliveries the broker has already pushed to this connection for the consumers of
+        the last ``fetch`` and that no ``fetch`` has returned yet (RabbitMQ's prefetch), counted as ``fetch`` counts
+        them; without waiting and without a round trip to the broker (a redelivery aside). A worker child takes them
+        while a task runs, so that its supervisor knows every delivery the child's connection holds. ``[]`` on
+        brokers whose ``fetch`` leases only what it returns (the default)."""
+        return []
+
+    def watch_connections(self, hand_over: Callable[[int], None]) -> None:
+        """Call ``hand_over(fd)`` with the socket of each broker connection whose loss gives its deliveries back
+        (RabbitMQ), as it is opened. A worker child hands them to its supervisor, which keeps a copy open until it
+        has settled a dead child's deliveries, so the broker takes them back only then. Nothing on brokers whose
+        deliveries are leases (the default)."""
+        return
+
     @abstractmethod
     def close(self) -> None:
         """Close connections. The broker object must not be used afterwards."""

@@ -9,8 +9,12 @@ connection, Redis and SQLite); otherwise the messages are delivered again and re
 state.
 
 Reporting costs the supervisor a wake-up per message, so it is batched too (taskfleet.worker.events): per fetched
-batch one ``Fetched`` event and, per ack batch, one ``Done`` event with the metrics samples. Which of its deliveries
-is running and which are finished lives in ``Progress`` (taskfleet.worker.progress), memory shared with the
+batch one ``Fetched`` event and, per ack batch, one ``Done`` event with the metrics samples. The supervisor must
+know every delivery the child's broker connection holds before the child can die with it: on RabbitMQ the broker
+pushes deliveries into the connection's buffer (its prefetch) while a task runs, so the background thread takes
+whatever has arrived there each tick (``Broker.fetch_buffered``; nothing on the other brokers) into the holdings,
+behind the waiting ones, and reports it with one ``Fetched`` event (none when nothing arrived). Which of its
+deliveries is running and which are finished lives in ``Progress`` (taskfleet.worker.progress), memory shared with the
 supervisor, which reads it when the child dies to settle each delivery correctly. Only a task with a hard time
 limit is reported as it starts and ends (``Started``, ``Finished``), since the supervisor enforces that limit.
 
@@ -20,14 +24,17 @@ reports what it still holds). One whose lease was lost (the child was stopped pa
 message went to another) is dropped unrun and reported ``Dropped``.
 
 A background thread renews the leases of everything the child holds (so a healthy long task is never delivered
-twice), sends overdue acks, gives unstarted prefetched messages back when one task runs long, sends heartbeats,
-serves the supervisor's ``Settle`` command, and exits the process if the supervisor is gone.
+twice), takes in deliveries already pushed to the child's connection, sends overdue acks, gives unstarted prefetched
+messages back when one task runs long, sends heartbeats, serves the supervisor's ``Settle`` command, and exits the
+process if the supervisor is gone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -70,8 +77,9 @@ class Child:
     """The loop of one child process. ``run`` returns the exit reason."""
 
     def __init__(self, app: App, settings: WorkerSettings, conn: Connection, index: int,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, handover: socket.socket | None = None) -> None:
         self.app = app
+        self.handover = handover
         self.settings = settings
         self.index = index
         self.conn = conn
@@ -82,6 +90,9 @@ class Child:
         self.parent_pid = os.getppid()
         self._thread_stop = threading.Event()
         self._start_reported = False
+        #: Held by the thread taking deliveries in (the main thread's fetch, the background thread's take of the
+        #: buffered ones) until they are held and reported: they are held and numbered in the order they arrived.
+        self._intake = threading.Lock()
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
@@ -90,6 +101,8 @@ class Child:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the supervisor decides
         broker = self.app.broker
+        if self.handover is not None:
+            broker.watch_connections(self._hand_over)
         executor = Executor(self.app, self.app.backend, on_start=self._on_start)
         settler = Settler(broker, self.reporter)
         thread = threading.Thread(target=self._background, args=(broker, settler), name="taskfleet-lease", daemon=True)
@@ -107,6 +120,15 @@ class Child:
             self.app.close()
         return reason
 
+    def _hand_over(self, fd: int) -> None:
+        """Send the socket of a new broker connection to the supervisor, which keeps it open until it has given
+        back what this child held should it die (``Broker.watch_connections``)."""
+        assert self.handover is not None
+        try:
+            socket.send_fds(self.handover, [b"c"], [fd])
+        except OSError as exc:  # the supervisor is gone: the orphan check ends this process
+            log.warning("could not hand the broker connection to the supervisor", error=str(exc))
+
     def _on_start(self, started: Started) -> None:
         # Only a hard time limit needs the supervisor to know at once; everything else it learns in batches.
         running = self.holdings.running()
@@ -122,20 +144,18 @@ class Child:
         while not self.stopping:
             settler.flush()  # the finished batch's acks go out before the next fetch
             try:
-                batch = broker.fetch(settings.queues, max_messages=settings.prefetch,
-                                     timeout_s=settings.poll_timeout_s)
+                with self._intake:  # not while deliveries the background thread took in wait: they run first
+                    if not self.holdings.waiting():
+                        batch = broker.fetch(settings.queues, max_messages=settings.prefetch,
+                                             timeout_s=settings.poll_timeout_s)
+                        # The leases were granted during the call: its reply latency is in the margin.
+                        self.holdings.add(batch, confirmed_at=lease_clock(), on_added=self._report_fetched)
             except BrokerError as exc:
                 log.warning("broker unreachable, retrying", error=str(exc), retry_in_s=backoff_s)
                 time.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 5.0)
                 continue
-            fetched_at = lease_clock()  # the leases were granted during the call: its reply latency is in the margin
             backoff_s = 0.1
-            if not batch:
-                continue
-            held = self.holdings.add(batch, confirmed_at=fetched_at)
-            self.reporter.send(events.Fetched([(h.seq, h.delivery.queue, h.delivery.message_id,
-                                                h.delivery.delivery_count) for h in held]))
             while not self.stopping and (running := self.holdings.start_next()) is not None:
                 if not self._lease_held(broker, settler, running):
                     self.holdings.finish()
@@ -166,6 +186,23 @@ class Child:
             return False
         return True  # certain, or confirmed by the renewal just made
 
+    def _report_fetched(self, held: list[Held]) -> None:
+        self.reporter.send(events.Fetched([(h.seq, h.delivery.queue, h.delivery.message_id, h.delivery.delivery_count)
+                                           for h in held]))
+
+    def _take_buffered(self, broker: Broker) -> None:
+        """Hold and report what the broker has already pushed to this child's connection and no fetch returned
+        (RabbitMQ's prefetch buffer, while a task runs), so the supervisor knows it should this child die (see the
+        module notes). Not while the main thread fetches: that fetch takes it."""
+        if not self._intake.acquire(blocking=False):
+            return
+        try:
+            # Pushed just now on the connection that holds them (RabbitMQ's lease): confirmed as they are taken.
+            self.holdings.add(broker.fetch_buffered(self.settings.prefetch), confirmed_at=lease_clock(),
+                              on_added=self._report_fetched)
+        finally:
+            self._intake.release()
+
     def _run_one(self, executor: Executor, settler: Settler, running: Held) -> bool:
         """Run one delivery and settle it. False when it could not be finished: it is left to be delivered again."""
         self.progress.start(running.seq)
@@ -190,6 +227,7 @@ class Child:
                 os._exit(1)
             now = time.monotonic()
             try:
+                self._take_buffered(broker)
                 if now >= next_extend:
                     settler.renew_leases(self.holdings)
                     next_extend = now + extend_every_s
@@ -215,6 +253,12 @@ class Child:
 
 
 def child_main(app: App, settings: WorkerSettings, conn: Connection, index: int,
-               progress: Progress | None = None) -> None:
-    """Entry point of a forked child process; ``progress`` is shared with the supervisor."""
-    Child(app, settings, conn, index, progress).run()
+               progress: Progress | None = None, handover: socket.socket | None = None,
+               inherited: tuple[int, ...] = ()) -> None:
+    """Entry point of a forked child process; ``progress`` is shared with the supervisor, ``handover`` takes this
+    child's broker sockets to it. ``inherited``: other children's broker sockets the supervisor held at the fork,
+    closed here at once (a copy kept open here would keep that connection, and its deliveries, alive)."""
+    for fd in inherited:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    Child(app, settings, conn, index, progress, handover).run()

@@ -5,7 +5,8 @@ Reporting costs the supervisor a wake-up per event, so the hot path sends one ``
 ``Done`` per ack batch, never one event per message. A child names its deliveries by sequence number (see
 taskfleet.worker.holdings.Held): 1, 2, 3... in the order it fetched them.
 
-Child → supervisor: ``Ready`` once, ``Fetched`` per batch, ``Done`` per ack batch (with the metrics samples),
+Child → supervisor: ``Ready`` once, ``Fetched`` per batch (a fetch's, or what the background thread took from the
+broker's buffer while a task ran), ``Done`` per ack batch (with the metrics samples),
 ``Released`` and ``Dropped`` when deliveries leave without an ack, ``Started`` and ``Finished`` around a task with a
 hard time limit only, ``Settled`` after the ``Settle`` command, ``Beat`` every second and ``Exiting`` last.
 Supervisor → child: ``Settle``.
@@ -33,7 +34,8 @@ class Ready:
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """The child leased these deliveries; the supervisor holds them until they are done, released or dropped."""
+    """The child leased these deliveries (fetched, or taken from its connection's buffer); the supervisor holds them
+    until they are done, released or dropped."""
 
     items: list[FetchedItem]
 

@@ -69,15 +69,19 @@ class Holdings:
         self._confirmed: dict[int, float | None] = {}
         self._lost: set[int] = set()
 
-    def add(self, batch: Sequence[Delivery], *, confirmed_at: float | None = None) -> list[Held]:
+    def add(self, batch: Sequence[Delivery], *, confirmed_at: float | None = None,
+            on_added: Callable[[list[Held]], None] | None = None) -> list[Held]:
         """Hold ``batch`` after the deliveries already waiting, their leases confirmed at ``confirmed_at`` (when
-        the fetch returned; None: uncertain); returns them numbered."""
+        the fetch returned; None: uncertain); returns them numbered. ``on_added`` is called with them before
+        anything else may change the holdings (so they are reported before they can be given back)."""
         with self._lock:
             held = [Held(self._last_seq + i, d) for i, d in enumerate(batch, start=1)]
             self._last_seq += len(held)
             self._waiting.extend(held)
             for h in held:
                 self._confirmed[h.seq] = confirmed_at
+            if held and on_added is not None:
+                on_added(held)
             return held
 
     def start_next(self) -> Held | None:
@@ -91,6 +95,11 @@ class Holdings:
             if self._running is not None:
                 self._forget(self._running.seq)
             self._running = None
+
+    def waiting(self) -> int:
+        """How many unstarted deliveries wait."""
+        with self._lock:
+            return len(self._waiting)
 
     def running(self) -> Held | None:
         with self._lock:

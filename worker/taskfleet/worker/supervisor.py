@@ -17,6 +17,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -79,6 +80,10 @@ class ChildRecord:
     settled: bool = False  # the child acked its timed-out message itself
     kill_sent: bool = False
     killed_in_drain: bool = False
+    #: The supervisor's end of the socket the child hands its broker connections' sockets over (``handover``), and
+    #: its copies of them (``broker_fds``): closed only once a dead child's deliveries are given back.
+    handover: socket.socket | None = None
+    broker_fds: list[int] = field(default_factory=list)
 
 
 class Supervisor:
@@ -145,14 +150,7 @@ class Supervisor:
             self.force_stop = True
 
     def _tick(self) -> None:
-        conns = {rec.conn: rec for rec in self.children.values()}
-        sentinels = {rec.process.sentinel: rec for rec in self.children.values()}
-        ready = wait([*conns, *sentinels], timeout=_LOOP_TICK_S) if conns else []
-        if not conns:
-            time.sleep(_LOOP_TICK_S)
-        for obj in ready:
-            if obj in conns:
-                self._drain_events(conns[obj])
+        self._wait_events()
         for rec in list(self.children.values()):
             if not rec.process.is_alive():
                 self._reap(rec)
@@ -173,18 +171,38 @@ class Supervisor:
         if self._is_pid1:
             reap_orphans({rec.process.pid for rec in self.children.values() if rec.process.pid is not None})
 
+    def _wait_events(self) -> None:
+        """Wait up to a tick for children's events, deaths and handed-over broker sockets; take in events and
+        sockets (deaths are the caller's)."""
+        conns = {rec.conn: rec for rec in self.children.values()}
+        sentinels = {rec.process.sentinel: rec for rec in self.children.values()}
+        handovers = {rec.handover: rec for rec in self.children.values() if rec.handover is not None}
+        ready = wait([*conns, *sentinels, *handovers], timeout=_LOOP_TICK_S) if conns else []
+        if not conns:
+            time.sleep(_LOOP_TICK_S)
+        for obj in ready:
+            if obj in conns:
+                self._drain_events(conns[obj])
+            elif obj in handovers:
+                _take_broker_fds(handovers[obj])
+
     # -- children ------------------------------------------------------------------------------------------------
 
     def _spawn(self, slot: int) -> None:
         ours, theirs = self._ctx.Pipe(duplex=True)  # events up, commands (Settle) down
+        handover, their_handover = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)  # broker sockets up
+        handover.setblocking(False)
         progress = Progress()
-        process = self._ctx.Process(target=child_main, args=(self.app, self.settings, theirs, slot, progress),
+        inherited = tuple(fd for rec in self.children.values() for fd in rec.broker_fds)
+        process = self._ctx.Process(target=child_main, args=(self.app, self.settings, theirs, slot, progress,
+                                                             their_handover, inherited),
                                     name=f"taskfleet-child-{slot}", daemon=False)
         process.start()
         theirs.close()
+        their_handover.close()
         now = time.monotonic()
         self.children[slot] = ChildRecord(slot=slot, process=process, conn=ours, progress=progress, spawned=now,
-                                          last_beat=now)
+                                          last_beat=now, handover=handover)
         self.metrics.set_children(len(self.children))
         log.debug("child started", slot=slot, pid=process.pid)
 
@@ -263,7 +281,11 @@ class Supervisor:
         self.metrics.set_children(len(self.children))
         lived_s = time.monotonic() - rec.spawned
         reason = self._exit_reason(rec)
-        self._give_back(rec)
+        _take_broker_fds(rec)  # sent just before it died
+        try:
+            self._give_back(rec)
+        finally:
+            _close_broker_fds(rec)  # only now may the broker take back what the child held
         if reason != "stopped":
             self.metrics.child_restarted(reason)
         if not self.draining:
@@ -375,6 +397,38 @@ def sort_leftovers(held: Mapping[int, Delivery], *, finished_upto: int, running:
         else:
             left.unstarted.append(delivery)
     return left
+
+
+def _take_broker_fds(rec: ChildRecord) -> None:
+    """Receive the broker sockets ``rec``'s child has handed over; keep the newest one open. An older one belongs to
+    a connection the child has since closed or dropped (pika shuts a socket down when it closes it, so a copy kept
+    here does not keep it open; one that was not would)."""
+    if rec.handover is None:
+        return
+    while True:
+        try:
+            _data, fds, _flags, _addr = socket.recv_fds(rec.handover, 1, 8)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return
+        if not fds:
+            return
+        for fd in rec.broker_fds + fds[:-1]:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        rec.broker_fds = fds[-1:]
+
+
+def _close_broker_fds(rec: ChildRecord) -> None:
+    """Close the supervisor's copies of a dead child's broker sockets: the broker now takes back its deliveries."""
+    for fd in rec.broker_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    rec.broker_fds = []
+    if rec.handover is not None:
+        rec.handover.close()
+        rec.handover = None
 
 
 def _forget(rec: ChildRecord, seqs: list[int]) -> None:

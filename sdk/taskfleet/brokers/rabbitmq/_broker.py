@@ -25,8 +25,15 @@ How the ``Broker`` contract maps onto AMQP:
   deliveries in the ``x-taskfleet-lost`` header and acked, so the count survives; past ``max_deliveries`` it goes to
   the dead-letter queue instead. ``release`` also republishes (not counted), so a released message goes to the tail
   of its priority, not the head.
-- A delivery can only be settled on the connection that received it; settling one from another process (a
-  supervisor for a dead child) is a no-op because RabbitMQ already gave the dead connection's messages back.
+  A redelivery still in a consumer's buffer when it gives its buffer back is counted there.
+- A delivery can only be settled on the connection that received it; ``ack`` and ``nack`` from another process (a
+  supervisor for a dead child) are no-ops. ``release`` from another process leaves a *credit* per delivery (a queue
+  ``taskfleet.unstarted.<hash>`` holding its count): the redelivery that carries that count is then delivered
+  uncounted, in place, instead of being counted and republished. A worker child hands its connection's socket to
+  its supervisor (``watch_connections``), which keeps it open until it has released the dead child's unstarted
+  deliveries, so the credits exist before RabbitMQ gives the deliveries back (docs/brokers.md). So that the
+  supervisor knows them all, the child takes in what RabbitMQ pushes to its buffer while a task runs
+  (``fetch_buffered``, every tick of its background thread).
 """
 
 from __future__ import annotations
@@ -137,6 +144,11 @@ class RabbitMQBroker(Broker):
         ``timeout_s`` for the first. See ``Broker.fetch``."""
         return self._consumer.fetch(queues, max_messages=max_messages, timeout_s=timeout_s)
 
+    def fetch_buffered(self, max_messages: int) -> list[Delivery]:
+        """What RabbitMQ has already pushed to this connection's consumers and ``fetch`` has not returned, without
+        waiting (see ``Broker.fetch_buffered``)."""
+        return self._consumer.fetch_buffered(max_messages)
+
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Ack deliveries of this connection; others are no-ops. Returns without waiting for a busy connection
         (an ack has no reply anyway; one lost with the connection means a redelivery). See ``Broker.ack``."""
@@ -144,8 +156,14 @@ class RabbitMQBroker(Broker):
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
         """Stop consuming (so the messages are not pushed straight back to this connection), then give back
-        these deliveries and whatever else arrived unstarted: republished uncounted, then acked."""
+        these deliveries and whatever else arrived unstarted: republished uncounted, then acked. Deliveries of
+        another connection (a supervisor's, for a dead child) cannot be settled here: each leaves a credit that
+        keeps its redelivery uncounted (see the module notes)."""
         self._consumer.release(deliveries)
+
+    def watch_connections(self, hand_over: Callable[[int], None]) -> None:
+        """Hand over the socket of each connection as it opens (see ``Broker.watch_connections``)."""
+        self._link.watch_sockets(hand_over)
 
     def nack(self, deliveries: Sequence[Delivery]) -> None:
         """Give back interrupted deliveries of this connection (counted on their next delivery)."""

@@ -9,6 +9,7 @@ which hand their work to the link.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from functools import partial
 from typing import Any
 
 import pika
+import pika.exceptions
 
 from taskfleet.brokers.base import Delivery
 from taskfleet.brokers.rabbitmq import _topology as topo
@@ -93,15 +95,33 @@ class Consumer:
             generation, raw = self._link.take(max_messages, deadline - time.monotonic())
             if generation != consuming.generation:
                 raise BrokerConnectionError(f"rabbitmq broker {self._link.masked_url}: connection lost while fetching")
-            fresh = [r for r in raw if not r.redelivered]
-            again = [r for r in raw if r.redelivered]
-            if again:
-                self._link.call(partial(self._count_redeliveries, consuming=consuming, again=again),
-                                action="redeliver")
+            fresh = self._accept(consuming, raw)
             if fresh:
-                return [self._delivery(consuming, r) for r in fresh]
+                return fresh
             if time.monotonic() >= deadline:
                 return []
+
+    def fetch_buffered(self, max_messages: int) -> list[Delivery]:
+        """``RabbitMQBroker.fetch_buffered``: what the consumers of the last ``fetch`` have received and no fetch
+        returned. Nothing when another thread drives the connection (that thread buffers or returns them); else it
+        reads the socket once without waiting (no round trip)."""
+        consuming = self._consuming
+        if consuming is None or max_messages < 1:
+            return []
+        generation, raw = self._link.take_buffered(max_messages)
+        if generation != consuming.generation:
+            return []  # the connection was lost: RabbitMQ has given them back already
+        return self._accept(consuming, raw)
+
+    def _accept(self, consuming: _Consuming, raw: Sequence[RawDelivery]) -> list[Delivery]:
+        """The deliveries to return of those taken from the buffer: a redelivery is counted (republished, so not
+        returned) unless a credit says its previous delivery never started."""
+        again = [r for r in raw if r.redelivered]
+        if again:
+            kept = self._link.call(partial(self._count_redeliveries, consuming=consuming, again=again),
+                                   action="redeliver")
+            raw = [r for r in raw if not r.redelivered or r.delivery_tag in kept]
+        return [self._delivery(consuming, r) for r in raw]
 
     def _start_consuming(self, ch: Channels, names: tuple[str, ...], prefetch: int) -> None:
         self._stop_consuming(ch)
@@ -162,21 +182,69 @@ class Consumer:
             receipt=_Receipt(self._link, raw.generation, raw.delivery_tag, raw.properties),
         )
 
-    def _count_redeliveries(self, ch: Channels, *, consuming: _Consuming, again: Sequence[RawDelivery]) -> None:
+    def _count_redeliveries(self, ch: Channels, *, consuming: _Consuming,
+                            again: Sequence[RawDelivery]) -> set[int]:
         """Republish each redelivered message with its lost-delivery count (or dead-letter it past
-        ``max_deliveries``), then ack the redelivery."""
+        ``max_deliveries``), then ack the redelivery. A redelivery whose previous delivery a supervisor vouched
+        never started (a credit) is not counted: it is kept as it is, where RabbitMQ put it back, and returned
+        (its delivery tag) to be delivered."""
+        kept: set[int] = set()
         for raw in again:
-            if not self._take_tag(ch, raw.generation, raw.delivery_tag):
+            if raw.generation != ch.generation or (raw.generation, raw.delivery_tag) not in self._unsettled:
                 continue
             delivery = self._delivery(consuming, raw)
-            lost = delivery.delivery_count  # the previous delivery ended without an ack
-            if lost >= self.settings.max_deliveries:
-                self._to_dead_letters(ch, delivery,
-                                      f"delivered {lost} times without an ack (max_deliveries="
-                                      f"{self.settings.max_deliveries}): its worker died each time")
-            else:
-                self._publish(ch, _republish(delivery.queue, raw.body, raw.properties, {LOST_HEADER: lost}))
+            if self._take_credit(ch, delivery):
+                kept.add(raw.delivery_tag)
+                continue
+            self._take_tag(ch, raw.generation, raw.delivery_tag)
+            self._count_lost(ch, delivery, raw)
             ch.consume.basic_ack(raw.delivery_tag)
+        return kept
+
+    def _take_credit(self, ch: Channels, delivery: Delivery) -> bool:
+        """True when a credit for this delivery was waiting (a supervisor released it for a dead child that never
+        started it); the credit is used up. One round trip (two without a credit), on redeliveries only."""
+        name = topo.credit_queue_name(delivery.queue, delivery.message_id)
+        try:
+            _method, _props, body = ch.admin.basic_get(name, auto_ack=True)
+        except pika.exceptions.ChannelClosedByBroker:
+            # No credit: NOT_FOUND (the usual case) closed only the admin channel, reopened on next use. Any other
+            # refusal (say, no permission on taskfleet.unstarted.*) counts it too: raising here would strand the
+            # deliveries being taken in (neither returned nor settled), and a count is never lost.
+            return False
+        if body is None:
+            return False
+        # Another credit for the same message id (two copies held by a dead child) keeps it (PRECONDITION_FAILED
+        # closed only the admin channel); x-expires deletes an unused one.
+        with contextlib.suppress(pika.exceptions.ChannelClosedByBroker):
+            ch.admin.queue_delete(name, if_empty=True)
+        # A credit names the count of the delivery it is for: one left over from an older delivery never matches.
+        return _int(body) == delivery.delivery_count
+
+    def credit(self, deliveries: Sequence[Delivery]) -> None:
+        """Leave a credit for each delivery of another connection that was never started (a supervisor releasing
+        a dead child's prefetched messages), so that its redelivery is not counted. Returns once RabbitMQ has
+        confirmed them."""
+        if deliveries:
+            self._link.call(lambda ch: self._leave_credits(ch, deliveries), action="release")
+
+    def _leave_credits(self, ch: Channels, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            topo.declare_credit_queue(ch.admin, topo.credit_queue_name(delivery.queue, delivery.message_id))
+        for delivery in deliveries:
+            self._publish(ch, Publish("", topo.credit_queue_name(delivery.queue, delivery.message_id),
+                                      str(delivery.delivery_count).encode(), delivery.message_id, None))
+
+    def _count_lost(self, ch: Channels, delivery: Delivery, raw: RawDelivery) -> None:
+        """Republish a redelivered message with its previous delivery counted as lost, or dead-letter it past
+        ``max_deliveries``. The caller acks the redelivery."""
+        lost = delivery.delivery_count  # the previous delivery ended without an ack
+        if lost >= self.settings.max_deliveries:
+            self._to_dead_letters(ch, delivery,
+                                  f"delivered {lost} times without an ack (max_deliveries="
+                                  f"{self.settings.max_deliveries}): its worker died each time")
+        else:
+            self._publish(ch, _republish(delivery.queue, raw.body, raw.properties, {LOST_HEADER: lost}))
 
     # -- settling -----------------------------------------------------------------------------------------------
 
@@ -199,8 +267,10 @@ class Consumer:
             ch.consume.basic_ack(tag)
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
-        """``RabbitMQBroker.release``: stop consuming, then give back these deliveries and the unstarted ones."""
+        """``RabbitMQBroker.release``: stop consuming, then give back these deliveries and the unstarted ones;
+        credits for deliveries of other connections."""
         own = [d for d in deliveries if self._receipt(d) is not None]
+        self.credit([d for d in deliveries if self._receipt(d) is None])
         if own:
             self._link.call(lambda ch: self._give_back(ch, own), action="release")
 
@@ -213,9 +283,15 @@ class Consumer:
                 continue
             self._requeue(ch, delivery.queue, delivery.data, receipt.properties, receipt.tag)
         for raw in self._link.drain_buffer():
-            if consuming is not None and self._take_tag(ch, raw.generation, raw.delivery_tag):
-                queue = self._tag_queues.get(raw.consumer_tag, consuming.queues[0])
-                self._requeue(ch, queue, raw.body, raw.properties, raw.delivery_tag)
+            if consuming is None or not self._take_tag(ch, raw.generation, raw.delivery_tag):
+                continue
+            delivery = self._delivery(consuming, raw)
+            # Not counted yet (fetch counts redeliveries as it takes them): count it now, as fetch would have.
+            if raw.redelivered and not self._take_credit(ch, delivery):
+                self._count_lost(ch, delivery, raw)
+                ch.consume.basic_ack(raw.delivery_tag)
+            else:
+                self._requeue(ch, delivery.queue, raw.body, raw.properties, raw.delivery_tag)
 
     def _requeue(self, ch: Channels, queue: str, body: bytes, props: pika.BasicProperties, tag: int) -> None:
         self._publish(ch, _republish(queue, body, props, {}))

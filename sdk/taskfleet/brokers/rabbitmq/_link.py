@@ -124,6 +124,7 @@ class AmqpLink:
         self._thread: threading.Thread | None = None
         self._owner_pid = os.getpid()
         self._closed = False
+        self._on_socket: Callable[[int], None] | None = None
 
     # -- used by any thread ------------------------------------------------------------------------------------
 
@@ -193,6 +194,22 @@ class AmqpLink:
         finally:
             self._io.release()
 
+    def take_buffered(self, max_messages: int) -> tuple[int, list[RawDelivery]]:
+        """Up to ``max_messages`` consumer deliveries that have arrived, without waiting: when no other thread
+        drives the connection, read the socket once first (what RabbitMQ has pushed since, no round trip); when one
+        does, nothing (it buffers or takes them itself). Returns the current generation too, like ``take``."""
+        if self._closed or os.getpid() != self._owner_pid or not self._io.acquire(blocking=False):
+            return self.generation, []
+        try:
+            generation = self.generation
+            buffered = len(self._incoming)
+            if self._pump(generation, 0.0) and len(self._incoming) > buffered:
+                self._pump(generation, 0.0)  # see ``take``: dispatch what another operation read
+            taken = [self._incoming.popleft() for _ in range(min(max_messages, len(self._incoming)))]
+            return self.generation, taken
+        finally:
+            self._io.release()
+
     def close(self) -> None:
         """Close the connection and stop the I/O thread. Unacked deliveries go back to their queues."""
         with self._lock:
@@ -201,6 +218,16 @@ class AmqpLink:
         self._poke()
         if thread is not None and thread is not threading.current_thread() and os.getpid() == self._owner_pid:
             thread.join(timeout=self.socket_timeout_s)
+
+    def watch_sockets(self, hand_over: Callable[[int], None]) -> None:
+        """Call ``hand_over(fd)`` with the socket of every connection this link opens from now on (and of the open
+        one), before anything is consumed on it. A worker child hands its socket to its supervisor this way, so
+        that RabbitMQ takes the child's deliveries back when the supervisor has settled what it knows of them
+        (``Broker.watch_connections``)."""
+        self._on_socket = hand_over
+        channels = self._channels
+        if channels is not None and (fd := socket_fd(channels.connection)) is not None:
+            hand_over(fd)
 
     # -- used by the thread driving the connection (inside ``call``) -------------------------------------------
 
@@ -300,6 +327,8 @@ class AmqpLink:
         connection = BlockingConnection(self._params)
         try:
             self.generation += 1
+            if self._on_socket is not None and (fd := socket_fd(connection)) is not None:
+                self._on_socket(fd)
             self._channels = Channels(connection, self.generation)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -319,6 +348,16 @@ class AmqpLink:
                 channels.connection.close()
             # Waiters learn about it from the generation: bump it so nothing acks into the new connection.
             self.generation += 1
+
+
+def socket_fd(connection: BlockingConnection) -> int | None:
+    """The file descriptor of ``connection``'s socket (pika internals: ``_impl._transport._sock``, fenced by
+    tests/unit/test_pika_internals.py), or None when pika does not expose it."""
+    sock = getattr(getattr(getattr(connection, "_impl", None), "_transport", None), "_sock", None)
+    try:
+        return int(sock.fileno()) if sock is not None else None
+    except (OSError, ValueError):
+        return None
 
 
 def _nothing() -> None:

@@ -17,6 +17,7 @@ Everything Taskfleet creates is durable and named ``taskfleet.*``; users' queues
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,9 @@ PREFIX = "taskfleet."
 DEAD_PREFIX = PREFIX + "dead."
 DELAY_PREFIX = PREFIX + "delay."
 DELIVER_EXCHANGE = DELAY_PREFIX + "deliver"
+CREDIT_PREFIX = PREFIX + "unstarted."
+#: A credit not used within this long is deleted (its message was purged, or redelivered only after that long).
+CREDIT_EXPIRES_MS = 24 * 3600 * 1000
 #: Resolution of delays: a delay is rounded to the nearest multiple.
 DELAY_UNIT_S = 0.1
 #: Levels of the delay ladder: delays up to (2**DELAY_LEVELS - 1) * DELAY_UNIT_S, about 9.7 days.
@@ -52,6 +56,19 @@ def task_queue_name(queue: str) -> str:
 def dead_queue_name(queue: str) -> str:
     """The dead-letter queue of ``queue``."""
     return DEAD_PREFIX + task_queue_name(queue)
+
+
+def credit_queue_name(queue: str, message_id: str) -> str:
+    """The queue holding the credit of an unstarted delivery of ``message_id`` from ``queue`` (a hash: message ids
+    may be as long as a queue name may be)."""
+    digest = hashlib.sha1(f"{queue}\0{message_id}".encode(), usedforsecurity=False).hexdigest()
+    return CREDIT_PREFIX + digest
+
+
+def declare_credit_queue(channel: Any, name: str) -> None:
+    """Declare a credit queue: not durable (a broker restart gives every delivery back anyway), deleted by
+    RabbitMQ once unused for ``CREDIT_EXPIRES_MS``."""
+    channel.queue_declare(name, durable=False, arguments={"x-expires": CREDIT_EXPIRES_MS})
 
 
 def delay_level_name(level: int) -> str:
