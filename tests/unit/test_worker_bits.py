@@ -1,7 +1,7 @@
 """Specification of the worker's small parts: loading the user's App (taskfleet.worker.loader), worker settings
 (taskfleet.worker.settings), what a child holds (taskfleet.worker.holdings), how far it got
 (taskfleet.worker.progress), how it settles its messages and reports them (taskfleet.worker.settler), and how the
-supervisor settles what a dead child held (taskfleet.worker.supervisor.sort_leftovers)."""
+supervisor settles what a dead child held (taskfleet.worker.progress.sort_leftovers)."""
 
 from __future__ import annotations
 
@@ -23,9 +23,8 @@ from taskfleet.worker import events
 from taskfleet.worker.child import Child
 from taskfleet.worker.holdings import SAFE_LEASE_FRACTION, Held, Holdings, Lease, lease_certain, lease_clock
 from taskfleet.worker.loader import AppImportError, load_app
-from taskfleet.worker.progress import Progress
+from taskfleet.worker.progress import Progress, sort_leftovers
 from taskfleet.worker.settings import WorkerSettings
-from taskfleet.worker.supervisor import sort_leftovers
 from tests import tasks
 
 # -- load_app ----------------------------------------------------------------------------------------------------

@@ -1,14 +1,17 @@
 """How far a worker child got through its deliveries, in memory it shares with its supervisor.
 
 The child writes, the supervisor reads when the child dies: which of the deliveries it still holds were finished
-(their acks may be pending), which one was running and which never started (taskfleet.worker.supervisor
-``sort_leftovers``).
+(their acks may be pending), which one was running and which never started (``sort_leftovers``).
 """
 
 from __future__ import annotations
 
 import mmap
 import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from taskfleet.brokers.base import Delivery
 
 _MARK = struct.Struct("q")  # one sequence number in Progress
 
@@ -45,3 +48,28 @@ class Progress:
         """The sequence number of the delivery running now, if any."""
         started = self.started
         return started if started > self.finished else None
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """What a dead child still held, by what must become of it."""
+
+    finished: list[Delivery]  # outcome stored (a timed-out task's FAILURE by the supervisor), ack pending: ack
+    interrupted: list[Delivery]  # running when it died: back to the queue, the delivery counted
+    unstarted: list[Delivery]  # prefetched: back to the queue, not counted
+
+
+def sort_leftovers(held: Mapping[int, Delivery], *, finished_upto: int, running: int | None,
+                   timed_out: int | None) -> Leftovers:
+    """Sort a dead child's ``held`` deliveries (by sequence number) from its ``Progress``: every one up to
+    ``finished_upto`` is finished, ``running`` was interrupted unless it is ``timed_out`` (finished: its FAILURE is
+    stored), and the rest never started."""
+    left = Leftovers([], [], [])
+    for seq, delivery in held.items():
+        if seq <= finished_upto or seq == timed_out:
+            left.finished.append(delivery)
+        elif seq == running:
+            left.interrupted.append(delivery)
+        else:
+            left.unstarted.append(delivery)
+    return left

@@ -17,9 +17,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
-import socket
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -32,11 +30,12 @@ from taskfleet.brokers.base import Broker, Delivery
 from taskfleet.errors import TaskfleetError, TimeLimitExceeded
 from taskfleet.states import State
 from taskfleet.worker import events
+from taskfleet.worker.broker_sockets import BrokerSockets
 from taskfleet.worker.child import child_main
 from taskfleet.worker.executor import exception_fields, keeps_results
 from taskfleet.worker.logging import get_logger
 from taskfleet.worker.metrics import WorkerMetrics
-from taskfleet.worker.progress import Progress
+from taskfleet.worker.progress import Progress, sort_leftovers
 from taskfleet.worker.settings import WorkerSettings
 
 log = get_logger("taskfleet.worker")
@@ -72,6 +71,7 @@ class ChildRecord:
     progress: Progress
     spawned: float
     last_beat: float
+    sockets: BrokerSockets  # the child's broker connections, kept open until a dead child's deliveries are given back
     held: dict[int, Delivery] = field(default_factory=dict)  # seq -> what the child leased and has not settled
     running: Running | None = None  # only tasks with a hard time limit are reported as they start
     exit_reason: str | None = None
@@ -80,10 +80,6 @@ class ChildRecord:
     settled: bool = False  # the child acked its timed-out message itself
     kill_sent: bool = False
     killed_in_drain: bool = False
-    #: The supervisor's end of the socket the child hands its broker connections' sockets over (``handover``), and
-    #: its copies of them (``broker_fds``): closed only once a dead child's deliveries are given back.
-    handover: socket.socket | None = None
-    broker_fds: list[int] = field(default_factory=list)
 
 
 class Supervisor:
@@ -176,7 +172,7 @@ class Supervisor:
         sockets (deaths are the caller's)."""
         conns = {rec.conn: rec for rec in self.children.values()}
         sentinels = {rec.process.sentinel: rec for rec in self.children.values()}
-        handovers = {rec.handover: rec for rec in self.children.values() if rec.handover is not None}
+        handovers = {rec.sockets.fileno(): rec for rec in self.children.values()}
         ready = wait([*conns, *sentinels, *handovers], timeout=_LOOP_TICK_S) if conns else []
         if not conns:
             time.sleep(_LOOP_TICK_S)
@@ -184,25 +180,24 @@ class Supervisor:
             if obj in conns:
                 self._drain_events(conns[obj])
             elif obj in handovers:
-                _take_broker_fds(handovers[obj])
+                handovers[obj].sockets.take()
 
     # -- children ------------------------------------------------------------------------------------------------
 
     def _spawn(self, slot: int) -> None:
         ours, theirs = self._ctx.Pipe(duplex=True)  # events up, commands (Settle) down
-        handover, their_handover = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)  # broker sockets up
-        handover.setblocking(False)
+        sockets = BrokerSockets()  # broker sockets up
         progress = Progress()
-        inherited = tuple(fd for rec in self.children.values() for fd in rec.broker_fds)
+        inherited = tuple(fd for rec in self.children.values() for fd in rec.sockets.fds)
         process = self._ctx.Process(target=child_main, args=(self.app, self.settings, theirs, slot, progress,
-                                                             their_handover, inherited),
+                                                             sockets.theirs, inherited),
                                     name=f"taskfleet-child-{slot}", daemon=False)
         process.start()
         theirs.close()
-        their_handover.close()
+        sockets.forked()
         now = time.monotonic()
         self.children[slot] = ChildRecord(slot=slot, process=process, conn=ours, progress=progress, spawned=now,
-                                          last_beat=now, handover=handover)
+                                          last_beat=now, sockets=sockets)
         self.metrics.set_children(len(self.children))
         log.debug("child started", slot=slot, pid=process.pid)
 
@@ -281,11 +276,11 @@ class Supervisor:
         self.metrics.set_children(len(self.children))
         lived_s = time.monotonic() - rec.spawned
         reason = self._exit_reason(rec)
-        _take_broker_fds(rec)  # sent just before it died
+        rec.sockets.take()  # sent just before it died
         try:
             self._give_back(rec)
         finally:
-            _close_broker_fds(rec)  # only now may the broker take back what the child held
+            rec.sockets.close()  # only now may the broker take back what the child held
         if reason != "stopped":
             self.metrics.child_restarted(reason)
         if not self.draining:
@@ -372,63 +367,6 @@ class Supervisor:
             self._readiness = (now, ok, detail)
             self.metrics.set_broker_reachable(ok)
         return ok, detail
-
-
-@dataclass(frozen=True)
-class Leftovers:
-    """What a dead child still held, by what must become of it."""
-
-    finished: list[Delivery]  # outcome stored (a timed-out task's FAILURE by the supervisor), ack pending: ack
-    interrupted: list[Delivery]  # running when it died: back to the queue, the delivery counted
-    unstarted: list[Delivery]  # prefetched: back to the queue, not counted
-
-
-def sort_leftovers(held: Mapping[int, Delivery], *, finished_upto: int, running: int | None,
-                   timed_out: int | None) -> Leftovers:
-    """Sort a dead child's ``held`` deliveries (by sequence number) from its ``Progress``: every one up to
-    ``finished_upto`` is finished, ``running`` was interrupted unless it is ``timed_out`` (finished: its FAILURE is
-    stored), and the rest never started."""
-    left = Leftovers([], [], [])
-    for seq, delivery in held.items():
-        if seq <= finished_upto or seq == timed_out:
-            left.finished.append(delivery)
-        elif seq == running:
-            left.interrupted.append(delivery)
-        else:
-            left.unstarted.append(delivery)
-    return left
-
-
-def _take_broker_fds(rec: ChildRecord) -> None:
-    """Receive the broker sockets ``rec``'s child has handed over; keep the newest one open. An older one belongs to
-    a connection the child has since closed or dropped (pika shuts a socket down when it closes it, so a copy kept
-    here does not keep it open; one that was not would)."""
-    if rec.handover is None:
-        return
-    while True:
-        try:
-            _data, fds, _flags, _addr = socket.recv_fds(rec.handover, 1, 8)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            return
-        if not fds:
-            return
-        for fd in rec.broker_fds + fds[:-1]:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        rec.broker_fds = fds[-1:]
-
-
-def _close_broker_fds(rec: ChildRecord) -> None:
-    """Close the supervisor's copies of a dead child's broker sockets: the broker now takes back its deliveries."""
-    for fd in rec.broker_fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    rec.broker_fds = []
-    if rec.handover is not None:
-        rec.handover.close()
-        rec.handover = None
 
 
 def _forget(rec: ChildRecord, seqs: list[int]) -> None:
