@@ -8,6 +8,7 @@ it in CI (``CI=true``), where skipping would hide it.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -62,12 +63,35 @@ def serve(make: Callable[[], S]) -> Iterator[S]:
         server.close()
 
 
+#: Where ``free_port`` looks when the system's ephemeral range cannot be read.
+_EPHEMERAL_DEFAULT = (32768, 60999)
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return _EPHEMERAL_DEFAULT
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that nothing listens on right now, chosen below the system's ephemeral range.
+
+    A port the kernel hands out (``bind(0)``) is an ephemeral one: while a server restarts on it (the broker-restart
+    and fault-matrix tests), any client connection made meanwhile may take it as its local port, and the server can
+    no longer listen there. Ports below the ephemeral range are never given to outgoing connections."""
+    low, _high = _ephemeral_range()
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise ServerUnavailable(f"no free TCP port found below the ephemeral range (from {low})")
 
 
 def find_redis_server() -> str:
