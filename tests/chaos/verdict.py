@@ -2,7 +2,8 @@
 (tests/support/faults.py), what the publisher had confirmed, the dead-letter list and the result backend.
 
 Every duplicate run of a task must be explained by a fault that hit an earlier run of it:
-- the earlier run's process was SIGKILLed (child or whole worker) or SIGSTOPped while it ran, before its final state
+- the earlier run's process was SIGKILLed (child or whole worker, or by a poison task it ran next) or SIGSTOPped
+  while it ran, before its final state
   was stored (result-keeping tasks) or before its ack could have gone out (``ignore_result`` tasks: within
   ``ACK_WINDOW_S`` of the end of its body);
 - the broker restarted while it ran (a Redis lease may run out during the outage; an ack may be lost);
@@ -20,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from taskfleet.brokers.base import DeadLetter
-from tests.support.faults import BROKER_RESTART, KILL_CHILD, KILL_WORKER, SIGSTOP, Fault
+from tests.support.faults import BROKER_RESTART, KILL_CHILD, KILL_WORKER, POISON_KILL, SIGSTOP, Fault
 from tests.support.ledger import Ledger, Run
 
 #: An ``ignore_result`` task's ack goes out at most about 100 ms after its end (docs/worker.md); margin for a
@@ -70,7 +71,7 @@ def hit(run: Run, faults: list[Fault]) -> Fault | None:
     """The first fault that hit ``run`` before it was finished (see the module docstring)."""
     fin = _fin(run)
     for f in faults:
-        if f.kind in (KILL_CHILD, KILL_WORKER) and run.pid in f.pids and run.start <= f.begin <= fin:
+        if f.kind in (KILL_CHILD, KILL_WORKER, POISON_KILL) and run.pid in f.pids and run.start <= f.begin <= fin:
             return f
         if f.kind == SIGSTOP and run.pid in f.pids and run.start <= f.begin <= fin:
             return f
@@ -85,6 +86,7 @@ def judge(broker: str, *, sent: list[Sent], ledger: Ledger, faults: list[Fault],
     """Run every check. ``states``: the stored state of each ``work`` task; ``clock_offset``: ``time.time() -
     time.monotonic()``, to place a dead letter's ``dead_at`` on the ledger's clock."""
     v = Verdict(broker)
+    faults = sorted([*faults, *poison_kills(ledger)], key=lambda f: f.begin)
     # A retried attempt is its own message, ``<task id>:<retries>``: dead letters are looked up by task id.
     dead_by_id = {d.message_id.partition(":")[0]: d for d in dead}
     check_duplicates(v, sent, ledger, faults)
@@ -92,6 +94,12 @@ def judge(broker: str, *, sent: list[Sent], ledger: Ledger, faults: list[Fault],
     check_dead_letters(v, sent, ledger, faults, dead_by_id, poison, max_deliveries=max_deliveries,
                        lease_brokers=lease_brokers, clock_offset=clock_offset)
     return v
+
+
+def poison_kills(ledger: Ledger) -> list[Fault]:
+    """Each run of the ``suicide`` poison task, as the fault it is for the other runs of its child."""
+    return [Fault(POISON_KILL, r.start, r.start, frozenset({r.pid}), r.task_id)
+            for runs in ledger.runs.values() for r in runs if r.kind == "suicide"]
 
 
 def check_duplicates(v: Verdict, sent: list[Sent], ledger: Ledger, faults: list[Fault]) -> None:
@@ -136,7 +144,7 @@ def _explain(v: Verdict, later: Run, earlier: list[Run], ledger: Ledger, faults:
         return
     _, fault = causes[-1]
     v.duplicate_causes[fault.kind] += 1
-    if fault.kind in (KILL_CHILD, KILL_WORKER, SIGSTOP):
+    if fault.kind in (KILL_CHILD, KILL_WORKER, POISON_KILL, SIGSTOP):
         v.rerun_delays.append(later.start - fault.begin)
 
 

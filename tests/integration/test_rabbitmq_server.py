@@ -54,12 +54,14 @@ def publish(url: str, *bodies: tuple[bytes, bool]) -> None:
         connection.close()
 
 
-def drain(url: str, *, recovery_timeout_s: float = 20.0) -> list[tuple[bytes, int]]:
+def drain(url: str, *, server: RabbitMQServer | None = None,
+          recovery_timeout_s: float = 60.0) -> list[tuple[bytes, int]]:
     """Get and ack every message in ``QUEUE``: ``(body, delivery_mode)`` in queue order.
 
     After an unclean shutdown the node may accept connections before its vhost has recovered its queues (the vhost
-    supervisor recovers asynchronously and restarts a vhost whose message store needed repair), so a 404 for the
-    queue is retried until ``recovery_timeout_s``."""
+    supervisor recovers asynchronously, and restarts a vhost whose message store needed repair, which takes longer on
+    a loaded machine), so a 404 for the queue is retried until ``recovery_timeout_s``; then the failure carries the
+    node's log (``server``)."""
     deadline = time.monotonic() + recovery_timeout_s
     while True:
         connection = pika.BlockingConnection(pika.URLParameters(url))
@@ -73,8 +75,11 @@ def drain(url: str, *, recovery_timeout_s: float = 20.0) -> list[tuple[bytes, in
                 got.append((body, properties.delivery_mode))
                 channel.basic_ack(method.delivery_tag)
         except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code != 404 or got or time.monotonic() > deadline:
+            if exc.reply_code != 404 or got:
                 raise
+            if time.monotonic() > deadline:
+                log = server.log_tail() if server is not None else "(no server given)"
+                raise AssertionError(f"{QUEUE} not recovered in {recovery_timeout_s}s: {exc}\n{log}") from exc
         finally:
             if connection.is_open:
                 connection.close()
@@ -175,7 +180,7 @@ def test_new_vhost_is_usable_with_pika_and_isolated(rabbitmq: RabbitMQServer, vh
     with pytest.raises(ManagementApiError) as missing:
         rabbitmq.queue(other, QUEUE)
     assert missing.value.status == 404
-    assert drain(rabbitmq.vhost_url(vhost)) == [(b"hello", 2)]
+    assert drain(rabbitmq.vhost_url(vhost), server=rabbitmq) == [(b"hello", 2)]
 
     rabbitmq.delete_vhost(other)
     rabbitmq.delete_vhost(other)  # already gone: not an error
@@ -202,7 +207,7 @@ def test_stop_then_start_is_a_restart_that_keeps_durable_data(rabbitmq: RabbitMQ
     assert (rabbitmq.node, rabbitmq.port, rabbitmq.management_port, rabbitmq.dist_port) == before
     assert vhost in {v["name"] for v in rabbitmq.api("GET", "/api/vhosts")}
     # The persistent message came back from disk; the transient one died with the old node.
-    assert drain(url) == [(b"kept", 2)]
+    assert drain(url, server=rabbitmq) == [(b"kept", 2)]
 
 
 def test_kill_and_close_leave_no_process_behind() -> None:
@@ -221,7 +226,7 @@ def test_kill_and_close_leave_no_process_behind() -> None:
         assert still_alive(crashed) == []
 
         server.start()  # recovers the same node after the unclean shutdown
-        assert drain(server.url) == [(b"confirmed before the crash", 2)]
+        assert drain(server.url, server=server) == [(b"confirmed before the crash", 2)]
         running = snapshot(server.processes())
         pgid = server.pid
         assert pgid is not None

@@ -19,6 +19,9 @@ SIGSTOP = "sigstop"  # SIGSTOP of a child past its lease, then SIGCONT
 BROKER_RESTART = "broker_restart"  # the broker server stopped and started again
 DRAIN = "drain"  # SIGTERM of a worker: it must finish running tasks, give the rest back and exit 0
 POISON = "poison"  # poison messages published
+#: Not injected: a poison task SIGKILLed its own child (found in the ledger). It hits that child's other runs as
+#: KILL_CHILD does: an ignore_result task finished just before it has its ack still pending.
+POISON_KILL = "poison_kill"
 
 
 @dataclass

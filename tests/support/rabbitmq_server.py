@@ -297,10 +297,10 @@ class RabbitMQServer:
         for ready, what in ((self._management_ready, "management API"), (self._accepts_amqp, "AMQP")):
             while not ready():
                 if self._exited():
-                    raise ServerUnavailable(f"rabbitmq-server {self.node} exited while starting: {self._log_tail()}")
+                    raise ServerUnavailable(f"rabbitmq-server {self.node} exited while starting: {self.log_tail()}")
                 if time.monotonic() >= deadline:
                     raise ServerUnavailable(
-                        f"rabbitmq-server {self.node}: {what} not ready in {START_TIMEOUT_S}s: {self._log_tail()}"
+                        f"rabbitmq-server {self.node}: {what} not ready in {START_TIMEOUT_S}s: {self.log_tail()}"
                     )
                 time.sleep(0.1)
 
@@ -359,7 +359,8 @@ class RabbitMQServer:
         self._process.wait(KILL_TIMEOUT_S)
         self._process = None
 
-    def _log_tail(self) -> str:
+    def log_tail(self) -> str:
+        """The last lines of the node's stdout and of its log file, for a failure message."""
         parts = []
         for path in (self._log, self.dir / "log" / f"{self.node}.log"):
             try:
