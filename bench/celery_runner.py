@@ -88,6 +88,18 @@ class CelerySystem:
     def round_trip(self, timeout_s: float) -> None:
         self.mod.noop_result.delay().get(timeout=timeout_s)
 
+    def chord(self, size: int, timeout_s: float) -> int:
+        from celery import chord
+
+        header = [self.mod.noop_result.s() for _ in range(size)]
+        return int(chord(header)(self.mod.count.s()).get(timeout=timeout_s))
+
+    def chain(self, length: int, timeout_s: float) -> int:
+        from celery import chain
+
+        steps = [self.mod.add_one.s(0), *(self.mod.add_one.s() for _ in range(length - 1))]
+        return int(chain(*steps).apply_async().get(timeout=timeout_s))
+
     def close(self) -> None:
         for probe in (self.redis, self.amqp):
             if probe is not None:

@@ -45,7 +45,7 @@ class Metric:
             return "-"
         if self.unit == "/s":
             return f"{value:,.0f}"
-        if self.unit == "ms":
+        if self.unit in ("ms", "s"):
             return f"{value:.2f}"
         return f"{value:.1f}"
 
@@ -59,6 +59,8 @@ METRICS = (
     Metric("rtt.p50_ms", "round trip p50", "ms", False, "latency"),
     Metric("rtt.p95_ms", "round trip p95", "ms", False, "latency"),
     Metric("rtt.p99_ms", "round trip p99", "ms", False, "latency"),
+    Metric("chord_1000.seconds", "chord of 1,000 no-ops, apply to body result", "s", False, "latency"),
+    Metric("chain_100.seconds", "chain of 100 tasks, apply to last result", "s", False, "latency"),
     Metric("idle_memory.rss_mb", "idle worker RSS, whole tree", "MiB", False, "memory"),
     Metric("idle_memory.pss_mb", "idle worker PSS, whole tree", "MiB", False, "memory"),
 )

@@ -8,7 +8,8 @@ adapter and calls ``runner_main``; the scenarios then run in this order on one b
 2. ``enqueue_batch``: N more through the system's batch API, then purged;
 3. ``drain_1kb``: N no-result tasks with a 1 KiB string argument (sent in batches), drained;
 4. ``drain_results``: N no-ops whose results are stored (sent in batches), drained;
-5. one idle worker: its memory after a warm-up (``idle_memory``), then ``rtt``: sequential send-and-get.
+5. one idle worker: its memory after a warm-up (``idle_memory``), then ``rtt``: sequential send-and-get;
+6. the workflow scenarios of ``bench/workflows.py`` (a chord of 1,000, a chain of 100), for systems that have them.
 
 Standard library only: the peers' runners import this on .bench-venv.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from bench.measure import IDLE_SETTLE_S, Depth, Worker, latency_summary, rate, time_drain, timed, wait_empty
+from bench.workflows import CHAIN_LENGTH, CHORD_SIZE, run_workflows
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Where the benchmark apps live; workers get it as their cwd and only extra import path.
@@ -114,6 +116,11 @@ def run_scenarios(system: System, *, tasks: int, rtt_count: int, logs: Path,
     out["idle_memory"], out["rtt"] = _idle_and_rtt(system, rtt_count, logs / "rtt.log")
     log(f"idle memory: {out['idle_memory']['rss_mb']} MiB RSS, {out['idle_memory']['pss_mb']} MiB PSS; "
         f"rtt p50 {out['rtt']['p50_ms']} ms")
+
+    if hasattr(system, "chord") and hasattr(system, "chain"):
+        out.update(run_workflows(system, cwd=APPS_DIR, log_path=logs / "workflows.log"))
+        log(f"chord of {CHORD_SIZE}: {out['chord_1000']['seconds']} s; chain of {CHAIN_LENGTH}: "
+            f"{out['chain_100']['seconds']} s")
     return out
 
 

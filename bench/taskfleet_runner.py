@@ -71,6 +71,18 @@ class TaskfleetSystem:
     def round_trip(self, timeout_s: float) -> None:
         taskfleet_app.noop_result.delay().get(timeout=timeout_s)
 
+    def chord(self, size: int, timeout_s: float) -> int:
+        from taskfleet import chord
+
+        header = [taskfleet_app.noop_result.s() for _ in range(size)]
+        return int(chord(header)(taskfleet_app.count.s()).get(timeout=timeout_s))
+
+    def chain(self, length: int, timeout_s: float) -> int:
+        from taskfleet import chain
+
+        steps = [taskfleet_app.add_one.s(0), *(taskfleet_app.add_one.s() for _ in range(length - 1))]
+        return int(chain(*steps).apply_async().get(timeout=timeout_s))
+
     def close(self) -> None:
         self.app.close()
 

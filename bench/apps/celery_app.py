@@ -51,3 +51,15 @@ def payload(blob: str) -> None:
 @app.task(name="bench.noop_result")
 def noop_result() -> None:
     return None
+
+
+@app.task(name="bench.add_one")
+def add_one(x: int) -> int:
+    """A chain step: its parent's result plus one."""
+    return x + 1
+
+
+@app.task(name="bench.count")
+def count(results: list[object]) -> int:
+    """A chord body: how many header results it got."""
+    return len(results)

@@ -24,3 +24,15 @@ def payload(blob: str) -> None:
 @app.task
 def noop_result() -> None:
     return None
+
+
+@app.task
+def add_one(x: int) -> int:
+    """A chain step: its parent's result plus one."""
+    return x + 1
+
+
+@app.task
+def count(results: list[object]) -> int:
+    """A chord body: how many header results it got."""
+    return len(results)
