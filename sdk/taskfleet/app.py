@@ -13,6 +13,7 @@ from typing import Any, TypeVar, Unpack, overload
 from taskfleet import backends, brokers
 from taskfleet.backends.base import ResultBackend
 from taskfleet.brokers.base import Broker
+from taskfleet.canvas.builtins import register_builtins
 from taskfleet.errors import ConfigurationError, TaskNotRegistered
 from taskfleet.message import Message
 from taskfleet.periodic import DEFAULT_CATCH_UP, CatchUp, PeriodicEntry, entries_from_config
@@ -88,6 +89,7 @@ class App:
         self._broker: tuple[int, Broker] | None = None
         self._backend: tuple[int, ResultBackend | None] | None = None
         self._producer = Producer(self)
+        register_builtins(self)
 
     def __repr__(self) -> str:
         return f"<App {self.name} {self.settings!r}>"
@@ -188,6 +190,13 @@ class App:
             return task
 
         return register(fn) if fn is not None else register
+
+    def signature(self, name: str, args: tuple[Any, ...] | list[Any] = (), kwargs: Mapping[str, Any] | None = None,
+                  **options: Any) -> Signature:
+        """A call of task ``name`` that need not be registered here (``app.signature("billing.charge",
+        args=(42,))``), bound to this app: ``.delay()`` sends it by name. ``options`` are ``SEND_OPTIONS``
+        (``taskfleet.signature``) and ``immutable``; unknown ones raise ``TypeError``."""
+        return Signature(task=name, args=tuple(args), kwargs=kwargs or {}, app=self).set(**options)
 
     def get_task(self, name: str) -> Task[Any]:
         """The registered task ``name``; ``TaskNotRegistered`` if there is none."""
