@@ -62,21 +62,45 @@ def normalized(steps: tuple[Node, ...]) -> tuple[Node, ...]:
 def task_ids(node: Node) -> list[str]:
     """Every task id in frozen ``node``, in order (callbacks and errbacks not included); ``ValueError`` when a task
     call or group has none (it was not frozen)."""
+    ids = []
+    for call in calls(node):
+        if call.task_id is None:
+            raise ValueError(f"{call!r} has no task_id")
+        ids.append(call.task_id)
+    return ids
+
+
+def calls(node: Node) -> list[Signature]:
+    """Every task call in ``node``, in order (callbacks and errbacks not included); ``ValueError`` for chunks, a
+    group without id or a chord without body (not frozen)."""
     if isinstance(node, Signature):
-        if node.task_id is None:
-            raise ValueError(f"{node!r} has no task_id")
-        return [node.task_id]
+        return [node]
     if isinstance(node, Chain):
-        return [task_id for step in node.tasks for task_id in task_ids(step)]
+        return [call for step in node.tasks for call in calls(step)]
     if isinstance(node, Group):
         if node.id is None:
             raise ValueError(f"{node!r} has no id")
-        return [task_id for member in node.tasks for task_id in task_ids(member)]
+        return [call for member in node.tasks for call in calls(member)]
     if isinstance(node, Chord):
         if node.body is None:
             raise ValueError(f"{node!r} has no body")
-        return [*task_ids(node.header), *task_ids(node.body)]
+        return [*calls(node.header), *calls(node.body)]
     raise ValueError(f"{node!r} is not frozen")
+
+
+def errbacks_of(node: Node) -> list[tuple[Signature, Node]]:
+    """The errbacks that run when frozen ``node`` cannot run at all (a chord header failed before it), each with
+    the task call it belongs to: a task call's own, a chain's first step's, every group member's, a chord's body's
+    (where a chord's and a chain's ``link_error`` put them)."""
+    if isinstance(node, Signature):
+        return [(node, errback) for errback in node.errbacks]
+    if isinstance(node, Chain):
+        return errbacks_of(node.tasks[0]) if node.tasks else []
+    if isinstance(node, Group):
+        return [pair for member in node.tasks for pair in errbacks_of(member)]
+    if isinstance(node, Chord):
+        return errbacks_of(node.body) if node.body is not None else []
+    return errbacks_of(node.group())
 
 
 def needs_backend(node: Node) -> bool:
