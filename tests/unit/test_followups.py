@@ -11,8 +11,19 @@ from typing import Any
 
 import pytest
 
-from taskfleet import App, ChordError, ConfigurationError, GroupResult, Message, State, chain, chord, group
-from taskfleet.backends.base import ResultBackend
+from taskfleet import (
+    App,
+    ChordError,
+    ConfigurationError,
+    GroupResult,
+    Message,
+    State,
+    TimeLimitExceeded,
+    chain,
+    chord,
+    group,
+)
+from taskfleet.backends.base import ResultBackend, ResultRecord
 from taskfleet.brokers.base import Broker, Delivery
 from taskfleet.errors import ResultError
 from taskfleet.worker.executor import ACK, DeadLetter, Executor, Leave, Outcome
@@ -356,3 +367,27 @@ def test_an_expired_chain_step_stops_the_chain(memory_app: App) -> None:
 
     assert [o.outcome for o in outcomes] == ["revoked"]
     assert result.state is State.REVOKED
+
+
+def test_a_task_killed_at_its_hard_time_limit_has_its_failure_follow_ups_sent_before_its_ack(
+        memory_app: App, backend: ResultBackend, marker: str) -> None:
+    result = chain(tasks.add.s(1, 1), tasks.add.s(1)).link_error(ct.note_failure.s(marker)).delay()
+    delivery = _fetch(memory_app)
+    assert delivery is not None
+    first_id = result.parent.id if result.parent is not None else ""
+    backend.store(ResultRecord(task_id=first_id, state=State.FAILURE, task="tests.add",
+                               exc_type="taskfleet.errors.TimeLimitExceeded", exc_message="too slow"))
+
+    Executor(memory_app, backend, on_start=lambda started: None).follow_up_timed_out(delivery)
+
+    with pytest.raises(TimeLimitExceeded, match="too slow"):
+        result.get(timeout=1)
+    _drain_except(memory_app, delivery.message_id)
+    assert tasks.lines(marker) == ["tests.add taskfleet.errors.TimeLimitExceeded too slow"]
+
+
+def _drain_except(app: App, message_id: str) -> None:
+    """Run every ready message but ``message_id`` (still held by its stuck task)."""
+    while (delivery := _fetch(app)) is not None:
+        if delivery.message_id != message_id:
+            _run(app, delivery)

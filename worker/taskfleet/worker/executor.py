@@ -46,6 +46,7 @@ from taskfleet.errors import (
     Retry,
     SoftTimeLimitExceeded,
     TaskNotRegistered,
+    TimeLimitExceeded,
 )
 from taskfleet.message import Message
 from taskfleet.retry import retry_delay_s
@@ -278,6 +279,28 @@ class Executor:
         log.warning("task failed", task_id=msg.id, task=msg.task, queue=delivery.queue,
                     error=f"{type(exc).__name__}: {exc}", runtime_ms=round((time.perf_counter() - began) * 1000, 3))
         return Outcome(ACK, FAILURE, msg.task, time.perf_counter() - began)
+
+    def follow_up_timed_out(self, delivery: Delivery) -> None:
+        """Send the failure follow-ups of ``delivery``'s workflow, if it has one, after its task ran past its hard
+        time limit (the supervisor stored the FAILURE and is about to kill this child; called from the child's
+        background thread while the task is stuck). A follow-up that cannot be sent now is sent by the redelivery
+        when this message's ack is lost with the child."""
+        try:
+            msg = Message.decode(delivery.data, accept=self.accept)
+            workflow = self.followups.read(msg)
+        except DecodeError:
+            return
+        if workflow is None:
+            return
+        try:
+            record = self.backend.get(msg.id) if self.backend is not None else None
+            if record is not None and record.state in READY_STATES:
+                self.followups.redo(msg, workflow, record)
+            else:  # ignore_result: nothing stored
+                error = TimeLimitExceeded(f"{msg.task} exceeded its time limit; its child was killed")
+                self.followups.failed(msg, workflow, Failure.of(exception_fields(error, self.serializer.dumps)))
+        except (BrokerError, ResultError) as exc:
+            log.warning("could not send the follow-ups of a timed-out task", task_id=msg.id, error=str(exc))
 
     @staticmethod
     def _dead(task: str, reason: str, began: float) -> Outcome:
