@@ -288,13 +288,15 @@ class App:
 
         A call is a ``Signature`` (``task.s(...)``) or a ``(task name, args, kwargs)`` tuple, sent by name as with
         ``send``. Each is sent with its own queue, priority and expiry (``Signature``), else its task's when the task
-        is registered here, else the app's defaults; ``queue``, ``priority`` (0-9) and ``countdown`` (seconds) given
-        here apply to every call instead. The calls go to the broker in chunks of ``SEND_MANY_CHUNK``
-        (``taskfleet.producer``) through ``Broker.enqueue_many``, pipelined (Redis: a few scripts per chunk;
-        RabbitMQ: a chunk is published whole and its confirms awaited once); each message is encoded once, as
-        ``send`` encodes it, the next chunk while the broker stores this one. A chunk that cannot be sent
-        (``EncodeError``, ``MessageTooLarge``, a broker error) raises after the chunks before it were stored, and the
-        exception's note says how many calls were sent."""
+        is registered here, else the app's defaults, and with its own ``task_id``, ``countdown``/``eta`` and
+        ``headers`` when it has them; ``queue``, ``priority`` (0-9) and ``countdown`` (seconds) given here apply to
+        every call instead. A signature with ``link``/``link_error`` is a ``TypeError``: send a ``group``.
+
+        The calls go to the broker in chunks of ``SEND_MANY_CHUNK`` (``taskfleet.producer``) through
+        ``Broker.enqueue_many``, pipelined (Redis: a few scripts per chunk; RabbitMQ: a chunk is published whole and
+        its confirms awaited once); each message is encoded once, as ``send`` encodes it, the next chunk while the
+        broker stores this one. A chunk that cannot be sent (``EncodeError``, ``MessageTooLarge``, a broker error)
+        raises after the chunks before it were stored, and the exception's note says how many calls were sent."""
         return self._producer.send_many(calls, queue=queue, priority=priority, countdown=countdown)
 
     def publish(self, message: Message) -> None:

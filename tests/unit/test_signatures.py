@@ -257,3 +257,20 @@ def test_freezing_makes_a_group_followed_by_a_step_a_chord() -> None:
 def test_a_composites_countdown_applies_to_the_tasks_it_sends_first_only() -> None:
     frozen = freeze(chain(add.s(1, 1), mul.s(2)).set(countdown=5), app)
     assert [c.countdown for c in calls(frozen)] == [5, None]
+
+
+def test_a_nested_composites_options_stay_with_its_own_tasks() -> None:
+    nested = chain(chain(add.s(1, 1), mul.s(2)).set(countdown=5, queue="q"), mul.s(3))
+    assert [(t.countdown, t.queue) for t in nested.tasks if isinstance(t, Signature)] == [
+        (5, "q"), (None, "q"), (None, None)], "a countdown applies to what the inner chain sends first"
+    with_header_options = chord(group(add.s(1, 1), add.s(2, 2)).set(priority=8), tsum.s())
+    assert {t.priority for t in with_header_options.header.tasks if isinstance(t, Signature)} == {8}
+    assert node_from_dict(with_header_options.to_dict(), app=app) == with_header_options
+
+
+def test_send_many_keeps_a_signatures_own_task_id_and_refuses_callbacks() -> None:
+    sending = App("send", broker="memory://")
+    [result] = sending.send_many([Signature(task="t", task_id="chosen")])
+    assert result.id == "chosen"
+    with pytest.raises(TypeError, match="group"):
+        sending.send_many([Signature(task="t").link(Signature(task="cb"))])

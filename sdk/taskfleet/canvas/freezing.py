@@ -44,7 +44,8 @@ def freeze(node: Node, app: App, options: Mapping[str, Any] = _NO_OPTIONS) -> No
         return Group(*(freeze(m, app, merged) for m in node.tasks), id=node.id or new_id())
     if node.body is None:
         raise ValueError(f"chord {node!r} has no body: chord(header, body) or chord(header)(body)")
-    header = Group(*(freeze(m, app, merged) for m in node.header.tasks), id=node.header.id or new_id())
+    header_options = {**node.header.options, **merged}
+    header = Group(*(freeze(m, app, header_options) for m in node.header.tasks), id=node.header.id or new_id())
     return Chord(header, freeze(node.body, app, route))
 
 

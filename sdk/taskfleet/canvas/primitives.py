@@ -105,7 +105,7 @@ class Chain(Composite):
         steps: list[Node] = []
         for step in _members(tasks):
             if isinstance(step, Chain):
-                steps.extend(inner.set(**step.options) if step.options else inner for inner in step.tasks)
+                steps.extend(_pushed(step.tasks, step.options, entries=1))
             else:
                 steps.append(step)
         object.__setattr__(self, "tasks", tuple(steps))
@@ -161,10 +161,10 @@ class Group(Composite):
                  options: Mapping[str, Any] | None = None) -> None:
         members: list[Node] = []
         for member in _members(tasks):
+            if isinstance(member, Chunks):
+                member = member.group()
             if isinstance(member, Group):
-                members.extend(inner.set(**member.options) if member.options else inner for inner in member.tasks)
-            elif isinstance(member, Chunks):
-                members.extend(member.group().tasks)
+                members.extend(_pushed(member.tasks, member.options, entries=len(member.tasks)))
             else:
                 members.append(member)
         object.__setattr__(self, "tasks", tuple(members))
@@ -220,7 +220,11 @@ class Chord(Composite):
 
     def __init__(self, header: Group | Iterable[Node], body: Node | None = None, *,
                  options: Mapping[str, Any] | None = None) -> None:
-        object.__setattr__(self, "header", header if isinstance(header, Group) else Group(header))
+        if not isinstance(header, Group):
+            header = Group(header)
+        elif header.options:  # the header's own options stay with its tasks
+            header = Group(*_pushed(header.tasks, header.options, entries=len(header.tasks)), id=header.id)
+        object.__setattr__(self, "header", header)
         object.__setattr__(self, "body", body)
         object.__setattr__(self, "options", MappingProxyType(dict(options or {})))
 
@@ -350,6 +354,15 @@ def _members(args: tuple[Any, ...]) -> list[Node]:
         if not is_node(member):
             raise TypeError(f"expected signatures (task.s(...), chain, group, chord), got {member!r}")
     return members
+
+
+def _pushed(nodes: tuple[Node, ...], options: Mapping[str, Any], *, entries: int) -> list[Node]:
+    """``nodes`` taken out of a composite with ``options``: every node gets the routing options, the first
+    ``entries`` (those the composite sends first) all of them."""
+    if not options:
+        return list(nodes)
+    route = {key: value for key, value in options.items() if key in ROUTE_OPTIONS}
+    return [node.set(**(options if index < entries else route)) for index, node in enumerate(nodes)]
 
 
 def _first_app(nodes: Iterable[Node]) -> App | None:
