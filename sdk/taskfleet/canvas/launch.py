@@ -40,10 +40,9 @@ def launch(node: Node, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None,
         node = node.link_error(errback)
     if isinstance(node, Signature):
         check_options(options, SEND_OPTIONS, f"{node.task}.apply_async")
-        frozen = freeze(node.set(**options), app)
     else:
         check_options(options, COMPOSITE_OPTIONS, f"{type(node).__name__.lower()}.apply_async")
-        frozen = freeze(node.set(**options), app)
+    frozen = freeze(node.set(**options), app)
     if needs_backend(frozen) and app.backend is None:
         raise ConfigurationError(NO_BACKEND)
     Producer(app).publish_many(Planner(app).messages(frozen, args, kwargs))
