@@ -12,9 +12,11 @@
 from __future__ import annotations
 
 from taskfleet.app import App
+from taskfleet.canvas import GroupResult, chain, chord, chunks, group
 from taskfleet.errors import (
     BrokerConnectionError,
     BrokerError,
+    ChordError,
     ConfigurationError,
     ContentTypeRefused,
     CoordinationError,
@@ -49,12 +51,14 @@ __all__ = [
     "AsyncResult",
     "BrokerConnectionError",
     "BrokerError",
+    "ChordError",
     "ConfigurationError",
     "ContentTypeRefused",
     "CoordinationError",
     "DecodeError",
     "EncodeError",
     "Every",
+    "GroupResult",
     "MaxRetriesExceeded",
     "Message",
     "MessageTooLarge",
@@ -74,7 +78,11 @@ __all__ = [
     "TaskfleetError",
     "TimeLimitExceeded",
     "WorkerLostError",
+    "chain",
+    "chord",
+    "chunks",
     "crontab",
+    "group",
     "next_run",
     "settings_from_env",
 ]

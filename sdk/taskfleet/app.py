@@ -13,6 +13,7 @@ from typing import Any, TypeVar, Unpack, overload
 from taskfleet import backends, brokers
 from taskfleet.backends.base import ResultBackend
 from taskfleet.brokers.base import Broker
+from taskfleet.canvas.builtins import register_builtins
 from taskfleet.errors import ConfigurationError, TaskNotRegistered
 from taskfleet.message import Message
 from taskfleet.periodic import DEFAULT_CATCH_UP, CatchUp, PeriodicEntry, entries_from_config
@@ -88,6 +89,7 @@ class App:
         self._broker: tuple[int, Broker] | None = None
         self._backend: tuple[int, ResultBackend | None] | None = None
         self._producer = Producer(self)
+        register_builtins(self)
 
     def __repr__(self) -> str:
         return f"<App {self.name} {self.settings!r}>"
@@ -189,6 +191,13 @@ class App:
 
         return register(fn) if fn is not None else register
 
+    def signature(self, name: str, args: tuple[Any, ...] | list[Any] = (), kwargs: Mapping[str, Any] | None = None,
+                  **options: Any) -> Signature:
+        """A call of task ``name`` that need not be registered here (``app.signature("billing.charge",
+        args=(42,))``), bound to this app: ``.delay()`` sends it by name. ``options`` are ``SEND_OPTIONS``
+        (``taskfleet.signature``) and ``immutable``; unknown ones raise ``TypeError``."""
+        return Signature(task=name, args=tuple(args), kwargs=kwargs or {}, app=self).set(**options)
+
     def get_task(self, name: str) -> Task[Any]:
         """The registered task ``name``; ``TaskNotRegistered`` if there is none."""
         try:
@@ -279,13 +288,15 @@ class App:
 
         A call is a ``Signature`` (``task.s(...)``) or a ``(task name, args, kwargs)`` tuple, sent by name as with
         ``send``. Each is sent with its own queue, priority and expiry (``Signature``), else its task's when the task
-        is registered here, else the app's defaults; ``queue``, ``priority`` (0-9) and ``countdown`` (seconds) given
-        here apply to every call instead. The calls go to the broker in chunks of ``SEND_MANY_CHUNK``
-        (``taskfleet.producer``) through ``Broker.enqueue_many``, pipelined (Redis: a few scripts per chunk;
-        RabbitMQ: a chunk is published whole and its confirms awaited once); each message is encoded once, as
-        ``send`` encodes it, the next chunk while the broker stores this one. A chunk that cannot be sent
-        (``EncodeError``, ``MessageTooLarge``, a broker error) raises after the chunks before it were stored, and the
-        exception's note says how many calls were sent."""
+        is registered here, else the app's defaults, and with its own ``task_id``, ``countdown``/``eta`` and
+        ``headers`` when it has them; ``queue``, ``priority`` (0-9) and ``countdown`` (seconds) given here apply to
+        every call instead. A signature with ``link``/``link_error`` is a ``TypeError``: send a ``group``.
+
+        The calls go to the broker in chunks of ``SEND_MANY_CHUNK`` (``taskfleet.producer``) through
+        ``Broker.enqueue_many``, pipelined (Redis: a few scripts per chunk; RabbitMQ: a chunk is published whole and
+        its confirms awaited once); each message is encoded once, as ``send`` encodes it, the next chunk while the
+        broker stores this one. A chunk that cannot be sent (``EncodeError``, ``MessageTooLarge``, a broker error)
+        raises after the chunks before it were stored, and the exception's note says how many calls were sent."""
         return self._producer.send_many(calls, queue=queue, priority=priority, countdown=countdown)
 
     def publish(self, message: Message) -> None:

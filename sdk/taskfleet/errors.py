@@ -68,6 +68,12 @@ class TaskRevoked(TaskfleetError):
     """The task was revoked or expired before it ran."""
 
 
+class ChordError(TaskfleetError):
+    """A chord's body did not run because a task of its header failed (after its retries) or was revoked; the
+    message names that task. Stored as the FAILURE of the body (and of what was chained after it), so the chord's
+    ``get()`` raises it."""
+
+
 class Retry(TaskfleetError):
     """Raised by ``self.retry()`` inside a task: the worker re-enqueues the task after ``countdown_s``."""
 

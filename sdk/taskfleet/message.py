@@ -42,6 +42,9 @@ class Message:
     parent_id: str | None = None
     headers: Mapping[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
+    #: What happens after this task finishes (callbacks, errbacks, the rest of a chain, the chord join it reports
+    #: to), as plain data: read by ``taskfleet.canvas.workflow.Workflow``; None for a plain task (not on the wire).
+    workflow: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not (MIN_PRIORITY <= self.priority <= MAX_PRIORITY):
@@ -70,7 +73,7 @@ class Message:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "v": PROTOCOL_VERSION,
             "id": self.id,
             "task": self.task,
@@ -86,6 +89,9 @@ class Message:
             "headers": dict(self.headers),
             "created_at": self.created_at,
         }
+        if self.workflow:
+            out["workflow"] = self.workflow
+        return out
 
     def encode(self, serializer: Serializer) -> bytes:
         """The message's wire bytes; ``EncodeError`` when an argument cannot be serialized."""
@@ -136,6 +142,7 @@ class Message:
                 parent_id=raw.get("parent_id"),
                 headers=_typed(raw, "headers", dict, {}),
                 created_at=float(raw.get("created_at") or 0.0),
+                workflow=_typed(raw, "workflow", dict, None),
             )
         except (TypeError, ValueError) as exc:
             raise DecodeError(f"malformed message: {exc}") from exc

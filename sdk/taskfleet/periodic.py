@@ -49,6 +49,10 @@ class PeriodicEntry:
             raise ConfigurationError(f"invalid periodic task name {self.name!r}: 1-200 letters, digits, '._:@/-'")
         if self.catch_up not in get_args(CatchUp):
             raise ConfigurationError(f"catch_up must be one of {get_args(CatchUp)}, got {self.catch_up!r}")
+        sig = self.signature
+        if sig.callbacks or sig.errbacks or sig.countdown is not None or sig.eta is not None or sig.task_id:
+            raise ConfigurationError(f"periodic task {self.name!r}: beat sends each tick as one plain call; "
+                                     "link, link_error, countdown, eta and task_id are not supported here")
 
 
 def entries_from_config(config: Iterable[Mapping[str, Any]]) -> list[PeriodicEntry]:

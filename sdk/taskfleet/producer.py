@@ -11,7 +11,7 @@ import functools
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -101,41 +101,65 @@ class Producer:
         now = time.time()
         app = self._app
 
-        def encode(start: int) -> list[Outgoing]:
+        for signature in signatures:
+            if signature.callbacks or signature.errbacks:
+                raise TypeError(f"send_many sends task calls without callbacks; {signature!r} has link/link_error: "
+                                "send a group instead (taskfleet.group(...).apply_async())")
+        ids = [signature.task_id or task_id for signature, task_id in zip(signatures, ids, strict=True)]
+
+        def build(start: int, stop: int) -> list[Message]:
             chunk = []
-            for signature, task_id in zip(signatures[start:start + SEND_MANY_CHUNK],
-                                          ids[start:start + SEND_MANY_CHUNK], strict=True):
+            for signature, task_id in zip(signatures[start:stop], ids[start:stop], strict=True):
                 call_queue, call_priority, call_expires = signature.send_options(app)
-                message = self.message(
-                    signature.task, signature.args, signature.kwargs, countdown=countdown, eta=None,
+                own_delay = countdown is None and (signature.countdown is not None or signature.eta is not None)
+                chunk.append(self.message(
+                    signature.task, signature.args, signature.kwargs,
+                    countdown=signature.countdown if own_delay else countdown, eta=signature.eta if own_delay else None,
                     expires=call_expires, priority=call_priority if priority is None else priority,
-                    queue=queue or call_queue, task_id=task_id, headers=None, now=now)
-                chunk.append(Outgoing(message.queue, message.broker_id, self.encode(message), message.priority,
-                                      message.delay_s()))  # until its eta from now: a later chunk waits less
+                    queue=queue or call_queue, task_id=task_id, headers=signature.headers, now=now))
             return chunk
 
-        broker = app.broker
-        if len(signatures) <= SEND_MANY_CHUNK:
+        self._publish_chunks(len(signatures), build)
+        return [AsyncResult(task_id, app=app) for task_id in ids]
+
+    def publish_many(self, messages: Sequence[Message]) -> None:
+        """Publish ``messages`` as ``send_many`` does (chunks of ``SEND_MANY_CHUNK``, pipelined), each with its own
+        task id and workflow data; one message is simply published."""
+        if len(messages) == 1:
+            self.publish(messages[0])
+        elif messages:
+            self._publish_chunks(len(messages), lambda start, stop: list(messages[start:stop]))
+
+    def _publish_chunks(self, total: int, build: Callable[[int, int], list[Message]]) -> None:
+        """Encode and enqueue ``total`` messages, ``build(start, stop)`` giving those of one chunk. A chunk that
+        cannot be sent raises after the chunks before it were stored; the note says how many were sent."""
+
+        def encode(start: int) -> list[Outgoing]:
+            # Each until its eta from now: a later chunk waits less.
+            return [Outgoing(m.queue, m.broker_id, self.encode(m), m.priority, m.delay_s())
+                    for m in build(start, min(total, start + SEND_MANY_CHUNK))]
+
+        broker = self._app.broker
+        if total <= SEND_MANY_CHUNK:
             try:
                 broker.enqueue_many(encode(0))
             except Exception as exc:
-                _note_sent(exc, 0, len(signatures))
+                _note_sent(exc, 0, total)
                 raise
-            return [AsyncResult(task_id, app=app) for task_id in ids]
+            return
         # The next chunk is encoded on a helper thread while the broker stores this one (the broker call waits on
         # the network with the GIL released); the broker itself is only ever called from this thread.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskfleet-send-many") as encoder:
             upcoming = encoder.submit(encode, 0)
-            for start in range(0, len(signatures), SEND_MANY_CHUNK):
+            for start in range(0, total, SEND_MANY_CHUNK):
                 try:
                     chunk = upcoming.result()
-                    if start + SEND_MANY_CHUNK < len(signatures):
+                    if start + SEND_MANY_CHUNK < total:
                         upcoming = encoder.submit(encode, start + SEND_MANY_CHUNK)
                     broker.enqueue_many(chunk)
                 except Exception as exc:
-                    _note_sent(exc, start, len(signatures))
+                    _note_sent(exc, start, total)
                     raise
-        return [AsyncResult(task_id, app=app) for task_id in ids]
 
 
 def _task_ids(count: int) -> list[str]:

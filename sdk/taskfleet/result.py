@@ -11,14 +11,18 @@ from taskfleet.states import READY_STATES, State
 
 if TYPE_CHECKING:
     from taskfleet.app import App
+    from taskfleet.canvas.group_result import GroupResult
 
 
 class AsyncResult:
-    """State and result of the task ``id``. Look one up later with ``AsyncResult(task_id, app=app)``."""
+    """State and result of the task ``id``. Look one up later with ``AsyncResult(task_id, app=app)``. ``parent``:
+    the result of the task (or group) that ran before this one in a workflow, as known where it was sent (a chain's
+    step, a chord's header); None otherwise."""
 
-    def __init__(self, id: str, *, app: App) -> None:
+    def __init__(self, id: str, *, app: App, parent: AsyncResult | GroupResult | None = None) -> None:
         self.id = id
         self.app = app
+        self.parent = parent
 
     def __repr__(self) -> str:
         return f"<AsyncResult {self.id}>"

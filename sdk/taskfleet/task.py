@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypedDict, TypeVar
@@ -16,6 +16,7 @@ from taskfleet.signature import Signature
 
 if TYPE_CHECKING:
     from taskfleet.app import App
+    from taskfleet.canvas.primitives import Chunks, Node
     from taskfleet.result import AsyncResult
 
 R = TypeVar("R")
@@ -169,8 +170,37 @@ class Task(Generic[R]):
             _current_request.reset(token)
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
-        """This task called with these arguments, written down but not sent (e.g. for ``add_periodic_task``)."""
-        return Signature(task=self.name, args=args, kwargs=kwargs)
+        """This task called with these arguments, written down but not sent (``add.s(2) | mul.s(3)``,
+        ``add_periodic_task``); arguments given when it is sent go in front of these (see taskfleet.signature)."""
+        return Signature(task=self.name, args=args, kwargs=kwargs, app=self.app)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable ``s()``: it runs with exactly these arguments (a chain's previous result is not passed)."""
+        return Signature(task=self.name, args=args, kwargs=kwargs, immutable=True, app=self.app)
+
+    def signature(self, args: tuple[Any, ...] | list[Any] = (), kwargs: Mapping[str, Any] | None = None,
+                  **options: Any) -> Signature:
+        """``s()`` with send options (``SEND_OPTIONS`` and ``immutable``); unknown ones raise ``TypeError``."""
+        return Signature(task=self.name, args=tuple(args), kwargs=kwargs or {}, app=self.app).set(**options)
+
+    def map(self, items: Iterable[Any]) -> Signature:
+        """One task that calls this one on each item, in turn (``taskfleet.map``); its result is the list."""
+        from taskfleet.canvas.builtins import xmap
+
+        return xmap(self.s(), items)
+
+    def starmap(self, items: Iterable[Iterable[Any]]) -> Signature:
+        """One task that calls this one with each item's values as arguments (``taskfleet.starmap``)."""
+        from taskfleet.canvas.builtins import xstarmap
+
+        return xstarmap(self.s(), items)
+
+    def chunks(self, items: Iterable[Iterable[Any]], n: int) -> Chunks:
+        """``items`` (argument tuples) in chunks of ``n``, one ``taskfleet.starmap`` task each: a group whose
+        result is the list of the chunks' result lists."""
+        from taskfleet.canvas.primitives import Chunks
+
+        return Chunks(self.s(), items, n)
 
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
         """Send the task to a worker with these arguments; shorthand for ``apply_async(args, kwargs)``."""
@@ -188,10 +218,19 @@ class Task(Generic[R]):
         queue: str | None = None,
         task_id: str | None = None,
         headers: Mapping[str, Any] | None = None,
+        link: Node | list[Node] | None = None,
+        link_error: Node | list[Node] | None = None,
     ) -> AsyncResult:
         """Send the task with options: run after ``countdown`` seconds or at ``eta``; skip (REVOKED) if not started
         within ``expires`` seconds / by that datetime; ``priority`` 0-9 (higher first); another ``queue``; a chosen
-        ``task_id``; extra ``headers``."""
+        ``task_id``; extra ``headers``; ``link``: signatures sent with the result after it succeeded; ``link_error``:
+        signatures sent after it finally failed (docs/workflows.md)."""
+        if link is not None or link_error is not None:
+            return self.s().apply_async(
+                args, kwargs, countdown=countdown, eta=eta,
+                expires=self.options.expires if expires is None else expires,
+                priority=self.options.priority if priority is None else priority, queue=queue or self.queue,
+                task_id=task_id, headers=headers, link=link, link_error=link_error)
         return self.app.send(
             self.name, args, kwargs, countdown=countdown, eta=eta,
             expires=self.options.expires if expires is None else expires,

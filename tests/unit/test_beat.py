@@ -215,6 +215,14 @@ def test_expires_is_named_as_in_apply_async_wherever_a_periodic_call_is_declared
         Signature(task="t", expires=0)
 
 
+def test_a_periodic_signature_with_workflow_options_is_a_configuration_error() -> None:
+    app = App("x")
+    for signature in (Signature(task="t").link(Signature(task="cb")), Signature(task="t", countdown=5),
+                      Signature(task="t", task_id="fixed")):
+        with pytest.raises(ConfigurationError, match="plain call"):
+            app.add_periodic_task(5, signature, name="call")
+
+
 def test_an_entry_name_used_twice_is_a_configuration_error() -> None:
     app = App("x")
     app.add_periodic_task(5, Signature(task="a"), name="dup")

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskfleet.backends.joins import ChordPart, JoinDecision
 from taskfleet.errors import DecodeError
 from taskfleet.serializers import BY_CONTENT_TYPE, Serializer
 from taskfleet.settings import BackendSettings
@@ -78,6 +80,29 @@ class ResultBackend(ABC):
     @abstractmethod
     def forget(self, task_id: str) -> None:
         """Delete the stored record."""
+
+    # -- workflows (taskfleet.canvas): saved groups and chord joins ----------------------------------------------
+
+    @abstractmethod
+    def save_group(self, group_id: str, data: Mapping[str, Any]) -> None:
+        """Store a group's result list (``GroupResult.save``) for ``result_expires_s``."""
+
+    @abstractmethod
+    def restore_group(self, group_id: str) -> dict[str, Any] | None:
+        """What ``save_group`` stored under ``group_id``, or None."""
+
+    @abstractmethod
+    def forget_group(self, group_id: str) -> None:
+        """Delete a saved group."""
+
+    @abstractmethod
+    def chord_part(self, chord_id: str, index: int, size: int, part: ChordPart) -> JoinDecision:
+        """Record header task ``index`` (of ``size``) of chord ``chord_id`` and decide, in the same atomic operation
+        (one round trip), what its worker does next (see ``taskfleet.backends.joins``)."""
+
+    @abstractmethod
+    def chord_fired(self, chord_id: str) -> None:
+        """Record that the firing (or failing) of chord ``chord_id`` is done: its body or errbacks are sent."""
 
     @abstractmethod
     def ping(self) -> None:

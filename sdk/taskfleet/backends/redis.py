@@ -9,12 +9,14 @@ sends UNSUBSCRIBE (from everything), SUBSCRIBE and GET in one write (RESP3 lets 
 the server runs the three in order), then reads past the confirmations and any message that reached the old
 subscription until its own confirmation. So a wait costs one round trip before the result is pushed, and none
 after.
+
+Chord joins and saved groups: ``taskfleet.backends.redis_joins`` (a chord part is one script call).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -22,8 +24,17 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from taskfleet._connections.redis import HotConnections, connect_redis, keep_pushes, pack, translate_errors
+from taskfleet._connections.redis import (
+    EvalSha,
+    HotConnections,
+    connect_redis,
+    keep_pushes,
+    pack,
+    translate_errors,
+)
 from taskfleet.backends.base import ResultBackend, ResultRecord
+from taskfleet.backends.joins import ChordPart, JoinDecision
+from taskfleet.backends.redis_joins import CHORD_PART_LUA, chord_keys, group_key, read_decision
 from taskfleet.errors import ResultError, ResultTimeout
 from taskfleet.serializers import get_serializer
 from taskfleet.settings import BackendSettings
@@ -51,6 +62,7 @@ class RedisBackend(ResultBackend):
                                      health_check_interval_s=30, error=ResultError)
         self._hot = HotConnections(self._client)
         self._listeners = HotConnections(self._client, protocol=3)
+        self._chord_script = EvalSha(CHORD_PART_LUA)
 
     def store(self, record: ResultRecord) -> None:
         """Save ``record`` for ``result_expires_s`` and push it to every waiter (one round trip). STARTED, which
@@ -97,6 +109,32 @@ class RedisBackend(ResultBackend):
         with self._translate("forget"):
             self._client.delete(result_key(task_id))
 
+    def save_group(self, group_id: str, data: Mapping[str, Any]) -> None:
+        with self._translate("save_group"):
+            self._call(pack("SET", group_key(group_id), self._serializer.dumps(dict(data)), "PX", self._expires_ms))
+
+    def restore_group(self, group_id: str) -> dict[str, Any] | None:
+        with self._translate("restore_group"):
+            (data,) = self._call(pack("GET", group_key(group_id)))
+        return None if data is None else dict(self._serializer.loads(_as_bytes(data)))
+
+    def forget_group(self, group_id: str) -> None:
+        with self._translate("forget_group"):
+            self._call(pack("DEL", group_key(group_id)))
+
+    def chord_part(self, chord_id: str, index: int, size: int, part: ChordPart) -> JoinDecision:
+        """Record and decide in one script call (one round trip; ``taskfleet.backends.redis_joins``)."""
+        payload = pack("EVALSHA", self._chord_script.sha, 2, *chord_keys(chord_id), index, size,
+                       part.encode(self._serializer), self._expires_ms)
+        with self._translate("chord_part"):
+            (reply,) = self._hot.call_scripts([self._chord_script], payload)
+        return read_decision(reply, self._serializer)
+
+    def chord_fired(self, chord_id: str) -> None:
+        state = chord_keys(chord_id)[1]
+        with self._translate("chord_fired"):
+            self._call(pack("HSET", state, "done", 1) + pack("PEXPIRE", state, self._expires_ms), 2)
+
     def ping(self) -> None:
         """PING the server; raises ``BrokerConnectionError`` when it does not answer."""
         with self._translate("ping"):
@@ -109,6 +147,13 @@ class RedisBackend(ResultBackend):
         self._client.close()
 
     # -- helpers ------------------------------------------------------------------------------------------------
+
+    def _call(self, payload: bytes, replies: int = 1) -> list[Any]:
+        out = self._hot.call(payload, replies)
+        for reply in out:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return out
 
     @contextmanager
     def _listening(self) -> Iterator[Any]:

@@ -5,14 +5,21 @@ SQLite cannot push a stored record to another process, so ``wait`` polls the row
 backing off to ``MAX_POLL_S``, so a waiter sees a result at most about ``MAX_POLL_S`` (100 ms) after it is stored.
 Each poll is one primary-key read that takes no lock (WAL mode). Expired rows are never returned and are deleted
 by every ``PRUNE_EVERY``-th ``store``.
+
+Workflows: saved groups in ``tf_groups``; a chord's join in ``tf_chords`` (parts counted, who fired it and whether
+that is done) and ``tf_chord_parts`` (one row per header index, so a part recorded twice counts once); recording a
+part and deciding is one transaction.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from taskfleet._connections.sqlite import SQLiteDatabase
 from taskfleet.backends.base import ResultBackend, ResultRecord
+from taskfleet.backends.joins import ChordPart, JoinAction, JoinDecision, decide, decision
 from taskfleet.errors import ResultError, ResultTimeout
 from taskfleet.serializers import get_serializer
 from taskfleet.settings import BackendSettings
@@ -32,12 +39,53 @@ CREATE TABLE IF NOT EXISTS tf_results (
     expires_at_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tf_results_expiry ON tf_results (expires_at_ms);
+CREATE TABLE IF NOT EXISTS tf_groups (
+    group_id TEXT PRIMARY KEY,
+    data BLOB NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tf_chords (
+    chord_id TEXT PRIMARY KEY,
+    parts INTEGER NOT NULL DEFAULT 0,
+    fired_by INTEGER,
+    fired_kind TEXT,
+    done INTEGER NOT NULL DEFAULT 0,
+    expires_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tf_chord_parts (
+    chord_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (chord_id, idx)
+) WITHOUT ROWID;
 """
 _STORE = """
 INSERT INTO tf_results (task_id, data, expires_at_ms) VALUES (?, ?, ?)
 ON CONFLICT (task_id) DO UPDATE SET data = excluded.data, expires_at_ms = excluded.expires_at_ms
 """
-_PRUNE = "DELETE FROM tf_results WHERE expires_at_ms <= ?"
+_PRUNE = (
+    "DELETE FROM tf_results WHERE expires_at_ms <= ?",
+    "DELETE FROM tf_groups WHERE expires_at_ms <= ?",
+    "DELETE FROM tf_chord_parts WHERE chord_id IN (SELECT chord_id FROM tf_chords WHERE expires_at_ms <= ?)",
+    "DELETE FROM tf_chords WHERE expires_at_ms <= ?",
+)
+_SAVE_GROUP = """
+INSERT INTO tf_groups (group_id, data, expires_at_ms) VALUES (?, ?, ?)
+ON CONFLICT (group_id) DO UPDATE SET data = excluded.data, expires_at_ms = excluded.expires_at_ms
+"""
+_GET_GROUP = "SELECT data FROM tf_groups WHERE group_id = ? AND expires_at_ms > ?"
+_FORGET_GROUP = "DELETE FROM tf_groups WHERE group_id = ?"
+_JOIN = """
+INSERT INTO tf_chords (chord_id, expires_at_ms) VALUES (?, ?)
+ON CONFLICT (chord_id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms
+"""
+_ADD_PART = "INSERT OR IGNORE INTO tf_chord_parts (chord_id, idx, data) VALUES (?, ?, ?)"
+_COUNT_PART = "UPDATE tf_chords SET parts = parts + 1 WHERE chord_id = ?"
+_JOIN_STATE = "SELECT parts, fired_by, fired_kind, done FROM tf_chords WHERE chord_id = ?"
+_PART = "SELECT data FROM tf_chord_parts WHERE chord_id = ? AND idx = ?"
+_PARTS = "SELECT idx, data FROM tf_chord_parts WHERE chord_id = ? ORDER BY idx"
+_CLAIM = "UPDATE tf_chords SET fired_by = ?, fired_kind = ? WHERE chord_id = ?"
+_FIRED = "UPDATE tf_chords SET done = 1 WHERE chord_id = ?"
 _GET = "SELECT data FROM tf_results WHERE task_id = ? AND expires_at_ms > ?"
 _FORGET = "DELETE FROM tf_results WHERE task_id = ?"
 
@@ -65,7 +113,8 @@ class SQLiteBackend(ResultBackend):
             now = _now_ms()
             conn.execute(_STORE, (record.task_id, data, now + self._expires_ms))
             if self._stores % PRUNE_EVERY == 1:
-                conn.execute(_PRUNE, (now,))
+                for statement in _PRUNE:
+                    conn.execute(statement, (now,))
 
     def get(self, task_id: str) -> ResultRecord | None:
         """The stored record of ``task_id``, or None when there is none (pending, unknown or expired)."""
@@ -94,6 +143,42 @@ class SQLiteBackend(ResultBackend):
         """Delete the stored record of ``task_id``."""
         with self._db.write("forget") as conn:
             conn.execute(_FORGET, (task_id,))
+
+    def save_group(self, group_id: str, data: Mapping[str, Any]) -> None:
+        with self._db.write("save_group") as conn:
+            conn.execute(_SAVE_GROUP, (group_id, self._serializer.dumps(dict(data)), _now_ms() + self._expires_ms))
+
+    def restore_group(self, group_id: str) -> dict[str, Any] | None:
+        with self._db.read("restore_group") as conn:
+            row = conn.execute(_GET_GROUP, (group_id, _now_ms())).fetchone()
+        return None if row is None else dict(self._serializer.loads(bytes(row[0])))
+
+    def forget_group(self, group_id: str) -> None:
+        with self._db.write("forget_group") as conn:
+            conn.execute(_FORGET_GROUP, (group_id,))
+
+    def chord_part(self, chord_id: str, index: int, size: int, part: ChordPart) -> JoinDecision:
+        """Record and decide in one ``BEGIN IMMEDIATE`` transaction (see ``taskfleet.backends.joins``)."""
+        serializer = self._serializer
+        with self._db.write("chord_part") as conn:
+            conn.execute(_JOIN, (chord_id, _now_ms() + self._expires_ms))
+            if conn.execute(_ADD_PART, (chord_id, index, part.encode(serializer))).rowcount == 1:
+                conn.execute(_COUNT_PART, (chord_id,))
+            count, fired_by, fired_kind, done = conn.execute(_JOIN_STATE, (chord_id,)).fetchone()
+            mine = ChordPart.decode(bytes(conn.execute(_PART, (chord_id, index)).fetchone()[0]), serializer)
+            action, claim = decide(index=index, size=size, mine=mine, count=count, fired_by=fired_by,
+                                   fired_kind=fired_kind, done=bool(done))
+            if claim is not None:
+                conn.execute(_CLAIM, (index, claim, chord_id))
+            parts = {index: mine}
+            if action is JoinAction.FIRE:
+                parts = {i: ChordPart.decode(bytes(data), serializer)
+                         for i, data in conn.execute(_PARTS, (chord_id,)).fetchall()}
+        return decision(action, parts, index)
+
+    def chord_fired(self, chord_id: str) -> None:
+        with self._db.write("chord_fired") as conn:
+            conn.execute(_FIRED, (chord_id,))
 
     def ping(self) -> None:
         """Raises ``BrokerConnectionError`` when the file cannot be opened (see ``SQLiteDatabase.ping``)."""

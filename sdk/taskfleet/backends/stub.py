@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from taskfleet.backends.base import ResultBackend, ResultRecord
+from taskfleet.backends.joins import ChordPart, JoinDecision, decide, decision
 from taskfleet.errors import ResultTimeout
 from taskfleet.serializers import get_serializer
 from taskfleet.settings import BackendSettings
@@ -21,6 +25,8 @@ class StubBackend(ResultBackend):
         self._serializer = get_serializer(settings.serializer)
         self._records: dict[str, tuple[bytes, float]] = {}
         self._cond = threading.Condition()
+        self._groups: dict[str, bytes] = {}
+        self._joins: dict[str, _Join] = {}
 
     def store(self, record: ResultRecord) -> None:
         data = record.encode(self._serializer)
@@ -55,8 +61,47 @@ class StubBackend(ResultBackend):
         with self._cond:
             self._records.pop(task_id, None)
 
+    def save_group(self, group_id: str, data: Mapping[str, Any]) -> None:
+        with self._cond:
+            self._groups[group_id] = self._serializer.dumps(dict(data))
+
+    def restore_group(self, group_id: str) -> dict[str, Any] | None:
+        with self._cond:
+            data = self._groups.get(group_id)
+        return None if data is None else dict(self._serializer.loads(data))
+
+    def forget_group(self, group_id: str) -> None:
+        with self._cond:
+            self._groups.pop(group_id, None)
+
+    def chord_part(self, chord_id: str, index: int, size: int, part: ChordPart) -> JoinDecision:
+        """Record and decide under the lock (parts kept encoded, as the real backends keep them)."""
+        with self._cond:
+            join = self._joins.setdefault(chord_id, _Join())
+            join.parts.setdefault(index, part.encode(self._serializer))
+            parts = {i: ChordPart.decode(data, self._serializer) for i, data in join.parts.items()}
+            action, claim = decide(index=index, size=size, mine=parts[index], count=len(parts),
+                                   fired_by=join.fired_by, fired_kind=join.fired_kind, done=join.done)
+            if claim is not None:
+                join.fired_by, join.fired_kind = index, claim
+            return decision(action, parts, index)
+
+    def chord_fired(self, chord_id: str) -> None:
+        with self._cond:
+            self._joins.setdefault(chord_id, _Join()).done = True
+
     def ping(self) -> None:
         return None
 
     def close(self) -> None:
         return None
+
+
+@dataclass
+class _Join:
+    """One chord's join: encoded parts by header index, who fired it (and how), and whether that is done."""
+
+    parts: dict[int, bytes] = field(default_factory=dict)
+    fired_by: int | None = None
+    fired_kind: str | None = None
+    done: bool = False

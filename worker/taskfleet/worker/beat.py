@@ -245,6 +245,8 @@ class Beat:
         priority = sig.priority if sig.priority is not None else (task.options.priority if task else 0)
         expires = sig.expires if sig.expires is not None else (task.options.expires if task else None)
         now = self._clock()
+        if isinstance(expires, datetime):  # a signature may carry a point in time
+            expires = expires.timestamp() - now
         return Message(id=task_id, task=sig.task, args=sig.args, kwargs=dict(sig.kwargs), queue=queue,
                        priority=priority, expires=None if expires is None else now + expires,
                        headers={ENTRY_HEADER: entry.name, SCHEDULED_HEADER: _iso(scheduled_ms)}, created_at=now)

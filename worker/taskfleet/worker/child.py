@@ -89,6 +89,7 @@ class Child:
         self.stopping = False
         self.parent_pid = os.getppid()
         self._thread_stop = threading.Event()
+        self._executor: Executor | None = None
         self._start_reported = False
         #: Held by the thread taking deliveries in (the main thread's fetch, the background thread's take of the
         #: buffered ones) until they are held and reported: they are held and numbered in the order they arrived.
@@ -105,6 +106,7 @@ class Child:
             broker.watch_connections(self._hand_over)
         executor = Executor(self.app, self.app.backend, on_start=self._on_start)
         settler = Settler(broker, self.reporter)
+        self._executor = executor
         thread = threading.Thread(target=self._background, args=(broker, settler), name="taskfleet-lease", daemon=True)
         thread.start()
         self.reporter.send(events.Ready(os.getpid()))
@@ -247,6 +249,10 @@ class Child:
             while self.conn.poll():
                 match self.conn.recv():
                     case events.Settle(seq):
+                        running = self.holdings.running()
+                        executor = self._executor
+                        if executor is not None and running is not None and running.seq == seq:
+                            executor.follow_up_timed_out(running.delivery)  # a workflow's follow-ups go first
                         settler.settle_timed_out(seq, self.holdings)
         except (EOFError, OSError):
             return  # the supervisor is gone; the orphan check ends this process

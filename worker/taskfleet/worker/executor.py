@@ -5,8 +5,12 @@ The executor decides, it does not settle: ``Executor.run`` returns an ``Outcome`
 
 - ``Ack``: the final state (success, failure, revoked) is stored, or a redelivery found it stored (duplicate). The
   ack may wait for the rest of the fetched batch: a message whose ack was still pending when its worker died is
-  delivered again and recognised by its stored final state (``_already_finished``), except with ``ignore_result``
+  delivered again and recognised by its stored final state (``_finished_record``), except with ``ignore_result``
   (``keeps_results``), where nothing is stored and it runs again.
+- Workflow follow-ups (``taskfleet.worker.followups``: callbacks, errbacks, a chain's next step, a chord's join) are
+  sent after the final state is stored and before the decision is returned; a redelivery that finds the final state
+  stored sends them again (same task ids) before it is acked. A follow-up message (``workflow.follow_up``) whose task
+  id already has a final state is acked unrun: that costs follow-ups one backend read, plain tasks none.
 - ``AckRetried``: the next attempt is already published and the RETRY state stored (publish before ack: never
   lost). Its ack must not be deferred, since a stored RETRY would not let a redelivery be recognised.
 - ``DeadLetter``: bad input (oversized, undecodable, unknown task) or retries used up (its FAILURE stored). Bad
@@ -25,12 +29,14 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from types import FrameType
 from typing import Any
 
 from taskfleet.app import App
 from taskfleet.backends.base import ResultBackend, ResultRecord
 from taskfleet.brokers.base import Delivery
+from taskfleet.canvas.workflow import Workflow
 from taskfleet.errors import (
     BrokerError,
     DecodeError,
@@ -40,11 +46,13 @@ from taskfleet.errors import (
     Retry,
     SoftTimeLimitExceeded,
     TaskNotRegistered,
+    TimeLimitExceeded,
 )
 from taskfleet.message import Message
 from taskfleet.retry import retry_delay_s
 from taskfleet.states import READY_STATES, State
 from taskfleet.task import Request, Task
+from taskfleet.worker.followups import Failure, FollowUps
 from taskfleet.worker.logging import get_logger
 
 log = get_logger("taskfleet.worker")
@@ -147,6 +155,8 @@ class Executor:
         self.accept = app.settings.accept_content
         self.max_bytes = app.settings.max_message_bytes
         self.serializer = app.serializer
+        self.followups = FollowUps(app, backend, exception_fields=partial(exception_fields,
+                                                                          serialize=app.serializer.dumps))
         signal.signal(signal.SIGALRM, _raise_soft_limit)
 
     def run(self, delivery: Delivery) -> Outcome:
@@ -168,22 +178,39 @@ class Executor:
             msg = Message.decode(delivery.data, accept=self.accept)
         except DecodeError as exc:
             return self._dead("?", str(exc), began)
+        try:
+            workflow = self.followups.read(msg)
+        except DecodeError as exc:  # its caller waits on the task id: the FAILURE says why
+            self._store(msg, State.FAILURE, **exception_fields(exc, self.serializer.dumps))
+            return self._dead(msg.task, str(exc), began)
         task = self.app.tasks.get(msg.task)
         if task is None:
             error = TaskNotRegistered(f"task {msg.task!r} is not registered in app {self.app.name!r}")
-            self._store(msg, State.FAILURE, **exception_fields(error, self.serializer.dumps))
+            fields = exception_fields(error, self.serializer.dumps)
+            self._store(msg, State.FAILURE, **fields)
+            if workflow is not None:
+                self.followups.failed(msg, workflow, Failure.of(fields))
             return self._dead(msg.task, str(error), began)
-        if delivery.redelivered and self._already_finished(msg, task):
-            log.info("redelivered task already finished: acked without running it again", task_id=msg.id,
-                     task=msg.task, queue=delivery.queue, delivery_count=delivery.delivery_count)
-            return Outcome(ACK, DUPLICATE, msg.task, time.perf_counter() - began)
+        # A redelivery, or a workflow's follow-up (sent twice after a crash), may have run already: one read.
+        if delivery.redelivered or (workflow is not None and workflow.follow_up):
+            finished = self._finished_record(msg, task)
+            if finished is not None:
+                if workflow is not None and delivery.redelivered:
+                    self.followups.redo(msg, workflow, finished)  # its follow-ups may not all have been sent
+                log.info("task already finished: acked without running it again", task_id=msg.id, task=msg.task,
+                         queue=delivery.queue, delivery_count=delivery.delivery_count)
+                return Outcome(ACK, DUPLICATE, msg.task, time.perf_counter() - began)
         if msg.is_expired():
-            self._store(msg, State.REVOKED, exc_message=f"expired at {msg.expires} before it started")
+            reason = f"expired at {msg.expires} before it started"
+            self._store(msg, State.REVOKED, exc_message=reason)
+            if workflow is not None:
+                self.followups.failed(msg, workflow, self.followups.revoked(reason))
             log.info("task revoked", task_id=msg.id, task=msg.task, queue=delivery.queue, reason="expired")
             return Outcome(ACK, REVOKED, msg.task, time.perf_counter() - began)
-        return self._execute(delivery, msg, task, began)
+        return self._execute(delivery, msg, task, began, workflow)
 
-    def _execute(self, delivery: Delivery, msg: Message, task: Task[Any], began: float) -> Outcome:
+    def _execute(self, delivery: Delivery, msg: Message, task: Task[Any], began: float,
+                 workflow: Workflow | None = None) -> Outcome:
         opts = task.options
         if opts.track_started:
             self._store(msg, State.STARTED)
@@ -198,11 +225,11 @@ class Executor:
         try:
             value = task.run_with_request(request, msg.args, msg.kwargs)
         except Retry as exc:
-            return self._retry(delivery, msg, task, exc.exc, exc.countdown_s, exc.max_retries, began)
+            return self._retry(delivery, msg, task, exc.exc, exc.countdown_s, exc.max_retries, began, workflow)
         except Exception as exc:  # noqa: BLE001 - the task's own failure is data, not a worker error
             if opts.autoretry_for and isinstance(exc, opts.autoretry_for):
-                return self._retry(delivery, msg, task, exc, None, None, began)
-            return self._fail(delivery, msg, task, exc, began)
+                return self._retry(delivery, msg, task, exc, None, None, began, workflow)
+            return self._fail(delivery, msg, task, exc, began, workflow)
         finally:
             if opts.soft_time_limit:
                 signal.setitimer(signal.ITIMER_REAL, 0)
@@ -210,18 +237,24 @@ class Executor:
         try:
             self._store(msg, State.SUCCESS, result=value)
         except EncodeError as exc:
-            return self._fail(delivery, msg, task, exc, began)
+            return self._fail(delivery, msg, task, exc, began, workflow)
+        if workflow is not None:
+            self.followups.succeeded(msg, workflow, value)
         log.info("task succeeded", task_id=msg.id, task=msg.task, queue=delivery.queue,
                  runtime_ms=round(runtime * 1000, 3))
         return Outcome(ACK, SUCCESS, msg.task, runtime)
 
     def _retry(self, delivery: Delivery, msg: Message, task: Task[Any], exc: BaseException | None,
-               countdown_s: float | None, max_retries: int | None, began: float) -> Outcome:
+               countdown_s: float | None, max_retries: int | None, began: float,
+               workflow: Workflow | None = None) -> Outcome:
         opts = task.options
         limit = opts.max_retries if max_retries is None else max_retries
         if limit is not None and msg.retries >= limit:
             error = exc if exc is not None else MaxRetriesExceeded(f"{msg.task} used up its {limit} retries")
-            self._store(msg, State.FAILURE, **exception_fields(error, self.serializer.dumps))
+            fields = exception_fields(error, self.serializer.dumps)
+            self._store(msg, State.FAILURE, **fields)
+            if workflow is not None:
+                self.followups.failed(msg, workflow, Failure.of(fields))
             reason = f"max retries ({limit}) exceeded: {type(error).__name__}: {error}"
             return self._dead(msg.task, reason, began)
         if countdown_s is None:
@@ -238,24 +271,50 @@ class Executor:
         return Outcome(ACK_RETRIED, RETRY, msg.task, time.perf_counter() - began)
 
     def _fail(self, delivery: Delivery, msg: Message, task: Task[Any], exc: BaseException,
-              began: float) -> Outcome:
-        self._store(msg, State.FAILURE, **exception_fields(exc, self.serializer.dumps))
+              began: float, workflow: Workflow | None = None) -> Outcome:
+        fields = exception_fields(exc, self.serializer.dumps)
+        self._store(msg, State.FAILURE, **fields)
+        if workflow is not None:
+            self.followups.failed(msg, workflow, Failure.of(fields))
         log.warning("task failed", task_id=msg.id, task=msg.task, queue=delivery.queue,
                     error=f"{type(exc).__name__}: {exc}", runtime_ms=round((time.perf_counter() - began) * 1000, 3))
         return Outcome(ACK, FAILURE, msg.task, time.perf_counter() - began)
+
+    def follow_up_timed_out(self, delivery: Delivery) -> None:
+        """Send the failure follow-ups of ``delivery``'s workflow, if it has one, after its task ran past its hard
+        time limit (the supervisor stored the FAILURE and is about to kill this child; called from the child's
+        background thread while the task is stuck). A follow-up that cannot be sent now is sent by the redelivery
+        when this message's ack is lost with the child."""
+        try:
+            msg = Message.decode(delivery.data, accept=self.accept)
+            workflow = self.followups.read(msg)
+        except DecodeError:
+            return
+        if workflow is None:
+            return
+        try:
+            record = self.backend.get(msg.id) if self.backend is not None else None
+            if record is not None and record.state in READY_STATES:
+                self.followups.redo(msg, workflow, record)
+            else:  # ignore_result: nothing stored
+                error = TimeLimitExceeded(f"{msg.task} exceeded its time limit; its child was killed")
+                self.followups.failed(msg, workflow, Failure.of(exception_fields(error, self.serializer.dumps)))
+        except (BrokerError, ResultError) as exc:
+            log.warning("could not send the follow-ups of a timed-out task", task_id=msg.id, error=str(exc))
 
     @staticmethod
     def _dead(task: str, reason: str, began: float) -> Outcome:
         # Logged by the Settler once the message is moved.
         return Outcome(DeadLetter(reason), DEAD_LETTERED, task, time.perf_counter() - began)
 
-    def _already_finished(self, msg: Message, task: Task[Any]) -> bool:
-        """True when the result backend already holds a final state for this task id: the message ran (or hit its
-        hard time limit) but its ack was lost, e.g. in a broker restart. Checked on redeliveries only."""
+    def _finished_record(self, msg: Message, task: Task[Any]) -> ResultRecord | None:
+        """The final state the result backend already holds for this task id, if any: the message ran (or hit its
+        hard time limit) but its ack was lost, e.g. in a broker restart, or it is a workflow follow-up sent twice.
+        Checked on redeliveries and follow-ups only."""
         if self.backend is None or not keeps_results(task):
-            return False
+            return None
         record = self.backend.get(msg.id)
-        return record is not None and record.state in READY_STATES
+        return record if record is not None and record.state in READY_STATES else None
 
     def _store(self, msg: Message, state: State, **fields: Any) -> None:
         """Store a result record, unless there is no backend or the task ignores results (``keeps_results``)."""
