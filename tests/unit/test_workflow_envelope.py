@@ -127,3 +127,18 @@ def test_a_workflow_field_of_the_wrong_type_is_a_malformed_message() -> None:
     data = b'application/json\n{"v":1,"id":"x","task":"t","queue":"q","workflow":[1]}'
     with pytest.raises(DecodeError, match="'workflow' must be dict"):
         Message.decode(data, accept=frozenset({"json"}))
+
+
+def test_a_worker_decodes_only_the_next_step_of_a_long_chain_and_passes_the_rest_on_as_it_came() -> None:
+    frozen = freeze(chain(add.s(0, 0), *(add.s(1) for _ in range(50))), app)
+    [message] = Planner(app).messages(frozen)
+    wire_rest = _wire(message)["workflow"]["chain"]
+    wire_rest[30] = {"task": "wf.add", "task_id": 42}  # malformed, far down the chain
+
+    workflow = Workflow.from_dict({"chain": wire_rest}, app)  # only the next step is read now
+    later = Continuation(workflow.then.rest[1:])
+
+    assert workflow.then.rest[0].to_dict() == wire_rest[0]
+    assert later.to_dict()["chain"] == wire_rest[1:]  # written back unread, the malformed step included
+    with pytest.raises(DecodeError, match="malformed workflow: chain"):
+        Workflow.from_dict(later.to_dict() | {"chain": wire_rest[30:]}, app)  # the step before it finds it

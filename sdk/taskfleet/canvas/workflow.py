@@ -21,9 +21,9 @@ same follow-up twice (after a crash) publishes the same task ids.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard, overload
 
 from taskfleet.canvas.codec import node_from_dict
 from taskfleet.canvas.freezing import task_ids
@@ -37,25 +37,73 @@ _KEYS = frozenset({"link", "link_error", "chain", "chord", "group", "follow_up"}
 _JOIN_KEYS = frozenset({"id", "index", "size", "body", "chain", "chord"})
 
 
+class Steps(Sequence[Node]):
+    """The rest of a chain as read from a message, next step first. A step is decoded when it is first used, and one
+    never used is written back as it was read: the worker of each step of a long chain decodes the next step only,
+    not the whole rest (which would make a chain of n steps cost n^2 decodes). A malformed later step is found
+    (and its message dead-lettered) by the worker of the step before it."""
+
+    __slots__ = ("_app", "_decoded", "_raw")
+
+    def __init__(self, raw: Sequence[Any], app: App | None) -> None:
+        self._raw = raw
+        self._app = app
+        self._decoded: dict[int, Node] = {}
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    @overload
+    def __getitem__(self, index: int) -> Node: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Steps: ...
+
+    def __getitem__(self, index: int | slice) -> Node | Steps:
+        if isinstance(index, slice):
+            return Steps(self._raw[index], self._app)
+        position = range(len(self._raw))[index]
+        node = self._decoded.get(position)
+        if node is None:
+            node = self._decoded[position] = _node(self._raw[position], self._app, "chain")
+        return node
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def to_dicts(self) -> list[Any]:
+        """Each step as written in a message: as read, unless it was decoded."""
+        return [node.to_dict() if (node := self._decoded.get(i)) is not None else raw
+                for i, raw in enumerate(self._raw)]
+
+
 @dataclass(frozen=True, slots=True)
 class Continuation:
-    """What runs after a task or a chord body: ``rest`` (the rest of its chain, next step first), then the chord
-    ``join`` the last of them reports to."""
+    """What runs after a task or a chord body: ``rest`` (the rest of its chain, next step first; ``Steps`` when read
+    from a message), then the chord ``join`` the last of them reports to."""
 
-    rest: tuple[Node, ...] = ()
+    rest: Sequence[Node] = ()
     join: Join | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.rest:
-            out["chain"] = [node.to_dict() for node in self.rest]
+            rest = self.rest
+            out["chain"] = rest.to_dicts() if isinstance(rest, Steps) else [node.to_dict() for node in rest]
         if self.join is not None:
             out["chord"] = self.join.to_dict()
         return out
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], app: App | None) -> Continuation:
-        rest = tuple(_node(n, app, "chain") for n in _list(raw, "chain"))
+        steps = _list(raw, "chain")
+        if not all(isinstance(step, dict) for step in steps):
+            raise DecodeError("malformed workflow: chain: each step must be a mapping")
+        rest = Steps(steps, app)
+        if steps:
+            rest[0]  # the next step is checked now: a malformed one fails this message, before the task runs
         join_raw = raw.get("chord")
         return cls(rest, None if join_raw is None else Join.from_dict(join_raw, app))
 
