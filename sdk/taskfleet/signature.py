@@ -1,9 +1,10 @@
 """``Signature``: a task call written down but not sent (task name, arguments, send options, callbacks).
 
 ``report.s(2024, region="eu")`` makes one; beat sends one per tick; ``add.s(2) | mul.s(3)`` chains two
-(``taskfleet.canvas``). It is frozen, plain data (``to_dict`` / ``from_dict`` round-trip through JSON, so it can
-travel inside a message) and every change makes a new one: ``sig.set(queue="low")``, ``sig.link(cb)`` and
-``sig.clone(1)`` return a copy. A signature made by ``task.s()`` or ``app.signature()`` knows its app, so
+(``taskfleet.canvas``). It is plain data (``to_dict`` / ``from_dict`` round-trip through JSON, so it can travel
+inside a message). ``sig.set(queue="low")`` and ``sig.clone(1)`` return a changed copy; ``sig.link(cb)`` and
+``sig.link_error(eb)`` change the signature in place, as in Celery, where dropping their return value is the
+idiom (``sig.link(cb); sig.delay()``). A signature made by ``task.s()`` or ``app.signature()`` knows its app, so
 ``sig.delay()`` needs none; the app is not part of its data (not in ``to_dict``, ``==`` or ``repr``).
 
 Partial application is Celery's: arguments given when the signature is sent (or, in a chain, the previous task's
@@ -112,15 +113,19 @@ class Signature:
         return (*args, *self.args), {**self.kwargs, **(kwargs or {})}
 
     def link(self, callback: Node) -> Signature:
-        """A copy that sends ``callback`` after this task succeeded, with its result as the first argument (unless
-        the callback is immutable). Unlike Celery, ``self`` is not changed: write ``sig = sig.link(cb)``."""
-        return dataclasses.replace(self, callbacks=(*self.callbacks, callback))
+        """Send ``callback`` after this task succeeded, with its result as the first argument (unless the callback
+        is immutable). As in Celery this signature is changed in place (``sig.link(cb); sig.delay()`` sends the
+        callback: the one method here that changes a signature); it returns the signature (Celery returns the
+        callback), so links chain: ``add.s(1, 1).link(a).link_error(b)``."""
+        object.__setattr__(self, "callbacks", (*self.callbacks, callback))
+        return self
 
     def link_error(self, errback: Node) -> Signature:
-        """A copy that sends ``errback`` after this task finally failed (its retries used up, or expired), with
-        ``(request, exc, traceback)`` in front of its own arguments unless it is immutable (see
-        docs/workflows.md). Unlike Celery, ``self`` is not changed: write ``sig = sig.link_error(eb)``."""
-        return dataclasses.replace(self, errbacks=(*self.errbacks, errback))
+        """Send ``errback`` after this task finally failed (its retries used up, or expired), with ``(request, exc,
+        traceback)`` in front of its own arguments unless it is immutable (see docs/workflows.md). Changes this
+        signature in place and returns it, as ``link``."""
+        object.__setattr__(self, "errbacks", (*self.errbacks, errback))
+        return self
 
     def __or__(self, other: Node) -> Node:
         """``a | b``: a chain (a group after it makes a chord; see ``taskfleet.canvas``)."""

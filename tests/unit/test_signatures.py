@@ -113,11 +113,13 @@ def test_a_signature_without_an_app_cannot_be_sent() -> None:
         Signature(task="sig.add").delay()
 
 
-def test_link_and_link_error_return_a_new_signature() -> None:
+def test_link_and_link_error_change_the_signature_in_place_as_in_celery() -> None:
     sig = add.s(1, 1)
-    linked = sig.link(mul.s(2)).link_error(tsum.s())
-    assert (linked.callbacks, linked.errbacks) == ((mul.s(2),), (tsum.s(),))
-    assert sig.callbacks == (), "Celery mutates in place; a Taskfleet signature is a value"
+    sig.link(mul.s(2))  # Celery's idiom: the return value is dropped, the callback must not be
+    sig.link_error(tsum.s())
+
+    assert (sig.callbacks, sig.errbacks) == ((mul.s(2),), (tsum.s(),))
+    assert add.s(1, 1).link(mul.s(2)).link_error(tsum.s()) == sig, "each returns the signature, so links chain"
 
 
 # -- plain data ------------------------------------------------------------------------------------------------
@@ -206,7 +208,9 @@ def test_piping_into_something_else_than_a_signature_is_a_type_error() -> None:
 
 
 def test_a_chains_link_goes_to_its_last_step_and_link_error_to_every_step() -> None:
-    linked = chain(add.s(1, 1), mul.s(2)).link(tsum.s()).link_error(tsum.si([0]))
+    linked = chain(add.s(1, 1), mul.s(2))
+    linked.link(tsum.s())
+    linked.link_error(tsum.si([0]))
     first, last = linked.tasks
     assert isinstance(first, Signature)
     assert isinstance(last, Signature)

@@ -46,11 +46,12 @@ class Composite(ABC):
 
     @abstractmethod
     def link(self, callback: Node) -> Self:
-        """A copy whose result is sent to ``callback`` (see each composite)."""
+        """Send this workflow's result to ``callback``: the tasks inside are changed in place, as in Celery, and
+        ``self`` is returned (see each composite for which tasks)."""
 
     @abstractmethod
     def link_error(self, errback: Node) -> Self:
-        """A copy whose failure sends ``errback`` (see each composite)."""
+        """Send ``errback`` when this workflow fails: in place, as ``link``."""
 
     @abstractmethod
     def clone(self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any) -> Self:
@@ -119,11 +120,14 @@ class Chain(Composite):
         """The last step's result goes to ``callback``."""
         if not self.tasks:
             raise ValueError("an empty chain has no result to link")
-        return self._replace(tasks=(*self.tasks[:-1], self.tasks[-1].link(callback)))
+        self.tasks[-1].link(callback)
+        return self
 
     def link_error(self, errback: Node) -> Chain:
         """``errback`` runs for whichever step fails (once: the chain stops there)."""
-        return self._replace(tasks=tuple(step.link_error(errback) for step in self.tasks))
+        for step in self.tasks:
+            step.link_error(errback)
+        return self
 
     def clone(self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any) -> Chain:
         """Partial arguments go to the first step."""
@@ -182,7 +186,9 @@ class Group(Composite):
 
     def link_error(self, errback: Node) -> Group:
         """``errback`` runs for each member that fails."""
-        return Group(*(m.link_error(errback) for m in self.tasks), id=self.id, options=self.options)
+        for member in self.tasks:
+            member.link_error(errback)
+        return self
 
     def clone(self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any) -> Group:
         """Partial arguments go to every member."""
@@ -243,10 +249,12 @@ class Chord(Composite):
         return _first_app((*self.header.tasks, *((self.body,) if self.body is not None else ())))
 
     def link(self, callback: Node) -> Chord:
-        return self._with_body(self._body().link(callback))
+        self._body().link(callback)
+        return self
 
     def link_error(self, errback: Node) -> Chord:
-        return self._with_body(self._body().link_error(errback))
+        self._body().link_error(errback)
+        return self
 
     def clone(self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any) -> Chord:
         """Partial arguments go to every header task."""
@@ -311,7 +319,8 @@ class Chunks(Composite):
         raise TypeError("cannot link a callback to chunks (a group): use a chord (task.chunks(...) | callback)")
 
     def link_error(self, errback: Node) -> Chunks:
-        return Chunks(self.task.link_error(errback), self.items, self.n, options=self.options)
+        self.task.link_error(errback)
+        return self
 
     def clone(self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any) -> Chunks:
         if args or kwargs:
