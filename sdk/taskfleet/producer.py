@@ -3,6 +3,10 @@
 enforced) and the bytes go to the broker: one at a time (``publish``) or in pipelined chunks (``send_many``).
 
 Publish retries are the broker's: ``App(publish_retry=)`` reaches it through ``AppSettings.broker_settings()``.
+
+``before_task_publish`` and ``after_task_publish`` (taskfleet.signals) are sent around each message only when a
+receiver is connected; ``send_many`` then encodes its chunks on the calling thread, so receivers run where the call
+does.
 """
 
 from __future__ import annotations
@@ -11,16 +15,17 @@ import functools
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from taskfleet.brokers.base import Outgoing
+from taskfleet.brokers.base import Broker, Outgoing
 from taskfleet.errors import MessageTooLarge
 from taskfleet.message import Message
 from taskfleet.result import AsyncResult
 from taskfleet.settings import validate_queue_name
+from taskfleet.signals import after_task_publish, announce_publish, announce_published, before_task_publish
 from taskfleet.signature import Signature
 
 if TYPE_CHECKING:
@@ -83,10 +88,14 @@ class Producer:
         return data
 
     def publish(self, message: Message) -> None:
-        """Encode ``message`` and hand it to the broker (see ``App.publish``)."""
+        """Encode ``message`` and hand it to the broker (see ``App.publish``), between the publish signals."""
+        if before_task_publish.receivers:
+            message = announce_publish(message)
         data = self.encode(message)
         self._app.broker.enqueue(message.queue, message.broker_id, data, priority=message.priority,
                                  delay_s=message.delay_s())
+        if after_task_publish.receivers:
+            announce_published(message)
 
     def send_many(
         self, calls: Iterable[Call], *, queue: str | None, priority: int | None, countdown: float | None,
@@ -100,9 +109,11 @@ class Producer:
         ids = _task_ids(len(signatures))
         now = time.time()
         app = self._app
+        announce = bool(before_task_publish.receivers or after_task_publish.receivers)
 
-        def encode(start: int) -> list[Outgoing]:
-            chunk = []
+        def encode(start: int) -> tuple[list[Outgoing], list[Message]]:
+            """The chunk from ``start``, and its messages when the publish signals have receivers."""
+            chunk, messages = [], []
             for signature, task_id in zip(signatures[start:start + SEND_MANY_CHUNK],
                                           ids[start:start + SEND_MANY_CHUNK], strict=True):
                 call_queue, call_priority, call_expires = signature.send_options(app)
@@ -110,32 +121,52 @@ class Producer:
                     signature.task, signature.args, signature.kwargs, countdown=countdown, eta=None,
                     expires=call_expires, priority=call_priority if priority is None else priority,
                     queue=queue or call_queue, task_id=task_id, headers=None, now=now)
+                if announce:
+                    message = announce_publish(message)
+                    messages.append(message)
                 chunk.append(Outgoing(message.queue, message.broker_id, self.encode(message), message.priority,
                                       message.delay_s()))  # until its eta from now: a later chunk waits less
-            return chunk
+            return chunk, messages
 
-        broker = app.broker
-        if len(signatures) <= SEND_MANY_CHUNK:
-            try:
-                broker.enqueue_many(encode(0))
-            except Exception as exc:
-                _note_sent(exc, 0, len(signatures))
-                raise
-            return [AsyncResult(task_id, app=app) for task_id in ids]
-        # The next chunk is encoded on a helper thread while the broker stores this one (the broker call waits on
-        # the network with the GIL released); the broker itself is only ever called from this thread.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskfleet-send-many") as encoder:
-            upcoming = encoder.submit(encode, 0)
-            for start in range(0, len(signatures), SEND_MANY_CHUNK):
-                try:
-                    chunk = upcoming.result()
-                    if start + SEND_MANY_CHUNK < len(signatures):
-                        upcoming = encoder.submit(encode, start + SEND_MANY_CHUNK)
-                    broker.enqueue_many(chunk)
-                except Exception as exc:
-                    _note_sent(exc, start, len(signatures))
-                    raise
+        if len(signatures) <= SEND_MANY_CHUNK or announce:  # one chunk, or receivers to call on this thread
+            _send_here(app.broker, encode, len(signatures))
+        else:
+            _send_pipelined(app.broker, encode, len(signatures))
         return [AsyncResult(task_id, app=app) for task_id in ids]
+
+
+_Encode = Callable[[int], tuple[list[Outgoing], list[Message]]]
+
+
+def _send_here(broker: Broker, encode: _Encode, total: int) -> None:
+    """Encode and store the ``total`` calls chunk by chunk on this thread, sending ``after_task_publish`` for the
+    messages ``encode`` returns once their chunk is stored."""
+    for start in range(0, total, SEND_MANY_CHUNK):
+        try:
+            chunk, messages = encode(start)
+            broker.enqueue_many(chunk)
+        except Exception as exc:
+            _note_sent(exc, start, total)
+            raise
+        for message in messages:
+            announce_published(message)
+
+
+def _send_pipelined(broker: Broker, encode: _Encode, total: int) -> None:
+    """Store the ``total`` calls chunk by chunk, the next chunk encoded on a helper thread while the broker stores
+    this one (the broker call waits on the network with the GIL released); the broker itself is only ever called
+    from this thread."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskfleet-send-many") as encoder:
+        upcoming = encoder.submit(encode, 0)
+        for start in range(0, total, SEND_MANY_CHUNK):
+            try:
+                chunk, _ = upcoming.result()
+                if start + SEND_MANY_CHUNK < total:
+                    upcoming = encoder.submit(encode, start + SEND_MANY_CHUNK)
+                broker.enqueue_many(chunk)
+            except Exception as exc:
+                _note_sent(exc, start, total)
+                raise
 
 
 def _task_ids(count: int) -> list[str]:
