@@ -76,9 +76,19 @@ def send(signal: NamedSignal, sender: Any, /, **named: Any) -> None:
         try:
             receiver(signal=signal, sender=sender, **named)
         except Exception:
-            task_id = named.get("task_id") or getattr(named.get("request"), "id", None)
+            task_id = _task_id(sender, named)
             log.exception("receiver %r of signal %s raised%s; it is ignored", receiver, signal.name,
                           f" (task_id={task_id})" if task_id else "")
+
+
+def _task_id(sender: Any, named: dict[str, Any]) -> str | None:
+    """The id of the task a signal is about: named, in its request or message body, or the running task's."""
+    found = named.get("task_id") or getattr(named.get("request"), "id", None)
+    if found is None and isinstance(named.get("body"), dict):
+        found = named["body"].get("id")
+    if found is None:
+        found = getattr(getattr(sender, "request", None), "id", None)
+    return found if isinstance(found, str) else None
 
 
 def announce_publish(message: Message) -> Message:

@@ -138,6 +138,17 @@ _DIRECT_CALL = Request()
 _current_request: contextvars.ContextVar[Request | None] = contextvars.ContextVar("taskfleet_request", default=None)
 
 
+def enter_request(request: Request) -> contextvars.Token[Request | None]:
+    """Make ``request`` what ``Task.request`` returns in this context until ``leave_request`` (a worker keeps it
+    set while a task's hooks and signal receivers run, as Celery does)."""
+    return _current_request.set(request)
+
+
+def leave_request(token: contextvars.Token[Request | None]) -> None:
+    """Undo the ``enter_request`` that returned ``token``."""
+    _current_request.reset(token)
+
+
 class Task(TaskHooks, Generic[R]):
     """A task function registered with an ``App``. Calling it runs it here; ``delay`` sends it to a worker.
 

@@ -14,16 +14,14 @@ from taskfleet.serializers import BY_CONTENT_TYPE, Serializer
 from taskfleet.settings import BackendSettings
 from taskfleet.states import READY_STATES, State, to_state
 
-#: The record fields stored only with ``App(result_extended=True)`` (left out of the encoded record when None).
-EXTENDED_FIELDS = ("args", "kwargs", "queue")
-
 
 @dataclass(frozen=True, kw_only=True)
 class ResultRecord:
     """What the backend stores for one task id. ``exc_type`` is ``module.QualName`` of the exception.
 
     ``state`` is a ``State`` member, or a plain string for a custom state (``Task.update_state``), whose ``meta`` is
-    kept in ``result``. ``args``, ``kwargs`` and ``queue`` are stored only with ``App(result_extended=True)``."""
+    kept in ``result`` (pass a built-in state as its member, as ``decode`` and ``to_state`` give it). ``args``,
+    ``kwargs`` and ``queue`` are stored only with ``App(result_extended=True)``."""
 
     task_id: str
     state: State | str
@@ -38,9 +36,6 @@ class ResultRecord:
     args: list[Any] | None = None
     kwargs: dict[str, Any] | None = None
     queue: str | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "state", to_state(self.state))  # "SUCCESS" is State.SUCCESS, as when decoded
 
     @property
     def ready(self) -> bool:

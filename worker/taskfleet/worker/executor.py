@@ -46,7 +46,7 @@ from taskfleet.message import Message
 from taskfleet.retry import retry_delay_s
 from taskfleet.states import READY_STATES, State
 from taskfleet.task import Request, Task
-from taskfleet.worker.lifecycle import TaskRun
+from taskfleet.worker.lifecycle import TaskRun, task_run
 from taskfleet.worker.logging import get_logger
 
 log = get_logger("taskfleet.worker")
@@ -192,7 +192,7 @@ class Executor:
             headers=msg.headers, eta=msg.eta, expires=msg.expires, root_id=msg.root_id or msg.id,
             parent_id=msg.parent_id, delivery_count=delivery.delivery_count, called_directly=False,
         )
-        run = TaskRun(task, request)
+        run = task_run(task, request)
         run.prerun()
         try:
             return self._run_task(delivery, msg, task, request, run, began)

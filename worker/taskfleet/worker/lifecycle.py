@@ -7,38 +7,69 @@ on a retry (next attempt published, RETRY stored) ``on_retry``, ``task_retry`` Â
 
 Every hook and receiver runs after the outcome is stored and before the message is settled: what it raises is
 logged (the hook's name and the task id) and changes neither the stored outcome nor what becomes of the message.
-A signal with no receiver costs one dict check; a hook a class does not override is an empty method call.
+
+A plain task (a class that overrides no hook, no receiver connected to a task signal) gets ``QUIET``, whose methods
+do nothing: the run costs a few empty calls, and nothing is built for hooks or signals (``task_run``).
 """
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
 from typing import Any
 
 from taskfleet.errors import Retry
-from taskfleet.hooks import ExceptionInfo
+from taskfleet.hooks import ExceptionInfo, TaskHooks
 from taskfleet.signals import send, task_failure, task_postrun, task_prerun, task_retry, task_success
 from taskfleet.states import State
-from taskfleet.task import Request, Task
+from taskfleet.task import Request, Task, enter_request, leave_request
 from taskfleet.worker.logging import get_logger
 
 log = get_logger("taskfleet.worker")
+
+_HOOKS = ("before_start", "on_success", "on_failure", "on_retry", "after_return")
+
+
+def task_run(task: Task[Any], request: Request) -> TaskRun:
+    """The ``TaskRun`` of one run of ``task``: ``QUIET`` when its class overrides no hook and no task signal has a
+    receiver (checked at each run, so a receiver connected later counts)."""
+    hooked = _overrides.get(type(task))
+    if hooked is None:
+        hooked = overrides_hooks(type(task))
+    if (hooked or task_prerun.receivers or task_postrun.receivers or task_success.receivers
+            or task_failure.receivers or task_retry.receivers):
+        return TaskRun(task, request)
+    return QUIET
+
+
+def overrides_hooks(cls: type[TaskHooks]) -> bool:
+    """True when ``cls`` overrides at least one hook of ``TaskHooks`` (remembered per class)."""
+    found = _overrides.get(cls)
+    if found is None:
+        found = _overrides[cls] = any(getattr(cls, name) is not getattr(TaskHooks, name) for name in _HOOKS)
+    return found
+
+
+_overrides: dict[type[TaskHooks], bool] = {}
 
 
 class TaskRun:
     """The hooks and signals of one run of ``task`` with ``request``; remembers the outcome for ``task_postrun``."""
 
-    __slots__ = ("request", "retval", "state", "task")
+    __slots__ = ("_token", "request", "retval", "state", "task")
 
     def __init__(self, task: Task[Any], request: Request) -> None:
         self.task = task
         self.request = request
+        self._token: contextvars.Token[Request | None] | None = None
         #: The stored outcome, for ``task_postrun``: None until one is stored (and when none could be).
         self.state: State | None = None
         self.retval: Any = None
 
     def prerun(self) -> None:
-        """``task_prerun``, before anything of the run."""
+        """``task_prerun``, before anything of the run. From here to ``postrun`` the task's ``request`` is this
+        run's, so hooks and receivers can read ``task.request``."""
+        self._token = enter_request(self.request)
         if task_prerun.receivers:
             r = self.request
             send(task_prerun, self.task, task_id=r.id, task=self.task, args=r.args, kwargs=r.kwargs)
@@ -82,10 +113,14 @@ class TaskRun:
 
     def postrun(self) -> None:
         """``task_postrun``, last, whatever happened (``state`` None: no outcome was stored)."""
-        if task_postrun.receivers:
-            r = self.request
-            send(task_postrun, self.task, task_id=r.id, task=self.task, args=r.args, kwargs=r.kwargs,
-                 retval=self.retval, state=self.state)
+        try:
+            if task_postrun.receivers:
+                r = self.request
+                send(task_postrun, self.task, task_id=r.id, task=self.task, args=r.args, kwargs=r.kwargs,
+                     retval=self.retval, state=self.state)
+        finally:
+            if self._token is not None:
+                leave_request(self._token)
 
     def _hook(self, name: str, hook: Callable[..., object], *args: Any) -> None:
         try:
@@ -93,3 +128,31 @@ class TaskRun:
         except Exception as exc:  # a hook never changes the task's outcome: logged, and on we go
             log.error("task hook raised; the task's outcome stands", task_id=self.request.id, task=self.task.name,
                       hook=name, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+
+
+class _Quiet(TaskRun):
+    """The ``TaskRun`` of a plain task: every step does nothing."""
+
+    def __init__(self) -> None:
+        pass
+
+    def prerun(self) -> None:
+        pass
+
+    def before_start(self) -> None:
+        pass
+
+    def succeeded(self, retval: Any) -> None:
+        pass
+
+    def failed(self, exc: BaseException, traceback: str | None) -> None:
+        pass
+
+    def retried(self, reason: Retry, traceback: str | None) -> None:
+        pass
+
+    def postrun(self) -> None:
+        pass
+
+
+QUIET: TaskRun = _Quiet()
