@@ -209,7 +209,7 @@ def state_update(record: ResultRecord) -> StateUpdate:
         "task_id": record.task_id, "status": record.state, "result": info_of(record), "traceback": record.traceback,
         "children": [], "date_done": _date_done(record),
     }
-    if record.args is not None or record.kwargs is not None or record.queue is not None:
+    if record.extended is not None:
         update["name"], update["args"], update["kwargs"] = record.task, record.args, record.kwargs
         update["queue"], update["retries"] = record.queue, record.retries
     return update

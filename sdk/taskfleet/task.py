@@ -220,11 +220,11 @@ class Task(TaskHooks, Generic[R]):
         backend = self.app.backend
         if backend is None or (own and self.options.ignore_result):
             return
-        extended: dict[str, Any] = {}
+        extended = None
         if own and self.app.settings.result_extended:
             extended = {"args": list(request.args), "kwargs": dict(request.kwargs), "queue": request.queue}
         backend.store(ResultRecord(task_id=task_id, state=to_state(state), task=self.name if own else None,
-                                   result=meta, retries=request.retries if own else 0, **extended))
+                                   result=meta, retries=request.retries if own else 0, extended=extended))
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """This task called with these arguments, written down but not sent (e.g. for ``add_periodic_task``)."""

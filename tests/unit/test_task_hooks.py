@@ -16,7 +16,7 @@ import pytest
 from taskfleet import App, ConfigurationError, State, Task
 from taskfleet.hooks import ExceptionInfo, TaskHooks
 from taskfleet.worker.executor import ACK, ACK_RETRIED, DeadLetter
-from taskfleet.worker.lifecycle import QUIET, overrides_hooks, task_run
+from taskfleet.worker.lifecycle import overrides_hooks, task_run
 from taskfleet.worker.logging import configure_logging
 from tests import hook_tasks, tasks
 from tests.support.executing import in_memory, run_next
@@ -124,10 +124,10 @@ def test_a_task_cls_whose_call_wraps_run_wraps_every_run_in_a_worker() -> None:
     assert in_context() == "app context", "and a direct call"
 
 
-def test_a_class_that_overrides_no_hook_gets_the_quiet_run() -> None:
+def test_a_plain_task_with_no_signal_receiver_gets_no_hook_or_signal_work() -> None:
     assert not overrides_hooks(Plain)
     assert overrides_hooks(hook_tasks.Recorder)
-    assert task_run(tasks.add, tasks.add.request) is QUIET
+    assert task_run(tasks.add, tasks.add.request) is None
 
 
 # -- hooks in a worker ---------------------------------------------------------------------------------------------

@@ -14,14 +14,20 @@ from taskfleet.serializers import BY_CONTENT_TYPE, Serializer
 from taskfleet.settings import BackendSettings
 from taskfleet.states import READY_STATES, State, to_state
 
+#: The record keys stored only with ``App(result_extended=True)`` (``ResultRecord.extended``).
+_EXTENDED_KEYS = ("args", "kwargs", "queue")
+
 
 @dataclass(frozen=True, kw_only=True)
 class ResultRecord:
     """What the backend stores for one task id. ``exc_type`` is ``module.QualName`` of the exception.
 
     ``state`` is a ``State`` member, or a plain string for a custom state (``Task.update_state``), whose ``meta`` is
-    kept in ``result`` (pass a built-in state as its member, as ``decode`` and ``to_state`` give it). ``args``,
-    ``kwargs`` and ``queue`` are stored only with ``App(result_extended=True)``."""
+    kept in ``result`` (pass a built-in state as its member, as ``decode`` and ``to_state`` give it).
+
+    ``extended`` holds what the worker stores only with ``App(result_extended=True)``: the task's ``args``,
+    ``kwargs`` and ``queue`` (read them as the properties of those names). One field, not three: a record is made
+    for every stored state, and each field of a frozen dataclass costs its ``__init__`` a call."""
 
     task_id: str
     state: State | str
@@ -33,9 +39,22 @@ class ResultRecord:
     traceback: str | None = None
     retries: int = 0
     date_done: float = field(default_factory=time.time)  # Unix time the record was stored
-    args: list[Any] | None = None
-    kwargs: dict[str, Any] | None = None
-    queue: str | None = None
+    extended: dict[str, Any] | None = None
+
+    @property
+    def args(self) -> list[Any] | None:
+        """The task's positional arguments, when stored (``extended``)."""
+        return None if self.extended is None else self.extended.get("args")
+
+    @property
+    def kwargs(self) -> dict[str, Any] | None:
+        """The task's keyword arguments, when stored (``extended``)."""
+        return None if self.extended is None else self.extended.get("kwargs")
+
+    @property
+    def queue(self) -> str | None:
+        """The queue the task ran from, when stored (``extended``)."""
+        return None if self.extended is None else self.extended.get("queue")
 
     @property
     def ready(self) -> bool:
@@ -48,8 +67,8 @@ class ResultRecord:
             "exc_type": self.exc_type, "exc_message": self.exc_message, "exc_args": self.exc_args,
             "traceback": self.traceback, "retries": self.retries, "date_done": self.date_done,
         }
-        if self.args is not None or self.kwargs is not None or self.queue is not None:
-            raw.update(args=self.args, kwargs=self.kwargs, queue=self.queue)
+        if self.extended:
+            raw.update(self.extended)
         return raw
 
     def encode(self, serializer: Serializer) -> bytes:
@@ -71,7 +90,7 @@ class ResultRecord:
                 exc_type=raw.get("exc_type"), exc_message=raw.get("exc_message"), exc_args=raw.get("exc_args"),
                 traceback=raw.get("traceback"), retries=int(raw.get("retries") or 0),
                 date_done=float(raw.get("date_done") or 0.0),
-                args=raw.get("args"), kwargs=raw.get("kwargs"), queue=raw.get("queue"),
+                extended=({key: raw.get(key) for key in _EXTENDED_KEYS} if "args" in raw else None),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DecodeError(f"malformed result record: {exc}") from exc

@@ -24,6 +24,7 @@ from taskfleet.backends.base import ResultBackend, ResultRecord
 from taskfleet.errors import ResultError, ResultTimeout
 from taskfleet.serializers import get_serializer
 from taskfleet.settings import BackendSettings
+from taskfleet.states import READY_STATES
 
 #: First pause of ``wait`` between reads; doubled after each read up to ``MAX_POLL_S``.
 MIN_POLL_S = 0.005
@@ -90,7 +91,7 @@ class SQLiteBackend(ResultBackend):
             now = _now_ms()
             expires_at_ms = now + self._expires_ms
             conn.execute(_STORE, (record.task_id, data, expires_at_ms))
-            if not record.ready:
+            if record.state not in READY_STATES:
                 seq = int(conn.execute(_LAST_SEQ, (record.task_id,)).fetchone()[0]) + 1
                 conn.execute(_LOG_UPDATE, (record.task_id, seq, data, expires_at_ms))
                 if seq > KEEP_UPDATES:

@@ -14,6 +14,7 @@ from taskfleet.backends.base import ResultBackend, ResultRecord
 from taskfleet.errors import ResultTimeout
 from taskfleet.serializers import get_serializer
 from taskfleet.settings import BackendSettings
+from taskfleet.states import READY_STATES
 
 
 class StubBackend(ResultBackend):
@@ -30,7 +31,7 @@ class StubBackend(ResultBackend):
         data = record.encode(self._serializer)
         with self._cond:
             self._records[record.task_id] = (data, time.monotonic() + self.settings.result_expires_s)
-            if not record.ready:
+            if record.state not in READY_STATES:
                 self._updates.setdefault(record.task_id, []).append(data)
             self._cond.notify_all()
 

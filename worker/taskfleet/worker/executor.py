@@ -192,20 +192,23 @@ class Executor:
             headers=msg.headers, eta=msg.eta, expires=msg.expires, root_id=msg.root_id or msg.id,
             parent_id=msg.parent_id, delivery_count=delivery.delivery_count, called_directly=False,
         )
-        run = task_run(task, request)
+        run = task_run(task, request)  # None for a plain task: no hook or signal to call
+        if run is None:
+            return self._run_task(delivery, msg, task, request, run, began)
         run.prerun()
         try:
             return self._run_task(delivery, msg, task, request, run, began)
         finally:
             run.postrun()
 
-    def _run_task(self, delivery: Delivery, msg: Message, task: Task[Any], request: Request, run: TaskRun,
+    def _run_task(self, delivery: Delivery, msg: Message, task: Task[Any], request: Request, run: TaskRun | None,
                   began: float) -> Outcome:
         opts = task.options
         if opts.track_started:
             self._store(msg, State.STARTED)
         self.on_start(Started(delivery.message_id, delivery.queue, msg.id, msg.task, opts.time_limit))
-        run.before_start()
+        if run:
+            run.before_start()
         if opts.soft_time_limit:
             signal.setitimer(signal.ITIMER_REAL, opts.soft_time_limit)
         try:
@@ -224,12 +227,13 @@ class Executor:
             self._store(msg, State.SUCCESS, result=value)
         except EncodeError as exc:
             return self._fail(delivery, msg, exc, run, began)
-        run.succeeded(value)
+        if run:
+            run.succeeded(value)
         log.info("task succeeded", task_id=msg.id, task=msg.task, queue=delivery.queue,
                  runtime_ms=round(runtime * 1000, 3))
         return Outcome(ACK, SUCCESS, msg.task, runtime)
 
-    def _retry(self, delivery: Delivery, msg: Message, task: Task[Any], reason: Retry, run: TaskRun,
+    def _retry(self, delivery: Delivery, msg: Message, task: Task[Any], reason: Retry, run: TaskRun | None,
                began: float) -> Outcome:
         opts, exc = task.options, reason.exc
         limit = opts.max_retries if reason.max_retries is None else reason.max_retries
@@ -237,7 +241,8 @@ class Executor:
             error = exc if exc is not None else MaxRetriesExceeded(f"{msg.task} used up its {limit} retries")
             fields = exception_fields(error, self.serializer.dumps)
             self._store(msg, State.FAILURE, **fields)
-            run.failed(error, fields["traceback"])
+            if run:
+                run.failed(error, fields["traceback"])
             reason_text = f"max retries ({limit}) exceeded: {type(error).__name__}: {error}"
             return self._dead(msg.task, reason_text, began)
         countdown_s = reason.countdown_s
@@ -249,16 +254,19 @@ class Executor:
         self.app.publish(again)  # the new attempt is stored before the old one is acked: never lost
         fields = exception_fields(exc, self.serializer.dumps) if exc is not None else {}
         self._store(msg, State.RETRY, retries=again.retries, **fields)
-        run.retried(reason, fields.get("traceback"))
+        if run:
+            run.retried(reason, fields.get("traceback"))
         log.info("task retry", task_id=msg.id, task=msg.task, queue=delivery.queue, retries=again.retries,
                  countdown_s=round(countdown_s, 3), error=repr(exc))
         # Acked at once, never deferred: a redelivery could not tell this attempt already ran.
         return Outcome(ACK_RETRIED, RETRY, msg.task, time.perf_counter() - began)
 
-    def _fail(self, delivery: Delivery, msg: Message, exc: BaseException, run: TaskRun, began: float) -> Outcome:
+    def _fail(self, delivery: Delivery, msg: Message, exc: BaseException, run: TaskRun | None,
+              began: float) -> Outcome:
         fields = exception_fields(exc, self.serializer.dumps)
         self._store(msg, State.FAILURE, **fields)
-        run.failed(exc, fields["traceback"])
+        if run:
+            run.failed(exc, fields["traceback"])
         log.warning("task failed", task_id=msg.id, task=msg.task, queue=delivery.queue,
                     error=f"{type(exc).__name__}: {exc}", runtime_ms=round((time.perf_counter() - began) * 1000, 3))
         return Outcome(ACK, FAILURE, msg.task, time.perf_counter() - began)
@@ -283,5 +291,5 @@ class Executor:
             return
         fields.setdefault("retries", msg.retries)
         if self.extended:
-            fields.update(args=list(msg.args), kwargs=dict(msg.kwargs), queue=msg.queue)
+            fields["extended"] = {"args": list(msg.args), "kwargs": dict(msg.kwargs), "queue": msg.queue}
         self.backend.store(ResultRecord(task_id=msg.id, state=state, task=msg.task, **fields))

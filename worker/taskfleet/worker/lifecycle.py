@@ -8,8 +8,8 @@ on a retry (next attempt published, RETRY stored) ``on_retry``, ``task_retry`` Â
 Every hook and receiver runs after the outcome is stored and before the message is settled: what it raises is
 logged (the hook's name and the task id) and changes neither the stored outcome nor what becomes of the message.
 
-A plain task (a class that overrides no hook, no receiver connected to a task signal) gets ``QUIET``, whose methods
-do nothing: the run costs a few empty calls, and nothing is built for hooks or signals (``task_run``).
+A plain task (a class that overrides no hook, no receiver connected to a task signal) gets no ``TaskRun`` at all
+(``task_run`` returns None): the executor skips every step, and nothing is built for hooks or signals.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ log = get_logger("taskfleet.worker")
 _HOOKS = ("before_start", "on_success", "on_failure", "on_retry", "after_return")
 
 
-def task_run(task: Task[Any], request: Request) -> TaskRun:
-    """The ``TaskRun`` of one run of ``task``: ``QUIET`` when its class overrides no hook and no task signal has a
+def task_run(task: Task[Any], request: Request) -> TaskRun | None:
+    """The ``TaskRun`` of one run of ``task``, or None when its class overrides no hook and no task signal has a
     receiver (checked at each run, so a receiver connected later counts)."""
     hooked = _overrides.get(type(task))
     if hooked is None:
@@ -39,7 +39,7 @@ def task_run(task: Task[Any], request: Request) -> TaskRun:
     if (hooked or task_prerun.receivers or task_postrun.receivers or task_success.receivers
             or task_failure.receivers or task_retry.receivers):
         return TaskRun(task, request)
-    return QUIET
+    return None
 
 
 def overrides_hooks(cls: type[TaskHooks]) -> bool:
@@ -129,30 +129,3 @@ class TaskRun:
             log.error("task hook raised; the task's outcome stands", task_id=self.request.id, task=self.task.name,
                       hook=name, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
 
-
-class _Quiet(TaskRun):
-    """The ``TaskRun`` of a plain task: every step does nothing."""
-
-    def __init__(self) -> None:
-        pass
-
-    def prerun(self) -> None:
-        pass
-
-    def before_start(self) -> None:
-        pass
-
-    def succeeded(self, retval: Any) -> None:
-        pass
-
-    def failed(self, exc: BaseException, traceback: str | None) -> None:
-        pass
-
-    def retried(self, reason: Retry, traceback: str | None) -> None:
-        pass
-
-    def postrun(self) -> None:
-        pass
-
-
-QUIET: TaskRun = _Quiet()
