@@ -23,6 +23,15 @@ HOOKS_APP = "tests.hook_tasks:app"
 STEPS = 3
 
 
+@pytest.fixture(autouse=True)
+def _results_ready(app: App) -> None:
+    """Open the result backend before any worker does. Two processes opening a new SQLite file at the same moment
+    can fail with "database is locked" (its WAL switch and tables are made on first open, on main too), and here the
+    caller's first read and a worker child's first write would meet."""
+    assert app.backend is not None
+    app.backend.ping()
+
+
 def _opening(gate: Path, seen: list[StateUpdate]) -> object:
     """An ``on_message`` that keeps each update and opens ``gate`` once the task waits at it."""
 
