@@ -34,7 +34,7 @@ from taskfleet.settings import (
     validate_queue_name,
 )
 from taskfleet.signature import Signature
-from taskfleet.task import Task, TaskOptions, TaskOptionsKwargs, check_option_names
+from taskfleet.task import Task, TaskOptions, TaskOptionsKwargs, check_option_names, check_task_class
 
 R = TypeVar("R")
 
@@ -65,11 +65,16 @@ class App:
         publish_retry: PublishRetry | None = None,
         socket_timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S,
         timezone: str = DEFAULT_TIMEZONE,
+        result_extended: bool = False,
         beat_schedule: Iterable[Mapping[str, Any]] = (),
+        task_cls: type[Task[Any]] = Task,
     ) -> None:
         if not name or not isinstance(name, str):
             raise ConfigurationError("App needs a non-empty name, e.g. App('billing')")
         self.name = name
+        #: The class of this app's tasks unless ``@app.task(base=)`` names another (Celery's ``task_cls``): a
+        #: ``Task`` subclass, e.g. one with hooks or a ``__call__`` that runs each task in a framework context.
+        self.task_cls = check_task_class(task_cls, "App(task_cls=)")
         self.settings = AppSettings(
             broker_url=broker, broker_management_url=broker_management_url, result_backend_url=result_backend,
             default_queue=default_queue,
@@ -78,7 +83,7 @@ class App:
             allow_pickle=allow_pickle, max_message_bytes=max_message_bytes,
             visibility_timeout_s=visibility_timeout_s, max_deliveries=max_deliveries,
             result_expires_s=result_expires_s, publish_retry=publish_retry or PublishRetry(),
-            socket_timeout_s=socket_timeout_s, timezone=timezone,
+            socket_timeout_s=socket_timeout_s, timezone=timezone, result_extended=result_extended,
         )
         self.tasks: dict[str, Task[Any]] = {}
         #: The beat schedule: entry name -> entry (``add_periodic_task``, ``@app.periodic``, ``beat_schedule=``).
@@ -166,26 +171,31 @@ class App:
 
     @overload
     def task(
-        self, /, *, name: str | None = None, **options: Unpack[TaskOptionsKwargs]
+        self, /, *, name: str | None = None, base: type[Task[Any]] | None = None,
+        **options: Unpack[TaskOptionsKwargs],
     ) -> Callable[[Callable[..., R]], Task[R]]: ...
 
     def task(
-        self, fn: Callable[..., R] | None = None, /, *, name: str | None = None, **options: Unpack[TaskOptionsKwargs]
+        self, fn: Callable[..., R] | None = None, /, *, name: str | None = None, base: type[Task[Any]] | None = None,
+        **options: Unpack[TaskOptionsKwargs],
     ) -> Task[R] | Callable[[Callable[..., R]], Task[R]]:
         """Register a task: ``@app.task`` or ``@app.task(queue=..., max_retries=..., ...)``: ``name`` (default
-        ``"<app name>.<function name>"``) and the other fields of ``TaskOptions``, which gives the meaning, units and
-        default of each; an unknown option raises ``TypeError``."""
+        ``"<app name>.<function name>"``), ``base`` (the ``Task`` subclass the task is an instance of, for its
+        hooks; default the app's ``task_cls``) and the other fields of ``TaskOptions``, which gives the meaning,
+        units and default of each; an unknown option raises ``TypeError``, a ``base`` that is not a ``Task``
+        subclass ``ConfigurationError``."""
         check_option_names(options)
         queue = options.get("queue")
         if queue is not None:
             validate_queue_name(queue)
+        cls = self.task_cls if base is None else check_task_class(base, "@app.task(base=)")
 
         def register(func: Callable[..., R]) -> Task[R]:
             task_options = TaskOptions(name=name or f"{self.name}.{func.__name__}", **options)
             existing = self.tasks.get(task_options.name)
             if existing is not None and existing.fn is not func:
                 raise ConfigurationError(f"task name {task_options.name!r} is registered twice")
-            task: Task[R] = Task(self, func, task_options)
+            task: Task[R] = cls(self, func, task_options)
             self.tasks[task_options.name] = task
             return task
 

@@ -3,6 +3,10 @@
 enforced) and the bytes go to the broker: one at a time (``publish``) or in pipelined chunks (``send_many``).
 
 Publish retries are the broker's: ``App(publish_retry=)`` reaches it through ``AppSettings.broker_settings()``.
+
+``before_task_publish`` and ``after_task_publish`` (taskfleet.signals) are sent around each message only when a
+receiver is connected; ``send_many`` (and a worker's ``publish_many`` of follow-ups) then encodes its chunks on the
+calling thread, so receivers run where the call does.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from taskfleet.brokers.base import Outgoing
+from taskfleet.brokers.base import Broker, Outgoing
 from taskfleet.errors import MessageTooLarge
 from taskfleet.message import Message
 from taskfleet.result import AsyncResult
 from taskfleet.settings import validate_queue_name
+from taskfleet.signals import after_task_publish, announce_publish, announce_published, before_task_publish
 from taskfleet.signature import Signature
 
 if TYPE_CHECKING:
@@ -83,10 +88,14 @@ class Producer:
         return data
 
     def publish(self, message: Message) -> None:
-        """Encode ``message`` and hand it to the broker (see ``App.publish``)."""
+        """Encode ``message`` and hand it to the broker (see ``App.publish``), between the publish signals."""
+        if before_task_publish.receivers:
+            message = announce_publish(message)
         data = self.encode(message)
         self._app.broker.enqueue(message.queue, message.broker_id, data, priority=message.priority,
                                  delay_s=message.delay_s())
+        if after_task_publish.receivers:
+            announce_published(message)
 
     def send_many(
         self, calls: Iterable[Call], *, queue: str | None, priority: int | None, countdown: float | None,
@@ -131,35 +140,58 @@ class Producer:
             self._publish_chunks(len(messages), lambda start, stop: list(messages[start:stop]))
 
     def _publish_chunks(self, total: int, build: Callable[[int, int], list[Message]]) -> None:
-        """Encode and enqueue ``total`` messages, ``build(start, stop)`` giving those of one chunk. A chunk that
-        cannot be sent raises after the chunks before it were stored; the note says how many were sent."""
+        """Encode and enqueue ``total`` messages, ``build(start, stop)`` giving those of one chunk, between the
+        publish signals when they have receivers. A chunk that cannot be sent raises after the chunks before it were
+        stored; the note says how many were sent."""
+        announce = bool(before_task_publish.receivers or after_task_publish.receivers)
 
-        def encode(start: int) -> list[Outgoing]:
+        def encode(start: int) -> tuple[list[Outgoing], list[Message]]:
+            """The chunk from ``start``, and its messages when the publish signals have receivers."""
+            messages = build(start, min(total, start + SEND_MANY_CHUNK))
+            if announce:
+                messages = [announce_publish(m) for m in messages]
             # Each until its eta from now: a later chunk waits less.
-            return [Outgoing(m.queue, m.broker_id, self.encode(m), m.priority, m.delay_s())
-                    for m in build(start, min(total, start + SEND_MANY_CHUNK))]
+            return ([Outgoing(m.queue, m.broker_id, self.encode(m), m.priority, m.delay_s()) for m in messages],
+                    messages if announce else [])
 
-        broker = self._app.broker
-        if total <= SEND_MANY_CHUNK:
+        if total <= SEND_MANY_CHUNK or announce:  # one chunk, or receivers to call on this thread
+            _send_here(self._app.broker, encode, total)
+        else:
+            _send_pipelined(self._app.broker, encode, total)
+
+
+_Encode = Callable[[int], tuple[list[Outgoing], list[Message]]]
+
+
+def _send_here(broker: Broker, encode: _Encode, total: int) -> None:
+    """Encode and store the ``total`` calls chunk by chunk on this thread, sending ``after_task_publish`` for the
+    messages ``encode`` returns once their chunk is stored."""
+    for start in range(0, total, SEND_MANY_CHUNK):
+        try:
+            chunk, messages = encode(start)
+            broker.enqueue_many(chunk)
+        except Exception as exc:
+            _note_sent(exc, start, total)
+            raise
+        for message in messages:
+            announce_published(message)
+
+
+def _send_pipelined(broker: Broker, encode: _Encode, total: int) -> None:
+    """Store the ``total`` calls chunk by chunk, the next chunk encoded on a helper thread while the broker stores
+    this one (the broker call waits on the network with the GIL released); the broker itself is only ever called
+    from this thread."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskfleet-send-many") as encoder:
+        upcoming = encoder.submit(encode, 0)
+        for start in range(0, total, SEND_MANY_CHUNK):
             try:
-                broker.enqueue_many(encode(0))
+                chunk, _ = upcoming.result()
+                if start + SEND_MANY_CHUNK < total:
+                    upcoming = encoder.submit(encode, start + SEND_MANY_CHUNK)
+                broker.enqueue_many(chunk)
             except Exception as exc:
-                _note_sent(exc, 0, total)
+                _note_sent(exc, start, total)
                 raise
-            return
-        # The next chunk is encoded on a helper thread while the broker stores this one (the broker call waits on
-        # the network with the GIL released); the broker itself is only ever called from this thread.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskfleet-send-many") as encoder:
-            upcoming = encoder.submit(encode, 0)
-            for start in range(0, total, SEND_MANY_CHUNK):
-                try:
-                    chunk = upcoming.result()
-                    if start + SEND_MANY_CHUNK < total:
-                        upcoming = encoder.submit(encode, start + SEND_MANY_CHUNK)
-                    broker.enqueue_many(chunk)
-                except Exception as exc:
-                    _note_sent(exc, start, total)
-                    raise
 
 
 def _task_ids(count: int) -> list[str]:

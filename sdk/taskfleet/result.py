@@ -1,9 +1,12 @@
-"""``AsyncResult``: the caller's handle on a task's state and return value."""
+"""``AsyncResult``: the caller's handle on a task's state and return value, and on its state updates as they are
+stored (``get(on_message=)``, ``updates()``)."""
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from taskfleet.backends.base import ResultBackend, ResultRecord
 from taskfleet.errors import ConfigurationError, TaskFailed, TaskRevoked
@@ -14,10 +17,32 @@ if TYPE_CHECKING:
     from taskfleet.canvas.group_result import GroupResult
 
 
+class StateUpdate(TypedDict):
+    """One stored state of a task, as ``get(on_message=)`` and ``updates()`` hand it over: Celery's ``on_message``
+    keys. ``status`` is the state (a ``State`` member, or the string of a custom state), ``result`` what ``.info``
+    reads for it (the meta of a custom state, the return value on SUCCESS, the exception on FAILURE...),
+    ``date_done`` when a ready state was stored (UTC), ``children`` always empty (no canvas results here). The last
+    five keys are present only when the worker stored them (``App(result_extended=True)``)."""
+
+    task_id: str
+    status: State | str
+    result: Any
+    traceback: str | None
+    children: list[Any]
+    date_done: datetime | None
+    name: NotRequired[str | None]
+    args: NotRequired[list[Any] | None]
+    kwargs: NotRequired[dict[str, Any] | None]
+    queue: NotRequired[str | None]
+    retries: NotRequired[int]
+
+
 class AsyncResult:
     """State and result of the task ``id``. Look one up later with ``AsyncResult(task_id, app=app)``. ``parent``:
     the result of the task (or group) that ran before this one in a workflow, as known where it was sent (a chain's
-    step, a chord's header); None otherwise."""
+    step, a chord's header); None otherwise.
+
+    Every property reads the backend afresh (one read each)."""
 
     def __init__(self, id: str, *, app: App, parent: AsyncResult | GroupResult | None = None) -> None:
         self.id = id
@@ -43,10 +68,16 @@ class AsyncResult:
         return backend
 
     @property
-    def state(self) -> State:
-        """PENDING until a worker reports STARTED, RETRY, SUCCESS, FAILURE or REVOKED."""
+    def state(self) -> State | str:
+        """PENDING until a worker reports STARTED, RETRY, SUCCESS, FAILURE or REVOKED, or the task stores a state
+        of its own (``update_state``: a plain string such as ``"PROGRESS"``)."""
         record = self._record()
         return State.PENDING if record is None else record.state
+
+    @property
+    def status(self) -> State | str:
+        """The same as ``state`` (Celery's other name for it)."""
+        return self.state
 
     def ready(self) -> bool:
         """True once the task has finished (SUCCESS, FAILURE or REVOKED)."""
@@ -60,7 +91,8 @@ class AsyncResult:
 
     @property
     def result(self) -> Any:
-        """The return value (SUCCESS), the exception (FAILURE), or None."""
+        """The return value (SUCCESS), the exception (FAILURE), or None (unlike Celery's ``result``, which is
+        ``info``: read ``info`` for the meta of a custom state)."""
         record = self._record()
         if record is None:
             return None
@@ -69,19 +101,71 @@ class AsyncResult:
         return record.result if record.state is State.SUCCESS else None
 
     @property
+    def info(self) -> Any:
+        """What the stored state carries, as Celery's ``info``: the ``meta`` of a custom state (``update_state``),
+        the return value on SUCCESS, the exception on FAILURE (and on RETRY, the one it retries for, if any),
+        ``TaskRevoked`` on REVOKED; None while PENDING or STARTED."""
+        record = self._record()
+        return None if record is None else info_of(record)
+
+    @property
     def traceback(self) -> str | None:
         """The task's formatted traceback when it failed."""
         record = self._record()
         return None if record is None else record.traceback
 
-    def get(self, timeout: float | None = None, *, propagate: bool = True) -> Any:
+    @property
+    def date_done(self) -> datetime | None:
+        """When the task's final state (SUCCESS, FAILURE, REVOKED) was stored, as a UTC datetime; None before."""
+        record = self._record()
+        return None if record is None else _date_done(record)
+
+    @property
+    def name(self) -> str | None:
+        """The task's registered name, once a worker stored a state for it; None before."""
+        record = self._record()
+        return None if record is None else record.task
+
+    @property
+    def args(self) -> list[Any] | None:
+        """The task's positional arguments, when stored (the worker stores them with ``App(result_extended=True)``);
+        None otherwise."""
+        record = self._record()
+        return None if record is None else record.args
+
+    @property
+    def kwargs(self) -> dict[str, Any] | None:
+        """The task's keyword arguments, when stored (``App(result_extended=True)``); None otherwise."""
+        record = self._record()
+        return None if record is None else record.kwargs
+
+    @property
+    def queue(self) -> str | None:
+        """The queue the task ran from, when stored (``App(result_extended=True)``); None otherwise."""
+        record = self._record()
+        return None if record is None else record.queue
+
+    @property
+    def retries(self) -> int:
+        """How many times the task was retried so far (0 while PENDING)."""
+        record = self._record()
+        return 0 if record is None else record.retries
+
+    def get(self, timeout: float | None = None, *, propagate: bool = True,
+            on_message: Callable[[StateUpdate], None] | None = None) -> Any:
         """Wait up to ``timeout`` seconds (None: forever) for the task to finish and return its value.
 
-        The backend pushes the result to this caller; nothing polls. With ``propagate`` a failed task re-raises
-        its exception (its own type when importable here, else ``TaskFailed``) and a revoked one raises
-        ``TaskRevoked``; without it the exception is returned. Raises ``ResultTimeout`` when time runs out.
+        The backend pushes the result to this caller; nothing polls (SQLite polls: see its backend). With
+        ``propagate`` a failed task re-raises its exception (its own type when importable here, else
+        ``TaskFailed``) and a revoked one raises ``TaskRevoked``; without it the exception is returned. Raises
+        ``ResultTimeout`` when time runs out.
+
+        ``on_message`` is called with a ``StateUpdate`` for the state stored when the wait starts, if any, and then
+        for each later one, in order (STARTED when tracked, each ``update_state``, RETRY, the final state), before
+        this returns; an exception it raises propagates out of ``get``.
         """
-        record = self._backend().wait(self.id, timeout)
+        on_update = None if on_message is None else (lambda record: on_message(state_update(record)))
+        record = self._backend().wait(self.id, timeout, on_update)
         if record.state is State.SUCCESS:
             return record.result
         exc: BaseException
@@ -93,9 +177,50 @@ class AsyncResult:
             raise exc
         return exc
 
+    def wait(self, timeout: float | None = None, *, propagate: bool = True,
+             on_message: Callable[[StateUpdate], None] | None = None) -> Any:
+        """The same as ``get`` (Celery's other name for it)."""
+        return self.get(timeout, propagate=propagate, on_message=on_message)
+
+    def updates(self, timeout: float | None = None) -> Iterator[StateUpdate]:
+        """Iterate over the task's state updates as they are stored, as ``get(on_message=)`` sees them: the state
+        stored when the iteration starts (if any), then each later one; ends after the final state (which is
+        yielded, not raised). ``timeout`` (seconds, None: forever) bounds the whole iteration: ``ResultTimeout``
+        when it runs out first. The backend is not read until the first ``next()``."""
+        for record in self._backend().updates(self.id, timeout):
+            yield state_update(record)
+
     def forget(self) -> None:
         """Delete the stored result."""
         self._backend().forget(self.id)
+
+
+def info_of(record: ResultRecord) -> Any:
+    """``AsyncResult.info`` of a stored record."""
+    state = record.state
+    if state is State.SUCCESS:
+        return record.result
+    if state is State.FAILURE or (state is State.RETRY and record.exc_type):
+        return exception_from_record(record)
+    if state is State.REVOKED:
+        return TaskRevoked(record.exc_message or f"task {record.task_id} was revoked")
+    return record.result
+
+
+def state_update(record: ResultRecord) -> StateUpdate:
+    """The ``StateUpdate`` of a stored record."""
+    update: StateUpdate = {
+        "task_id": record.task_id, "status": record.state, "result": info_of(record), "traceback": record.traceback,
+        "children": [], "date_done": _date_done(record),
+    }
+    if record.extended is not None:
+        update["name"], update["args"], update["kwargs"] = record.task, record.args, record.kwargs
+        update["queue"], update["retries"] = record.queue, record.retries
+    return update
+
+
+def _date_done(record: ResultRecord) -> datetime | None:
+    return datetime.fromtimestamp(record.date_done, UTC) if record.ready and record.date_done else None
 
 
 def exception_from_record(record: ResultRecord) -> BaseException:

@@ -153,6 +153,10 @@ class AppSettings:
     publish_retry: PublishRetry = field(default_factory=PublishRetry)
     socket_timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S
     timezone: str = DEFAULT_TIMEZONE  # IANA name; crontab fields of periodic tasks are read in it
+    #: Celery's ``result_extended``: the worker also stores each task's ``args``, ``kwargs`` and ``queue`` in its
+    #: result record (``AsyncResult.args``/``.kwargs``/``.queue``; its name and retries are always stored). Off by
+    #: default: arguments can be large or sensitive, and every stored state would carry them.
+    result_extended: bool = False
 
     def __post_init__(self) -> None:
         validate_queue_name(self.default_queue)

@@ -9,10 +9,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypedDict, TypeVar
 
+from taskfleet.backends.base import ResultRecord
 from taskfleet.errors import ConfigurationError, Retry
+from taskfleet.hooks import TaskHooks
 from taskfleet.message import MAX_PRIORITY, MIN_PRIORITY
 from taskfleet.retry import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF_MAX_S, DEFAULT_RETRY_DELAY_S
 from taskfleet.signature import Signature
+from taskfleet.states import READY_STATES, to_state
 
 if TYPE_CHECKING:
     from taskfleet.app import App
@@ -103,7 +106,14 @@ def check_option_names(options: Mapping[str, object]) -> None:
     unknown = [key for key in options if key not in OPTION_NAMES]
     if unknown:
         raise TypeError(f"@app.task got unknown option(s) {', '.join(map(repr, unknown))}; the options are "
-                        f"name, {', '.join(OPTION_NAMES)} (see TaskOptions)")
+                        f"name, base, {', '.join(OPTION_NAMES)} (see TaskOptions)")
+
+
+def check_task_class(cls: object, where: str) -> type[Task[Any]]:
+    """``cls`` when it is ``Task`` or a subclass of it; else ``ConfigurationError`` naming ``where``."""
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise ConfigurationError(f"{where} must be a subclass of taskfleet.Task, got {cls!r}")
+    return cls
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,8 +139,23 @@ _DIRECT_CALL = Request()
 _current_request: contextvars.ContextVar[Request | None] = contextvars.ContextVar("taskfleet_request", default=None)
 
 
-class Task(Generic[R]):
-    """A task function registered with an ``App``. Calling it runs it here; ``delay`` sends it to a worker."""
+def enter_request(request: Request) -> contextvars.Token[Request | None]:
+    """Make ``request`` what ``Task.request`` returns in this context until ``leave_request`` (a worker keeps it
+    set while a task's hooks and signal receivers run, as Celery does)."""
+    return _current_request.set(request)
+
+
+def leave_request(token: contextvars.Token[Request | None]) -> None:
+    """Undo the ``enter_request`` that returned ``token``."""
+    _current_request.reset(token)
+
+
+class Task(TaskHooks, Generic[R]):
+    """A task function registered with an ``App``. Calling it runs it here; ``delay`` sends it to a worker.
+
+    A subclass (``@app.task(base=...)``, ``App(task_cls=...)``) may override the hooks of ``TaskHooks`` and
+    ``__call__``: a worker runs each task through ``__call__``, which runs ``run``, so a ``__call__`` that wraps
+    ``self.run(*args, **kwargs)`` (in a framework's app context, say) wraps every run."""
 
     def __init__(self, app: App, fn: Callable[..., R], options: TaskOptions) -> None:
         self.app = app
@@ -151,7 +176,12 @@ class Task(Generic[R]):
         return f"<Task {self.name} queue={self.queue}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> R:
-        """Run the function in this process, now (no message, no worker)."""
+        """Run the task in this process, now (no message, no worker): ``self.run(*args, **kwargs)``. The worker runs
+        each task through this too, so a subclass may wrap it."""
+        return self.run(*args, **kwargs)
+
+    def run(self, *args: Any, **kwargs: Any) -> R:
+        """The task's body: the registered function, given this task as its first argument when ``bind=True``."""
         if self.options.bind:
             return self.fn(self, *args, **kwargs)
         return self.fn(*args, **kwargs)
@@ -168,6 +198,34 @@ class Task(Generic[R]):
             return self(*args, **kwargs)
         finally:
             _current_request.reset(token)
+
+    def update_state(self, task_id: str | None = None, state: str | None = None, meta: Any = None) -> None:
+        """Store a non-final ``state`` for this task, e.g. ``self.update_state(state="PROGRESS", meta={"done": 3})``
+        in a ``bind=True`` task (Celery's ``update_state``). ``state`` is any string but a final one (SUCCESS,
+        FAILURE, REVOKED, which the worker stores: ``ValueError``); ``meta`` (JSON-serialisable with the default
+        serializer) is what ``AsyncResult.info`` and ``on_message`` receive for it. ``task_id`` defaults to the
+        running task's (outside a worker, without it: ``ValueError``).
+
+        The state is stored at once (one backend write; on Redis pushed to every waiter). Nothing is stored when the
+        app has no result backend, nor for this task's own state when it is ``ignore_result``."""
+        if not isinstance(state, str) or not state:
+            raise ValueError(f"update_state needs a state, e.g. state='PROGRESS', got {state!r}")
+        if state in READY_STATES:
+            raise ValueError(f"update_state stores a non-final state, not {state}: the worker stores the final one")
+        request = self.request
+        own = task_id is None or task_id == request.id
+        if task_id is None:
+            if request.id is None:
+                raise ValueError("update_state outside a worker needs task_id=")
+            task_id = request.id
+        backend = self.app.backend
+        if backend is None or (own and self.options.ignore_result):
+            return
+        extended = None
+        if own and self.app.settings.result_extended:
+            extended = {"args": list(request.args), "kwargs": dict(request.kwargs), "queue": request.queue}
+        backend.store(ResultRecord(task_id=task_id, state=to_state(state), task=self.name if own else None,
+                                   result=meta, retries=request.retries if own else 0, extended=extended))
 
     def s(self, *args: Any, **kwargs: Any) -> Signature:
         """This task called with these arguments, written down but not sent (``add.s(2) | mul.s(3)``,

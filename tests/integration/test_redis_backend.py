@@ -260,3 +260,39 @@ def test_a_wait_works_after_the_server_closed_the_idle_connections(
     backend.store(ResultRecord(task_id="t2", state=SUCCESS, result=2))
 
     assert backend.wait("t2", timeout_s=1.0).result == 2
+
+
+# -- state updates ---------------------------------------------------------------------------------------------------
+
+
+def test_every_record_stored_while_a_waiter_listens_is_pushed_to_it_once_in_order(make_backend: MakeBackend) -> None:
+    worker, waiter = make_backend(), make_backend()
+    worker.store(ResultRecord(task_id="t1", state="WAITING"))
+    updates = waiter.updates("t1", timeout_s=5.0)
+    assert next(updates).state == "WAITING"
+
+    for done in range(1, 51):  # stored faster than the waiter reads them
+        worker.store(ResultRecord(task_id="t1", state="PROGRESS", result=done))
+    worker.store(ResultRecord(task_id="t1", state=SUCCESS, result="done"))
+
+    assert [(r.state, r.result) for r in updates] == [
+        *(("PROGRESS", done) for done in range(1, 51)), (SUCCESS, "done")]
+
+
+def test_an_updates_iteration_given_up_midway_leaves_its_connection_ready_for_the_next_wait(
+    make_backend: MakeBackend, redis_url: str
+) -> None:
+    backend = make_backend(url=redis_url.rsplit("/", 1)[0] + "/4")
+    backend.store(ResultRecord(task_id="t1", state="PROGRESS", result=1))
+    updates = backend.updates("t1", timeout_s=5.0)
+    assert next(updates).result == 1
+    updates.close()  # the caller stops iterating
+    backend.store(ResultRecord(task_id="t1", state="PROGRESS", result=2))  # pushed to the old subscription
+    backend.store(ResultRecord(task_id="t2", state=SUCCESS, result="t2"))
+
+    assert backend.wait("t2", timeout_s=1.0).result == "t2"
+    stats = redis.Redis.from_url(redis_url, client_name="stats")
+    try:
+        assert clients_of_db(stats, 4) == 2, "the listening connection was kept, not replaced"
+    finally:
+        stats.close()

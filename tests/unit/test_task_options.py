@@ -41,6 +41,14 @@ def test_every_option_reaches_the_tasks_options() -> None:
     assert dataclasses.asdict(task.options) == {"name": "t.all", **values}
 
 
+def test_base_is_a_keyword_of_its_own_not_an_option() -> None:
+    # The class a task is an instance of, not a setting of its runs: it is not in TaskOptions (nor in the options
+    # the decorator checks), and the error for an unknown option lists it with name.
+    assert "base" not in OPTION_NAMES
+    with pytest.raises(TypeError, match=r"the options are name, base, queue"):
+        App("t").task(retries=3)  # type: ignore[call-overload]
+
+
 def test_an_unknown_option_is_a_type_error_naming_it_before_any_function_is_registered() -> None:
     app = App("t")
 
@@ -56,9 +64,11 @@ def test_a_list_of_exception_types_is_taken_as_a_tuple() -> None:
 
 
 _CALL_SITES = """
-from taskfleet import App
+from taskfleet import App, Task
 
 app = App("t")
+
+class Hooked(Task[None]): ...
 
 @app.task(queue="q", max_retries=None, autoretry_for=(ValueError,), retry_backoff=2.0, time_limit=5, expires=60)
 def fine() -> None: ...
@@ -76,6 +86,12 @@ def wrong_type() -> None: ...
 def unknown_name() -> None: ...
 
 app.task(expires="1h")
+
+@app.task(base=Hooked, queue="q")
+def hooked() -> None: ...
+
+@app.task(base=int)
+def wrong_base() -> None: ...
 """
 
 
@@ -93,5 +109,6 @@ def test_mypy_checks_option_names_and_types_at_call_sites(tmp_path: Path) -> Non
     source = _CALL_SITES.splitlines()
     errors = [line.removeprefix(f"{snippet}:") for line in result.stdout.splitlines() if ": error: " in line]
     flagged = {source[int(line.split(":")[0]) - 1] for line in errors}
-    assert flagged == {'@app.task(priority="high")', "@app.task(retries=3)", 'app.task(expires="1h")'}, (
+    assert flagged == {'@app.task(priority="high")', "@app.task(retries=3)", 'app.task(expires="1h")',
+                       "@app.task(base=int)"}, (
         result.stdout + result.stderr)

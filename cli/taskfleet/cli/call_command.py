@@ -68,7 +68,7 @@ def parse_arguments(args_json: str, kwargs_json: str) -> tuple[list[Any], dict[s
     return call_args, call_kwargs
 
 
-def report(task_id: str, state: State, record: ResultRecord | None = None) -> dict[str, Any]:
+def report(task_id: str, state: State | str, record: ResultRecord | None = None) -> dict[str, Any]:
     """The ``--json`` object: ``id``, ``state``, ``result`` (set on SUCCESS) and ``error`` (``type``, ``message``,
     ``traceback``; set on FAILURE and REVOKED). Always the same four keys."""
     error = None
@@ -119,7 +119,7 @@ def _print_result(value: Any) -> None:
 
 def _timed_out(backend: ResultBackend, task_id: str, args: argparse.Namespace) -> int:
     record = backend.get(task_id)
-    state = State.PENDING if record is None else record.state
+    state: State | str = State.PENDING if record is None else record.state
     if args.json:
         console.print_json(report(task_id, state, record))
         return CallExit.TIMEOUT

@@ -11,6 +11,11 @@ subscription until its own confirmation. So a wait costs one round trip before t
 after.
 
 Chord joins and saved groups: ``taskfleet.backends.redis_joins`` (a chord part is one script call).
+
+Every stored record is pushed, so a waiter sees each state update (``updates``, ``wait(on_update=)``: STARTED,
+RETRY, a task's own PROGRESS...) from the moment it subscribed, in order, as soon as it is stored: the records
+pushed before the GET's reply, then the one GET read (the newest). SET and PUBLISH are two commands, so GET may read
+a record whose message arrives after its reply; a pushed record equal to the last one seen is skipped.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from taskfleet.backends.redis_joins import CHORD_PART_LUA, chord_keys, group_key
 from taskfleet.errors import ResultError, ResultTimeout
 from taskfleet.serializers import get_serializer
 from taskfleet.settings import BackendSettings
-from taskfleet.states import READY_STATES, State
+from taskfleet.states import State
 from taskfleet.urls import mask_url
 
 RESULT_PREFIX = "tf:result:"
@@ -66,7 +71,7 @@ class RedisBackend(ResultBackend):
 
     def store(self, record: ResultRecord) -> None:
         """Save ``record`` for ``result_expires_s`` and push it to every waiter (one round trip). STARTED, which
-        nothing waits on, is written behind: this returns once it is sent, and the thread's next call reads its
+        no wait returns on, is written behind: this returns once it is sent, and the thread's next call reads its
         replies (on the same connection, so the server applies the records in the order they were stored)."""
         key = result_key(record.task_id)
         data = record.encode(self._serializer)
@@ -87,22 +92,37 @@ class RedisBackend(ResultBackend):
                 raise data
         return self._decode(data)
 
-    def wait(self, task_id: str, timeout_s: float | None) -> ResultRecord:
-        """Block until ``task_id`` is ready (SUCCESS, FAILURE or REVOKED) and return its record; ``timeout_s`` None
-        waits forever. Raises ``ResultTimeout`` when the time runs out."""
+    def updates(self, task_id: str, timeout_s: float | None) -> Iterator[ResultRecord]:
+        """Yield ``task_id``'s records as they are stored, until a ready one (``ResultBackend.updates``): the stored
+        record read when the iteration starts, then each one pushed to the channel. ``timeout_s`` None waits
+        forever; raises ``ResultTimeout`` when the time runs out. ``wait`` (of ``ResultBackend``) is built on it."""
         deadline = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
         channel = result_key(task_id).encode()
         with self._translate("wait"), self._listening() as conn:
-            record: ResultRecord | None = conn.retry.call_with_retry(lambda: self._subscribe_and_get(conn, channel),
-                                                lambda _error: conn.disconnect())
-            while record is None or record.state not in READY_STATES:
+            seen: list[bytes] = conn.retry.call_with_retry(lambda: self._subscribe_and_get(conn, channel),
+                                                           lambda _error: conn.disconnect())
+            for data in seen:
+                record = self._decode(data)
+                assert record is not None
+                yield record
+                if record.ready:
+                    return
+            last: bytes | None = seen[-1] if seen else None
+            while True:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise ResultTimeout(f"task {task_id} not ready after {timeout_s}s")
                 if not conn.can_read(timeout=remaining):
                     continue
-                record = self._decode_push(conn.read_response(push_request=True), channel)
-            return record
+                pushed = _pushed(conn.read_response(push_request=True), channel)
+                if pushed is None or pushed == last:  # not ours, or the record the GET read (module notes)
+                    continue
+                last = pushed
+                record = self._decode(pushed)
+                assert record is not None
+                yield record
+                if record.ready:
+                    return
 
     def forget(self, task_id: str) -> None:
         """Delete the stored record of ``task_id``."""
@@ -167,6 +187,9 @@ class RedisBackend(ResultBackend):
         except (RedisConnectionError, RedisTimeoutError, OSError):
             self._listeners.discard(conn)
             raise
+        except GeneratorExit:  # an ``updates`` iteration given up between two records: in step with the server
+            self._listeners.give_back(conn)
+            raise
         except BaseException as exc:
             if not isinstance(exc, Exception):  # KeyboardInterrupt and the like: maybe midway through a reply
                 self._listeners.discard(conn)
@@ -175,38 +198,43 @@ class RedisBackend(ResultBackend):
             raise
         self._listeners.give_back(conn)
 
-    def _subscribe_and_get(self, conn: Any, channel: bytes) -> ResultRecord | None:
+    def _subscribe_and_get(self, conn: Any, channel: bytes) -> list[bytes]:
         """Subscribe to ``channel`` (and nothing else) and read the stored record, in one round trip; returns the
-        newest of what was stored and what was pushed in between. What the previous wait on this connection left
-        unread (messages to its channel, the confirmations) comes before this subscription's confirmation and is
-        skipped."""
+        encoded records stored since, in order: those pushed before the GET's reply, then the one GET read unless
+        it is the last of them. What the previous wait on this connection left unread (messages to its channel,
+        the confirmations) comes before this subscription's confirmation and is skipped."""
         conn.send_packed_command([pack("UNSUBSCRIBE") + pack("SUBSCRIBE", channel) + pack("GET", channel)])
         while True:
             reply = conn.read_response(push_request=True)
             if isinstance(reply, list) and len(reply) >= 2 and reply[0] == b"subscribe" and reply[1] == channel:
                 break
-        pushed = None
+        seen: list[bytes] = []
         while True:
             # Replies to GET are bytes or None; pushes (messages stored before GET ran) are lists.
             reply = conn.read_response(push_request=True)
             if not isinstance(reply, list):
-                stored = self._decode(reply)
                 # GET ran after every store whose message came before its reply, so it read the newest record.
-                return stored if stored is not None else pushed
-            pushed = self._decode_push(reply, channel) or pushed
+                if reply is not None and (not seen or _as_bytes(reply) != seen[-1]):
+                    seen.append(_as_bytes(reply))
+                return seen
+            data = _pushed(reply, channel)
+            if data is not None:
+                seen.append(data)
 
     def _decode(self, data: Any) -> ResultRecord | None:
         if data is None:
             return None
         return ResultRecord.decode(_as_bytes(data), accept=self.settings.accept_content)
 
-    def _decode_push(self, reply: Any, channel: bytes) -> ResultRecord | None:
-        if not (isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message" and reply[1] == channel):
-            return None
-        return ResultRecord.decode(_as_bytes(reply[2]), accept=self.settings.accept_content)
-
     def _translate(self, action: str) -> AbstractContextManager[None]:
         return translate_errors(f"redis result backend {self._masked_url}", action, ResultError)
+
+
+def _pushed(reply: Any, channel: bytes) -> bytes | None:
+    """The encoded record of a message pushed to ``channel``, or None for any other reply."""
+    if not (isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message" and reply[1] == channel):
+        return None
+    return _as_bytes(reply[2])
 
 
 def _as_is(push: Any) -> Any:

@@ -23,6 +23,9 @@ or renewed recently by the local clock (taskfleet.worker.holdings), else it asks
 reports what it still holds). One whose lease was lost (the child was stopped past its visibility timeout and the
 message went to another) is dropped unrun and reported ``Dropped``.
 
+Around its work the child sends ``worker_process_init`` (once its background thread runs, before the first fetch)
+and, when it exits normally, ``worker_process_shutdown`` (taskfleet.signals).
+
 A background thread renews the leases of everything the child holds (so a healthy long task is never delivered
 twice), takes in deliveries already pushed to the child's connection, sends overdue acks, gives unstarted prefetched
 messages back when one task runs long, sends heartbeats, serves the supervisor's ``Settle`` command, and exits the
@@ -40,6 +43,7 @@ import time
 from multiprocessing.connection import Connection
 from types import FrameType
 
+from taskfleet import signals
 from taskfleet.app import App
 from taskfleet.brokers.base import Broker
 from taskfleet.errors import BrokerError
@@ -109,16 +113,21 @@ class Child:
         self._executor = executor
         thread = threading.Thread(target=self._background, args=(broker, settler), name="taskfleet-lease", daemon=True)
         thread.start()
+        signals.send(signals.worker_process_init, None)  # per-process resources (database connections), then work
         self.reporter.send(events.Ready(os.getpid()))
         reason = "stopped"
+        clean = False
         try:
             reason = self._loop(broker, executor, settler)
+            clean = True
         finally:
             self._thread_stop.set()
             thread.join(timeout=5)
             settler.flush()
             settler.give_back(self.holdings)
             self.reporter.send(events.Exiting(reason))
+            if clean:  # before the connections close: a receiver may still use them
+                signals.send(signals.worker_process_shutdown, None, pid=os.getpid(), exitcode=0)
             self.app.close()
         return reason
 

@@ -19,7 +19,9 @@ The executor decides, it does not settle: ``Executor.run`` returns an ``Outcome`
   is delivered again when its lease runs out.
 
 The outcome is stored before the decision is returned, so a worker that dies anywhere before the settling leaves
-the message in-flight and it is delivered again (at-least-once).
+the message in-flight and it is delivered again (at-least-once). The task's hooks and the task signals run around
+the run (taskfleet.worker.lifecycle): after the outcome is stored (and its follow-ups sent), before the decision is
+returned.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from taskfleet.retry import retry_delay_s
 from taskfleet.states import READY_STATES, State
 from taskfleet.task import Request, Task
 from taskfleet.worker.followups import Failure, FollowUps
+from taskfleet.worker.lifecycle import TaskRun, task_run
 from taskfleet.worker.logging import get_logger
 
 log = get_logger("taskfleet.worker")
@@ -155,6 +158,7 @@ class Executor:
         self.accept = app.settings.accept_content
         self.max_bytes = app.settings.max_message_bytes
         self.serializer = app.serializer
+        self.extended = app.settings.result_extended
         self.followups = FollowUps(app, backend, exception_fields=partial(exception_fields,
                                                                           serialize=app.serializer.dumps))
         signal.signal(signal.SIGALRM, _raise_soft_limit)
@@ -211,25 +215,38 @@ class Executor:
 
     def _execute(self, delivery: Delivery, msg: Message, task: Task[Any], began: float,
                  workflow: Workflow | None = None) -> Outcome:
-        opts = task.options
-        if opts.track_started:
-            self._store(msg, State.STARTED)
-        self.on_start(Started(delivery.message_id, delivery.queue, msg.id, msg.task, opts.time_limit))
         request = Request(
             id=msg.id, task=msg.task, args=msg.args, kwargs=msg.kwargs, retries=msg.retries, queue=msg.queue,
             headers=msg.headers, eta=msg.eta, expires=msg.expires, root_id=msg.root_id or msg.id,
             parent_id=msg.parent_id, delivery_count=delivery.delivery_count, called_directly=False,
         )
+        run = task_run(task, request)  # None for a plain task: no hook or signal to call
+        if run is None:
+            return self._run_task(delivery, msg, task, request, run, began, workflow)
+        run.prerun()
+        try:
+            return self._run_task(delivery, msg, task, request, run, began, workflow)
+        finally:
+            run.postrun()
+
+    def _run_task(self, delivery: Delivery, msg: Message, task: Task[Any], request: Request, run: TaskRun | None,
+                  began: float, workflow: Workflow | None) -> Outcome:
+        opts = task.options
+        if opts.track_started:
+            self._store(msg, State.STARTED)
+        self.on_start(Started(delivery.message_id, delivery.queue, msg.id, msg.task, opts.time_limit))
+        if run:
+            run.before_start()
         if opts.soft_time_limit:
             signal.setitimer(signal.ITIMER_REAL, opts.soft_time_limit)
         try:
             value = task.run_with_request(request, msg.args, msg.kwargs)
         except Retry as exc:
-            return self._retry(delivery, msg, task, exc.exc, exc.countdown_s, exc.max_retries, began, workflow)
+            return self._retry(delivery, msg, task, exc, run, began, workflow)
         except Exception as exc:  # noqa: BLE001 - the task's own failure is data, not a worker error
             if opts.autoretry_for and isinstance(exc, opts.autoretry_for):
-                return self._retry(delivery, msg, task, exc, None, None, began, workflow)
-            return self._fail(delivery, msg, task, exc, began, workflow)
+                return self._retry(delivery, msg, task, Retry(exc=exc), run, began, workflow)
+            return self._fail(delivery, msg, exc, run, began, workflow)
         finally:
             if opts.soft_time_limit:
                 signal.setitimer(signal.ITIMER_REAL, 0)
@@ -237,26 +254,30 @@ class Executor:
         try:
             self._store(msg, State.SUCCESS, result=value)
         except EncodeError as exc:
-            return self._fail(delivery, msg, task, exc, began, workflow)
+            return self._fail(delivery, msg, exc, run, began, workflow)
         if workflow is not None:
             self.followups.succeeded(msg, workflow, value)
+        if run:
+            run.succeeded(value)
         log.info("task succeeded", task_id=msg.id, task=msg.task, queue=delivery.queue,
                  runtime_ms=round(runtime * 1000, 3))
         return Outcome(ACK, SUCCESS, msg.task, runtime)
 
-    def _retry(self, delivery: Delivery, msg: Message, task: Task[Any], exc: BaseException | None,
-               countdown_s: float | None, max_retries: int | None, began: float,
-               workflow: Workflow | None = None) -> Outcome:
-        opts = task.options
-        limit = opts.max_retries if max_retries is None else max_retries
+    def _retry(self, delivery: Delivery, msg: Message, task: Task[Any], reason: Retry, run: TaskRun | None,
+               began: float, workflow: Workflow | None) -> Outcome:
+        opts, exc = task.options, reason.exc
+        limit = opts.max_retries if reason.max_retries is None else reason.max_retries
         if limit is not None and msg.retries >= limit:
             error = exc if exc is not None else MaxRetriesExceeded(f"{msg.task} used up its {limit} retries")
             fields = exception_fields(error, self.serializer.dumps)
             self._store(msg, State.FAILURE, **fields)
             if workflow is not None:
                 self.followups.failed(msg, workflow, Failure.of(fields))
-            reason = f"max retries ({limit}) exceeded: {type(error).__name__}: {error}"
-            return self._dead(msg.task, reason, began)
+            if run:
+                run.failed(error, fields["traceback"])
+            reason_text = f"max retries ({limit}) exceeded: {type(error).__name__}: {error}"
+            return self._dead(msg.task, reason_text, began)
+        countdown_s = reason.countdown_s
         if countdown_s is None:
             countdown_s = retry_delay_s(retries=msg.retries, backoff=opts.retry_backoff,
                                         backoff_max_s=opts.retry_backoff_max, jitter=opts.retry_jitter,
@@ -265,17 +286,21 @@ class Executor:
         self.app.publish(again)  # the new attempt is stored before the old one is acked: never lost
         fields = exception_fields(exc, self.serializer.dumps) if exc is not None else {}
         self._store(msg, State.RETRY, retries=again.retries, **fields)
+        if run:
+            run.retried(reason, fields.get("traceback"))
         log.info("task retry", task_id=msg.id, task=msg.task, queue=delivery.queue, retries=again.retries,
                  countdown_s=round(countdown_s, 3), error=repr(exc))
         # Acked at once, never deferred: a redelivery could not tell this attempt already ran.
         return Outcome(ACK_RETRIED, RETRY, msg.task, time.perf_counter() - began)
 
-    def _fail(self, delivery: Delivery, msg: Message, task: Task[Any], exc: BaseException,
-              began: float, workflow: Workflow | None = None) -> Outcome:
+    def _fail(self, delivery: Delivery, msg: Message, exc: BaseException, run: TaskRun | None,
+              began: float, workflow: Workflow | None) -> Outcome:
         fields = exception_fields(exc, self.serializer.dumps)
         self._store(msg, State.FAILURE, **fields)
         if workflow is not None:
             self.followups.failed(msg, workflow, Failure.of(fields))
+        if run:
+            run.failed(exc, fields["traceback"])
         log.warning("task failed", task_id=msg.id, task=msg.task, queue=delivery.queue,
                     error=f"{type(exc).__name__}: {exc}", runtime_ms=round((time.perf_counter() - began) * 1000, 3))
         return Outcome(ACK, FAILURE, msg.task, time.perf_counter() - began)
@@ -317,8 +342,11 @@ class Executor:
         return record if record is not None and record.state in READY_STATES else None
 
     def _store(self, msg: Message, state: State, **fields: Any) -> None:
-        """Store a result record, unless there is no backend or the task ignores results (``keeps_results``)."""
+        """Store a result record, unless there is no backend or the task ignores results (``keeps_results``); with
+        ``result_extended`` it carries the task's arguments and queue."""
         if self.backend is None or not keeps_results(self.app.tasks.get(msg.task)):
             return
         fields.setdefault("retries", msg.retries)
+        if self.extended:
+            fields["extended"] = {"args": list(msg.args), "kwargs": dict(msg.kwargs), "queue": msg.queue}
         self.backend.store(ResultRecord(task_id=msg.id, state=state, task=msg.task, **fields))
