@@ -127,6 +127,10 @@ class Signature:
         object.__setattr__(self, "errbacks", (*self.errbacks, errback))
         return self
 
+    def on_error(self, errback: Node) -> Signature:
+        """``link_error`` (Celery's ``on_error``): ``add.s(1).on_error(eb).delay()``."""
+        return self.link_error(errback)
+
     def __or__(self, other: Node) -> Node:
         """``a | b``: a chain (a group after it makes a chord; see ``taskfleet.canvas``)."""
         from taskfleet.canvas.composition import compose

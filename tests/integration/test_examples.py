@@ -41,6 +41,7 @@ COMMANDS = {
                           "taskfleet beat -A tasks:app", "python watch.py"],
     "04-routing-and-priorities": ["taskfleet worker -A tasks:app -Q emails -c 2",
                                   "taskfleet worker -A tasks:app -Q reports -c 1", "python send.py"],
+    "06-workflows": ["taskfleet worker -A tasks:app -c 2", "python send.py"],
 }
 #: Output lines that are the same on every run: the README's expected output shows each of them.
 STABLE_OUTPUT = {
@@ -63,6 +64,19 @@ STABLE_OUTPUT = {
         "  reports ran on worker 2 only",
         "priorities: 4 reports at priority 0, then 1 at priority 9, while the reports worker is busy",
         "  run order: slow, urgent, normal-1, normal-2, normal-3, normal-4",
+    ],
+    "06-workflows": [
+        'add.s(2, 2) | mul.s(10) | add.s(1)                 -> 41',
+        '  .parent.get(), .parent.parent.get()              -> (40, 4)',
+        'group(add.s(i, i) for i in range(5))               -> [0, 2, 4, 6, 8]',
+        'chord(mul.s(i, i) for i in range(10))(total.s())   -> 285',
+        'add.starmap([(1, 2), (3, 4)])                      -> [3, 7]',
+        'add.chunks(zip(range(6), range(6)), 2)             -> [[0, 2], [4, 6], [8, 10]]',
+        'add.apply_async((1, 1), link=log_result.s())       -> 2',
+        '  callback got 2',
+        '(check_stock.s(\'plum\') | add.s(1)).get()           -> raises KeyError: "unknown product \'plum\'"',
+        '  errback: workflows.check_stock failed with KeyError: "unknown product \'plum\'"',
+        'import_rows.delay(3).get(on_message=...)           -> 3 rows; progress seen: 1/3, 2/3, 3/3',
     ],
 }
 
@@ -162,7 +176,8 @@ def example_dir(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
     """A copy of the example named by the test's ``example`` parameter, without any state from earlier runs."""
     name: str = request.param
     return Path(shutil.copytree(EXAMPLES / name, tmp_path / name,
-                                ignore=shutil.ignore_patterns("taskfleet.db*", "ticks.log", "__pycache__")))
+                                ignore=shutil.ignore_patterns("taskfleet.db*", "ticks.log", "events.log",
+                                                              "__pycache__")))
 
 
 @pytest.fixture
@@ -253,3 +268,13 @@ def test_04_each_queue_runs_on_its_own_worker_and_an_urgent_task_overtakes_queue
     ran_on = {(m[1], m[2], int(m[3])) for m in routed if m}
     assert ran_on == {("send_email", "emails", emails.pid), ("build_report", "reports", reports.pid)}
     assert [output[0], *output[6:]] == STABLE_OUTPUT["04-routing-and-priorities"]
+
+
+@pytest.mark.parametrize("example_dir", ["06-workflows"], indirect=True)
+def test_06_workflows_chain_group_chord_links_and_progress_give_what_the_readme_shows(
+        example_dir: Path, start: StartWorker) -> None:
+    start("worker", "-A", "tasks:app", "-c", "2")
+
+    output = lines(run([sys.executable, "send.py"], example_dir, PRODUCER_TIMEOUT_S))
+
+    assert output == STABLE_OUTPUT["06-workflows"]

@@ -120,6 +120,7 @@ def test_link_and_link_error_change_the_signature_in_place_as_in_celery() -> Non
 
     assert (sig.callbacks, sig.errbacks) == ((mul.s(2),), (tsum.s(),))
     assert add.s(1, 1).link(mul.s(2)).link_error(tsum.s()) == sig, "each returns the signature, so links chain"
+    assert add.s(1, 1).link(mul.s(2)).on_error(tsum.s()) == sig, "on_error is Celery's link_error that returns self"
 
 
 # -- plain data ------------------------------------------------------------------------------------------------

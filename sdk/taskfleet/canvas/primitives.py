@@ -53,6 +53,10 @@ class Composite(ABC):
     def link_error(self, errback: Node) -> Self:
         """Send ``errback`` when this workflow fails: in place, as ``link``."""
 
+    def on_error(self, errback: Node) -> Self:
+        """``link_error``, returning this workflow (Celery's ``on_error``): ``(a | b).on_error(eb).delay()``."""
+        return self.link_error(errback)
+
     @abstractmethod
     def clone(self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any) -> Self:
         """A copy with ``args``/``kwargs`` applied to the tasks it sends first and ``options`` set."""
