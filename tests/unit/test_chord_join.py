@@ -5,24 +5,17 @@ Redis backend's script is held to the same specification in tests/integration/te
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from taskfleet.backends import ResultBackend, connect
+from taskfleet.backends import ResultBackend
 from taskfleet.backends.joins import ChordPart, JoinAction
-from taskfleet.settings import BackendSettings
 
 OK = ChordPart(True, "ok")
 
 
-@pytest.fixture(params=["stub", "sqlite"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ResultBackend]:
-    url = "memory://" if request.param == "stub" else f"sqlite:///{tmp_path / 'results.db'}"
-    backend = connect(BackendSettings(url=url))
-    yield backend
-    backend.close()
+@pytest.fixture
+def backend(stub_or_sqlite_backend: ResultBackend) -> ResultBackend:
+    return stub_or_sqlite_backend
 
 
 def _failed(task_id: str) -> ChordPart:

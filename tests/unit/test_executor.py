@@ -8,9 +8,8 @@ broker call itself."""
 from __future__ import annotations
 
 import dataclasses
-import signal
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,16 +29,6 @@ from tests import tasks
 QUEUE = "tests"  # the default queue of tests.tasks.app
 
 RunNext = Callable[[], Outcome]
-
-
-@pytest.fixture
-def memory_app() -> Iterator[App]:
-    """The test tasks' App on a fresh in-memory broker and result backend; restored afterwards."""
-    previous_alarm = signal.getsignal(signal.SIGALRM)  # the Executor installs its own SIGALRM handler
-    tasks.app.configure(broker="memory://", result_backend="memory://")
-    yield tasks.app
-    tasks.app.configure(broker=None, result_backend=None)
-    signal.signal(signal.SIGALRM, previous_alarm)
 
 
 @pytest.fixture

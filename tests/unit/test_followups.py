@@ -4,9 +4,7 @@ settling of its decision, so a crash is a delivery run without settling it and d
 
 from __future__ import annotations
 
-import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,15 +31,6 @@ from tests import canvas_tasks as ct
 from tests import tasks
 
 QUEUE = "tests"
-
-
-@pytest.fixture
-def memory_app() -> Iterator[App]:
-    previous_alarm = signal.getsignal(signal.SIGALRM)
-    tasks.app.configure(broker="memory://", result_backend="memory://")
-    yield tasks.app
-    tasks.app.configure(broker=None, result_backend=None)
-    signal.signal(signal.SIGALRM, previous_alarm)
 
 
 @pytest.fixture

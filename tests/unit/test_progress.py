@@ -282,12 +282,9 @@ def test_updates_of_an_unfinished_task_time_out(app: App) -> None:
 # -- the backends keep what a polling waiter has not read yet ---------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ResultBackend]:
-    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'results.db'}"
-    opened = connect(BackendSettings(url=url))
-    yield opened
-    opened.close()
+@pytest.fixture
+def backend(stub_or_sqlite_backend: ResultBackend) -> ResultBackend:
+    return stub_or_sqlite_backend
 
 
 def test_updates_stored_between_two_reads_of_a_waiter_are_all_seen_in_order(backend: ResultBackend) -> None:

@@ -269,12 +269,7 @@ class Executor:
         limit = opts.max_retries if reason.max_retries is None else reason.max_retries
         if limit is not None and msg.retries >= limit:
             error = exc if exc is not None else MaxRetriesExceeded(f"{msg.task} used up its {limit} retries")
-            fields = exception_fields(error, self.serializer.dumps)
-            self._store(msg, State.FAILURE, **fields)
-            if workflow is not None:
-                self.followups.failed(msg, workflow, Failure.of(fields))
-            if run:
-                run.failed(error, fields["traceback"])
+            self._finish_failed(msg, error, run, workflow)
             reason_text = f"max retries ({limit}) exceeded: {type(error).__name__}: {error}"
             return self._dead(msg.task, reason_text, began)
         countdown_s = reason.countdown_s
@@ -295,15 +290,20 @@ class Executor:
 
     def _fail(self, delivery: Delivery, msg: Message, exc: BaseException, run: TaskRun | None,
               began: float, workflow: Workflow | None) -> Outcome:
+        self._finish_failed(msg, exc, run, workflow)
+        log.warning("task failed", task_id=msg.id, task=msg.task, queue=delivery.queue,
+                    error=f"{type(exc).__name__}: {exc}", runtime_ms=round((time.perf_counter() - began) * 1000, 3))
+        return Outcome(ACK, FAILURE, msg.task, time.perf_counter() - began)
+
+    def _finish_failed(self, msg: Message, exc: BaseException, run: TaskRun | None,
+                       workflow: Workflow | None) -> None:
+        """A final failure with ``exc``: store FAILURE, send the workflow's failure follow-ups, run the hooks."""
         fields = exception_fields(exc, self.serializer.dumps)
         self._store(msg, State.FAILURE, **fields)
         if workflow is not None:
             self.followups.failed(msg, workflow, Failure.of(fields))
         if run:
             run.failed(exc, fields["traceback"])
-        log.warning("task failed", task_id=msg.id, task=msg.task, queue=delivery.queue,
-                    error=f"{type(exc).__name__}: {exc}", runtime_ms=round((time.perf_counter() - began) * 1000, 3))
-        return Outcome(ACK, FAILURE, msg.task, time.perf_counter() - began)
 
     def follow_up_timed_out(self, delivery: Delivery) -> None:
         """Send the failure follow-ups of ``delivery``'s workflow, if it has one, after its task ran past its hard
