@@ -279,3 +279,19 @@ def test_send_many_keeps_a_signatures_own_task_id_and_refuses_callbacks() -> Non
     assert result.id == "chosen"
     with pytest.raises(TypeError, match="group"):
         sending.send_many([Signature(task="t").link(Signature(task="cb"))])
+
+
+def test_link_given_to_apply_async_goes_with_that_send_only_and_leaves_the_signature_as_it_was() -> None:
+    sending = App("send-links", broker="memory://")
+    step = sending.signature("t", args=(1,))
+    flow = chain(sending.signature("t"), sending.signature("u"))
+
+    step.apply_async(link=sending.signature("cb"), link_error=sending.signature("eb"))
+    step.apply_async(link=sending.signature("cb"))
+    flow.apply_async(link=sending.signature("cb"), link_error=sending.signature("eb"))
+
+    assert (step.callbacks, step.errbacks) == ((), ())
+    assert all((s.callbacks, s.errbacks) == ((), ()) for s in calls(flow))
+    sent = sending.broker.fetch(["default"], max_messages=10, timeout_s=0.1)
+    links = [json.loads(d.data.partition(b"\n")[2]).get("workflow", {}).get("link", []) for d in sent]
+    assert [len(link) for link in links] == [1, 1, 0], "each send carries its own callback, once"

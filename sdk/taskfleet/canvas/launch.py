@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from taskfleet.canvas.codec import node_from_dict
 from taskfleet.canvas.freezing import freeze, needs_backend
 from taskfleet.canvas.group_result import GroupResult
 from taskfleet.canvas.planner import Planner
@@ -34,10 +35,16 @@ def launch(node: Node, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None,
     if app is None:
         raise ConfigurationError(f"{node!r} has no app: make its signatures with task.s(...) or app.signature(...)")
     options = dict(options)
-    for callback in _as_list(options.pop("link", None)):
-        node = node.link(callback)
-    for errback in _as_list(options.pop("link_error", None)):
-        node = node.link_error(errback)
+    callbacks = _as_list(options.pop("link", None))
+    errbacks = _as_list(options.pop("link_error", None))
+    if callbacks or errbacks:
+        # Links given to this send belong to it alone: ``link``/``link_error`` change a workflow's tasks in place,
+        # so they go on a copy (its plain data read back), never on the caller's signature.
+        node = node_from_dict(node.to_dict(), app=app)
+        for callback in callbacks:
+            node.link(callback)
+        for errback in errbacks:
+            node.link_error(errback)
     if isinstance(node, Signature):
         check_options(options, SEND_OPTIONS, f"{node.task}.apply_async")
     else:
