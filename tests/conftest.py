@@ -51,6 +51,13 @@ def kube() -> Iterator[ControlPlane]:
     yield from serve(ControlPlane)
 
 
+@pytest.fixture(scope="module")
+def durable_redis_server() -> Iterator[RedisServer]:
+    """A Redis of the module's own whose append-only file is fsynced on every write, so a restart keeps what it
+    acknowledged (the restart and chaos tests restart it; the session Redis is never restarted)."""
+    yield from serve(lambda: RedisServer(durable=True))
+
+
 @pytest.fixture(params=ALL_KIND_NAMES)
 def broker_kind(request: pytest.FixtureRequest) -> BrokerKind:
     """The broker this run of the test is for; its server is started on first use."""

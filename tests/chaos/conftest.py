@@ -4,17 +4,9 @@ which is never restarted, or in a SQLite file beside a SQLite broker."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.support.brokers import ALL_KIND_NAMES, BrokerKind, RabbitMQKind, RedisKind, SQLiteKind
-from tests.support.servers import RedisServer, serve
-
-
-@pytest.fixture(scope="module")
-def durable_redis_server() -> Iterator[RedisServer]:
-    yield from serve(lambda: RedisServer(durable=True))
 
 
 @pytest.fixture(params=ALL_KIND_NAMES)

@@ -12,7 +12,6 @@ import itertools
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ from taskfleet.settings import PublishRetry
 from tests import tasks
 from tests.conftest import MakeBroker, StartWorker
 from tests.support.brokers import KIND_NAMES, BrokerKind, RabbitMQKind, RedisKind
-from tests.support.servers import RedisServer, serve
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -40,16 +38,11 @@ PREFETCH = 2
 MAX_DUPLICATES = CONCURRENCY * PREFETCH + 2
 
 
-@pytest.fixture(scope="module")
-def persistent_redis_server() -> Iterator[RedisServer]:
-    yield from serve(lambda: RedisServer(durable=True))
-
-
 @pytest.fixture(params=KIND_NAMES)
 def broker_kind(request: pytest.FixtureRequest) -> BrokerKind:
-    """As in conftest, but Redis on the persistent server."""
+    """As in conftest, but Redis on the durable server."""
     if request.param == "redis":
-        return RedisKind(request.getfixturevalue("persistent_redis_server"))
+        return RedisKind(request.getfixturevalue("durable_redis_server"))
     return RabbitMQKind(request.getfixturevalue("rabbitmq_server"))
 
 
