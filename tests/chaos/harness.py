@@ -232,14 +232,21 @@ class Injector:
             wait_for(look, timeout=timeout_s, interval=0.03)
         return sorted(found)
 
+    def _pick_busy_child(self, fault: str) -> tuple[int, str] | None:
+        """A child running a task, and that task, chosen at random; None (noted as skipped) when none is busy."""
+        busy = self._busy_children()
+        if not busy:
+            self.skipped.append(f"{fault}: no child was running a task")
+            return None
+        return self.rng.choice(busy)
+
     def kill_child(self) -> None:
         if self.rng.random() < 0.7:
             self._after_burst()
-        busy = self._busy_children()
-        if not busy:
-            self.skipped.append("kill_child: no child was running a task")
+        picked = self._pick_busy_child("kill_child")
+        if picked is None:
             return
-        pid, task_id = self.rng.choice(busy)
+        pid, task_id = picked
         t = time.monotonic()
         if fx.kill(pid):
             self.hits[task_id] = self.hits.get(task_id, 0) + 1
@@ -257,11 +264,10 @@ class Injector:
 
     def sigstop(self) -> None:
         self._after_burst()
-        busy = self._busy_children()
-        if not busy:
-            self.skipped.append("sigstop: no child was running a task")
+        picked = self._pick_busy_child("sigstop")
+        if picked is None:
             return
-        pid, task_id = self.rng.choice(busy)
+        pid, task_id = picked
         self.hits[task_id] = self.hits.get(task_id, 0) + 1
         t = time.monotonic()
         fx.kill(pid, signal.SIGSTOP)

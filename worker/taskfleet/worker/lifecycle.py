@@ -33,10 +33,7 @@ _HOOKS = ("before_start", "on_success", "on_failure", "on_retry", "after_return"
 def task_run(task: Task[Any], request: Request) -> TaskRun | None:
     """The ``TaskRun`` of one run of ``task``, or None when its class overrides no hook and no task signal has a
     receiver (checked at each run, so a receiver connected later counts)."""
-    hooked = _overrides.get(type(task))
-    if hooked is None:
-        hooked = overrides_hooks(type(task))
-    if (hooked or task_prerun.receivers or task_postrun.receivers or task_success.receivers
+    if (overrides_hooks(type(task)) or task_prerun.receivers or task_postrun.receivers or task_success.receivers
             or task_failure.receivers or task_retry.receivers):
         return TaskRun(task, request)
     return None
