@@ -85,6 +85,7 @@ _PRUNE = (
     "DELETE FROM tf_groups WHERE expires_at_ms <= ?",
     "DELETE FROM tf_chord_parts WHERE chord_id IN (SELECT chord_id FROM tf_chords WHERE expires_at_ms <= ?)",
     "DELETE FROM tf_chords WHERE expires_at_ms <= ?",
+    "DELETE FROM tf_result_updates WHERE expires_at_ms <= ?",
 )
 _SAVE_GROUP = """
 INSERT INTO tf_groups (group_id, data, expires_at_ms) VALUES (?, ?, ?)
@@ -111,7 +112,6 @@ _TRIM_UPDATES = "DELETE FROM tf_result_updates WHERE task_id = ? AND seq <= ?"
 _UPDATES_SINCE = """
 SELECT seq, data FROM tf_result_updates WHERE task_id = ? AND seq > ? AND expires_at_ms > ? ORDER BY seq
 """
-_PRUNE_UPDATES = "DELETE FROM tf_result_updates WHERE expires_at_ms <= ?"
 _FORGET_UPDATES = "DELETE FROM tf_result_updates WHERE task_id = ?"
 
 
@@ -146,7 +146,6 @@ class SQLiteBackend(ResultBackend):
             if self._stores % PRUNE_EVERY == 1:
                 for statement in _PRUNE:
                     conn.execute(statement, (now,))
-                conn.execute(_PRUNE_UPDATES, (now,))
 
     def get(self, task_id: str) -> ResultRecord | None:
         """The stored record of ``task_id``, or None when there is none (pending, unknown or expired)."""
