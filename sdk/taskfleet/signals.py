@@ -22,8 +22,8 @@ What each signal is sent with, and where (see docs/progress-hooks-signals.md):
 - ``before_task_publish`` and ``after_task_publish`` (sender the task name; ``body``: the message as a dict,
   ``Message.to_dict()``, whose changes are not sent; ``headers``: the message's headers, which a
   ``before_task_publish`` receiver may change, to carry a trace context, say, and the message is sent with them;
-  ``exchange`` ``""``; ``routing_key``: the queue): around each message ``delay``, ``send``, ``send_many`` and a
-  worker's retry publish, on the publishing thread.
+  ``exchange`` ``""``; ``routing_key``: the queue): around each message ``delay``, ``send``, ``send_many``, a
+  workflow and a worker's retry or workflow follow-up publish, on the publishing thread.
 
 Checking for receivers is one dict lookup (``signal.receivers``), and nothing is built for a signal no receiver is
 connected to.
