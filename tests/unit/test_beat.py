@@ -14,7 +14,7 @@ import pytest
 
 from taskfleet import App, ConfigurationError, Every, Message, PeriodicEntry, Signature, crontab
 from taskfleet.brokers.stub import StubBeatStore, reset_beat_state
-from taskfleet.worker.beat import Beat, BeatSettings, plan, tick_id
+from taskfleet.worker.beat import Beat, BeatSettings, Tick, plan, tick_id
 from taskfleet.worker.metrics import BeatMetrics
 
 T0_MS = 1_700_000_000_000  # a whole second
@@ -154,6 +154,34 @@ def test_a_fired_tick_carries_its_entry_and_scheduled_time(beat_app: App) -> Non
     assert message.queue == "beat"
     assert message.headers["taskfleet-beat-entry"] == "every-second"
     assert message.headers["taskfleet-beat-scheduled"] == datetime.fromtimestamp(T0_MS / 1000 + 1, UTC).isoformat()
+
+
+def test_an_on_time_tick_that_a_long_catch_up_of_another_entry_made_late_is_skipped_under_catch_up_none() -> None:
+    # Given an entry that catches up all missed ticks and one that catches up none, and a store that takes 0.2 s to
+    # send each tick
+    reset_beat_state()
+    app = App("beat-unit", broker="memory://", default_queue="beat")
+    app.add_periodic_task(1.0, Signature(task="all"), name="all", catch_up="all")
+    app.add_periodic_task(1.0, Signature(task="none"), name="none", catch_up="none")
+    clock = Clock(T0_MS / 1000)
+    beat = replica(app, clock, "a", lease_s=30.0)
+    beat.step()
+    fire = beat.store.fire
+
+    def slow_fire(tick: Tick) -> bool:
+        clock.now += 0.2
+        return fire(tick)
+
+    beat.store.fire = slow_fire  # type: ignore[method-assign]
+    # When beat pauses 5.1 s and then sends the five missed ticks of "all" (1 s) before it looks at "none"
+    clock.now += 5.1
+    beat.step()
+    # Then the tick of "none" that was 0.1 s late when the pass began, but 1.1 s late after the catch-up, is skipped;
+    # the next one, due by then and on time, is sent
+    scheduled = [(m.task, m.headers["taskfleet-beat-scheduled"]) for m in sent(app)]
+    at = [datetime.fromtimestamp(T0_MS / 1000 + k, UTC).isoformat() for k in range(7)]
+    assert scheduled == [("all", at[k]) for k in range(1, 6)] + [("none", at[6])]
+    reset_beat_state()
 
 
 # -- declaring periodic tasks ---------------------------------------------------------------------------------------

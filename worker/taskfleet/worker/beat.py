@@ -170,7 +170,7 @@ class Beat:
             if not self.leading:
                 self.healthy = True
                 return self.settings.standby_poll_s
-            self._send_due(now)
+            self._send_due()
             self.healthy = True
             return self._sleep_s(self._clock())
         except TaskfleetError as exc:
@@ -202,10 +202,12 @@ class Beat:
         self._cursors = {name: cursor if cursor is not None else self.store.start_cursor(name, now_ms)
                          for name, cursor in stored.items()}
 
-    def _send_due(self, now: float) -> None:
-        now_ms = round(now * 1000)
+    def _send_due(self) -> None:
+        """Plan and send each entry in turn. Each entry reads the clock afresh: sending a long catch-up of one entry
+        takes time, and a tick of the next that was on time before it may not be any more (``catch_up="none"``)."""
         grace_ms = round(self.settings.grace_s * 1000)
         for entry in self.entries:
+            now_ms = round(self._clock() * 1000)
             todo = plan(entry, self._cursors[entry.name], now_ms, self.tz, grace_ms=grace_ms)
             if todo.skip_to is not None:
                 self.store.skip(entry.name, todo.skip_to)
