@@ -19,9 +19,11 @@ from taskfleet.message import Message
 from taskfleet.periodic import DEFAULT_CATCH_UP, CatchUp, PeriodicEntry, entries_from_config
 from taskfleet.producer import Call, Producer
 from taskfleet.result import AsyncResult
+from taskfleet.routing import Routes, TaskRoutes
 from taskfleet.schedules import Schedule, crontab, to_schedule, zone
 from taskfleet.serializers import JSON, Serializer, get_serializer
 from taskfleet.settings import (
+    DEFAULT_MAX_DECOMPRESSED_BYTES,
     DEFAULT_MAX_DELIVERIES,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_QUEUE,
@@ -59,6 +61,8 @@ class App:
         accept_content: frozenset[str] | set[str] | None = None,
         allow_pickle: bool = False,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        compression: str | None = None,
+        max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
         visibility_timeout_s: float = DEFAULT_VISIBILITY_TIMEOUT_S,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
         result_expires_s: float = DEFAULT_RESULT_EXPIRES_S,
@@ -68,6 +72,7 @@ class App:
         result_extended: bool = False,
         beat_schedule: Iterable[Mapping[str, Any]] = (),
         task_cls: type[Task[Any]] = Task,
+        task_routes: TaskRoutes | None = None,
     ) -> None:
         if not name or not isinstance(name, str):
             raise ConfigurationError("App needs a non-empty name, e.g. App('billing')")
@@ -80,11 +85,16 @@ class App:
             default_queue=default_queue,
             serializer=serializer,
             accept_content=frozenset(accept_content) if accept_content is not None else frozenset({serializer}),
-            allow_pickle=allow_pickle, max_message_bytes=max_message_bytes,
+            allow_pickle=allow_pickle, max_message_bytes=max_message_bytes, compression=compression,
+            max_decompressed_bytes=max_decompressed_bytes,
             visibility_timeout_s=visibility_timeout_s, max_deliveries=max_deliveries,
             result_expires_s=result_expires_s, publish_retry=publish_retry or PublishRetry(),
             socket_timeout_s=socket_timeout_s, timezone=timezone, result_extended=result_extended,
         )
+        #: Celery's ``task_routes`` (taskfleet.routing, docs/routing.md): where each task call goes, by task name
+        #: (exact, glob or regex) or by router function; the call's own options win over it, it wins over the task
+        #: decorator's.
+        self.routes = Routes(task_routes)
         self.tasks: dict[str, Task[Any]] = {}
         #: The beat schedule: entry name -> entry (``add_periodic_task``, ``@app.periodic``, ``beat_schedule=``).
         self.periodic_tasks: dict[str, PeriodicEntry] = {}
@@ -102,8 +112,11 @@ class App:
     # -- configuration -------------------------------------------------------------------------------------------
 
     def configure(self, **changes: Any) -> None:
-        """Change settings (``broker=``, ``result_backend=`` or any ``AppSettings`` field) before use; open
-        connections are closed. Unknown names raise ``TypeError``."""
+        """Change settings (``broker=``, ``result_backend=``, ``task_routes=`` or any ``AppSettings`` field) before
+        use; open connections are closed. Unknown names raise ``TypeError``."""
+        if "task_routes" in changes:
+            changes = dict(changes)
+            self.routes = Routes(changes.pop("task_routes"))
         renamed = {"broker": "broker_url", "result_backend": "result_backend_url"}
         fields = {renamed.get(k, k): v for k, v in changes.items()}
         if "accept_content" in fields:
@@ -272,17 +285,22 @@ class App:
         countdown: float | None = None,
         eta: datetime | None = None,
         expires: float | datetime | None = None,
-        priority: int = 0,
+        priority: int | None = None,
         queue: str | None = None,
         task_id: str | None = None,
         headers: Mapping[str, Any] | None = None,
+        serializer: str | None = None,
+        compression: str | None = None,
+        retry: bool = True,
+        retry_policy: Mapping[str, Any] | None = None,
     ) -> AsyncResult:
         """Send task ``name`` without importing its code (``app.send("billing.charge", args=(42,))``).
-        Options as for ``Task.apply_async``. Returns once the broker has stored the message."""
+        Options as for ``Task.apply_async``; ``task_routes`` apply by name. Returns once the broker has stored the
+        message."""
         message = self._producer.message(name, args, kwargs, countdown=countdown, eta=eta, expires=expires,
                                          priority=priority, queue=queue, task_id=task_id, headers=headers,
-                                         now=time.time())
-        self._producer.publish(message)
+                                         now=time.time(), serializer=serializer, compression=compression)
+        self._producer.publish(message, retry=PublishRetry.for_call(retry, retry_policy))
         return AsyncResult(message.id, app=self)
 
     def send_many(
@@ -292,6 +310,8 @@ class App:
         queue: str | None = None,
         priority: int | None = None,
         countdown: float | None = None,
+        retry: bool = True,
+        retry_policy: Mapping[str, Any] | None = None,
     ) -> list[AsyncResult]:
         """Send many task calls at once: ``app.send_many(charge.s(i) for i in ids)``. Returns their results, in
         the order of ``calls``, once the broker has stored every message (on RabbitMQ: confirmed).
@@ -306,8 +326,10 @@ class App:
         ``Broker.enqueue_many``, pipelined (Redis: a few scripts per chunk; RabbitMQ: a chunk is published whole and
         its confirms awaited once); each message is encoded once, as ``send`` encodes it, the next chunk while the
         broker stores this one. A chunk that cannot be sent (``EncodeError``, ``MessageTooLarge``, a broker error)
-        raises after the chunks before it were stored, and the exception's note says how many calls were sent."""
-        return self._producer.send_many(calls, queue=queue, priority=priority, countdown=countdown)
+        raises after the chunks before it were stored, and the exception's note says how many calls were sent.
+        ``retry``/``retry_policy``: the publish retry policy of every chunk, as for ``Task.apply_async``."""
+        return self._producer.send_many(calls, queue=queue, priority=priority, countdown=countdown,
+                                        retry=PublishRetry.for_call(retry, retry_policy))
 
     def publish(self, message: Message) -> None:
         """Encode ``message`` and hand it to the broker (after its eta, if any). Raises ``MessageTooLarge`` above
