@@ -39,8 +39,9 @@ SECTIONS = (
     Section(
         "Publish retries (`PublishRetry`)", "taskfleet.settings", "PublishRetry",
         "How a publisher retries when the broker connection fails: exponential backoff (`backoff_s` doubled per "
-        "attempt, capped at `backoff_max_s`), then `BrokerConnectionError`. "
-        "Pass `App(publish_retry=PublishRetry(...))`.",
+        "attempt, or grown by `backoff_step_s`, capped at `backoff_max_s`), then `BrokerConnectionError`. "
+        "Pass `App(publish_retry=PublishRetry(...))`; one call's own: `apply_async(retry=False)` or "
+        "`apply_async(retry_policy={...})` (Celery's keys, `PublishRetry.from_policy`).",
         (Setter("", "field", "`PublishRetry({}=)`"),),
     ),
     Section(

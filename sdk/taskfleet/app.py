@@ -22,9 +22,11 @@ from taskfleet.message import Message
 from taskfleet.periodic import DEFAULT_CATCH_UP, CatchUp, PeriodicEntry, entries_from_config
 from taskfleet.producer import Call, Producer
 from taskfleet.result import AsyncResult
+from taskfleet.routing import Routes, TaskRoutes
 from taskfleet.schedules import Schedule, crontab, to_schedule, zone
 from taskfleet.serializers import JSON, Serializer, get_serializer
 from taskfleet.settings import (
+    DEFAULT_MAX_DECOMPRESSED_BYTES,
     DEFAULT_MAX_DELIVERIES,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_QUEUE,
@@ -62,6 +64,8 @@ class App:
         accept_content: frozenset[str] | set[str] | None = None,
         allow_pickle: bool = False,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        compression: str | None = None,
+        max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
         visibility_timeout_s: float = DEFAULT_VISIBILITY_TIMEOUT_S,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
         result_expires_s: float = DEFAULT_RESULT_EXPIRES_S,
@@ -72,6 +76,7 @@ class App:
         beat_schedule: Iterable[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]] = (),
         task_cls: type[Task[Any]] = Task,
         include: Iterable[str] = (),
+        task_routes: TaskRoutes | None = None,
     ) -> None:
         if not name or not isinstance(name, str):
             raise ConfigurationError("App needs a non-empty name, e.g. App('billing')")
@@ -84,7 +89,8 @@ class App:
             default_queue=default_queue,
             serializer=serializer,
             accept_content=frozenset(accept_content) if accept_content is not None else frozenset({serializer}),
-            allow_pickle=allow_pickle, max_message_bytes=max_message_bytes,
+            allow_pickle=allow_pickle, max_message_bytes=max_message_bytes, compression=compression,
+            max_decompressed_bytes=max_decompressed_bytes,
             visibility_timeout_s=visibility_timeout_s, max_deliveries=max_deliveries,
             result_expires_s=result_expires_s, publish_retry=publish_retry or PublishRetry(),
             socket_timeout_s=socket_timeout_s, timezone=timezone, result_extended=result_extended,
@@ -94,6 +100,10 @@ class App:
         self._config_sources: list[tuple[object, str | None]] = []
         #: The configuration read so far: (source as given, the object it named, namespace), for ``taskfleet check``.
         self.config_read: list[tuple[object, object, str | None]] = []
+        #: Celery's ``task_routes`` (taskfleet.routing, docs/routing.md): where each task call goes, by task name
+        #: (exact, glob or regex) or by router function; the call's own options win over it, it wins over the task
+        #: decorator's.
+        self.routes = Routes(task_routes)
         self.tasks: dict[str, Task[Any]] = {}
         #: The beat schedule: entry name -> entry (``add_periodic_task``, ``@app.periodic``, ``beat_schedule=``).
         self.periodic_tasks: dict[str, PeriodicEntry] = {}
@@ -160,8 +170,8 @@ class App:
 
     def configure(self, **changes: Any) -> None:
         """Change settings before use: any ``App`` keyword but ``name`` (``broker=``, ``result_backend=``,
-        ``include=`` (added to), ``beat_schedule=`` (entries added), ``task_cls=``, or an ``AppSettings`` field);
-        open connections are closed. Unknown names raise ``TypeError``."""
+        ``include=`` (added to), ``beat_schedule=`` (entries added), ``task_cls=``, ``task_routes=`` (replaced), or
+        an ``AppSettings`` field); open connections are closed. Unknown names raise ``TypeError``."""
         if "include" in changes:
             include = changes.pop("include")
             self.discovery.include.extend(m for m in ([include] if isinstance(include, str) else include)
@@ -170,6 +180,8 @@ class App:
             self.load_beat_schedule(changes.pop("beat_schedule"))
         if "task_cls" in changes:
             self.task_cls = check_task_class(changes.pop("task_cls"), "task_cls")
+        if "task_routes" in changes:
+            self.routes = Routes(changes.pop("task_routes"))
         if not changes:
             return
         renamed = {"broker": "broker_url", "result_backend": "result_backend_url"}
@@ -341,17 +353,22 @@ class App:
         countdown: float | None = None,
         eta: datetime | None = None,
         expires: float | datetime | None = None,
-        priority: int = 0,
+        priority: int | None = None,
         queue: str | None = None,
         task_id: str | None = None,
         headers: Mapping[str, Any] | None = None,
+        serializer: str | None = None,
+        compression: str | None = None,
+        retry: bool = True,
+        retry_policy: Mapping[str, Any] | None = None,
     ) -> AsyncResult:
         """Send task ``name`` without importing its code (``app.send("billing.charge", args=(42,))``).
-        Options as for ``Task.apply_async``. Returns once the broker has stored the message."""
+        Options as for ``Task.apply_async``; ``task_routes`` apply by name. Returns once the broker has stored the
+        message."""
         message = self._producer.message(name, args, kwargs, countdown=countdown, eta=eta, expires=expires,
                                          priority=priority, queue=queue, task_id=task_id, headers=headers,
-                                         now=time.time())
-        self._producer.publish(message)
+                                         now=time.time(), serializer=serializer, compression=compression)
+        self._producer.publish(message, retry=PublishRetry.for_call(retry, retry_policy))
         return AsyncResult(message.id, app=self)
 
     def send_many(
@@ -361,6 +378,8 @@ class App:
         queue: str | None = None,
         priority: int | None = None,
         countdown: float | None = None,
+        retry: bool = True,
+        retry_policy: Mapping[str, Any] | None = None,
     ) -> list[AsyncResult]:
         """Send many task calls at once: ``app.send_many(charge.s(i) for i in ids)``. Returns their results, in
         the order of ``calls``, once the broker has stored every message (on RabbitMQ: confirmed).
@@ -375,8 +394,10 @@ class App:
         ``Broker.enqueue_many``, pipelined (Redis: a few scripts per chunk; RabbitMQ: a chunk is published whole and
         its confirms awaited once); each message is encoded once, as ``send`` encodes it, the next chunk while the
         broker stores this one. A chunk that cannot be sent (``EncodeError``, ``MessageTooLarge``, a broker error)
-        raises after the chunks before it were stored, and the exception's note says how many calls were sent."""
-        return self._producer.send_many(calls, queue=queue, priority=priority, countdown=countdown)
+        raises after the chunks before it were stored, and the exception's note says how many calls were sent.
+        ``retry``/``retry_policy``: the publish retry policy of every chunk, as for ``Task.apply_async``."""
+        return self._producer.send_many(calls, queue=queue, priority=priority, countdown=countdown,
+                                        retry=PublishRetry.for_call(retry, retry_policy))
 
     def publish(self, message: Message) -> None:
         """Encode ``message`` and hand it to the broker (after its eta, if any). Raises ``MessageTooLarge`` above

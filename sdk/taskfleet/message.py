@@ -2,10 +2,12 @@
 
 Wire format (version 1, see docs/protocol.md)::
 
-    <content-type> LF <envelope serialized with that content type>
+    <content-type>[;compression=<codec>] LF <envelope serialized with that content type, then compressed>
 
-e.g. ``application/json\\n{"v":1,"id":"...","task":"billing.send",...}``. The content type comes first so a worker
-can refuse a serializer it does not accept (pickle) *before* deserializing anything.
+e.g. ``application/json\\n{"v":1,"id":"...","task":"billing.send",...}``, or ``application/json;compression=gzip\\n``
+and the gzip of that. The framing line comes first so a worker can refuse a serializer it does not accept (pickle)
+*before* deserializing anything, and knows how to inflate the body (within ``max_decompressed_bytes``) before it
+reads it.
 """
 
 from __future__ import annotations
@@ -16,13 +18,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskfleet.compression import CODECS, compress, decompress
 from taskfleet.errors import ContentTypeRefused, DecodeError, EncodeError
 from taskfleet.serializers import BY_CONTENT_TYPE, Serializer
+from taskfleet.settings import DEFAULT_MAX_DECOMPRESSED_BYTES
 
 PROTOCOL_VERSION = 1
 MIN_PRIORITY = 0
 MAX_PRIORITY = 9
 _MAX_CONTENT_TYPE_LEN = 64
+#: The one parameter a framing line may carry after its content type.
+_COMPRESSION_PARAM = ";compression="
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -45,6 +51,11 @@ class Message:
     #: What happens after this task finishes (callbacks, errbacks, the rest of a chain, the chord join it reports
     #: to), as plain data: read by ``taskfleet.canvas.workflow.Workflow``; None for a plain task (not on the wire).
     workflow: Mapping[str, Any] | None = None
+    #: How the message is (or is to be) encoded, not part of the envelope: the serializer's name (None: the app's)
+    #: and the compression codec (None: none), as ``decode`` read them from the framing line, so a retry of it is
+    #: encoded as it was sent. Not compared.
+    serializer: str | None = field(default=None, compare=False)
+    compression: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not (MIN_PRIORITY <= self.priority <= MAX_PRIORITY):
@@ -93,35 +104,57 @@ class Message:
             out["workflow"] = self.workflow
         return out
 
-    def encode(self, serializer: Serializer) -> bytes:
-        """The message's wire bytes; ``EncodeError`` when an argument cannot be serialized."""
+    def encode(self, serializer: Serializer, compression: str | None = None) -> bytes:
+        """The message's wire bytes, the envelope serialized with ``serializer`` and then compressed with the codec
+        ``compression`` (``taskfleet.compression.CODECS``; None: not compressed). ``EncodeError`` when an argument
+        cannot be serialized."""
+        body = self.encode_body(serializer)
+        return self.frame(serializer, compression, compress(compression, body) if compression else body)
+
+    def encode_body(self, serializer: Serializer) -> bytes:
+        """The envelope serialized with ``serializer``, before any compression; ``EncodeError`` when an argument
+        cannot be serialized."""
         try:
-            body = serializer.dumps(self.to_dict())
+            return serializer.dumps(self.to_dict())
         except Exception as exc:
             raise EncodeError(f"cannot encode arguments of {self.task}: {exc}") from exc
-        return serializer.content_type.encode("ascii") + b"\n" + body
+
+    @staticmethod
+    def frame(serializer: Serializer, compression: str | None, body: bytes) -> bytes:
+        """The wire bytes of an encoded (and, with ``compression``, compressed) ``body``: its framing line, LF,
+        the body."""
+        head = serializer.content_type if compression is None else f"{serializer.content_type}" \
+            f"{_COMPRESSION_PARAM}{compression}"
+        return head.encode("ascii") + b"\n" + body
 
     @classmethod
-    def decode(cls, data: bytes, *, accept: frozenset[str]) -> Message:
+    def decode(cls, data: bytes, *, accept: frozenset[str],
+               max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES) -> Message:
         """Parse wire bytes. ``accept`` lists serializer names; anything else raises ``ContentTypeRefused``,
-        malformed input raises ``DecodeError`` with a readable reason."""
+        malformed input raises ``DecodeError`` with a readable reason. A compressed body is inflated first, at most
+        to ``max_decompressed_bytes``: past it, ``DecompressionBomb`` (a ``DecodeError``)."""
         head, sep, body = data.partition(b"\n")
         if not sep or len(head) > _MAX_CONTENT_TYPE_LEN:
             raise DecodeError("malformed message: no content-type line")
-        content_type = head.decode("ascii", "replace")
+        content_type, has_codec, codec = head.decode("ascii", "replace").partition(_COMPRESSION_PARAM)
         serializer = BY_CONTENT_TYPE.get(content_type)
         if serializer is None:
             raise DecodeError(f"malformed message: unknown content type {content_type!r}")
+        if has_codec and codec not in CODECS:
+            raise DecodeError(f"malformed message: unknown compression {codec!r} (known: {', '.join(CODECS)})")
         if serializer.name not in accept:
             raise ContentTypeRefused(f"content type {content_type!r} is not accepted (accept: {sorted(accept)})")
+        if has_codec:
+            body = decompress(codec, body, max_bytes=max_decompressed_bytes)
         try:
             raw = serializer.loads(body)
         except Exception as exc:
             raise DecodeError(f"malformed message: cannot deserialize {content_type}: {exc}") from exc
-        return cls.from_dict(raw)
+        return cls.from_dict(raw, serializer=serializer.name, compression=codec or None)
 
     @classmethod
-    def from_dict(cls, raw: Any) -> Message:
+    def from_dict(cls, raw: Any, *, serializer: str | None = None, compression: str | None = None) -> Message:
+        """The message an envelope (``to_dict``) describes; ``serializer``/``compression``: how it was encoded."""
         if not isinstance(raw, dict):
             raise DecodeError("malformed message: envelope is not a mapping")
         version = raw.get("v")
@@ -143,6 +176,8 @@ class Message:
                 headers=_typed(raw, "headers", dict, {}),
                 created_at=float(raw.get("created_at") or 0.0),
                 workflow=_typed(raw, "workflow", dict, None),
+                serializer=serializer,
+                compression=compression,
             )
         except (TypeError, ValueError) as exc:
             raise DecodeError(f"malformed message: {exc}") from exc

@@ -1,8 +1,11 @@
 """``Producer``: an ``App``'s sending path. A call becomes a ``Message`` (countdown/eta and expires counted from one
-``now``, the priority, the queue), the message becomes bytes with the app's serializer (``max_message_bytes``
-enforced) and the bytes go to the broker: one at a time (``publish``) or in pipelined chunks (``send_many``).
+``now``; queue, priority, serializer and compression decided by ``taskfleet.routing.resolve``: the call's own, else
+the app's ``task_routes``, else the task's, else the app's), the message becomes bytes with its serializer and
+compression (``max_message_bytes`` enforced on the bytes sent, ``max_decompressed_bytes`` on a compressed body) and
+the bytes go to the broker: one at a time (``publish``) or in pipelined chunks (``send_many``).
 
-Publish retries are the broker's: ``App(publish_retry=)`` reaches it through ``AppSettings.broker_settings()``.
+Publish retries are the broker's: ``App(publish_retry=)`` reaches it through ``AppSettings.broker_settings()``; a
+call's own policy (``retry=``, ``retry_policy=``: ``PublishRetry.for_call``) is handed to ``Broker.enqueue``.
 
 ``before_task_publish`` and ``after_task_publish`` (taskfleet.signals) are sent around each message only when a
 receiver is connected; ``send_many`` (and a worker's ``publish_many`` of follow-ups) then encodes its chunks on the
@@ -20,11 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from taskfleet.brokers.base import Broker, Outgoing
-from taskfleet.errors import MessageTooLarge
+from taskfleet.brokers.base import Outgoing
+from taskfleet.compression import compress
+from taskfleet.errors import ConfigurationError, MessageTooLarge
 from taskfleet.message import Message
 from taskfleet.result import AsyncResult
-from taskfleet.settings import validate_queue_name
+from taskfleet.routing import Route, resolve
+from taskfleet.serializers import get_serializer
+from taskfleet.settings import PublishRetry, validate_queue_name
 from taskfleet.signals import after_task_publish, announce_publish, announce_published, before_task_publish
 from taskfleet.signature import Signature
 
@@ -52,11 +58,13 @@ class Producer:
 
     def message(
         self, name: str, args: tuple[Any, ...] | list[Any], kwargs: Mapping[str, Any] | None, *,
-        countdown: float | None, eta: datetime | None, expires: float | datetime | None, priority: int,
+        countdown: float | None, eta: datetime | None, expires: float | datetime | None, priority: int | None,
         queue: str | None, task_id: str | None, headers: Mapping[str, Any] | None, now: float,
+        serializer: str | None = None, compression: str | None = None,
     ) -> Message:
         """The message of one call (see ``App.send``); ``now`` is the Unix time that ``countdown`` and ``expires``
-        count from."""
+        count from. ``queue``, ``priority``, ``serializer`` and ``compression`` are what the call gave (None: not
+        given); the message gets them decided (``taskfleet.routing.resolve``)."""
         if countdown is not None and eta is not None:
             raise ValueError("pass countdown or eta, not both")
         eta_ts: float | None = None
@@ -69,36 +77,65 @@ class Producer:
             expires_ts = _timestamp(expires)
         elif expires is not None:
             expires_ts = now + float(expires)
+        args = tuple(args)
+        kwargs = dict(kwargs or {})
+        routing = resolve(self._app, name, args, kwargs, Route(
+            queue=None if queue is None else _valid_queue(queue), priority=priority, serializer=serializer,
+            compression=compression))
         return Message(
-            id=task_id or uuid.uuid4().hex, task=name, args=tuple(args), kwargs=dict(kwargs or {}),
-            queue=_valid_queue(queue or self._app.settings.default_queue), priority=priority,
-            eta=eta_ts, expires=expires_ts, headers=dict(headers or {}), created_at=now,
+            id=task_id or uuid.uuid4().hex, task=name, args=args, kwargs=kwargs, queue=routing.queue,
+            priority=routing.priority, eta=eta_ts, expires=expires_ts, headers=dict(headers or {}), created_at=now,
+            serializer=routing.serializer, compression=routing.compression,
         )
 
-    def encode(self, message: Message) -> bytes:
-        """The wire bytes of ``message`` with the app's serializer. Raises ``EncodeError`` for unserializable
-        arguments and ``MessageTooLarge`` above ``max_message_bytes``."""
-        data = message.encode(self._app.serializer)
-        limit = self._app.settings.max_message_bytes
-        if len(data) > limit:
+    def encode(self, message: Message, *, check_size: bool = True) -> bytes:
+        """The wire bytes of ``message`` with its serializer and compression (a message without a serializer: the
+        app's serializer and compression). Raises ``EncodeError`` for unserializable arguments, ``MessageTooLarge``
+        for a body above ``max_decompressed_bytes`` to compress or (``check_size``) wire bytes above
+        ``max_message_bytes``, ``ConfigurationError`` for a serializer outside the app's ``accept_content``."""
+        settings = self._app.settings
+        if message.serializer is None:
+            serializer, compression = self._app.serializer, settings.compression
+        elif message.serializer in settings.accept_content:
+            serializer, compression = get_serializer(message.serializer), message.compression
+        else:
+            raise ConfigurationError(f"serializer {message.serializer!r} (for {message.task}) is not in the app's "
+                                     f"accept_content {sorted(settings.accept_content)}")
+        body = message.encode_body(serializer)
+        if compression is not None:
+            if len(body) > settings.max_decompressed_bytes:
+                raise MessageTooLarge(
+                    f"message for {message.task} is {len(body)} bytes before compression, above "
+                    f"max_decompressed_bytes={settings.max_decompressed_bytes} (a worker would refuse to inflate it);"
+                    " pass a reference (URL, key) instead of the payload")
+            body = compress(compression, body)
+        data = Message.frame(serializer, compression, body)
+        limit = settings.max_message_bytes
+        if check_size and len(data) > limit:
             raise MessageTooLarge(
                 f"message for {message.task} is {len(data)} bytes, above max_message_bytes={limit}; "
                 "pass a reference (URL, key) instead of the payload"
             )
         return data
 
-    def publish(self, message: Message) -> None:
-        """Encode ``message`` and hand it to the broker (see ``App.publish``), between the publish signals."""
+    def publish(self, message: Message, *, retry: PublishRetry | None = None) -> None:
+        """Encode ``message`` and hand it to the broker (see ``App.publish``), between the publish signals;
+        ``retry``: this publish's retry policy instead of the app's ``publish_retry``."""
         if before_task_publish.receivers:
             message = announce_publish(message)
         data = self.encode(message)
-        self._app.broker.enqueue(message.queue, message.broker_id, data, priority=message.priority,
-                                 delay_s=message.delay_s())
+        if retry is None:
+            self._app.broker.enqueue(message.queue, message.broker_id, data, priority=message.priority,
+                                     delay_s=message.delay_s())
+        else:
+            self._app.broker.enqueue(message.queue, message.broker_id, data, priority=message.priority,
+                                     delay_s=message.delay_s(), retry=retry)
         if after_task_publish.receivers:
             announce_published(message)
 
     def send_many(
         self, calls: Iterable[Call], *, queue: str | None, priority: int | None, countdown: float | None,
+        retry: PublishRetry | None = None,
     ) -> list[AsyncResult]:
         """Send ``calls`` in chunks of ``SEND_MANY_CHUNK`` (see ``App.send_many``)."""
         if queue is not None:
@@ -119,27 +156,28 @@ class Producer:
         def build(start: int, stop: int) -> list[Message]:
             chunk = []
             for signature, task_id in zip(signatures[start:stop], ids[start:stop], strict=True):
-                call_queue, call_priority, call_expires = signature.send_options(app)
                 own_delay = countdown is None and (signature.countdown is not None or signature.eta is not None)
                 chunk.append(self.message(
                     signature.task, signature.args, signature.kwargs,
                     countdown=signature.countdown if own_delay else countdown, eta=signature.eta if own_delay else None,
-                    expires=call_expires, priority=call_priority if priority is None else priority,
-                    queue=queue or call_queue, task_id=task_id, headers=signature.headers, now=now))
+                    expires=signature.expiry(app), priority=signature.priority if priority is None else priority,
+                    queue=queue or signature.queue, task_id=task_id, headers=signature.headers, now=now,
+                    serializer=signature.serializer, compression=signature.compression))
             return chunk
 
-        self._publish_chunks(len(signatures), build)
+        self._publish_chunks(len(signatures), build, retry)
         return [AsyncResult(task_id, app=app) for task_id in ids]
 
-    def publish_many(self, messages: Sequence[Message]) -> None:
+    def publish_many(self, messages: Sequence[Message], *, retry: PublishRetry | None = None) -> None:
         """Publish ``messages`` as ``send_many`` does (chunks of ``SEND_MANY_CHUNK``, pipelined), each with its own
-        task id and workflow data; one message is simply published."""
+        task id and workflow data; one message is simply published. ``retry`` as for ``publish``."""
         if len(messages) == 1:
-            self.publish(messages[0])
+            self.publish(messages[0], retry=retry)
         elif messages:
-            self._publish_chunks(len(messages), lambda start, stop: list(messages[start:stop]))
+            self._publish_chunks(len(messages), lambda start, stop: list(messages[start:stop]), retry)
 
-    def _publish_chunks(self, total: int, build: Callable[[int, int], list[Message]]) -> None:
+    def _publish_chunks(self, total: int, build: Callable[[int, int], list[Message]],
+                        retry: PublishRetry | None = None) -> None:
         """Encode and enqueue ``total`` messages, ``build(start, stop)`` giving those of one chunk, between the
         publish signals when they have receivers. A chunk that cannot be sent raises after the chunks before it were
         stored; the note says how many were sent."""
@@ -154,22 +192,26 @@ class Producer:
             return ([Outgoing(m.queue, m.broker_id, self.encode(m), m.priority, m.delay_s()) for m in messages],
                     messages if announce else [])
 
+        broker = self._app.broker
+        enqueue_many: Callable[[list[Outgoing]], None] = broker.enqueue_many if retry is None else \
+            functools.partial(broker.enqueue_many, retry=retry)
         if total <= SEND_MANY_CHUNK or announce:  # one chunk, or receivers to call on this thread
-            _send_here(self._app.broker, encode, total)
+            _send_here(enqueue_many, encode, total)
         else:
-            _send_pipelined(self._app.broker, encode, total)
+            _send_pipelined(enqueue_many, encode, total)
 
 
 _Encode = Callable[[int], tuple[list[Outgoing], list[Message]]]
+_EnqueueMany = Callable[[list[Outgoing]], None]
 
 
-def _send_here(broker: Broker, encode: _Encode, total: int) -> None:
+def _send_here(enqueue_many: _EnqueueMany, encode: _Encode, total: int) -> None:
     """Encode and store the ``total`` calls chunk by chunk on this thread, sending ``after_task_publish`` for the
     messages ``encode`` returns once their chunk is stored."""
     for start in range(0, total, SEND_MANY_CHUNK):
         try:
             chunk, messages = encode(start)
-            broker.enqueue_many(chunk)
+            enqueue_many(chunk)
         except Exception as exc:
             _note_sent(exc, start, total)
             raise
@@ -177,7 +219,7 @@ def _send_here(broker: Broker, encode: _Encode, total: int) -> None:
             announce_published(message)
 
 
-def _send_pipelined(broker: Broker, encode: _Encode, total: int) -> None:
+def _send_pipelined(enqueue_many: _EnqueueMany, encode: _Encode, total: int) -> None:
     """Store the ``total`` calls chunk by chunk, the next chunk encoded on a helper thread while the broker stores
     this one (the broker call waits on the network with the GIL released); the broker itself is only ever called
     from this thread."""
@@ -188,7 +230,7 @@ def _send_pipelined(broker: Broker, encode: _Encode, total: int) -> None:
                 chunk, _ = upcoming.result()
                 if start + SEND_MANY_CHUNK < total:
                     upcoming = encoder.submit(encode, start + SEND_MANY_CHUNK)
-                broker.enqueue_many(chunk)
+                enqueue_many(chunk)
             except Exception as exc:
                 _note_sent(exc, start, total)
                 raise

@@ -17,6 +17,8 @@ key.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -25,32 +27,46 @@ from cronsim import CronSim, CronSimError
 
 from taskfleet.errors import ConfigurationError
 
-__all__ = ["MIN_INTERVAL_S", "Every", "Schedule", "crontab", "next_run", "next_runs", "to_schedule", "zone"]
+__all__ = ["MIN_INTERVAL_S", "CronField", "Every", "Schedule", "crontab", "next_run", "next_runs", "to_schedule",
+           "zone"]
 
 #: Shortest ``Every`` interval: beat checks its schedule a few times a second, so shorter ticks would bunch up.
 MIN_INTERVAL_S = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class crontab:  # lower case, as Celery users know it
-    """Cron fields, evaluated in the app's ``timezone``: ``crontab(minute="0", hour="10,17")``.
+#: What a ``crontab`` field takes, as Celery's does: a cron field string (``"*/15"``, ``"10, 17"``: spaces after
+#: commas allowed), a number, or numbers as a list, tuple, set or ``range``.
+CronField = str | int | Iterable[int]
+_FIELDS = ("minute", "hour", "day_of_week", "day_of_month", "month_of_year")
+_DAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
+_WORD = re.compile(r"[A-Za-z]+")
+_COMMA = re.compile(r"\s*,\s*")
 
-    Each field takes the usual cron syntax: ``*``, numbers, ranges ``1-5``, steps ``*/15`` or ``0-30/10`` and
-    comma lists. ``day_of_week`` is 0-6 with 0 = Sunday (or ``mon``-``sun``). As in cron, when both ``day_of_month``
-    and ``day_of_week`` are restricted a day matching either one fires.
+
+@dataclass(frozen=True, slots=True, init=False)
+class crontab:  # lower case, as Celery users know it
+    """Cron fields, evaluated in the app's ``timezone``: ``crontab(minute=0, hour="10, 17")``, positional in
+    Celery's order (``minute``, ``hour``, ``day_of_week``, ``day_of_month``, ``month_of_year``).
+
+    Each field takes what Celery's takes (``CronField``): the usual cron syntax (``*``, numbers, ranges ``1-5``,
+    steps ``*/15`` or ``0-30/10`` and comma lists, spaces after the commas allowed), a number (``hour=10``), or
+    numbers as a list, tuple or set (``{0, 30}``) or a ``range`` (``range(9, 18)``: 9 to 17). ``day_of_week`` is
+    0-6 with 0 = Sunday, or day names (``mon``-``sun``, or whole: ``sunday``). As in cron, when both
+    ``day_of_month`` and ``day_of_week`` are restricted a day matching either one fires. Anything else is a
+    ``ConfigurationError`` naming the field. The fields are kept as cron strings (``crontab(hour=10) ==
+    crontab(hour="10")``).
     """
 
-    minute: str = "*"
-    hour: str = "*"
-    day_of_week: str = "*"
-    day_of_month: str = "*"
-    month_of_year: str = "*"
+    minute: str
+    hour: str
+    day_of_week: str
+    day_of_month: str
+    month_of_year: str
 
-    def __post_init__(self) -> None:
-        for name in ("minute", "hour", "day_of_week", "day_of_month", "month_of_year"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip() or len(value.split()) != 1:
-                raise ConfigurationError(f"crontab {name}= must be one cron field like '*/5', got {value!r}")
+    def __init__(self, minute: CronField = "*", hour: CronField = "*", day_of_week: CronField = "*",
+                 day_of_month: CronField = "*", month_of_year: CronField = "*") -> None:
+        for name, value in zip(_FIELDS, (minute, hour, day_of_week, day_of_month, month_of_year), strict=True):
+            object.__setattr__(self, name, _cron_field(name, value))
         try:
             CronSim(self.expression, datetime(2000, 1, 1, tzinfo=UTC))
         except CronSimError as exc:
@@ -92,6 +108,38 @@ class Every:
 
 
 Schedule = crontab | Every
+
+
+def _cron_field(name: str, value: object) -> str:
+    """One ``crontab`` field as a cron field string (see ``CronField``); ``ConfigurationError`` naming ``name``."""
+    text: str | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+    elif isinstance(value, str):
+        text = _COMMA.sub(",", value.strip())
+        if len(text.split()) != 1:
+            text = None  # empty, or two fields in one
+        elif name == "day_of_week":
+            text = _WORD.sub(_day_abbreviation, text)
+    elif isinstance(value, range) and len(value) > 1 and value.step == 1:
+        text = f"{value.start}-{value[-1]}"
+    elif isinstance(value, range | list | tuple | set | frozenset) and len(value) and all(
+            isinstance(n, int) and not isinstance(n, bool) for n in value):
+        text = ",".join(str(n) for n in sorted(value))
+    if text is not None:
+        return text
+    raise ConfigurationError(f"crontab {name}= must be one cron field like '*/5' or '10, 17', a number, or numbers "
+                             f"(a list, tuple, set or range), got {value!r}")
+
+
+def _day_abbreviation(match: re.Match[str]) -> str:
+    """A day name in a ``day_of_week`` field as cron's three letters (``sunday``, ``Sun``, ``tues`` -> ``sun``,
+    ``sun``, ``tue``); any other word is left for the cron parser to refuse."""
+    word = match.group(0).lower()
+    for day in _DAYS:
+        if len(word) >= 3 and day.startswith(word):
+            return day[:3]
+    return match.group(0)
 
 
 def to_schedule(value: Schedule | float | int | timedelta | str) -> Schedule:

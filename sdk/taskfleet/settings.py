@@ -6,7 +6,9 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from taskfleet.compression import check_compression
 from taskfleet.errors import ConfigurationError
 from taskfleet.schedules import zone
 from taskfleet.serializers import JSON, validate_accept
@@ -18,9 +20,14 @@ DEFAULT_QUEUE = "default"
 DEFAULT_VISIBILITY_TIMEOUT_S = 30.0
 #: A message delivered this many times without an ack (its worker died each time) goes to the dead-letter queue.
 DEFAULT_MAX_DELIVERIES = 10
-#: Largest encoded message (envelope and arguments), in bytes; at least 1024. Publishing a larger one raises
-#: ``MessageTooLarge`` and sends nothing; a worker dead-letters a larger delivery without decoding it.
+#: Largest encoded message (envelope and arguments, after compression: the bytes on the wire), in bytes; at least
+#: 1024. Publishing a larger one raises ``MessageTooLarge`` and sends nothing; a worker dead-letters a larger
+#: delivery without decoding it.
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+#: Largest body a compressed message may inflate to, in bytes (16 MiB); at least 1024. A worker stops inflating a
+#: body as soon as it passes this and dead-letters the message (a decompression bomb); a publisher refuses to
+#: compress a larger one (``MessageTooLarge``).
+DEFAULT_MAX_DECOMPRESSED_BYTES = 16 * 1024 * 1024
 #: How long a task's stored state is kept, counted from its latest write (each of STARTED, RETRY, SUCCESS... starts
 #: the clock again); afterwards the record is gone and the task reads as PENDING. Must be > 0.
 DEFAULT_RESULT_EXPIRES_S = 24 * 3600.0
@@ -51,8 +58,9 @@ def validate_queue_name(name: str) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class PublishRetry:
-    """How a publisher retries when the broker connection fails: exponential backoff, then
-    ``BrokerConnectionError``."""
+    """How a publisher retries when the broker connection fails: exponential (or, with ``backoff_step_s``,
+    linear) backoff, then ``BrokerConnectionError``. ``App(publish_retry=)`` for every publish of an app,
+    ``apply_async(retry=, retry_policy=)`` for one (``for_call``)."""
 
     #: Attempts in all, the first included, before the publish raises ``BrokerConnectionError``; at least 1 (1: no
     #: retry). Only connection errors are retried; any other broker error is raised at once. The defaults give up
@@ -62,16 +70,56 @@ class PublishRetry:
     backoff_s: float = DEFAULT_PUBLISH_BACKOFF_S
     #: Cap on the wait before any one retry, in seconds; at least 0.
     backoff_max_s: float = DEFAULT_PUBLISH_BACKOFF_MAX_S
+    #: None (default): the wait doubles for each retry. A number of seconds (at least 0): it grows by that much
+    #: instead, linearly, as Celery's ``retry_policy`` does (``backoff_s``, ``backoff_s + step``, ...).
+    backoff_step_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ConfigurationError("publish_retry.max_attempts must be >= 1")
-        if self.backoff_s < 0 or self.backoff_max_s < 0:
+        if self.backoff_s < 0 or self.backoff_max_s < 0 or (self.backoff_step_s or 0) < 0:
             raise ConfigurationError("publish_retry backoffs must be >= 0")
+
+    @classmethod
+    def from_policy(cls, policy: Mapping[str, Any]) -> PublishRetry:
+        """Celery's ``retry_policy`` dict as a ``PublishRetry``; Celery's defaults fill the keys it leaves out:
+
+        - ``max_retries`` (default 3): retries *after* the first attempt, so ``max_attempts = max_retries + 1``;
+          ``None`` (Celery: retry forever) is a ``ConfigurationError``: a publish must end.
+        - ``interval_start`` (default 0 s): ``backoff_s``, the wait before the first retry.
+        - ``interval_step`` (default 0.2 s): ``backoff_step_s``, added to the wait for each further retry.
+        - ``interval_max`` (default 0.2 s): ``backoff_max_s``, the cap on any one wait.
+
+        An unknown key is a ``ConfigurationError``."""
+        unknown = sorted(set(policy) - _POLICY_KEYS)
+        if unknown:
+            raise ConfigurationError(f"unknown retry_policy key(s) {unknown}; the keys are {sorted(_POLICY_KEYS)}")
+        retries = policy.get("max_retries", 3)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigurationError(f"retry_policy max_retries must be a whole number >= 0 (a publish must end), "
+                                     f"got {retries!r}")
+        return cls(max_attempts=retries + 1, backoff_s=float(policy.get("interval_start", 0.0)),
+                   backoff_step_s=float(policy.get("interval_step", 0.2)),
+                   backoff_max_s=float(policy.get("interval_max", 0.2)))
+
+    @classmethod
+    def for_call(cls, retry: bool = True, retry_policy: Mapping[str, Any] | None = None) -> PublishRetry | None:
+        """The retry policy of one call's publish (``apply_async(retry=, retry_policy=)``), or None for the app's
+        ``publish_retry``: ``retry=False`` is one attempt (no retry), else a ``retry_policy`` is read by
+        ``from_policy``."""
+        if not retry:
+            return cls(max_attempts=1)
+        return None if retry_policy is None else cls.from_policy(retry_policy)
 
     def delay_s(self, attempt: int) -> float:
         """Backoff before retry number ``attempt`` (1-based)."""
+        if self.backoff_step_s is not None:
+            return float(min(self.backoff_max_s, self.backoff_s + self.backoff_step_s * (attempt - 1)))
         return float(min(self.backoff_max_s, self.backoff_s * (2.0 ** min(attempt - 1, 62))))
+
+
+#: The keys of Celery's ``retry_policy`` (``PublishRetry.from_policy``).
+_POLICY_KEYS = frozenset({"max_retries", "interval_start", "interval_step", "interval_max"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,6 +194,11 @@ class AppSettings:
     #: ``ConfigurationError``, since unpickling a message can run arbitrary code on the worker.
     allow_pickle: bool = False
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    #: Codec this app compresses messages with: ``gzip``, ``zlib``, ``bz2`` or ``lzma`` (``bzip2`` and ``xz`` are
+    #: read as ``bz2`` and ``lzma``), or None (default) for none; an unknown name is a ``ConfigurationError``.
+    #: ``apply_async(compression=)`` and routes choose per call; workers read every codec, whatever this says.
+    compression: str | None = None
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES
     visibility_timeout_s: float = DEFAULT_VISIBILITY_TIMEOUT_S
     max_deliveries: int = DEFAULT_MAX_DELIVERIES
     result_expires_s: float = DEFAULT_RESULT_EXPIRES_S
@@ -164,6 +217,9 @@ class AppSettings:
         validate_accept(self.serializer, self.accept_content, allow_pickle=self.allow_pickle)
         if self.max_message_bytes < 1024:
             raise ConfigurationError("max_message_bytes must be >= 1024")
+        if self.max_decompressed_bytes < 1024:
+            raise ConfigurationError("max_decompressed_bytes must be >= 1024")
+        object.__setattr__(self, "compression", check_compression(self.compression))
         if self.result_expires_s <= 0:
             raise ConfigurationError("result_expires_s must be > 0")
 

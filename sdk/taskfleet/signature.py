@@ -21,8 +21,11 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from taskfleet.compression import check_compression
 from taskfleet.errors import ConfigurationError
 from taskfleet.message import MAX_PRIORITY, MIN_PRIORITY
+from taskfleet.routing import Route, Routing, resolve
+from taskfleet.serializers import get_serializer
 from taskfleet.settings import validate_queue_name
 
 if TYPE_CHECKING:
@@ -32,8 +35,9 @@ if TYPE_CHECKING:
 
 #: The send options a signature carries (``sig.set(...)``, ``sig.apply_async(**options)``), as in
 #: ``Task.apply_async``: ``queue``, ``priority`` (0-9), ``expires`` (seconds after sending, or a datetime),
-#: ``countdown`` (seconds), ``eta`` (a datetime), ``task_id`` and ``headers``.
-SEND_OPTIONS = ("queue", "priority", "expires", "countdown", "eta", "task_id", "headers")
+#: ``countdown`` (seconds), ``eta`` (a datetime), ``task_id``, ``headers``, ``serializer`` (one of the app's
+#: ``accept_content``) and ``compression`` (a codec of ``taskfleet.compression``).
+SEND_OPTIONS = ("queue", "priority", "expires", "countdown", "eta", "task_id", "headers", "serializer", "compression")
 _FIELDS = frozenset({"task", "args", "kwargs", "immutable", "link", "link_error", *SEND_OPTIONS})
 
 
@@ -54,6 +58,8 @@ class Signature:
     eta: datetime | None = None
     task_id: str | None = None
     headers: Mapping[str, Any] | None = None
+    serializer: str | None = None
+    compression: str | None = None
     immutable: bool = False
     callbacks: tuple[Node, ...] = ()
     errbacks: tuple[Node, ...] = ()
@@ -84,6 +90,9 @@ class Signature:
             object.__setattr__(self, "eta", _aware(self.eta))
         if self.task_id is not None and (not isinstance(self.task_id, str) or not self.task_id):
             raise ConfigurationError("task_id must be a non-empty string")
+        if self.serializer is not None:
+            get_serializer(self.serializer)
+        object.__setattr__(self, "compression", check_compression(self.compression))
 
     # -- changing (each returns a new signature) -----------------------------------------------------------------
 
@@ -176,14 +185,27 @@ class Signature:
         assert isinstance(bound, Signature)
         return bound
 
-    def send_options(self, app: App) -> tuple[str | None, int, float | datetime | None]:
-        """The queue (None: the app's default), priority and ``expires`` this call is sent with through ``app``: its
-        own, else those of its task when ``app`` has it registered."""
+    def route(self) -> Route:
+        """The routing options this call gives itself (each None when it leaves it to the routes, its task or the
+        app)."""
+        return Route(queue=self.queue, priority=self.priority, serializer=self.serializer,
+                     compression=self.compression)
+
+    def routing(self, app: App, args: tuple[Any, ...] | None = None,
+                kwargs: Mapping[str, Any] | None = None) -> Routing:
+        """How this call is sent through ``app`` (``taskfleet.routing.resolve``): its own options, else ``app``'s
+        ``task_routes``, else its task's (when ``app`` has it registered), else the app's defaults. A router function
+        sees ``args``/``kwargs`` (default: the signature's own)."""
+        return resolve(app, self.task, self.args if args is None else args,
+                       self.kwargs if kwargs is None else kwargs, self.route())
+
+    def expiry(self, app: App) -> float | datetime | None:
+        """The ``expires`` this call is sent with through ``app``: its own, else its task's when ``app`` has it
+        registered."""
+        if self.expires is not None:
+            return self.expires
         task = app.tasks.get(self.task)
-        queue = self.queue or (task.queue if task is not None else None)
-        priority = self.priority if self.priority is not None else (task.options.priority if task else 0)
-        expires = self.expires if self.expires is not None else (task.options.expires if task else None)
-        return queue, priority, expires
+        return task.options.expires if task is not None else None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -221,7 +243,8 @@ class Signature:
                 task=raw["task"], args=tuple(raw.get("args") or ()), kwargs=dict(raw.get("kwargs") or {}),
                 queue=raw.get("queue"), priority=raw.get("priority"), expires=read_when(raw.get("expires")),
                 countdown=raw.get("countdown"), eta=read_when(raw.get("eta")), task_id=raw.get("task_id"),
-                headers=raw.get("headers"), immutable=bool(raw.get("immutable", False)),
+                headers=raw.get("headers"), serializer=raw.get("serializer"), compression=raw.get("compression"),
+                immutable=bool(raw.get("immutable", False)),
                 callbacks=tuple(node_from_dict(n, app=app) for n in raw.get("link") or ()),
                 errbacks=tuple(node_from_dict(n, app=app) for n in raw.get("link_error") or ()), app=app,
             )

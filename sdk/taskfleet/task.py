@@ -14,6 +14,7 @@ from taskfleet.errors import ConfigurationError, Retry
 from taskfleet.hooks import TaskHooks
 from taskfleet.message import MAX_PRIORITY, MIN_PRIORITY
 from taskfleet.retry import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF_MAX_S, DEFAULT_RETRY_DELAY_S
+from taskfleet.routing import resolve
 from taskfleet.signature import Signature
 from taskfleet.states import READY_STATES, to_state
 
@@ -170,10 +171,12 @@ class Task(TaskHooks, Generic[R]):
 
     @property
     def queue(self) -> str:
-        return self.options.queue or self.app.settings.default_queue
+        """The queue a call without ``queue=`` goes to: the app's route for this task (a router function asked
+        with no arguments), else the task's own ``queue``, else the app's default queue."""
+        return resolve(self.app, self.name, (), {}).queue
 
     def __repr__(self) -> str:
-        return f"<Task {self.name} queue={self.queue}>"
+        return f"<Task {self.name} queue={self.options.queue or self.app.settings.default_queue}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> R:
         """Run the task in this process, now (no message, no worker): ``self.run(*args, **kwargs)``. The worker runs
@@ -278,22 +281,35 @@ class Task(TaskHooks, Generic[R]):
         headers: Mapping[str, Any] | None = None,
         link: Node | list[Node] | None = None,
         link_error: Node | list[Node] | None = None,
+        serializer: str | None = None,
+        compression: str | None = None,
+        retry: bool = True,
+        retry_policy: Mapping[str, Any] | None = None,
     ) -> AsyncResult:
         """Send the task with options: run after ``countdown`` seconds or at ``eta``; skip (REVOKED) if not started
         within ``expires`` seconds / by that datetime; ``priority`` 0-9 (higher first); another ``queue``; a chosen
         ``task_id``; extra ``headers``; ``link``: signatures sent with the result after it succeeded; ``link_error``:
-        signatures sent after it finally failed (docs/workflows.md)."""
+        signatures sent after it finally failed (docs/workflows.md); ``serializer``: one of the app's
+        ``accept_content`` (else ``ConfigurationError``); ``compression``: ``gzip``, ``zlib``, ``bz2`` or ``lzma``.
+
+        ``queue``, ``priority``, ``serializer`` and ``compression`` given here win over the app's ``task_routes``,
+        which win over the task's own (``@app.task(queue=, priority=)``), which win over the app's defaults
+        (docs/routing.md).
+
+        ``retry=False``: one publish attempt, no retry when the broker connection fails; ``retry_policy``: Celery's
+        dict (``max_retries``, retries after the first attempt; ``interval_start``, ``interval_step``,
+        ``interval_max``, in seconds), read by ``PublishRetry.from_policy``. Without them, the app's
+        ``publish_retry``."""
         if link is not None or link_error is not None:
             return self.s().apply_async(
-                args, kwargs, countdown=countdown, eta=eta,
-                expires=self.options.expires if expires is None else expires,
-                priority=self.options.priority if priority is None else priority, queue=queue or self.queue,
-                task_id=task_id, headers=headers, link=link, link_error=link_error)
+                args, kwargs, countdown=countdown, eta=eta, expires=expires, priority=priority, queue=queue,
+                task_id=task_id, headers=headers, link=link, link_error=link_error, serializer=serializer,
+                compression=compression, retry=retry, retry_policy=retry_policy)
         return self.app.send(
             self.name, args, kwargs, countdown=countdown, eta=eta,
-            expires=self.options.expires if expires is None else expires,
-            priority=self.options.priority if priority is None else priority,
-            queue=queue or self.queue, task_id=task_id, headers=headers,
+            expires=self.options.expires if expires is None else expires, priority=priority, queue=queue,
+            task_id=task_id, headers=headers, serializer=serializer, compression=compression, retry=retry,
+            retry_policy=retry_policy,
         )
 
     def retry(

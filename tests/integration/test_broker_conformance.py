@@ -694,6 +694,18 @@ def test_enqueue_to_an_unreachable_server_raises_after_the_retries_without_the_p
     broker.close()
 
 
+def test_a_calls_own_retry_policy_replaces_the_brokers_for_that_publish(broker_kind: BrokerKind) -> None:
+    broker_kind.require(Capability.UNREACHABLE)
+    broker = connect(BrokerSettings(url=broker_kind.unreachable_url("pw"), publish_retry=FAST_RETRY,
+                                    socket_timeout_s=1))
+
+    with pytest.raises(BrokerConnectionError, match="after 1 attempts"):
+        broker.enqueue("q", "m1", b"x", retry=PublishRetry(max_attempts=1))
+    with pytest.raises(BrokerConnectionError, match="after 2 attempts"):
+        broker.enqueue_many([Outgoing("q", "m2", b"x")], retry=PublishRetry(max_attempts=2, backoff_s=0.01))
+    broker.close()
+
+
 def test_when_the_server_dies_a_blocked_fetch_and_later_calls_raise_broker_connection_error_promptly(
     broker: Broker, broker_kind: BrokerKind
 ) -> None:

@@ -156,6 +156,26 @@ def test_a_fired_tick_carries_its_entry_and_scheduled_time(beat_app: App) -> Non
     assert message.headers["taskfleet-beat-scheduled"] == datetime.fromtimestamp(T0_MS / 1000 + 1, UTC).isoformat()
 
 
+def test_a_tick_is_routed_as_apply_async_routes_it(beat_app: App) -> None:
+    # Given routes for the ping task, and an entry of a task sent by name whose own queue wins over its route
+    beat_app.configure(task_routes={"beat-unit.*": {"queue": "beat", "priority": 4, "compression": "gzip"},
+                                    "reports.*": "beat"})
+    beat_app.add_periodic_task(1.0, Signature(task="reports.daily", queue="beat", priority=1), name="daily")
+    clock = Clock(T0_MS / 1000 + 0.2)
+    beat = replica(beat_app, clock, "a")
+    beat.step()
+
+    # When one tick of each is sent
+    clock.now += 1.0
+    beat.step()
+
+    # Then each went where a call would: the route, or the entry's own options over it
+    deliveries = beat_app.broker.fetch(["beat"], max_messages=10, timeout_s=0)
+    assert sorted((m.task, m.priority, m.compression) for m in (
+        Message.decode(d.data, accept=frozenset({"json"})) for d in deliveries)) == [
+        ("beat-unit.ping", 4, "gzip"), ("reports.daily", 1, None)]
+
+
 def test_an_on_time_tick_that_a_long_catch_up_of_another_entry_made_late_is_skipped_under_catch_up_none() -> None:
     # Given an entry that catches up all missed ticks and one that catches up none, and a store that takes 0.2 s to
     # send each tick

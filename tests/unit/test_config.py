@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from taskfleet import App, ConfigurationError
-from taskfleet.celery_settings import celery_name
+from taskfleet.app import CONFIG_KEYWORDS
+from taskfleet.celery_settings import CELERY_SETTINGS, celery_name
+from taskfleet.config import config_keys
 from taskfleet.settings import PublishRetry
 
 
@@ -160,3 +162,9 @@ def test_an_error_inside_a_task_module_or_a_missing_package_is_raised_not_skippe
         app.import_tasks()
     with pytest.raises(ConfigurationError, match="cannot find the package"):
         App("x").autodiscover_tasks(["no_such_package_here"], force=True)
+def test_every_celery_setting_that_names_a_key_names_one_of_ours() -> None:
+    ours = set(config_keys(CONFIG_KEYWORDS))
+    named = {s.taskfleet for s in CELERY_SETTINGS.values() if s.taskfleet and s.taskfleet.startswith("TASKFLEET_")}
+    assert named <= ours, sorted(named - ours)
+
+

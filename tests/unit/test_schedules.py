@@ -137,6 +137,101 @@ def test_invalid_schedules_are_configuration_errors(make: object) -> None:
         make()  # type: ignore[operator]
 
 
+# -- crontab accepts what Celery's accepts -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expression"),
+    [
+        # The examples of Celery's documentation (Periodic Tasks, "Crontab schedules"), in its argument order
+        (crontab(), "* * * * *"),
+        (crontab(minute=0, hour=0), "0 0 * * *"),
+        (crontab(minute=0, hour="*/3"), "0 */3 * * *"),
+        (crontab(minute=0, hour="0,3,6,9,12,15,18,21"), "0 0,3,6,9,12,15,18,21 * * *"),
+        (crontab(minute="*/15"), "*/15 * * * *"),
+        (crontab(day_of_week="sunday"), "* * * * sun"),
+        (crontab(minute="*", hour="*", day_of_week="sun"), "* * * * sun"),
+        (crontab(minute="*/10", hour="3,17,22", day_of_week="thu,fri"), "*/10 3,17,22 * * thu,fri"),
+        (crontab(minute=0, hour="*/2,*/3"), "0 */2,*/3 * * *"),
+        (crontab(minute=0, hour="*/5"), "0 */5 * * *"),
+        (crontab(minute=0, hour="*/3,8-17"), "0 */3,8-17 * * *"),
+        (crontab(0, 0, day_of_month="2"), "0 0 2 * *"),
+        (crontab(0, 0, day_of_month="2-30/2"), "0 0 2-30/2 * *"),
+        (crontab(0, 0, day_of_month="1-7,15-21"), "0 0 1-7,15-21 * *"),
+        (crontab(0, 0, day_of_month="11", month_of_year="5"), "0 0 11 5 *"),
+        (crontab(0, 0, month_of_year="*/3"), "0 0 * */3 *"),
+        (crontab(hour=7, minute=30, day_of_week=1), "30 7 * * 1"),  # Celery's "Monday morning" example
+        # The forms of the issue: numbers, and spaces after commas
+        (crontab(hour=10, minute=50), "50 10 * * *"),
+        (crontab(hour="10, 17"), "* 10,17 * * *"),
+        (crontab(hour=" 10 ,17 "), "* 10,17 * * *"),
+        (crontab(day_of_week="mon, wed,  fri"), "* * * * mon,wed,fri"),
+        # Celery's other types: lists, tuples, sets and ranges of numbers
+        (crontab(minute=[0, 30]), "0,30 * * * *"),
+        (crontab(minute=(45, 15)), "15,45 * * * *"),
+        (crontab(minute={30, 0}), "0,30 * * * *"),
+        (crontab(hour=frozenset({6})), "* 6 * * *"),
+        (crontab(hour=range(9, 18)), "* 9-17 * * *"),
+        (crontab(hour=range(1, 5)), "* 1-4 * * *"),
+        (crontab(hour=range(0, 24, 6)), "* 0,6,12,18 * * *"),
+        (crontab(hour=range(3, 4)), "* 3 * * *"),
+        (crontab(day_of_week=range(1, 6)), "* * * * 1-5"),
+        # Day names as Celery reads them: any case, whole or cut short
+        (crontab(day_of_week="Sunday"), "* * * * sun"),
+        (crontab(day_of_week="tues-thurs"), "* * * * tue-thu"),
+        (crontab(day_of_week="MON-fri"), "* * * * mon-fri"),
+    ],
+)
+def test_crontab_takes_what_celerys_takes(schedule: crontab, expression: str) -> None:
+    assert schedule.expression == expression
+
+
+def test_crontab_fields_are_kept_as_cron_strings_so_equal_schedules_compare_equal() -> None:
+    assert crontab(hour=10, minute=[0, 30]) == crontab(minute="0,30", hour="10") == crontab.parse("0,30 10 * * *")
+
+
+@pytest.mark.parametrize(
+    ("schedule", "after", "expected"),
+    [
+        (crontab(hour="10, 17", minute=0), utc(2024, 1, 1, 10, 0), utc(2024, 1, 1, 17, 0)),
+        (crontab(minute=0, hour="*/3,8-17"), utc(2024, 1, 1, 9, 0), utc(2024, 1, 1, 10, 0)),
+        (crontab(minute=0, hour="*/3,8-17"), utc(2024, 1, 1, 17, 0), utc(2024, 1, 1, 18, 0)),
+        (crontab(minute=0, hour="*/3,8-17"), utc(2024, 1, 1, 18, 0), utc(2024, 1, 1, 21, 0)),
+        (crontab(hour=7, minute=30, day_of_week=1), utc(2024, 1, 3), utc(2024, 1, 8, 7, 30)),
+        (crontab(0, 0, day_of_month="2-30/2"), utc(2024, 2, 28, 1), utc(2024, 3, 2)),
+        (crontab(minute=range(0, 60, 20)), utc(2024, 1, 1, 10, 41), utc(2024, 1, 1, 11, 0)),
+    ],
+)
+def test_next_run_of_celery_style_crontabs(schedule: crontab, after: datetime, expected: datetime) -> None:
+    assert next_run(schedule, after) == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"hour": True}, "crontab hour= must be"),
+        ({"hour": None}, "crontab hour= must be"),
+        ({"hour": 1.5}, "crontab hour= must be"),
+        ({"minute": []}, "crontab minute= must be"),
+        ({"minute": range(5, 5)}, "crontab minute= must be"),
+        ({"minute": ["0", "30"]}, "crontab minute= must be"),
+        ({"minute": [0, 1.5]}, "crontab minute= must be"),
+        ({"minute": ""}, "crontab minute= must be"),
+        ({"minute": "1 2"}, "crontab minute= must be"),
+        ({"minute": "0 ,"}, "invalid cron schedule"),
+        ({"hour": 24}, "invalid cron schedule"),
+        ({"hour": [1, 24]}, "invalid cron schedule"),
+        ({"minute": -1}, "invalid cron schedule"),
+        ({"day_of_week": "sundae"}, "invalid cron schedule"),
+        ({"day_of_month": 0}, "invalid cron schedule"),
+        ({"month_of_year": 13}, "invalid cron schedule"),
+    ],
+)
+def test_crontab_refuses_nonsense_with_a_configuration_error(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        crontab(**kwargs)  # type: ignore[arg-type]
+
+
 def test_next_run_refuses_a_naive_datetime() -> None:
     with pytest.raises(ValueError, match="aware"):
         next_run(Every(1), datetime(2024, 1, 1))

@@ -180,8 +180,8 @@ def test_each_message_is_encoded_once_as_send_would_encode_it(app: App, monkeypa
     add = app.task(_add)
     recording = record(app, monkeypatch)
     encoded: list[str] = []
-    real_encode = Message.encode
-    monkeypatch.setattr(Message, "encode", lambda self, s: encoded.append(self.id) or real_encode(self, s))
+    real_encode = Message.encode_body
+    monkeypatch.setattr(Message, "encode_body", lambda self, s: encoded.append(self.id) or real_encode(self, s))
 
     [result] = app.send_many([add.s(1, 2)])
 

@@ -80,8 +80,8 @@ def test_countdown_replaces_an_eta_and_the_other_way_round() -> None:
 def test_an_unknown_option_is_a_type_error_naming_it() -> None:
     with pytest.raises(TypeError, match="'routing_key'"):
         add.s().set(routing_key="x")
-    with pytest.raises(TypeError, match="'retry'"):
-        add.s().apply_async(retry=True)
+    with pytest.raises(TypeError, match="'exchange'"):
+        add.s().apply_async(exchange="tasks")
     with pytest.raises(TypeError, match="'task_id'"):
         chain(add.s(1, 1), mul.s(2)).set(task_id="x")
 

@@ -130,15 +130,21 @@ class Broker(ABC):
     settings: BrokerSettings
 
     @abstractmethod
-    def enqueue(self, queue: str, message_id: str, data: bytes, *, priority: int = 0, delay_s: float = 0.0) -> None:
+    def enqueue(self, queue: str, message_id: str, data: bytes, *, priority: int = 0, delay_s: float = 0.0,
+                retry: PublishRetry | None = None) -> None:
         """Store ``data`` in ``queue``, ready now or after ``delay_s`` seconds. Re-enqueueing an id that is still
-        stored replaces it (no duplicate). Retries connection errors per ``settings.publish_retry``, then raises
-        ``BrokerConnectionError``."""
+        stored replaces it (no duplicate). Retries connection errors per ``retry`` (None: ``settings.publish_retry``;
+        a call's own policy, ``apply_async(retry=, retry_policy=)``), then raises ``BrokerConnectionError``."""
 
-    def enqueue_many(self, items: Sequence[Outgoing]) -> None:
-        """Enqueue a batch; implementations pipeline it into as few round trips as they can."""
+    def enqueue_many(self, items: Sequence[Outgoing], *, retry: PublishRetry | None = None) -> None:
+        """Enqueue a batch; implementations pipeline it into as few round trips as they can. ``retry`` as for
+        ``enqueue``."""
         for item in items:
-            self.enqueue(item.queue, item.message_id, item.data, priority=item.priority, delay_s=item.delay_s)
+            if retry is None:
+                self.enqueue(item.queue, item.message_id, item.data, priority=item.priority, delay_s=item.delay_s)
+            else:
+                self.enqueue(item.queue, item.message_id, item.data, priority=item.priority, delay_s=item.delay_s,
+                             retry=retry)
 
     @abstractmethod
     def fetch(self, queues: Sequence[str], *, max_messages: int, timeout_s: float) -> list[Delivery]:

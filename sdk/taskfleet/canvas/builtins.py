@@ -61,7 +61,7 @@ def xstarmap(task: Signature, items: Iterable[Iterable[Any]]) -> Signature:
 def _over(builtin: str, task: Signature, items: list[Any]) -> Signature:
     queue = task.queue
     if queue is None and task.app is not None:
-        queue = task.send_options(task.app)[0]
+        queue = task.routing(task.app).queue
     return Signature(task=builtin, kwargs={"task": {"task": task.task}, "it": items}, immutable=True, queue=queue,
                      priority=task.priority, app=task.app)
 

@@ -1,8 +1,9 @@
 """Freezing: what a signature becomes just before it is sent. Every task call gets its task id and every group its
 id, now, so the whole workflow's ids are known to the caller (``AsyncResult.parent`` links) and every follow-up a
 worker publishes later, maybe twice after a crash, carries the same ids. Composite options are pushed down to the
-task calls (``COMPOSITE_OPTIONS``), a task call's routing is taken from its task when this app has it registered,
-``chunks`` become their group and a group followed by more steps of a chain becomes a chord (Celery's upgrade)."""
+task calls (``COMPOSITE_OPTIONS``), a task call's routing (queue, priority) is decided by this app when its routes or
+its tasks know it, ``chunks`` become their group and a group followed by more steps of a chain becomes a chord
+(Celery's upgrade)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from taskfleet.canvas.primitives import ROUTE_OPTIONS, Chain, Chord, Chunks, Group, Node
+from taskfleet.routing import decide, lookup
 from taskfleet.signature import Signature
 
 if TYPE_CHECKING:
@@ -124,8 +126,14 @@ def _freeze_call(sig: Signature, app: App, options: Mapping[str, Any]) -> Signat
         "errbacks": tuple(freeze(n, app) for n in sig.errbacks),
         "app": sig.app or app,
     }
+    # Its routing as this app knows it (its task_routes, its task): the worker that sends it later may not have the
+    # task, nor the same routes. A serializer or compression is written down only when the call or a route gave it.
     task = app.tasks.get(sig.task)
-    if task is not None:  # its routing as this app knows it: the worker that sends it later may not have the task
-        queue, priority, expires = sig.send_options(app)
-        changes.update(queue=queue, priority=priority, expires=expires)
+    route = lookup(app, sig.task, sig.args, sig.kwargs, sig.route())
+    if task is not None or route is not None:
+        routing = decide(app, sig.task, sig.route(), route)
+        changes.update(queue=routing.queue, priority=routing.priority, expires=sig.expiry(app))
+        if route is not None:
+            changes.update(serializer=sig.serializer or route.serializer,
+                           compression=sig.compression or route.compression)
     return dataclasses.replace(sig, **changes)

@@ -14,6 +14,7 @@ from taskfleet.canvas.primitives import COMPOSITE_OPTIONS, Chain, Chord, Group, 
 from taskfleet.errors import ConfigurationError
 from taskfleet.producer import Producer
 from taskfleet.result import AsyncResult
+from taskfleet.settings import PublishRetry
 from taskfleet.signature import SEND_OPTIONS, Signature, check_options
 
 if TYPE_CHECKING:
@@ -29,12 +30,14 @@ Result = AsyncResult | GroupResult
 def launch(node: Node, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None,
            options: Mapping[str, Any]) -> Result:
     """Send ``node`` through its app with ``args``/``kwargs`` applied to the tasks it sends first and ``options``
-    (a task call's ``SEND_OPTIONS`` or a composite's ``COMPOSITE_OPTIONS``, plus ``link`` and ``link_error``).
-    Unknown options raise ``TypeError``; a chord without a result backend ``ConfigurationError``."""
+    (a task call's ``SEND_OPTIONS`` or a composite's ``COMPOSITE_OPTIONS``, plus ``link``, ``link_error`` and the
+    publish's ``retry``/``retry_policy``, see ``Task.apply_async``). Unknown options raise ``TypeError``; a chord
+    without a result backend ``ConfigurationError``."""
     app = node.app
     if app is None:
         raise ConfigurationError(f"{node!r} has no app: make its signatures with task.s(...) or app.signature(...)")
     options = dict(options)
+    retry = PublishRetry.for_call(options.pop("retry", True), options.pop("retry_policy", None))
     callbacks = _as_list(options.pop("link", None))
     errbacks = _as_list(options.pop("link_error", None))
     if callbacks or errbacks:
@@ -52,7 +55,7 @@ def launch(node: Node, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None,
     frozen = freeze(node.set(**options), app)
     if needs_backend(frozen) and app.backend is None:
         raise ConfigurationError(NO_BACKEND)
-    Producer(app).publish_many(Planner(app).messages(frozen, args, kwargs))
+    Producer(app).publish_many(Planner(app).messages(frozen, args, kwargs), retry=retry)
     return result_of(frozen, app)
 
 

@@ -85,10 +85,10 @@ class Planner:
     def _call(self, sig: Signature, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None, then: Continuation,
               group: str | None) -> Message:
         call_args, call_kwargs = sig.merged(args, kwargs)
-        queue, priority, expires = sig.send_options(self._app)
         message = self._producer.message(
-            sig.task, call_args, call_kwargs, countdown=sig.countdown, eta=sig.eta, expires=expires,
-            priority=priority, queue=queue, task_id=sig.task_id, headers=sig.headers, now=self._now)
+            sig.task, call_args, call_kwargs, countdown=sig.countdown, eta=sig.eta, expires=sig.expiry(self._app),
+            priority=sig.priority, queue=sig.queue, task_id=sig.task_id, headers=sig.headers, now=self._now,
+            serializer=sig.serializer, compression=sig.compression)
         workflow = Workflow(sig.callbacks, sig.errbacks, then, group, self._follow_up).to_dict()
         if not workflow and self._parent_id is None:
             return message

@@ -28,6 +28,7 @@ from taskfleet.brokers.beat_store import DEFAULT_CLAIM_TTL_S, DEFAULT_LEASE_S, B
 from taskfleet.errors import ConfigurationError, TaskfleetError
 from taskfleet.message import Message
 from taskfleet.periodic import DEFAULT_GRACE_S, MAX_CATCH_UP, PeriodicEntry
+from taskfleet.producer import Producer
 from taskfleet.schedules import Every, next_run
 from taskfleet.worker.logging import get_logger
 from taskfleet.worker.metrics import BeatMetrics
@@ -228,7 +229,8 @@ class Beat:
     def _fire(self, entry: PeriodicEntry, scheduled_ms: int) -> bool:
         task_id = tick_id(entry.name, scheduled_ms)
         message = self._message(entry, scheduled_ms, task_id)
-        data = message.encode(self.app.serializer)
+        # Not size-checked: a tick too large is dead-lettered by its worker, and never stops beat's other entries.
+        data = Producer(self.app).encode(message, check_size=False)
         sent = self.store.fire(Tick(entry.name, scheduled_ms, Outgoing(message.queue, message.broker_id, data,
                                                                        message.priority)))
         lateness_s = max(0.0, self._clock() - scheduled_ms / 1000)
@@ -241,17 +243,14 @@ class Beat:
         return sent
 
     def _message(self, entry: PeriodicEntry, scheduled_ms: int, task_id: str) -> Message:
+        """The tick's message, routed as ``apply_async`` routes (the entry's options, the app's ``task_routes``,
+        the task's, the app's)."""
         sig = entry.signature
-        task = self.app.tasks.get(sig.task)
-        queue = sig.queue or (task.queue if task is not None else self.app.settings.default_queue)
-        priority = sig.priority if sig.priority is not None else (task.options.priority if task else 0)
-        expires = sig.expires if sig.expires is not None else (task.options.expires if task else None)
-        now = self._clock()
-        if isinstance(expires, datetime):  # a signature may carry a point in time
-            expires = expires.timestamp() - now
-        return Message(id=task_id, task=sig.task, args=sig.args, kwargs=dict(sig.kwargs), queue=queue,
-                       priority=priority, expires=None if expires is None else now + expires,
-                       headers={ENTRY_HEADER: entry.name, SCHEDULED_HEADER: _iso(scheduled_ms)}, created_at=now)
+        return Producer(self.app).message(
+            sig.task, sig.args, sig.kwargs, countdown=None, eta=None, expires=sig.expiry(self.app),
+            priority=sig.priority, queue=sig.queue, task_id=task_id,
+            headers={ENTRY_HEADER: entry.name, SCHEDULED_HEADER: _iso(scheduled_ms)}, now=self._clock(),
+            serializer=sig.serializer, compression=sig.compression)
 
     def _sleep_s(self, now: float) -> float:
         """Until the next tick of any entry or the next renewal, at most ``max_sleep_s``."""

@@ -157,6 +157,7 @@ class Executor:
         self.on_start = on_start
         self.accept = app.settings.accept_content
         self.max_bytes = app.settings.max_message_bytes
+        self.max_decompressed_bytes = app.settings.max_decompressed_bytes
         self.serializer = app.serializer
         self.extended = app.settings.result_extended
         self.followups = FollowUps(app, backend, exception_fields=partial(exception_fields,
@@ -179,8 +180,8 @@ class Executor:
             return self._dead("?", f"oversized message: {len(delivery.data)} bytes > "
                                    f"max_message_bytes={self.max_bytes}", began)
         try:
-            msg = Message.decode(delivery.data, accept=self.accept)
-        except DecodeError as exc:
+            msg = Message.decode(delivery.data, accept=self.accept, max_decompressed_bytes=self.max_decompressed_bytes)
+        except DecodeError as exc:  # a decompression bomb too: it was not inflated past the limit
             return self._dead("?", str(exc), began)
         try:
             workflow = self.followups.read(msg)
@@ -311,7 +312,8 @@ class Executor:
         background thread while the task is stuck). A follow-up that cannot be sent now is sent by the redelivery
         when this message's ack is lost with the child."""
         try:
-            msg = Message.decode(delivery.data, accept=self.accept)
+            msg = Message.decode(delivery.data, accept=self.accept,
+                                 max_decompressed_bytes=self.max_decompressed_bytes)
             workflow = self.followups.read(msg)
         except DecodeError:
             return

@@ -61,7 +61,7 @@ from taskfleet.brokers.rabbitmq._link import AmqpLink, Channels
 from taskfleet.brokers.rabbitmq._management import ManagementApi
 from taskfleet.brokers.rabbitmq._publisher import RETURNED, Publish, describe_refusals
 from taskfleet.errors import BrokerConnectionError, BrokerError
-from taskfleet.settings import BrokerSettings
+from taskfleet.settings import BrokerSettings, PublishRetry
 from taskfleet.urls import mask_url
 
 
@@ -85,11 +85,12 @@ class RabbitMQBroker(Broker):
 
     # -- publishing ---------------------------------------------------------------------------------------------
 
-    def enqueue(self, queue: str, message_id: str, data: bytes, *, priority: int = 0, delay_s: float = 0.0) -> None:
+    def enqueue(self, queue: str, message_id: str, data: bytes, *, priority: int = 0, delay_s: float = 0.0,
+                retry: PublishRetry | None = None) -> None:
         """Publish and wait for RabbitMQ's confirm. See ``Broker.enqueue`` and the module notes."""
-        self.enqueue_many([Outgoing(queue, message_id, data, priority, delay_s)])
+        self.enqueue_many([Outgoing(queue, message_id, data, priority, delay_s)], retry=retry)
 
-    def enqueue_many(self, items: Sequence[Outgoing]) -> None:
+    def enqueue_many(self, items: Sequence[Outgoing], *, retry: PublishRetry | None = None) -> None:
         """Publish a batch pipelined (all of it written, then every confirm awaited once) and return when RabbitMQ
         has confirmed every message. A refused one (nack, or unroutable) raises ``BrokerError`` naming the refused
         messages, once the whole batch is answered; the others are stored. After a lost connection only the
@@ -114,7 +115,7 @@ class RabbitMQBroker(Broker):
         confirmed = [False] * len(messages)  # shared by the attempts: a retry resends only what was not confirmed
         publish_with_retry(lambda: self._link.call(partial(self._publish_batch, declare=declare, messages=messages,
                                                            confirmed=confirmed), action="publish"),
-                           self.settings.publish_retry, retry_on=(BrokerConnectionError,),
+                           retry or self.settings.publish_retry, retry_on=(BrokerConnectionError,),
                            target=f"rabbitmq broker {self._masked_url}")
 
     def _publish_batch(self, ch: Channels, *, declare: Sequence[tuple[str, bool]], messages: Sequence[Publish],

@@ -47,7 +47,7 @@ from taskfleet.brokers.base import (
 from taskfleet.brokers.redis._keys import QUEUES_KEY, QueueKeys
 from taskfleet.brokers.redis._scripts import load_script, script_source
 from taskfleet.errors import BrokerError
-from taskfleet.settings import BrokerSettings
+from taskfleet.settings import BrokerSettings, PublishRetry
 from taskfleet.urls import mask_secrets, mask_url
 
 #: Longest single BLPOP while idle: bounds how late a delayed message or an expired lease is noticed.
@@ -95,12 +95,13 @@ class RedisBroker(Broker):
 
     # -- publishing ---------------------------------------------------------------------------------------------
 
-    def enqueue(self, queue: str, message_id: str, data: bytes, *, priority: int = 0, delay_s: float = 0.0) -> None:
+    def enqueue(self, queue: str, message_id: str, data: bytes, *, priority: int = 0, delay_s: float = 0.0,
+                retry: PublishRetry | None = None) -> None:
         """Store ``data`` in ``queue`` (one round trip). See ``Broker.enqueue``."""
         command = self._enqueue_prefix(queue).plus_packed(4, _packed_message(message_id, data, priority, delay_s))
-        self._publish(lambda: self._call(command))
+        self._publish(lambda: self._call(command), retry)
 
-    def enqueue_many(self, items: Sequence[Outgoing]) -> None:
+    def enqueue_many(self, items: Sequence[Outgoing], *, retry: PublishRetry | None = None) -> None:
         """Enqueue a batch in one pipelined round trip: one script call per queue and ``ENQUEUE_CHUNK`` messages
         (not atomic as a whole; each message is stored on its own)."""
         by_queue: dict[str, list[bytes]] = {}
@@ -116,7 +117,7 @@ class RedisBroker(Broker):
                 commands.append(prefix.plus_packed(4 * len(chunk), b"".join(chunk)))
         if commands:
             payload = b"".join(commands)
-            self._publish(lambda: self._call(payload, len(commands)))
+            self._publish(lambda: self._call(payload, len(commands)), retry)
 
     def _enqueue_prefix(self, queue: str) -> Packed:
         prefix = self._enqueue_prefixes.get(queue)
@@ -127,9 +128,9 @@ class RedisBroker(Broker):
             prefix = self._enqueue_prefixes[queue] = self._enqueue.prefix(keys, queue)
         return prefix
 
-    def _publish(self, send: Callable[[], object]) -> None:
+    def _publish(self, send: Callable[[], object], retry: PublishRetry | None) -> None:
         try:
-            publish_with_retry(send, self.settings.publish_retry, retry_on=CONNECTION_ERRORS,
+            publish_with_retry(send, retry or self.settings.publish_retry, retry_on=CONNECTION_ERRORS,
                                target=f"redis broker {self._masked_url}")
         except RedisError as exc:
             detail = mask_secrets(str(exc))

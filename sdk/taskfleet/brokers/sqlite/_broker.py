@@ -29,7 +29,7 @@ from taskfleet.brokers.base import (
 )
 from taskfleet.brokers.sqlite import _schema as sql
 from taskfleet.errors import BrokerConnectionError, BrokerError
-from taskfleet.settings import BrokerSettings, validate_queue_name
+from taskfleet.settings import BrokerSettings, PublishRetry, validate_queue_name
 from taskfleet.urls import mask_url
 
 #: First pause of an idle fetch between polls; doubled after each empty poll up to ``MAX_POLL_S``.
@@ -59,17 +59,18 @@ class SQLiteBroker(Broker):
 
     # -- publishing ---------------------------------------------------------------------------------------------
 
-    def enqueue(self, queue: str, message_id: str, data: bytes, *, priority: int = 0, delay_s: float = 0.0) -> None:
+    def enqueue(self, queue: str, message_id: str, data: bytes, *, priority: int = 0, delay_s: float = 0.0,
+                retry: PublishRetry | None = None) -> None:
         """Store ``data`` in ``queue`` (one transaction). See ``Broker.enqueue``."""
-        self.enqueue_many([Outgoing(queue, message_id, data, priority, delay_s)])
+        self.enqueue_many([Outgoing(queue, message_id, data, priority, delay_s)], retry=retry)
 
-    def enqueue_many(self, items: Sequence[Outgoing]) -> None:
+    def enqueue_many(self, items: Sequence[Outgoing], *, retry: PublishRetry | None = None) -> None:
         """Enqueue a batch in one transaction (all or nothing)."""
         for item in items:
             validate_queue_name(item.queue)
             check_priority(item.priority)
         if items:
-            publish_with_retry(lambda: self._store(items), self.settings.publish_retry,
+            publish_with_retry(lambda: self._store(items), retry or self.settings.publish_retry,
                                retry_on=(BrokerConnectionError,), target=f"sqlite broker {mask_url(self.settings.url)}")
 
     def _store(self, items: Sequence[Outgoing]) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from taskfleet.brokers.base import Broker, DeadLetter, Delivery, QueueDepth, check_priority, fair_order
-from taskfleet.settings import BrokerSettings, validate_queue_name
+from taskfleet.settings import BrokerSettings, PublishRetry, validate_queue_name
 
 _PRIORITY_SPAN = 2**40
 _SCHEME = "memory://"
@@ -88,8 +88,10 @@ class StubBroker(Broker):
     def _q(self, name: str) -> _Queue:
         return self._queues.setdefault(name, _Queue())
 
-    def enqueue(self, queue: str, message_id: str, data: bytes, *, priority: int = 0, delay_s: float = 0.0) -> None:
-        """Re-enqueueing a stored id replaces it and keeps its delivery count (a stale lease of it is lost)."""
+    def enqueue(self, queue: str, message_id: str, data: bytes, *, priority: int = 0, delay_s: float = 0.0,
+                retry: PublishRetry | None = None) -> None:
+        """Re-enqueueing a stored id replaces it and keeps its delivery count (a stale lease of it is lost). Nothing
+        to retry: ``retry`` is unused."""
         check_priority(priority)
         validate_queue_name(queue)
         with self._cond:
