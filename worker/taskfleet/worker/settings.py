@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from taskfleet.errors import ConfigurationError
 from taskfleet.settings import validate_queue_name
+from taskfleet.worker.cpus import usable_cpus
 
 #: Messages a child leases per fetch; their acks go out together when they are done. Large enough to amortise round
 #: trips for short tasks (on Redis a fetch and an ack per 8 tasks: about twice the no-op drain rate of 4, measured
@@ -42,8 +42,10 @@ class WorkerSettings:
     #: Queues the children consume, at least one, served fairly with the highest priority first; the CLI defaults to
     #: the app's ``default_queue``.
     queues: tuple[str, ...]
-    #: Child processes forked, each running one task at a time; at least 1. A child that exits is respawned.
-    concurrency: int = os.cpu_count() or 1
+    #: Child processes forked, each running one task at a time; at least 1. A child that exits is respawned. Default:
+    #: the CPUs this process may use (its CPU affinity and its cgroup's CPU limit, rounded up; see
+    #: ``taskfleet.worker.cpus``), not the host's CPU count: 2 in a pod limited to 2 CPUs on a 64-CPU node.
+    concurrency: int = field(default_factory=usable_cpus)
     prefetch: int = DEFAULT_PREFETCH
     prefetch_release_s: float = DEFAULT_PREFETCH_RELEASE_S
     #: A child exits after finishing this many tasks and a fresh one is forked in its place, bounding slow leaks.

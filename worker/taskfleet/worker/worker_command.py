@@ -14,6 +14,7 @@ from taskfleet.brokers.beat_store import DEFAULT_LEASE_S
 from taskfleet.errors import BrokerError, ConfigurationError, TaskfleetError
 from taskfleet.settings import BrokerSettings, settings_from_env
 from taskfleet.urls import mask_url
+from taskfleet.worker import cpus
 from taskfleet.worker.app_report import warn_unregistered
 from taskfleet.worker.exitcodes import ExitCode
 from taskfleet.worker.loader import AppImportError, load_app, prepare_app
@@ -42,7 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], 
     p = subparsers.add_parser(name, help=summary, description=__doc__)
     p.add_argument("-A", "--app", required=True, help="module:attribute of your App, or a module holding one App")
     p.add_argument("-Q", "--queues", default=None, help="comma-separated queues to consume (default: the app's)")
-    p.add_argument("-c", "--concurrency", type=int, default=os.cpu_count() or 1, help="child processes")
+    p.add_argument("-c", "--concurrency", type=int, default=cpus.usable_cpus(),
+                   help="child processes (default: the CPUs this process may use: its CPU affinity and its cgroup's "
+                        "CPU limit, rounded up; 2 in a pod limited to 2 CPUs)")
     p.add_argument("--prefetch", type=int, default=DEFAULT_PREFETCH, help="messages leased per child fetch")
     p.add_argument("--max-tasks-per-child", type=int, default=None, help="recycle a child after N tasks")
     p.add_argument("--max-memory-per-child", type=float, default=None, metavar="MB",
