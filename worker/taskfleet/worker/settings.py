@@ -60,12 +60,20 @@ class WorkerSettings:
     broker_connect_timeout_s: float = DEFAULT_BROKER_CONNECT_TIMEOUT_S
     #: Address the health server (``health_port``) binds; ``0.0.0.0``: every interface, so the kubelet can probe it.
     health_host: str = "0.0.0.0"
-    health_port: int | None = None  # None: no HTTP server
+    #: Port of the health server (``/healthz``, ``/readyz``, ``/metrics``; 0: any free port); None: no HTTP server.
+    #: The CLI sets it from ``--health-port``, ``TASKFLEET_HEALTH_PORT`` or, in a container, 8000 (given up with a
+    #: warning when another process holds it; a port asked for and in use is a configuration error).
+    health_port: int | None = None
     #: Log lines on stderr: ``json`` (one object per line), ``console`` (for people) or ``auto`` (console on a TTY,
     #: JSON otherwise). Children inherit it.
     log_format: LogFormat = "auto"
     #: Lowest level logged, case-insensitive: ``debug``, ``info``, ``warning``, ``error`` or ``critical``.
     log_level: str = "info"
+    #: Log what a child writes to ``sys.stdout`` (at ``info``) and ``sys.stderr`` (at ``warning``), line by line, as
+    #: events of the task that wrote it (``task_id``, ``task``): a ``print()`` in a task is a JSON line in JSON mode.
+    #: Celery's ``worker_redirect_stdouts`` (which logs both streams at one level, ``WARNING``); see
+    #: ``taskfleet.worker.log_redirect``. False: what a task writes goes to the process's stdout and stderr as is.
+    redirect_stdouts: bool = True
 
     def __post_init__(self) -> None:
         if not self.queues:

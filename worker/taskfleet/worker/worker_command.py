@@ -68,6 +68,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], 
     p.add_argument("--health-host", default="0.0.0.0", help="address of the health server")
     p.add_argument("--log-format", choices=["json", "console", "auto"], default="auto")
     p.add_argument("-l", "--log-level", default="info")
+    p.add_argument("--no-redirect-stdouts", dest="redirect_stdouts", action="store_false",
+                   help="let tasks write to stdout and stderr as they are (default: each line a log event of its "
+                        "task, stdout at info, stderr at warning)")
     p.add_argument("--beat", action="store_true",
                    help="also run a beat replica in this worker (sends periodic tasks; safe with many replicas)")
     add_beat_flags(p)
@@ -155,8 +158,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             max_tasks_per_child=args.max_tasks_per_child, max_memory_per_child_mb=args.max_memory_per_child,
             drain_timeout_s=args.drain_timeout, broker_connect_timeout_s=args.broker_timeout,
             health_host=args.health_host, health_port=health_port.port if health_port else None,
-            log_format=args.log_format,
-            log_level=args.log_level,
+            log_format=args.log_format, log_level=args.log_level, redirect_stdouts=args.redirect_stdouts,
         )
         broker_settings = app.settings.broker_settings()
     except (ConfigurationError, ValueError) as exc:
