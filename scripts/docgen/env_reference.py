@@ -80,9 +80,12 @@ def env_section(parser: argparse.ArgumentParser) -> list[str]:
         sets += fed_by_env.get(value, [])
         lines.append(row([f"`{value}`", f"`{module}.{constant}`", ", ".join(sets) or "—",
                           ", ".join(readers_of(constant))]))
-    lines += ["", "Without `--health-port` or `TASKFLEET_HEALTH_PORT`, the worker and beat serve health checks on "
-              "port 8000 when they run in a container (`KUBERNETES_SERVICE_HOST` is set or `/.dockerenv` exists) "
-              "and not at all elsewhere. On Kubernetes the operator sets `TASKFLEET_BROKER_URL` (and "
-              "`TASKFLEET_BROKER_MANAGEMENT_URL` when the TaskQueue names one) in the worker pods from "
-              "`spec.broker`; the TaskQueue schema rejects `TASKFLEET_BROKER*` names in `spec.worker.env`.", ""]
+    lines += ["", "A health port asked for with `--health-port` or `TASKFLEET_HEALTH_PORT` is served, or the worker or "
+              "beat exits 5 (`BAD_CONFIG`) when it is in use. Without either, they serve health checks on port "
+              "8000 when they run in a container (`KUBERNETES_SERVICE_HOST` is set or `/.dockerenv` exists), unless "
+              "another process holds it: then they run without, and log a warning (a second worker or a beat on "
+              "the same machine never fails to start); elsewhere they serve none. On Kubernetes the operator sets "
+              "`TASKFLEET_BROKER_URL` (and `TASKFLEET_BROKER_MANAGEMENT_URL` when the TaskQueue names one) in the "
+              "worker pods from `spec.broker`; the TaskQueue schema rejects `TASKFLEET_BROKER*` names in "
+              "`spec.worker.env`.", ""]
     return lines

@@ -48,7 +48,8 @@ def inputs_of(
 ) -> list[tuple[str, str]]:
     """What feeds ``expr``: ``("flag", dest)`` for ``args.dest``, ``("env", CONST)`` for an ``ENV_*`` constant,
     ``("param", name)`` for a parameter of an enclosing function, ``("self", attr)`` for ``self.attr``. Follows a
-    bare local name to its assignment, and module-level helpers that are passed ``args``."""
+    bare local name (or one whose attribute is read) to its assignment, and module-level helpers that are passed
+    ``args``."""
     params = {a.arg for f in funcs for a in (*f.args.posonlyargs, *f.args.args, *f.args.kwonlyargs)}
     params -= {"self", "args", "environ"}
     found: list[tuple[str, str]] = []
@@ -62,10 +63,16 @@ def inputs_of(
             found.append(("param", node.id))
         elif isinstance(node, ast.Call):
             found += helper_inputs(src, node)
-    if follow and isinstance(expr, ast.Name) and expr.id not in params and funcs:
+    # A bare local name (``queues``), or one whose attribute is read (``health_port.port``), is followed.
+    local = [expr] if isinstance(expr, ast.Name) else [
+        n.value for n in ast.walk(expr) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+        and n.value.id not in ("args", "self")]
+    for ref in local if follow and funcs else []:
+        if ref.id in params:
+            continue
         for node in ast.walk(funcs[-1]):
             for name, _, value in assignments([node] if isinstance(node, ast.stmt) else []):
-                if name == expr.id and value is not None:
+                if name == ref.id and value is not None:
                     found += inputs_of(src, value, funcs, follow=False)
     return list(dict.fromkeys(found))
 

@@ -83,7 +83,7 @@ STABLE_OUTPUT = {
 
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without the developer's TASKFLEET_* settings; a free health port for every worker (in a
-    container the default is 8000, and two workers would collide)."""
+    container only the first would serve the default 8000)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKFLEET_")}
     return {**env, "TASKFLEET_HEALTH_PORT": "0", "PYTHONUNBUFFERED": "1", **extra}
 

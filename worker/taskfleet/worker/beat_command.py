@@ -21,7 +21,13 @@ from taskfleet.worker.loader import AppImportError, load_app, prepare_app
 from taskfleet.worker.logging import configure_cli_logging, get_logger, route_structlog
 from taskfleet.worker.metrics import BeatMetrics, UnservedBeatMetrics
 from taskfleet.worker.settings import DEFAULT_BROKER_CONNECT_TIMEOUT_S
-from taskfleet.worker.worker_command import add_beat_flags, connection_overrides, resolve_health_port, wait_for_broker
+from taskfleet.worker.worker_command import (
+    HEALTH_PORT_HELP,
+    add_beat_flags,
+    connection_overrides,
+    resolve_health_port,
+    wait_for_broker,
+)
 
 #: Fire times per entry that ``--list`` shows.
 LIST_COUNT = 5
@@ -40,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], 
     p.add_argument("--result-backend", default=None, help="result backend URL (overrides app and env)")
     p.add_argument("--broker-timeout", type=float, default=DEFAULT_BROKER_CONNECT_TIMEOUT_S, metavar="S",
                    help="give up (exit 4) when the broker does not answer within S seconds at start")
-    p.add_argument("--health-port", type=int, default=None, help="serve /healthz, /readyz, /metrics")
+    p.add_argument("--health-port", type=int, default=None, help=HEALTH_PORT_HELP)
     p.add_argument("--health-host", default="0.0.0.0", help="address of the health server")
     p.add_argument("--log-format", choices=["json", "console", "auto"], default="auto")
     p.add_argument("-l", "--log-level", default="info")
@@ -83,12 +89,12 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             app.configure(**overrides)
         settings = BeatSettings(lease_s=args.beat_lease)
         broker_settings = app.settings.broker_settings()
+        port = resolve_health_port(args, environ)
     except (ConfigurationError, ValueError) as exc:
         log.error("bad configuration", error=str(exc))
         return ExitCode.BAD_CONFIG
     if not wait_for_broker(broker_settings, args.broker_timeout):
         return ExitCode.BROKER_UNREACHABLE
-    port = resolve_health_port(args, environ)
     # prometheus_client is imported only when something serves the metrics (see taskfleet.worker.metrics).
     metrics = BeatMetrics() if port is not None else UnservedBeatMetrics()
     try:
@@ -100,9 +106,14 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if port is not None:
         from taskfleet.worker.health import start_health_server
 
-        health = start_health_server(host=args.health_host, port=port, liveness=beat.liveness,
-                                     readiness=beat.readiness, metrics=metrics.render, log=log)
-        if health is None:
+        try:
+            health = start_health_server(host=args.health_host, port=port.port, required=port.explicit,
+                                         liveness=beat.liveness, readiness=beat.readiness, metrics=metrics.render,
+                                         log=log)
+        except ConfigurationError as exc:
+            log.error("cannot serve health checks", error=str(exc))
+            beat.store.close()
+            app.close()
             return ExitCode.BAD_CONFIG
     stop = threading.Event()
 

@@ -26,6 +26,10 @@ message went to another) is dropped unrun and reported ``Dropped``.
 Around its work the child sends ``worker_process_init`` (once its background thread runs, before the first fetch)
 and, when it exits normally, ``worker_process_shutdown`` (taskfleet.signals).
 
+Unless ``redirect_stdouts`` is off, the child's ``sys.stdout`` and ``sys.stderr`` log each line written to them
+(taskfleet.worker.log_redirect) from before ``worker_process_init`` to the child's end; the child tells them when a
+task starts and ends, so a task's ``print()`` is a log event with its ``task_id``.
+
 A background thread renews the leases of everything the child holds (so a healthy long task is never delivered
 twice), takes in deliveries already pushed to the child's connection, sends overdue acks, gives unstarted prefetched
 messages back when one task runs long, sends heartbeats, serves the supervisor's ``Settle`` command, and exits the
@@ -51,6 +55,7 @@ from taskfleet.worker import events
 from taskfleet.worker.events import Reporter
 from taskfleet.worker.executor import Executor, Started
 from taskfleet.worker.holdings import Held, Holdings, Lease, lease_clock
+from taskfleet.worker.log_redirect import Redirect, redirect_stdouts
 from taskfleet.worker.logging import get_logger
 from taskfleet.worker.progress import Progress
 from taskfleet.worker.settings import WorkerSettings
@@ -81,8 +86,12 @@ class Child:
     """The loop of one child process. ``run`` returns the exit reason."""
 
     def __init__(self, app: App, settings: WorkerSettings, conn: Connection, index: int,
-                 progress: Progress | None = None, handover: socket.socket | None = None) -> None:
+                 progress: Progress | None = None, handover: socket.socket | None = None,
+                 output: Redirect | None = None) -> None:
         self.app = app
+        #: This process's redirected stdout and stderr (``taskfleet.worker.log_redirect``), told when tasks start
+        #: and end so that what they write carries their id; None when not redirected.
+        self.output = output
         self.handover = handover
         self.settings = settings
         self.index = index
@@ -141,6 +150,8 @@ class Child:
             log.warning("could not hand the broker connection to the supervisor", error=str(exc))
 
     def _on_start(self, started: Started) -> None:
+        if self.output is not None:
+            self.output.begin_task(started.task_id, started.task)
         # Only a hard time limit needs the supervisor to know at once; everything else it learns in batches.
         running = self.holdings.running()
         if started.time_limit_s and running is not None:
@@ -217,7 +228,12 @@ class Child:
     def _run_one(self, executor: Executor, settler: Settler, running: Held) -> bool:
         """Run one delivery and settle it. False when it could not be finished: it is left to be delivered again."""
         self.progress.start(running.seq)
-        settled = settler.settle(running, executor.run(running.delivery))
+        try:
+            outcome = executor.run(running.delivery)
+        finally:
+            if self.output is not None:
+                self.output.end_task()  # its partial lines, before the next task's
+        settled = settler.settle(running, outcome)
         self.holdings.finish()
         # After the settler reported a dropped delivery: the supervisor acks the finished ones of a child that dies.
         self.progress.finish(running.seq)
@@ -276,4 +292,10 @@ def child_main(app: App, settings: WorkerSettings, conn: Connection, index: int,
     for fd in inherited:
         with contextlib.suppress(OSError):
             os.close(fd)
-    Child(app, settings, conn, index, progress, handover).run()
+    # Before anything runs here, so that a worker_process_init receiver's print() is logged too.
+    output = redirect_stdouts() if settings.redirect_stdouts else None
+    try:
+        Child(app, settings, conn, index, progress, handover, output).run()
+    finally:
+        if output is not None:
+            output.restore()

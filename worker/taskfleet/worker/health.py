@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from taskfleet.errors import ConfigurationError
 from taskfleet.urls import mask_secrets
 from taskfleet.worker.logging import Logger, get_logger
 
@@ -200,14 +201,24 @@ def _read_detail(response: Any) -> str:
     return mask_secrets(bytes(body).decode("utf-8", "replace").strip())
 
 
-def start_health_server(*, host: str, port: int, liveness: Probe, readiness: Probe, metrics: MetricsSource,
-                        log: Logger) -> HealthServer | None:
-    """A started ``HealthServer`` for a CLI entrypoint, or None after logging to ``log`` why the port could not be
-    bound (the caller exits with ``ExitCode.BAD_CONFIG``)."""
+def start_health_server(*, host: str, port: int, required: bool, liveness: Probe, readiness: Probe,
+                        metrics: MetricsSource, log: Logger) -> HealthServer | None:
+    """A started ``HealthServer`` for a CLI entrypoint, or None when ``port`` cannot be bound and was not
+    ``required`` (the container default: a warning is logged and the process runs without health checks, so a
+    second worker or beat on the machine never fails to start).
+
+    Raises:
+        ConfigurationError: a ``required`` port (asked for with ``--health-port`` or ``TASKFLEET_HEALTH_PORT``)
+            cannot be bound, e.g. it is in use (the caller logs it and exits with ``ExitCode.BAD_CONFIG``).
+    """
     health = HealthServer(host=host, port=port, liveness=liveness, readiness=readiness, metrics=metrics)
     try:
         health.start()
     except OSError as exc:
-        log.error("cannot serve health checks", host=host, port=port, error=str(exc))
+        if required:
+            raise ConfigurationError(f"cannot serve health checks on {host}:{port}: {exc} (choose another "
+                                     "--health-port or TASKFLEET_HEALTH_PORT, or 0 for any free port)") from exc
+        log.warning("health checks not served: their default port is in use", host=host, port=port, error=str(exc),
+                    hint="set --health-port or TASKFLEET_HEALTH_PORT to serve them (0: any free port)")
         return None
     return health

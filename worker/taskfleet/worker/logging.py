@@ -27,7 +27,8 @@ from taskfleet.worker import log_structlog
 from taskfleet.worker.log_processors import EventDict, Processor, chain, render_json
 from taskfleet.worker.log_writer import WRITER, LineWriter, NamedWriter
 
-__all__ = ["LogFormat", "Logger", "configure_cli_logging", "configure_logging", "get_logger", "route_structlog"]
+__all__ = ["LogFormat", "Logger", "configure_cli_logging", "configure_logging", "get_logger", "is_configured",
+           "route_structlog"]
 
 LogFormat = Literal["json", "console", "auto"]
 
@@ -192,6 +193,11 @@ def configure_logging(
     root.setLevel(level_no)
     _configured = wanted
     route_structlog()
+
+
+def is_configured() -> bool:
+    """Whether ``configure_logging`` has run in this process (or in the process it was forked from)."""
+    return _configured is not None
 
 
 def route_structlog() -> None:

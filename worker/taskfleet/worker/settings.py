@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from taskfleet.errors import ConfigurationError
 from taskfleet.settings import validate_queue_name
+from taskfleet.worker.cpus import usable_cpus
 
 #: Messages a child leases per fetch; their acks go out together when they are done. Large enough to amortise round
 #: trips for short tasks (on Redis a fetch and an ack per 8 tasks: about twice the no-op drain rate of 4, measured
@@ -42,8 +42,10 @@ class WorkerSettings:
     #: Queues the children consume, at least one, served fairly with the highest priority first; the CLI defaults to
     #: the app's ``default_queue``.
     queues: tuple[str, ...]
-    #: Child processes forked, each running one task at a time; at least 1. A child that exits is respawned.
-    concurrency: int = os.cpu_count() or 1
+    #: Child processes forked, each running one task at a time; at least 1. A child that exits is respawned. Default:
+    #: the CPUs this process may use (its CPU affinity and its cgroup's CPU limit, rounded up; see
+    #: ``taskfleet.worker.cpus``), not the host's CPU count: 2 in a pod limited to 2 CPUs on a 64-CPU node.
+    concurrency: int = field(default_factory=usable_cpus)
     prefetch: int = DEFAULT_PREFETCH
     prefetch_release_s: float = DEFAULT_PREFETCH_RELEASE_S
     #: A child exits after finishing this many tasks and a fresh one is forked in its place, bounding slow leaks.
@@ -58,12 +60,20 @@ class WorkerSettings:
     broker_connect_timeout_s: float = DEFAULT_BROKER_CONNECT_TIMEOUT_S
     #: Address the health server (``health_port``) binds; ``0.0.0.0``: every interface, so the kubelet can probe it.
     health_host: str = "0.0.0.0"
-    health_port: int | None = None  # None: no HTTP server
+    #: Port of the health server (``/healthz``, ``/readyz``, ``/metrics``; 0: any free port); None: no HTTP server.
+    #: The CLI sets it from ``--health-port``, ``TASKFLEET_HEALTH_PORT`` or, in a container, 8000 (given up with a
+    #: warning when another process holds it; a port asked for and in use is a configuration error).
+    health_port: int | None = None
     #: Log lines on stderr: ``json`` (one object per line), ``console`` (for people) or ``auto`` (console on a TTY,
     #: JSON otherwise). Children inherit it.
     log_format: LogFormat = "auto"
     #: Lowest level logged, case-insensitive: ``debug``, ``info``, ``warning``, ``error`` or ``critical``.
     log_level: str = "info"
+    #: Log what a child writes to ``sys.stdout`` (at ``info``) and ``sys.stderr`` (at ``warning``), line by line, as
+    #: events of the task that wrote it (``task_id``, ``task``): a ``print()`` in a task is a JSON line in JSON mode.
+    #: Celery's ``worker_redirect_stdouts`` (which logs both streams at one level, ``WARNING``); see
+    #: ``taskfleet.worker.log_redirect``. False: what a task writes goes to the process's stdout and stderr as is.
+    redirect_stdouts: bool = True
 
     def __post_init__(self) -> None:
         if not self.queues:

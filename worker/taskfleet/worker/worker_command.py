@@ -6,6 +6,8 @@ import argparse
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from taskfleet import brokers
@@ -14,6 +16,7 @@ from taskfleet.brokers.beat_store import DEFAULT_LEASE_S
 from taskfleet.errors import BrokerError, ConfigurationError, TaskfleetError
 from taskfleet.settings import BrokerSettings, settings_from_env
 from taskfleet.urls import mask_url
+from taskfleet.worker import cpus
 from taskfleet.worker.app_report import warn_unregistered
 from taskfleet.worker.exitcodes import ExitCode
 from taskfleet.worker.loader import AppImportError, load_app, prepare_app
@@ -35,6 +38,10 @@ if TYPE_CHECKING:
 # there too: ``taskfleet beat`` imports this module for its helpers.
 
 ENV_HEALTH_PORT = "TASKFLEET_HEALTH_PORT"
+#: The ``--health-port`` help of ``taskfleet worker`` and ``taskfleet beat``.
+HEALTH_PORT_HELP = (f"serve /healthz, /readyz, /metrics on this port (0: any free one); a port in use is an error "
+                    f"(exit 5). Default: {ENV_HEALTH_PORT}, else {DEFAULT_HEALTH_PORT_IN_CONTAINER} in a container "
+                    f"unless another process has it (then none, with a warning), else none")
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str) -> None:
@@ -42,7 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], 
     p = subparsers.add_parser(name, help=summary, description=__doc__)
     p.add_argument("-A", "--app", required=True, help="module:attribute of your App, or a module holding one App")
     p.add_argument("-Q", "--queues", default=None, help="comma-separated queues to consume (default: the app's)")
-    p.add_argument("-c", "--concurrency", type=int, default=os.cpu_count() or 1, help="child processes")
+    p.add_argument("-c", "--concurrency", type=int, default=cpus.usable_cpus(),
+                   help="child processes (default: the CPUs this process may use: its CPU affinity and its cgroup's "
+                        "CPU limit, rounded up; 2 in a pod limited to 2 CPUs)")
     p.add_argument("--prefetch", type=int, default=DEFAULT_PREFETCH, help="messages leased per child fetch")
     p.add_argument("--max-tasks-per-child", type=int, default=None, help="recycle a child after N tasks")
     p.add_argument("--max-memory-per-child", type=float, default=None, metavar="MB",
@@ -55,12 +64,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], 
     p.add_argument("--result-backend", default=None, help="result backend URL (overrides app and env)")
     p.add_argument("--broker-timeout", type=float, default=DEFAULT_BROKER_CONNECT_TIMEOUT_S, metavar="S",
                    help="give up (exit 4) when the broker does not answer within S seconds at start")
-    p.add_argument("--health-port", type=int, default=None,
-                   help=f"serve /healthz, /readyz, /metrics (default {DEFAULT_HEALTH_PORT_IN_CONTAINER} in "
-                        "containers, off elsewhere)")
+    p.add_argument("--health-port", type=int, default=None, help=HEALTH_PORT_HELP)
     p.add_argument("--health-host", default="0.0.0.0", help="address of the health server")
     p.add_argument("--log-format", choices=["json", "console", "auto"], default="auto")
     p.add_argument("-l", "--log-level", default="info")
+    p.add_argument("--no-redirect-stdouts", dest="redirect_stdouts", action="store_false",
+                   help="let tasks write to stdout and stderr as they are (default: each line a log event of its "
+                        "task, stdout at info, stderr at warning)")
     p.add_argument("--beat", action="store_true",
                    help="also run a beat replica in this worker (sends periodic tasks; safe with many replicas)")
     add_beat_flags(p)
@@ -75,16 +85,42 @@ def add_beat_flags(p: argparse.ArgumentParser) -> None:
                    help="beat leader lease: a dead leader is replaced within about S seconds")
 
 
-def _in_container(environ: Mapping[str, str]) -> bool:
-    return "KUBERNETES_SERVICE_HOST" in environ or os.path.exists("/.dockerenv")
+#: Its existence marks a Docker container (one of the two signs of a container, with ``KUBERNETES_SERVICE_HOST``).
+DOCKERENV = Path("/.dockerenv")
 
 
-def resolve_health_port(args: argparse.Namespace, environ: Mapping[str, str]) -> int | None:
+@dataclass(frozen=True)
+class HealthPort:
+    """Where the health server listens: ``port`` (0: any free one), and whether it was asked for (``explicit``:
+    ``--health-port`` or ``TASKFLEET_HEALTH_PORT``; a busy port is then a configuration error) or is the container
+    default (a busy port is then given up with a warning: a second process on the machine never fails to start)."""
+
+    port: int
+    explicit: bool
+
+
+def in_container(environ: Mapping[str, str]) -> bool:
+    """Whether this process runs in a container: on Kubernetes (``KUBERNETES_SERVICE_HOST`` is set in every pod) or
+    in Docker (``DOCKERENV`` exists)."""
+    return "KUBERNETES_SERVICE_HOST" in environ or DOCKERENV.exists()
+
+
+def resolve_health_port(args: argparse.Namespace, environ: Mapping[str, str]) -> HealthPort | None:
+    """The health server of ``taskfleet worker`` and ``taskfleet beat``: ``--health-port``, else
+    ``TASKFLEET_HEALTH_PORT`` (both explicit), else ``DEFAULT_HEALTH_PORT_IN_CONTAINER`` in a container (not
+    explicit), else None (no server).
+
+    Raises:
+        ValueError: ``TASKFLEET_HEALTH_PORT`` is not a number.
+    """
     if args.health_port is not None:
-        return int(args.health_port)
+        return HealthPort(int(args.health_port), explicit=True)
     if environ.get(ENV_HEALTH_PORT):
-        return int(environ[ENV_HEALTH_PORT])
-    return DEFAULT_HEALTH_PORT_IN_CONTAINER if _in_container(environ) else None
+        try:
+            return HealthPort(int(environ[ENV_HEALTH_PORT]), explicit=True)
+        except ValueError:
+            raise ValueError(f"{ENV_HEALTH_PORT} must be a port number, not {environ[ENV_HEALTH_PORT]!r}") from None
+    return HealthPort(DEFAULT_HEALTH_PORT_IN_CONTAINER, explicit=False) if in_container(environ) else None
 
 
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -92,11 +128,16 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if not configure_cli_logging("worker", fmt=args.log_format, level=args.log_level):
         return ExitCode.BAD_CONFIG
     log = get_logger("taskfleet.worker")
-    health_port = resolve_health_port(args, environ)
+    try:
+        health_port = resolve_health_port(args, environ)
+    except ValueError as exc:
+        log.error("bad configuration", error=str(exc))
+        return ExitCode.BAD_CONFIG
     if args.check:
         from taskfleet.worker.health import check_health
 
-        ok, detail = check_health(f"http://127.0.0.1:{health_port or DEFAULT_HEALTH_PORT_IN_CONTAINER}/healthz")
+        port = health_port.port if health_port else DEFAULT_HEALTH_PORT_IN_CONTAINER
+        ok, detail = check_health(f"http://127.0.0.1:{port}/healthz")
         print(detail)
         return ExitCode.OK if ok else ExitCode.FAILURE
     try:
@@ -116,8 +157,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             queues=queues, concurrency=args.concurrency, prefetch=args.prefetch,
             max_tasks_per_child=args.max_tasks_per_child, max_memory_per_child_mb=args.max_memory_per_child,
             drain_timeout_s=args.drain_timeout, broker_connect_timeout_s=args.broker_timeout,
-            health_host=args.health_host, health_port=health_port, log_format=args.log_format,
-            log_level=args.log_level,
+            health_host=args.health_host, health_port=health_port.port if health_port else None,
+            log_format=args.log_format, log_level=args.log_level, redirect_stdouts=args.redirect_stdouts,
         )
         broker_settings = app.settings.broker_settings()
     except (ConfigurationError, ValueError) as exc:
@@ -127,6 +168,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return ExitCode.BROKER_UNREACHABLE
     from taskfleet.worker.supervisor import Supervisor
 
+    # A container default that turns out to be busy is given up only when the server starts, below: then these
+    # metrics are counted and never served (the price of binding the port after the supervisor exists).
     served = settings.health_port is not None
     metrics = WorkerMetrics() if served else UnservedWorkerMetrics()
     try:
@@ -136,13 +179,15 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return ExitCode.BAD_CONFIG
     supervisor = Supervisor(app, settings, metrics)
     health = None
-    if settings.health_port is not None:
+    if health_port is not None:
         from taskfleet.worker.health import start_health_server
 
-        health = start_health_server(host=settings.health_host, port=settings.health_port,
-                                     liveness=supervisor.liveness, readiness=supervisor.readiness,
-                                     metrics=metrics.render, log=log)
-        if health is None:
+        try:
+            health = start_health_server(host=settings.health_host, port=health_port.port,
+                                         required=health_port.explicit, liveness=supervisor.liveness,
+                                         readiness=supervisor.readiness, metrics=metrics.render, log=log)
+        except ConfigurationError as exc:
+            log.error("cannot serve health checks", error=str(exc))
             return ExitCode.BAD_CONFIG
     backend_url = app.settings.result_backend_url
     log.info("worker starting", app=app.name, queues=list(settings.queues), concurrency=settings.concurrency,
