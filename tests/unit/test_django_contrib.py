@@ -8,6 +8,7 @@ Django is configured once for the whole test process, by the ``django_ready`` fi
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import subprocess
 import sys
@@ -249,3 +250,58 @@ def test_a_new_child_lets_go_of_inherited_connections_without_closing_them() -> 
     assert inherited.execute("SELECT 1").fetchone() == (1,), "not closed: closing would talk on the parent's socket"
     connections["other"].ensure_connection()
     assert connections["other"].connection is not inherited
+
+
+
+_FIXUP_PROBE = """
+import json, os, sys
+from django.conf import settings
+settings.configure(DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": sys.argv[1]}},
+                   INSTALLED_APPS=[])
+from django.db import connection
+from taskfleet import App, signals
+from taskfleet.contrib.django import worker_fixup
+
+app = App("supervisor")
+for _ in range(3):
+    worker_fixup(app)
+worker_fixup(App("another"))
+receivers = [len(s.receivers) for s in (signals.worker_process_init, signals.task_prerun, signals.task_postrun)]
+
+
+def fork_and_report():
+    # [the new process started with this one's connection open, this one's is still open after the fork]
+    connection.ensure_connection()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, b"1" if connection.connection is not None else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return [os.read(read, 1) == b"1", connection.connection is not None]
+
+
+supervisor = fork_and_report()
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:  # a worker child whose task forks
+    os.write(write, json.dumps(fork_and_report()).encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+print(json.dumps({"receivers": receivers, "supervisor": supervisor, "child": json.loads(os.read(read, 100))}))
+"""
+
+
+def test_worker_fixup_is_idempotent_and_closes_the_supervisors_connections_before_each_fork(tmp_path: Any) -> None:
+    # Given worker_fixup called four times in one process (the supervisor), which then forks
+    done = subprocess.run([sys.executable, "-c", _FIXUP_PROBE, str(tmp_path / "db.sqlite3")], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+
+    # Then each receiver is connected once
+    assert report["receivers"] == [1, 1, 1]
+    # and the supervisor's connection was closed before its fork, so the new process started without it
+    assert report["supervisor"] == [False, False]
+    # while a fork in a child (a task's own) leaves the child's connection alone, as Django would
+    assert report["child"] == [True, True]
