@@ -216,6 +216,16 @@ def test_autodiscovery_imports_the_tasks_module_of_each_installed_app_that_has_o
     assert imported_with_probe == ["orders.tasks", "probe.tasks"]
 
 
+def test_taskfleet_check_shows_the_settings_from_django_and_the_discovered_tasks(project: Path) -> None:
+    done = subprocess.run([TASKFLEET, "check", "-A", "proj"], cwd=project, capture_output=True, text=True,
+                          env=clean_env(), timeout=RUN_TIMEOUT_S, check=False)
+
+    shown = [line.split() for line in output(done).splitlines()]
+    assert ["default_queue", "shop"] in shown
+    assert ["orders.tasks"] in shown
+    assert ["proj.ship_order"] in shown
+
+
 # -- database connections in the worker -------------------------------------------------------------------------------
 
 
