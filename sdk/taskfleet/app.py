@@ -213,10 +213,11 @@ class App:
         pid = os.getpid()
         current = self._broker
         if current is None or current[0] != pid:
+            settings = self.settings  # outside the lock: a first read applies pending configuration (close())
             with self._lock:
                 current = self._broker
                 if current is None or current[0] != pid:
-                    current = (pid, brokers.connect(self.settings.broker_settings()))
+                    current = (pid, brokers.connect(settings.broker_settings()))
                     self._broker = current
         return current[1]
 
@@ -226,10 +227,11 @@ class App:
         pid = os.getpid()
         current = self._backend
         if current is None or current[0] != pid:
+            settings = self.settings  # outside the lock, as in ``broker``
             with self._lock:
                 current = self._backend
                 if current is None or current[0] != pid:
-                    bs = self.settings.backend_settings()
+                    bs = settings.backend_settings()
                     current = (pid, None if bs is None else backends.connect(bs))
                     self._backend = current
         return current[1]

@@ -1,0 +1,1 @@
+"""A small shop: the Django project of example 07."""

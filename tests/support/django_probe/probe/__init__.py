@@ -1,0 +1,1 @@
+"""Reports on this process's database connections (see ../README.md)."""
