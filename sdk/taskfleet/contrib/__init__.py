@@ -1,0 +1,1 @@
+"""Framework integrations: ``taskfleet.contrib.django`` and ``taskfleet.contrib.flask``."""
