@@ -3,6 +3,7 @@ result backend, and the public sending methods (whose messages ``taskfleet.produ
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 import time
@@ -14,6 +15,8 @@ from taskfleet import backends, brokers
 from taskfleet.backends.base import ResultBackend
 from taskfleet.brokers.base import Broker
 from taskfleet.canvas.builtins import register_builtins
+from taskfleet.config import DEFAULT_NAMESPACE, read_config
+from taskfleet.discovery import Discovery, PackageSource, django_installed_apps
 from taskfleet.errors import ConfigurationError, TaskNotRegistered
 from taskfleet.message import Message
 from taskfleet.periodic import DEFAULT_CATCH_UP, CatchUp, PeriodicEntry, entries_from_config
@@ -66,8 +69,9 @@ class App:
         socket_timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S,
         timezone: str = DEFAULT_TIMEZONE,
         result_extended: bool = False,
-        beat_schedule: Iterable[Mapping[str, Any]] = (),
+        beat_schedule: Iterable[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]] = (),
         task_cls: type[Task[Any]] = Task,
+        include: Iterable[str] = (),
     ) -> None:
         if not name or not isinstance(name, str):
             raise ConfigurationError("App needs a non-empty name, e.g. App('billing')")
@@ -75,7 +79,7 @@ class App:
         #: The class of this app's tasks unless ``@app.task(base=)`` names another (Celery's ``task_cls``): a
         #: ``Task`` subclass, e.g. one with hooks or a ``__call__`` that runs each task in a framework context.
         self.task_cls = check_task_class(task_cls, "App(task_cls=)")
-        self.settings = AppSettings(
+        self._settings = AppSettings(
             broker_url=broker, broker_management_url=broker_management_url, result_backend_url=result_backend,
             default_queue=default_queue,
             serializer=serializer,
@@ -85,6 +89,9 @@ class App:
             result_expires_s=result_expires_s, publish_retry=publish_retry or PublishRetry(),
             socket_timeout_s=socket_timeout_s, timezone=timezone, result_extended=result_extended,
         )
+        #: Task modules imported when a worker, beat or ``taskfleet check`` starts (``import_tasks``).
+        self.discovery = Discovery(include=[include] if isinstance(include, str) else list(include))
+        self._config_sources: list[tuple[object, str | None]] = []
         self.tasks: dict[str, Task[Any]] = {}
         #: The beat schedule: entry name -> entry (``add_periodic_task``, ``@app.periodic``, ``beat_schedule=``).
         self.periodic_tasks: dict[str, PeriodicEntry] = {}
@@ -101,14 +108,71 @@ class App:
 
     # -- configuration -------------------------------------------------------------------------------------------
 
+    @property
+    def settings(self) -> AppSettings:
+        """The app's settings, once any configuration named by a string (``config_from_object("proj.settings")``)
+        has been read: that happens here, on first use, as in Celery."""
+        if self._config_sources:
+            sources, self._config_sources = self._config_sources, []
+            for source, namespace in sources:
+                self._apply_config(source, namespace)
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: AppSettings) -> None:
+        self._settings = value
+
+    def config_from_object(self, obj: object, *, namespace: str | None = DEFAULT_NAMESPACE) -> None:
+        """Read settings from a mapping, a class, a module, or a string naming one (``"proj.settings"``,
+        ``"django.conf:settings"``), under keys ``<namespace>_<NAME>``: ``TASKFLEET_BROKER_URL``,
+        ``TASKFLEET_RESULT_BACKEND`` and ``TASKFLEET_<KEYWORD>`` for the other ``App`` keywords (the names of our
+        environment variables; ``taskfleet.config``). A string is read on the app's first use of its settings, so
+        a module imported while Django loads its settings can name them. A key under the namespace that is not a
+        setting raises ``ConfigurationError`` naming it (and, for Celery's names, what ours is)."""
+        if isinstance(obj, str):
+            self._config_sources.append((obj, namespace))
+        else:
+            self._apply_config(obj, namespace)
+
+    def _apply_config(self, source: object, namespace: str | None) -> None:
+        found = read_config(source, namespace=namespace, keywords=CONFIG_KEYWORDS)
+        if found:
+            self.configure(**found)
+
+    def autodiscover_tasks(self, packages: PackageSource | None = None, *, related_name: str = "tasks",
+                           force: bool = False) -> None:
+        """Import ``<package>.<related_name>`` of each package when a worker, beat or ``taskfleet check`` starts
+        (``import_tasks``), or now with ``force=True``. ``packages``: names, or a function returning them (called
+        then); None: Django's ``INSTALLED_APPS`` (``taskfleet.contrib.django``). A package without the module is
+        skipped; an error inside one that exists is raised."""
+        self.discovery.add_search(django_installed_apps if packages is None else packages, related_name)
+        if force:
+            self.import_tasks()
+
+    def import_tasks(self) -> list[str]:
+        """Import the ``include`` modules and the autodiscovered task modules (each once per process); returns the
+        module names imported. Raises ``ConfigurationError`` naming a module that fails to import."""
+        return self.discovery.import_all()
+
     def configure(self, **changes: Any) -> None:
-        """Change settings (``broker=``, ``result_backend=`` or any ``AppSettings`` field) before use; open
-        connections are closed. Unknown names raise ``TypeError``."""
+        """Change settings before use: any ``App`` keyword but ``name`` (``broker=``, ``result_backend=``,
+        ``include=`` (added to), ``beat_schedule=`` (entries added), ``task_cls=``, or an ``AppSettings`` field);
+        open connections are closed. Unknown names raise ``TypeError``."""
+        if "include" in changes:
+            include = changes.pop("include")
+            self.discovery.include.extend(m for m in ([include] if isinstance(include, str) else include)
+                                          if m not in self.discovery.include)
+        if "beat_schedule" in changes:
+            self.load_beat_schedule(changes.pop("beat_schedule"))
+        if "task_cls" in changes:
+            self.task_cls = check_task_class(changes.pop("task_cls"), "task_cls")
+        if not changes:
+            return
         renamed = {"broker": "broker_url", "result_backend": "result_backend_url"}
         fields = {renamed.get(k, k): v for k, v in changes.items()}
         if "accept_content" in fields:
             fields["accept_content"] = frozenset(fields["accept_content"])
-        self.settings = self.settings.replace(**fields)
+        self._settings = self.settings.replace(**fields)
         self.close()
 
     @property
@@ -248,7 +312,8 @@ class App:
 
         return register
 
-    def load_beat_schedule(self, config: Iterable[Mapping[str, Any]]) -> list[PeriodicEntry]:
+    def load_beat_schedule(self, config: Iterable[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]]
+                           ) -> list[PeriodicEntry]:
         """Add the entries of a declarative schedule (see ``taskfleet.periodic.entries_from_config``)."""
         entries = entries_from_config(config)
         for entry in entries:
@@ -318,3 +383,6 @@ class App:
         """A handle on the task ``task_id``."""
         return AsyncResult(task_id, app=self)
 
+
+#: The ``App`` keywords configuration can set (``config_from_object``, ``configure``): all but ``name``.
+CONFIG_KEYWORDS = frozenset(inspect.signature(App.__init__).parameters) - {"self", "name"}

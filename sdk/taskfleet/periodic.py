@@ -55,7 +55,8 @@ class PeriodicEntry:
                                      "link, link_error, countdown, eta and task_id are not supported here")
 
 
-def entries_from_config(config: Iterable[Mapping[str, Any]]) -> list[PeriodicEntry]:
+def entries_from_config(config: Iterable[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]]
+                        ) -> list[PeriodicEntry]:
     """Entries from a declarative schedule, e.g. loaded from YAML::
 
         [{"name": "every-30s", "task": "billing.heartbeat", "schedule": 30},
@@ -64,9 +65,12 @@ def entries_from_config(config: Iterable[Mapping[str, Any]]) -> list[PeriodicEnt
 
     ``schedule`` is seconds, a cron string, a ``timedelta`` or a ``crontab``; ``options`` takes ``priority``,
     ``expires`` (seconds, as in ``apply_async(expires=)``) and ``catch_up``. Unknown keys raise
-    ``ConfigurationError``."""
+    ``ConfigurationError``.
+
+    Celery's ``beat_schedule`` is accepted as it is: a mapping of entry name -> entry, whose ``options`` may also
+    hold ``queue``."""
     entries: list[PeriodicEntry] = []
-    for raw in config:
+    for raw in _entry_list(config):
         if not isinstance(raw, Mapping):
             raise ConfigurationError(f"a schedule entry is a mapping, got {raw!r}")
         unknown = set(raw) - _CONFIG_KEYS
@@ -84,3 +88,19 @@ def entries_from_config(config: Iterable[Mapping[str, Any]]) -> list[PeriodicEnt
                                      catch_up=options.get("catch_up", DEFAULT_CATCH_UP)))
     return entries
 
+
+def _entry_list(config: Iterable[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The entries of either form, as a list of mappings with a ``name``."""
+    if not isinstance(config, Mapping):
+        return list(config)
+    entries: list[Mapping[str, Any]] = []
+    for name, raw in config.items():
+        if not isinstance(raw, Mapping):
+            raise ConfigurationError(f"schedule entry {name!r} is a mapping, got {raw!r}")
+        entry = {"name": name, **raw}
+        options = dict(raw.get("options") or {})
+        if "queue" in options:
+            entry["queue"] = options.pop("queue")
+            entry["options"] = options
+        entries.append(entry)
+    return entries

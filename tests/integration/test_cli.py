@@ -48,9 +48,11 @@ def _env() -> dict[str, str]:
     return {**env, "COLUMNS": "160", "PYTHONUNBUFFERED": "1"}
 
 
-def taskfleet(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the CLI as a script does: pipes everywhere (stdin empty unless given)."""
-    return subprocess.run([sys.executable, "-m", "taskfleet", *args], cwd=REPO, env=_env(), text=True,
+def taskfleet(*args: str, stdin: str | None = None, pythonpath: Path | None = None
+              ) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a script does: pipes everywhere (stdin empty unless given); ``pythonpath`` to import from."""
+    env = _env() if pythonpath is None else {**_env(), "PYTHONPATH": str(pythonpath)}
+    return subprocess.run([sys.executable, "-m", "taskfleet", *args], cwd=REPO, env=env, text=True,
                           input=stdin or "", capture_output=True, timeout=CLI_TIMEOUT_S, check=False)
 
 
@@ -359,6 +361,28 @@ def test_on_a_terminal_requeue_shows_what_it_will_move_and_a_yes_moves_it(urls: 
 
 
 # -- packaging -----------------------------------------------------------------------------------------------------
+
+def test_dash_a_gives_call_queues_and_purge_the_apps_settings(tmp_path: Path) -> None:
+    # Given an app whose settings name its broker and its default queue
+    (tmp_path / "cli_app_module.py").write_text(
+        "from taskfleet import App\n"
+        f"app = App('shop', broker='sqlite:///{tmp_path / 'broker.db'}', default_queue='shop')\n")
+    # When a task is sent by name with -A and no other flag, then it waits in the app's default queue
+    sent = taskfleet("call", "-A", "cli_app_module:app", "shop.restock", "--args", "[3]", pythonpath=tmp_path)
+    assert sent.returncode == 0, sent.stderr
+    listed = taskfleet("queues", "-A", "cli_app_module", "--json", pythonpath=tmp_path)
+    assert json.loads(listed.stdout)["shop"]["ready"] == 1, listed.stderr
+    purged = taskfleet("purge", "-A", "cli_app_module", "shop", "--yes", pythonpath=tmp_path)
+    assert purged.returncode == 0, purged.stderr
+    assert json.loads(taskfleet("queues", "-A", "cli_app_module", "--json", pythonpath=tmp_path).stdout)[
+        "shop"]["ready"] == 0
+
+
+def test_dash_a_naming_what_cannot_be_loaded_fails_with_the_reason(tmp_path: Path) -> None:
+    result = taskfleet("queues", "-A", "no_such_app_module")
+    assert result.returncode == 1
+    assert "cannot import 'no_such_app_module': ModuleNotFoundError" in result.stderr
+
 
 def test_the_console_script_loads_the_broker_command_handlers_only_when_one_runs() -> None:
     # Given the module every `taskfleet worker` process imports first (the same console script)

@@ -22,7 +22,7 @@ from taskfleet.settings import BrokerSettings
 from taskfleet.worker import events
 from taskfleet.worker.child import Child
 from taskfleet.worker.holdings import SAFE_LEASE_FRACTION, Held, Holdings, Lease, lease_certain, lease_clock
-from taskfleet.worker.loader import AppImportError, load_app
+from taskfleet.worker.loader import AppImportError, load_app, prepare_app
 from taskfleet.worker.progress import Progress, sort_leftovers
 from taskfleet.worker.settings import WorkerSettings
 from tests import tasks
@@ -88,6 +88,35 @@ def test_a_module_with_two_apps_must_name_one(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(AppImportError, match="holds 2 App objects"):
         load_app("two_apps_module")
     assert isinstance(load_app("two_apps_module:second"), App)
+
+
+def test_dash_a_with_a_package_finds_the_app_in_its_taskfleet_module_like_celerys_proj_celery(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "proj_a").mkdir()
+    (tmp_path / "proj_a" / "__init__.py").write_text("")
+    (tmp_path / "proj_a" / "taskfleet.py").write_text("from taskfleet import App\napp = App('proj')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    assert load_app("proj_a").name == "proj"
+
+
+def test_dash_a_follows_a_dotted_attribute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "ext_module.py").write_text(
+        "from types import SimpleNamespace\nfrom taskfleet import App\next = SimpleNamespace(app=App('web'))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    assert load_app("ext_module:ext.app").name == "web"
+
+
+def test_prepare_app_imports_the_task_modules_and_names_one_that_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "prep_tasks_ok.py").write_text("")
+    (tmp_path / "prep_tasks_bad.py").write_text("raise ValueError('bad tasks')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    assert prepare_app(App("p", include=["prep_tasks_ok"]), {}) == ["prep_tasks_ok"]
+    with pytest.raises(AppImportError, match="'prep_tasks_bad': ValueError: bad tasks"):
+        prepare_app(App("p", include=["prep_tasks_bad"]), {})
 
 
 # -- WorkerSettings ----------------------------------------------------------------------------------------------

@@ -55,7 +55,8 @@ def _call_flags(call: argparse.ArgumentParser) -> None:
     call.add_argument("task", help="task name, e.g. billing.send")
     call.add_argument("--args", default="[]", help="JSON list of positional arguments")
     call.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments")
-    call.add_argument("-Q", "--queue", default="default", help="queue to send to")
+    call.add_argument("-Q", "--queue", default=None,
+                      help="queue to send to (default: the app's route for the task, else its default queue)")
     call.add_argument("--countdown", type=_non_negative, default=None, metavar="S",
                       help="run no earlier than S seconds from now")
     call.add_argument("--priority", type=int, default=0, help="0-9, higher runs first")
@@ -109,13 +110,17 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {
 
 
 def _connection_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-A", "--app", default=None,
+                   help="module:attribute of your App (as for the worker): use its settings and routes")
     p.add_argument("--broker", default=None, help="broker URL (default: TASKFLEET_BROKER_URL)")
     p.add_argument("--broker-management-url", default=None, metavar="URL",
                    help="RabbitMQ management API URL (default: TASKFLEET_BROKER_MANAGEMENT_URL)")
 
 
 def app_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> App:
-    """The CLI's ``App``: the environment's settings, overridden by the connection flags."""
+    """The CLI's ``App``: the one ``-A`` names (its settings, routes and serializer), else a blank one; either way
+    with the environment's connection settings, overridden by the connection flags. Raises ``AppImportError`` (a
+    ``TaskfleetError``) when ``-A`` cannot be loaded."""
     config: dict[str, Any] = settings_from_env(environ)
     if args.broker:
         config["broker"] = args.broker
@@ -123,7 +128,14 @@ def app_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> App:
         config["broker_management_url"] = args.broker_management_url
     if getattr(args, "result_backend", None):
         config["result_backend"] = args.result_backend
-    return App("taskfleet-cli", **config)
+    if not args.app:
+        return App("taskfleet-cli", **config)
+    from taskfleet.worker.loader import load_app
+
+    app = load_app(args.app)
+    if config:
+        app.configure(**config)
+    return app
 
 
 # The handlers are imported when their command runs (see the module docstring).

@@ -29,8 +29,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     try:
         backend = app.backend if args.wait else None
         if args.wait and backend is None:
-            raise console.CommandFailed("--wait needs a result backend: pass --result-backend URL or set "
-                                        "TASKFLEET_RESULT_BACKEND")
+            raise console.CommandFailed("--wait needs a result backend: pass --result-backend URL, set "
+                                        "TASKFLEET_RESULT_BACKEND or name an app that has one (-A)")
         try:
             task_id = app.send(args.task, call_args, call_kwargs, queue=args.queue, countdown=args.countdown,
                                priority=args.priority).id
@@ -123,7 +123,8 @@ def _timed_out(backend: ResultBackend, task_id: str, args: argparse.Namespace) -
     if args.json:
         console.print_json(report(task_id, state, record))
         return CallExit.TIMEOUT
-    hint = (f"no worker has reported starting it: is one consuming queue {args.queue!r}?" if state is State.PENDING
+    queue = f"queue {args.queue!r}" if args.queue else "its queue"
+    hint = (f"no worker has reported starting it: is one consuming {queue}?" if state is State.PENDING
             else "it was sent and may still finish")
     return console.fail(f"timed out after {args.timeout:g}s waiting for {args.task} [{task_id}] (state "
                         f"{state}): {hint}", code=CallExit.TIMEOUT)

@@ -16,7 +16,7 @@ from taskfleet.schedules import next_runs
 from taskfleet.urls import mask_url
 from taskfleet.worker.beat import BeatSettings, open_beat
 from taskfleet.worker.exitcodes import ExitCode
-from taskfleet.worker.loader import AppImportError, load_app
+from taskfleet.worker.loader import AppImportError, load_app, prepare_app
 from taskfleet.worker.logging import configure_cli_logging, get_logger, route_structlog
 from taskfleet.worker.metrics import BeatMetrics, UnservedBeatMetrics
 from taskfleet.worker.settings import DEFAULT_BROKER_CONNECT_TIMEOUT_S
@@ -68,6 +68,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     log = get_logger("taskfleet.beat")
     try:
         app = load_app(args.app)
+        prepare_app(app, environ)
     except AppImportError as exc:
         log.error("cannot load the app", app=args.app, error=str(exc))
         return ExitCode.APP_IMPORT_ERROR

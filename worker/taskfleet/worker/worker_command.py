@@ -15,7 +15,7 @@ from taskfleet.errors import BrokerError, ConfigurationError, TaskfleetError
 from taskfleet.settings import BrokerSettings, settings_from_env
 from taskfleet.urls import mask_url
 from taskfleet.worker.exitcodes import ExitCode
-from taskfleet.worker.loader import AppImportError, load_app
+from taskfleet.worker.loader import AppImportError, load_app, prepare_app
 from taskfleet.worker.logging import configure_cli_logging, get_logger, route_structlog
 from taskfleet.worker.metrics import BeatMetrics, UnservedBeatMetrics, UnservedWorkerMetrics, WorkerMetrics
 from taskfleet.worker.settings import (
@@ -100,6 +100,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return ExitCode.OK if ok else ExitCode.FAILURE
     try:
         app = load_app(args.app)
+        prepare_app(app, environ)
     except AppImportError as exc:
         log.error("cannot load the app", app=args.app, error=str(exc))
         return ExitCode.APP_IMPORT_ERROR
