@@ -28,6 +28,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         TASKFLEET_RESULT_BACKEND=os.environ.get("TASKFLEET_RESULT_BACKEND", LOCAL_DB),
         TASKFLEET_INCLUDE=["web.tasks"],  # what a worker imports to know the tasks
     )
+    flask_app.config.from_prefixed_env()  # FLASK_GREETING=Bonjour sets GREETING (Flask's own convention)
     if test_config is not None:
         flask_app.config.from_mapping(test_config)
 

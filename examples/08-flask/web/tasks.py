@@ -9,4 +9,4 @@ from web.extensions import taskfleet
 
 @taskfleet.task
 def greet(name: str) -> str:
-    return f"{current_app.config['GREETING']}, {name}! (from the Flask app {current_app.name!r})"
+    return f"{current_app.config['GREETING']}, {name}! (from the Flask app {current_app.name})"

@@ -72,12 +72,7 @@ class Taskfleet:
             app = App(flask_app.name if flask_app is not None else _caller_package(), task_cls=FlaskTask)
         elif app in _extensions:
             raise ConfigurationError(f"App {app.name!r} already has a Taskfleet extension: use that one")
-        elif not issubclass(app.task_cls, FlaskTask):
-            if app.task_cls is not Task:
-                raise ConfigurationError(f"App {app.name!r} has task_cls={app.task_cls.__qualname__}, which would "
-                                         f"run tasks outside the Flask app context: derive it from FlaskTask")
-            app.task_cls = FlaskTask
-        _check_tasks(app)
+        _check_app(app)
         self.app = app
         self._flask_app: Flask | None = None
         _extensions[app] = self
@@ -96,8 +91,8 @@ class Taskfleet:
         if registered is not None and registered is not self:
             raise ConfigurationError(f"Flask app {flask_app.name!r} already has a Taskfleet extension: import and "
                                      f"use that one")
-        _check_tasks(self.app)
         self.app.config_from_object(flask_app.config, namespace=CONFIG_NAMESPACE)
+        _check_app(self.app)  # again: TASKFLEET_TASK_CLS may have changed the task class
         flask_app.extensions[EXTENSION_KEY] = self
         self._flask_app = flask_app
 
@@ -146,7 +141,15 @@ class Taskfleet:
         return register(fn) if fn is not None else register
 
 
-def _check_tasks(app: App) -> None:
+def _check_app(app: App) -> None:
+    """Make ``app`` run its tasks in the Flask app context: its ``task_cls`` becomes ``FlaskTask`` when it is the
+    plain ``Task``; ``ConfigurationError`` when it is another class, or when a task (but the builtins) is not a
+    ``FlaskTask`` (declared before the extension took the App over, or with another ``base=``)."""
+    if not issubclass(app.task_cls, FlaskTask):
+        if app.task_cls is not Task:
+            raise ConfigurationError(f"App {app.name!r} has task_cls={app.task_cls.__qualname__}, which would run "
+                                     f"tasks outside the Flask app context: derive it from FlaskTask")
+        app.task_cls = FlaskTask
     outside = sorted(name for name, task in app.tasks.items()
                      if name not in BUILTIN_TASKS and not isinstance(task, FlaskTask))
     if outside:
