@@ -99,6 +99,24 @@ def test_the_readme_shows_the_commands_and_the_output_this_suite_checks() -> Non
         assert line in readme, f"the README does not show the output line {line!r}"
 
 
+def code_lines(text: str) -> set[str]:
+    """The lines of Python code in ``text``, stripped, without comments (docs/flask.md may comment differently)."""
+    return {line.split("  #")[0].strip() for line in text.splitlines()} - {""}
+
+
+def test_the_setup_in_docs_flask_md_is_the_example_s_code() -> None:
+    doc = (EXAMPLE.parents[1] / "docs" / "flask.md").read_text(encoding="utf-8")
+    factory = doc.split("## A complete setup with an application factory")[1].split("\n## ")[0]
+    snippets = re.findall(r"```python\n(.*?)```", factory, re.S)
+    example = code_lines("\n".join(p.read_text(encoding="utf-8") for p in [*EXAMPLE.glob("web/*.py"),
+                                                                            EXAMPLE / "worker.py"]))
+
+    assert len(snippets) == 5
+    for snippet in snippets:
+        assert code_lines(snippet) <= example, f"docs/flask.md shows code examples/08-flask does not have: " \
+                                               f"{sorted(code_lines(snippet) - example)}"
+
+
 def test_a_route_enqueues_a_task_that_the_worker_runs_in_its_flask_app_context_as_the_readme_says(
         example_dir: Path, start_example_worker: StartExampleWorker) -> None:
     # Given the example's worker, on its embedded SQLite broker
