@@ -3,6 +3,8 @@ config, and every run of a task inside the Flask app context (real Flask, the in
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -217,3 +219,18 @@ def test_an_unknown_taskfleet_key_in_the_flask_config_is_named(ext: Taskfleet) -
 def test_an_app_without_an_extension_says_how_to_create_one() -> None:
     with pytest.raises(ConfigurationError, match=r"Taskfleet\(flask_app\)"):
         extension_of(App("plain"))
+
+
+def test_a_dropped_extension_and_its_app_are_freed() -> None:
+    # Given an extension bound to a Flask app (a test suite builds one per test)
+    flask_app = make_flask_app()
+    ext = Taskfleet(flask_app)
+    app_ref, ext_ref = weakref.ref(ext.app), weakref.ref(ext)
+
+    # When nothing refers to them any more
+    del ext, flask_app
+    gc.collect()
+
+    # Then the module's App -> extension table keeps neither alive
+    assert app_ref() is None
+    assert ext_ref() is None

@@ -29,8 +29,9 @@ EXTENSION_KEY = "taskfleet"
 #: The prefix of the Flask config keys the App reads (``TASKFLEET_BROKER_URL``, ``TASKFLEET_RESULT_BACKEND``, ...).
 CONFIG_NAMESPACE = "TASKFLEET"
 
-#: Each App's extension: how a ``FlaskTask`` finds the Flask app it runs in (weak, so a dropped App is forgotten).
-_extensions: weakref.WeakKeyDictionary[App, Taskfleet] = weakref.WeakKeyDictionary()
+#: Each App's extension: how a ``FlaskTask`` finds the Flask app it runs in. Weak both ways (the extension holds its
+#: App), so a test suite's many extensions and Apps are freed.
+_extensions: weakref.WeakKeyDictionary[App, weakref.ref[Taskfleet]] = weakref.WeakKeyDictionary()
 
 
 class FlaskTask(Task[R]):
@@ -48,11 +49,12 @@ class FlaskTask(Task[R]):
 
 def extension_of(app: App) -> Taskfleet:
     """The ``Taskfleet`` extension that holds ``app``; ``ConfigurationError`` when none does."""
-    try:
-        return _extensions[app]
-    except KeyError:
+    ref = _extensions.get(app)
+    extension = ref() if ref is not None else None
+    if extension is None:
         raise ConfigurationError(f"App {app.name!r} belongs to no Taskfleet extension: create it with "
-                                 f"Taskfleet(flask_app) or Taskfleet(app=...)") from None
+                                 f"Taskfleet(flask_app) or Taskfleet(app=...)")
+    return extension
 
 
 class Taskfleet:
@@ -70,12 +72,12 @@ class Taskfleet:
     def __init__(self, flask_app: Flask | None = None, *, app: App | None = None) -> None:
         if app is None:
             app = App(flask_app.name if flask_app is not None else _caller_package(), task_cls=FlaskTask)
-        elif app in _extensions:
+        elif app in _extensions and _extensions[app]() is not None:
             raise ConfigurationError(f"App {app.name!r} already has a Taskfleet extension: use that one")
         _check_app(app)
         self.app = app
         self._flask_app: Flask | None = None
-        _extensions[app] = self
+        _extensions[app] = weakref.ref(self)
         if flask_app is not None:
             self.init_app(flask_app)
 
