@@ -15,7 +15,7 @@ from taskfleet import backends, brokers
 from taskfleet.backends.base import ResultBackend
 from taskfleet.brokers.base import Broker
 from taskfleet.canvas.builtins import register_builtins
-from taskfleet.config import DEFAULT_NAMESPACE, read_config
+from taskfleet.config import DEFAULT_NAMESPACE, read_config, resolve_source
 from taskfleet.discovery import Discovery, PackageSource, django_installed_apps
 from taskfleet.errors import ConfigurationError, TaskNotRegistered
 from taskfleet.message import Message
@@ -92,6 +92,8 @@ class App:
         #: Task modules imported when a worker, beat or ``taskfleet check`` starts (``import_tasks``).
         self.discovery = Discovery(include=[include] if isinstance(include, str) else list(include))
         self._config_sources: list[tuple[object, str | None]] = []
+        #: The configuration read so far: (source as given, the object it named, namespace), for ``taskfleet check``.
+        self.config_read: list[tuple[object, object, str | None]] = []
         self.tasks: dict[str, Task[Any]] = {}
         #: The beat schedule: entry name -> entry (``add_periodic_task``, ``@app.periodic``, ``beat_schedule=``).
         self.periodic_tasks: dict[str, PeriodicEntry] = {}
@@ -135,7 +137,9 @@ class App:
             self._apply_config(obj, namespace)
 
     def _apply_config(self, source: object, namespace: str | None) -> None:
-        found = read_config(source, namespace=namespace, keywords=CONFIG_KEYWORDS)
+        resolved = resolve_source(source)
+        found = read_config(resolved, namespace=namespace, keywords=CONFIG_KEYWORDS)
+        self.config_read.append((source, resolved, namespace))
         if found:
             self.configure(**found)
 

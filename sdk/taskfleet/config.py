@@ -22,7 +22,7 @@ from taskfleet.celery_settings import explain_celery_name
 from taskfleet.errors import ConfigurationError
 from taskfleet.settings import PublishRetry
 
-__all__ = ["DEFAULT_NAMESPACE", "config_keys", "key_for", "read_config", "resolve_source"]
+__all__ = ["DEFAULT_NAMESPACE", "config_items", "config_keys", "key_for", "read_config", "resolve_source"]
 
 DEFAULT_NAMESPACE = "TASKFLEET"
 #: ``App`` keywords whose key is not simply their name in upper case (they match our environment variables).
@@ -72,7 +72,7 @@ def read_config(source: object, *, namespace: str | None, keywords: Collection[s
     Raises one ``ConfigurationError`` listing every key under the namespace that is not a setting."""
     if namespace is not None and not _NAMESPACE.fullmatch(namespace):
         raise ConfigurationError(f"namespace must be upper case letters, digits and '_', got {namespace!r}")
-    items = _items(resolve_source(source))
+    items = config_items(resolve_source(source))
     prefix = f"{namespace}_" if namespace else ""
     known = config_keys(keywords, namespace)
     found: dict[str, Any] = {}
@@ -93,7 +93,8 @@ def read_config(source: object, *, namespace: str | None, keywords: Collection[s
     return found
 
 
-def _items(source: object) -> dict[str, Any]:
+def config_items(source: object) -> dict[str, Any]:
+    """The settings-like items of a resolved source: a mapping's items, else its upper-case attributes."""
     if isinstance(source, Mapping):
         return {str(k): v for k, v in source.items()}
     return {name: getattr(source, name) for name in dir(source) if name.isupper() and not name.startswith("_")}

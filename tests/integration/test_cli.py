@@ -384,6 +384,48 @@ def test_dash_a_naming_what_cannot_be_loaded_fails_with_the_reason(tmp_path: Pat
     assert "cannot import 'no_such_app_module': ModuleNotFoundError" in result.stderr
 
 
+# -- check ---------------------------------------------------------------------------------------------------------
+
+CHECKED_SETTINGS = """
+TASKFLEET_BROKER_URL = "redis://:s3cret@redis.example:6379/0"
+TASKFLEET_DEFAULT_QUEUE = "shop"
+TASKFLEET_BEAT_SCHEDULE = {"nightly": {"task": "shop.elsewhere", "schedule": 3600}}
+CELERY_BROKER_URL = "redis://:s3cret@redis.example:6379/1"
+CELERY_TASK_ACKS_LATE = True
+"""
+
+
+def test_check_prints_the_masked_configuration_tasks_celery_settings_and_problems(tmp_path: Path) -> None:
+    # Given a project whose settings module still holds Celery settings and whose schedule names a foreign task
+    (tmp_path / "shop_settings.py").write_text(CHECKED_SETTINGS)
+    (tmp_path / "shop_app.py").write_text(
+        "from taskfleet import App\napp = App('shop')\napp.config_from_object('shop_settings')\n"
+        "@app.task\ndef restock() -> None: ...\n")
+    # When it is checked
+    result = taskfleet("check", "-A", "shop_app", pythonpath=tmp_path)
+    # Then it loads, and the report names everything a person moving over needs, with no password in it
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "s3cret" not in out
+    assert "broker_url" in out
+    assert "redis://:***@redis.example:6379/0" in out
+    assert "shop.restock" in out
+    assert "CELERY_BROKER_URL [shop_settings]: use TASKFLEET_BROKER_URL" in out
+    assert "CELERY_TASK_ACKS_LATE [shop_settings]: Taskfleet has no equivalent (always" in out
+    assert "beat entry 'nightly' sends 'shop.elsewhere', which no task module of app 'shop' registers" in out
+    as_json = json.loads(taskfleet("check", "-A", "shop_app", "--json", pythonpath=tmp_path).stdout)
+    assert as_json["ok"]
+    assert as_json["settings"]["default_queue"] == "shop"
+
+
+def test_check_fails_on_a_setting_that_is_not_ours(tmp_path: Path) -> None:
+    (tmp_path / "typo_app.py").write_text(
+        "from taskfleet import App\napp = App('typo')\napp.config_from_object({'TASKFLEET_BROKER': 'memory://'})\n")
+    result = taskfleet("check", "-A", "typo_app", pythonpath=tmp_path)
+    assert result.returncode == 1
+    assert "TASKFLEET_BROKER is not a Taskfleet setting (did you mean TASKFLEET_BROKER_URL?)" in result.stdout
+
+
 def test_the_console_script_loads_the_broker_command_handlers_only_when_one_runs() -> None:
     # Given the module every `taskfleet worker` process imports first (the same console script)
     probe = ("import sys, taskfleet.cli; loaded = {'taskfleet.cli.console', 'rich.progress', 'rich.prompt'} & "

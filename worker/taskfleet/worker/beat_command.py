@@ -14,6 +14,7 @@ from taskfleet.app import App
 from taskfleet.errors import ConfigurationError, TaskfleetError
 from taskfleet.schedules import next_runs
 from taskfleet.urls import mask_url
+from taskfleet.worker.app_report import warn_unregistered
 from taskfleet.worker.beat import BeatSettings, open_beat
 from taskfleet.worker.exitcodes import ExitCode
 from taskfleet.worker.loader import AppImportError, load_app, prepare_app
@@ -111,7 +112,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("beat process starting", app=app.name, broker=mask_url(broker_settings.url), pid=os.getpid(),
-             health_port=health.port if health else None)
+             health_port=health.port if health else None, entries=sorted(app.periodic_tasks))
+    warn_unregistered(app, log)
     try:
         beat.run(stop)
     finally:

@@ -14,6 +14,7 @@ from taskfleet.brokers.beat_store import DEFAULT_LEASE_S
 from taskfleet.errors import BrokerError, ConfigurationError, TaskfleetError
 from taskfleet.settings import BrokerSettings, settings_from_env
 from taskfleet.urls import mask_url
+from taskfleet.worker.app_report import warn_unregistered
 from taskfleet.worker.exitcodes import ExitCode
 from taskfleet.worker.loader import AppImportError, load_app, prepare_app
 from taskfleet.worker.logging import configure_cli_logging, get_logger, route_structlog
@@ -146,8 +147,9 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     backend_url = app.settings.result_backend_url
     log.info("worker starting", app=app.name, queues=list(settings.queues), concurrency=settings.concurrency,
              prefetch=settings.prefetch, broker=mask_url(broker_settings.url),
-             result_backend=mask_url(backend_url) if backend_url else None, tasks=len(app.tasks),
+             result_backend=mask_url(backend_url) if backend_url else None, tasks=sorted(app.tasks),
              health_port=health.port if health else None, pid=os.getpid())
+    warn_unregistered(app, log)
     beat.start()
     try:
         return supervisor.run()
