@@ -56,6 +56,10 @@ class DjangoTask(Task[R]):
         headers: Mapping[str, Any] | None = None,
         link: Node | list[Node] | None = None,
         link_error: Node | list[Node] | None = None,
+        serializer: str | None = None,
+        compression: str | None = None,
+        retry: bool = True,
+        retry_policy: Mapping[str, Any] | None = None,
     ) -> None:
         """``apply_async(args, kwargs, ...)`` once the current transaction on database ``using`` (default: the
         default database) commits, at once when none is open; nothing is sent if it rolls back. The send options
@@ -67,7 +71,8 @@ class DjangoTask(Task[R]):
         skipped); True logs it (logger ``django.db.backends.base``) and carries on with the next callback."""
         def send() -> None:
             self.apply_async(args, kwargs, countdown=countdown, eta=eta, expires=expires, priority=priority,
-                             queue=queue, task_id=task_id, headers=headers, link=link, link_error=link_error)
+                             queue=queue, task_id=task_id, headers=headers, link=link, link_error=link_error,
+                             serializer=serializer, compression=compression, retry=retry, retry_policy=retry_policy)
 
         self._on_commit(send, "apply_async", using=using, robust=robust)
 
