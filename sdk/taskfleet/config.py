@@ -22,7 +22,7 @@ from taskfleet.celery_settings import explain_celery_name
 from taskfleet.errors import ConfigurationError
 from taskfleet.settings import PublishRetry
 
-__all__ = ["DEFAULT_NAMESPACE", "config_items", "config_keys", "key_for", "read_config", "resolve_source"]
+__all__ = ["DEFAULT_NAMESPACE", "config_keys", "config_names", "key_for", "read_config", "resolve_source"]
 
 DEFAULT_NAMESPACE = "TASKFLEET"
 #: ``App`` keywords whose key is not simply their name in upper case (they match our environment variables).
@@ -72,12 +72,12 @@ def read_config(source: object, *, namespace: str | None, keywords: Collection[s
     Raises one ``ConfigurationError`` listing every key under the namespace that is not a setting."""
     if namespace is not None and not _NAMESPACE.fullmatch(namespace):
         raise ConfigurationError(f"namespace must be upper case letters, digits and '_', got {namespace!r}")
-    items = config_items(resolve_source(source))
+    resolved = resolve_source(source)
     prefix = f"{namespace}_" if namespace else ""
     known = config_keys(keywords, namespace)
     found: dict[str, Any] = {}
     problems: list[str] = []
-    for key, value in items.items():
+    for key in config_names(resolved):
         if not key.startswith(prefix) or (not prefix and not key.isupper()):
             continue
         keyword = known.get(key)
@@ -85,7 +85,7 @@ def read_config(source: object, *, namespace: str | None, keywords: Collection[s
             problems.append(_unknown(key, prefix, known))
             continue
         try:
-            found[keyword] = _convert(keyword, value)
+            found[keyword] = _convert(keyword, _value(resolved, key))
         except (TypeError, ValueError) as exc:
             problems.append(f"{key}: {exc}")
     if problems:
@@ -93,11 +93,16 @@ def read_config(source: object, *, namespace: str | None, keywords: Collection[s
     return found
 
 
-def config_items(source: object) -> dict[str, Any]:
-    """The settings-like items of a resolved source: a mapping's items, else its upper-case attributes."""
+def config_names(source: object) -> list[str]:
+    """The settings-like names of a resolved source: a mapping's keys, else its upper-case attributes. Values are
+    not read here: reading some settings outside our namespace can raise (Django's ``SECRET_KEY`` when empty)."""
     if isinstance(source, Mapping):
-        return {str(k): v for k, v in source.items()}
-    return {name: getattr(source, name) for name in dir(source) if name.isupper() and not name.startswith("_")}
+        return [str(k) for k in source]
+    return [name for name in dir(source) if name.isupper() and not name.startswith("_")]
+
+
+def _value(source: object, name: str) -> Any:
+    return source[name] if isinstance(source, Mapping) else getattr(source, name)
 
 
 def _unknown(key: str, prefix: str, known: Mapping[str, str]) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from taskfleet import App, ConfigurationError
+from taskfleet import App, ConfigurationError, Message
 from taskfleet.app import CONFIG_KEYWORDS
 from taskfleet.celery_settings import CELERY_SETTINGS, celery_name
 from taskfleet.config import config_keys
@@ -168,3 +168,32 @@ def test_every_celery_setting_that_names_a_key_names_one_of_ours() -> None:
     assert named <= ours, sorted(named - ours)
 
 
+
+
+def test_settings_outside_the_namespace_are_never_read() -> None:
+    # Given a settings object one of whose other settings raises when read (as Django's empty SECRET_KEY does)
+    class Settings:
+        TASKFLEET_BROKER_URL = "memory://"
+
+        @property
+        def SECRET_KEY(self) -> str:  # noqa: N802 - a settings name
+            raise RuntimeError("The SECRET_KEY setting must not be empty.")
+
+    app = App("cfg")
+    app.config_from_object(Settings())
+    assert app.settings.broker_url == "memory://"
+
+
+def test_routes_and_compression_are_read_from_configuration_too() -> None:
+    app = App("cfg", broker="memory://")
+    app.config_from_object({"TASKFLEET_TASK_ROUTES": {"cfg.report*": {"queue": "slow", "priority": 2}},
+                            "TASKFLEET_COMPRESSION": "gzip"})
+
+    @app.task
+    def report_daily() -> None: ...
+
+    sent = report_daily.delay()
+    (delivery,) = app.broker.fetch(["slow"], max_messages=1, timeout_s=0)
+    message = Message.decode(delivery.data, accept=frozenset({"json"}))
+    assert (message.id, message.priority) == (sent.id, 2)
+    assert app.settings.compression == "gzip"

@@ -10,7 +10,7 @@ from typing import Any
 
 from taskfleet.app import App
 from taskfleet.celery_settings import explain_celery_name
-from taskfleet.config import config_items
+from taskfleet.config import config_names
 from taskfleet.urls import mask_secrets
 from taskfleet.worker.logging import Logger
 
@@ -72,7 +72,7 @@ def celery_findings(app: App) -> list[CeleryFinding]:
     found: list[CeleryFinding] = []
     for given, resolved, namespace in app.config_read:
         prefix = f"{namespace}_" if namespace else None
-        for key in sorted(config_items(resolved)):
+        for key in sorted(config_names(resolved)):
             if prefix is not None and key.startswith(prefix):
                 continue  # ours, and applied
             explanation = explain_celery_name(key)
