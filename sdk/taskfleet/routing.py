@@ -139,6 +139,10 @@ class Routes:
     def __bool__(self) -> bool:
         return bool(self._routers)
 
+    def named_tasks(self) -> list[str]:
+        """The task names the mappings route by exact name (not globs, regexes or router functions)."""
+        return [name for router in self._routers if isinstance(router, _MapRouter) for name in router.exact]
+
     def lookup(self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any], options: Mapping[str, Any],
                task: Task[Any] | None) -> Route | None:
         """The route of the first router that answers for task ``name``, or None when none does. A router

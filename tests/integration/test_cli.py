@@ -390,6 +390,7 @@ CHECKED_SETTINGS = """
 TASKFLEET_BROKER_URL = "redis://:s3cret@redis.example:6379/0"
 TASKFLEET_DEFAULT_QUEUE = "shop"
 TASKFLEET_BEAT_SCHEDULE = {"nightly": {"task": "shop.elsewhere", "schedule": 3600}}
+TASKFLEET_TASK_ROUTES = {"shop.restock": "stock", "shop.restok": "stock"}
 CELERY_BROKER_URL = "redis://:s3cret@redis.example:6379/1"
 CELERY_TASK_ACKS_LATE = True
 """
@@ -413,6 +414,8 @@ def test_check_prints_the_masked_configuration_tasks_celery_settings_and_problem
     assert "CELERY_BROKER_URL [shop_settings]: use TASKFLEET_BROKER_URL" in out
     assert "CELERY_TASK_ACKS_LATE [shop_settings]: Taskfleet has no equivalent (always" in out
     assert "beat entry 'nightly' sends 'shop.elsewhere', which no task module of app 'shop' registers" in out
+    assert "task_routes names 'shop.restok', which no task module of app 'shop' registers" in out
+    assert "'shop.restock', which" not in out
     as_json = json.loads(taskfleet("check", "-A", "shop_app", "--json", pythonpath=tmp_path).stdout)
     assert as_json["ok"]
     assert as_json["settings"]["default_queue"] == "shop"

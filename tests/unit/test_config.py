@@ -176,7 +176,7 @@ def test_settings_outside_the_namespace_are_never_read() -> None:
         TASKFLEET_BROKER_URL = "memory://"
 
         @property
-        def SECRET_KEY(self) -> str:  # noqa: N802 - a settings name
+        def SECRET_KEY(self) -> str:
             raise RuntimeError("The SECRET_KEY setting must not be empty.")
 
     app = App("cfg")

@@ -55,10 +55,13 @@ def effective_settings(app: App) -> dict[str, Any]:
 
 
 def unregistered_references(app: App) -> list[str]:
-    """One line per beat entry that names a task no imported module registered (it may live in another service's
-    code: beat sends it by name, and no worker of this app will run it)."""
-    return [f"beat entry {name!r} sends {entry.signature.task!r}, which no task module of app {app.name!r} "
+    """One line per beat entry or ``task_routes`` name that names a task no imported module registered (it may live
+    in another service's code: beat sends it by name, and no worker of this app will run it)."""
+    beat = [f"beat entry {name!r} sends {entry.signature.task!r}, which no task module of app {app.name!r} "
             "registers" for name, entry in sorted(app.periodic_tasks.items()) if entry.signature.task not in app.tasks]
+    routes = [f"task_routes names {task!r}, which no task module of app {app.name!r} registers"
+              for task in app.routes.named_tasks() if task not in app.tasks]
+    return beat + routes
 
 
 def warn_unregistered(app: App, log: Logger) -> None:
