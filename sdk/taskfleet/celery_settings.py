@@ -48,14 +48,14 @@ CELERY_SETTINGS: dict[str, CelerySetting] = {
     "result_serializer": _key("SERIALIZER", "one serializer for messages and results"),
     "accept_content": _key("ACCEPT_CONTENT", "pickle also needs TASKFLEET_ALLOW_PICKLE=True"),
     "result_accept_content": _key("ACCEPT_CONTENT"),
-    "task_compression": _key("COMPRESSION"),
+    "task_compression": _key("COMPRESSION", "gzip, zlib, bz2 or lzma; per call: compression="),
     "result_compression": CelerySetting(None, "results are stored uncompressed"),
     "task_protocol": CelerySetting(None, "Taskfleet's own message format (docs/protocol.md)"),
     "task_publish_retry": _key("PUBLISH_RETRY", "per call: apply_async(retry=False)"),
     "task_publish_retry_policy": _key("PUBLISH_RETRY", "a PublishRetry; per call: apply_async(retry_policy=)"),
     # queues and routing
     "task_default_queue": _key("DEFAULT_QUEUE"),
-    "task_routes": _key("TASK_ROUTES"),
+    "task_routes": _key("TASK_ROUTES", "routes win over the task decorator's queue (in Celery the task's wins)"),
     "task_queues": CelerySetting(None, "queues need no declaration: a worker consumes what -Q names"),
     "task_create_missing_queues": CelerySetting(None, "queues are always created on first use"),
     "task_default_priority": CelerySetting("@app.task(priority=)", "0-9; 9 runs first on every broker"),
@@ -85,7 +85,8 @@ CELERY_SETTINGS: dict[str, CelerySetting] = {
     "timezone": _key("TIMEZONE", "the zone crontab schedules are read in"),
     "enable_utc": CelerySetting(None, "times are always UTC; TASKFLEET_TIMEZONE applies to crontab schedules"),
     # worker
-    "worker_concurrency": CelerySetting("taskfleet worker -c N", "default: the CPUs the process may use"),
+    "worker_concurrency": CelerySetting("taskfleet worker -c N", "default: the CPUs the process may use (affinity "
+                                        "and cgroup limit), not the host's count"),
     "worker_prefetch_multiplier": CelerySetting("taskfleet worker --prefetch N", "messages per child fetch, not a "
                                                 "multiplier; the unstarted ones go back when a task runs long"),
     "worker_max_tasks_per_child": CelerySetting("taskfleet worker --max-tasks-per-child N"),
@@ -95,8 +96,11 @@ CELERY_SETTINGS: dict[str, CelerySetting] = {
     "worker_send_task_events": CelerySetting(None, "task events are not available yet"),
     "task_send_sent_event": CelerySetting(None, "task events are not available yet"),
     "worker_hijack_root_logger": CelerySetting(None, "the worker logs through structlog; --log-format, --log-level"),
-    "worker_log_format": CelerySetting("taskfleet worker --log-format json|console"),
-    "worker_redirect_stdouts": CelerySetting(None, "print() in a task is always a log event of that task"),
+    "worker_log_format": CelerySetting("taskfleet worker --log-format json",
+                                       "or console, or auto (console on a terminal)"),
+    "worker_redirect_stdouts": CelerySetting("taskfleet worker --no-redirect-stdouts",
+                                             "on by default: one log event per printed line, with the task's id"),
+    "worker_redirect_stdouts_level": CelerySetting(None, "stdout lines log at info, stderr lines at warning"),
     "worker_cancel_long_running_tasks_on_connection_loss": CelerySetting(
         None, "a running task finishes; its message is redelivered only if its lease lapses"),
     # beat

@@ -366,12 +366,17 @@ def test_dash_a_gives_call_queues_and_purge_the_apps_settings(tmp_path: Path) ->
     # Given an app whose settings name its broker and its default queue
     (tmp_path / "cli_app_module.py").write_text(
         "from taskfleet import App\n"
-        f"app = App('shop', broker='sqlite:///{tmp_path / 'broker.db'}', default_queue='shop')\n")
+        f"app = App('shop', broker='sqlite:///{tmp_path / 'broker.db'}', default_queue='shop',\n"
+        "          task_routes={'shop.urgent_*': {'queue': 'urgent', 'priority': 9}})\n")
     # When a task is sent by name with -A and no other flag, then it waits in the app's default queue
     sent = taskfleet("call", "-A", "cli_app_module:app", "shop.restock", "--args", "[3]", pythonpath=tmp_path)
     assert sent.returncode == 0, sent.stderr
+    # And one its routes name goes where they say
+    routed = taskfleet("call", "-A", "cli_app_module:app", "shop.urgent_refund", pythonpath=tmp_path)
+    assert routed.returncode == 0, routed.stderr
     listed = taskfleet("queues", "-A", "cli_app_module", "--json", pythonpath=tmp_path)
     assert json.loads(listed.stdout)["shop"]["ready"] == 1, listed.stderr
+    assert json.loads(listed.stdout)["urgent"]["ready"] == 1
     purged = taskfleet("purge", "-A", "cli_app_module", "shop", "--yes", pythonpath=tmp_path)
     assert purged.returncode == 0, purged.stderr
     assert json.loads(taskfleet("queues", "-A", "cli_app_module", "--json", pythonpath=tmp_path).stdout)[

@@ -197,3 +197,11 @@ def test_routes_and_compression_are_read_from_configuration_too() -> None:
     message = Message.decode(delivery.data, accept=frozenset({"json"}))
     assert (message.id, message.priority) == (sent.id, 2)
     assert app.settings.compression == "gzip"
+
+
+def test_the_migration_guide_shows_every_celery_setting_as_the_table_says() -> None:
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "coming-from-celery.md").read_text(encoding="utf-8")
+    for name, setting in CELERY_SETTINGS.items():
+        ours = f"`{setting.taskfleet}`" if setting.taskfleet else "—"
+        row = f"| `{name}` | {ours} | {setting.note} |"
+        assert row in guide.splitlines(), f"docs/coming-from-celery.md lacks the row: {row}"

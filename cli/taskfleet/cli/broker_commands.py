@@ -59,7 +59,8 @@ def _call_flags(call: argparse.ArgumentParser) -> None:
                       help="queue to send to (default: the app's route for the task, else its default queue)")
     call.add_argument("--countdown", type=_non_negative, default=None, metavar="S",
                       help="run no earlier than S seconds from now")
-    call.add_argument("--priority", type=int, default=0, help="0-9, higher runs first")
+    call.add_argument("--priority", type=int, default=None,
+                      help="0-9, 9 runs first (default: the route's, the task's when registered, else 0)")
     call.add_argument("--wait", action="store_true",
                       help="wait for the result and print it (a spinner on stderr when it is a terminal)")
     call.add_argument("--timeout", type=_positive, default=DEFAULT_WAIT_TIMEOUT_S, metavar="S",
