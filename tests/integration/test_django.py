@@ -21,8 +21,7 @@ from typing import Any
 import pytest
 
 from taskfleet import App
-from tests.support.waiting import wait_for
-from tests.support.workers import terminate
+from tests.support.workers import LoggedWorkers
 
 pytestmark = pytest.mark.integration
 
@@ -87,23 +86,13 @@ StartWorker = Callable[..., subprocess.Popen[bytes]]
 def start_worker(project: Path) -> Iterator[StartWorker]:
     """Factory: ``start_worker("-c", "2", env=...)`` runs ``taskfleet worker -A proj ...`` in the project and waits
     until it has started; stopped with SIGTERM at the end (its log printed when the test fails)."""
-    started: list[tuple[subprocess.Popen[bytes], Path]] = []
+    workers = LoggedWorkers(project, start_timeout_s=WORKER_START_TIMEOUT_S, stop_timeout_s=STOP_TIMEOUT_S)
 
     def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = project / f"worker-{len(started) + 1}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen([TASKFLEET, "worker", "-A", "proj", *args], cwd=project, env=env or clean_env(),
-                                    stdout=out, stderr=subprocess.STDOUT)
-        started.append((proc, log))
-        wait_for(lambda: proc.poll() is not None or "worker starting" in log.read_text(errors="replace"),
-                 WORKER_START_TIMEOUT_S, message="the worker did not start")
-        assert proc.poll() is None, f"the worker exited:\n{log.read_text(errors='replace')}"
-        return proc
+        return workers.start([TASKFLEET, "worker", "-A", "proj", *args], env or clean_env())
 
     yield start
-    for proc, log in started:
-        terminate(proc, STOP_TIMEOUT_S)
-        print(f"--- {log.name} (exit code {proc.returncode}):\n{log.read_text(errors='replace')[-3000:]}")
+    workers.stop_all()
 
 
 @pytest.fixture(params=["embedded", "redis"])

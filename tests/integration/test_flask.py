@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 
 from taskfleet import App
-from tests.support.waiting import wait_for
-from tests.support.workers import WorkerProcess, terminate
+from tests.support.workers import LoggedWorkers, WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -60,23 +59,13 @@ def example_dir(tmp_path: Path) -> Path:
 def start_example_worker(example_dir: Path) -> Iterator[StartExampleWorker]:
     """Factory: ``start(**env)`` runs the README's worker command in the example's folder with ``env`` added, and
     waits until it says it started; it is stopped with SIGTERM at the end, and its log printed."""
-    started: list[tuple[subprocess.Popen[bytes], Path]] = []
+    workers = LoggedWorkers(example_dir, start_timeout_s=START_TIMEOUT_S, stop_timeout_s=STOP_TIMEOUT_S)
 
     def start(**env: str) -> subprocess.Popen[bytes]:
-        log = example_dir / f"worker-{len(started) + 1}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen([TASKFLEET, *WORKER_COMMAND.split()[1:]], cwd=example_dir,
-                                    env=example_env(**env), stdout=out, stderr=subprocess.STDOUT)
-        started.append((proc, log))
-        wait_for(lambda: proc.poll() is not None or "worker starting" in log.read_text(errors="replace"),
-                 START_TIMEOUT_S, message="the example's worker did not start")
-        assert proc.poll() is None, f"the worker exited:\n{log.read_text(errors='replace')}"
-        return proc
+        return workers.start([TASKFLEET, *WORKER_COMMAND.split()[1:]], example_env(**env))
 
     yield start
-    for proc, log in started:
-        terminate(proc, STOP_TIMEOUT_S)
-        print(f"--- {log.name} (exit code {proc.returncode}):\n{log.read_text(errors='replace')[-3000:]}")
+    workers.stop_all()
 
 
 def run_send(example_dir: Path, **env: str) -> list[str]:

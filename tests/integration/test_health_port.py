@@ -19,7 +19,7 @@ import pytest
 from taskfleet.worker.exitcodes import ExitCode
 from taskfleet.worker.settings import DEFAULT_HEALTH_PORT_IN_CONTAINER
 from tests.support.waiting import wait_for
-from tests.support.workers import terminate
+from tests.support.workers import json_lines, terminate
 
 REPO = Path(__file__).resolve().parents[2]
 GAVE_UP = "health checks not served: their default port is in use"
@@ -42,13 +42,7 @@ class Process:
                                      stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
     def events(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                out.append({"event": line})
-        return out
+        return json_lines(self.log_path, raw_key="event")
 
     def event(self, name: str) -> dict[str, Any] | None:
         return next((e for e in self.events() if e.get("event") == name), None)

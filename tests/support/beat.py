@@ -3,7 +3,6 @@ run as a real subprocess whose JSON log lines tests read."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -19,7 +18,7 @@ from taskfleet.message import Message
 from taskfleet.worker.beat import ENTRY_HEADER, SCHEDULED_HEADER
 from tests.support.servers import free_port
 from tests.support.waiting import wait_for
-from tests.support.workers import terminate
+from tests.support.workers import json_lines, terminate
 
 QUEUE = "beat"
 app = App("beat-tests", default_queue=QUEUE)
@@ -50,13 +49,7 @@ class BeatProcess:
                                      "PYTHONUNBUFFERED": "1"}, cwd=Path(__file__).resolve().parents[2])
 
     def events(self) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
-        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                out.append({"event": line})
-        return out
+        return json_lines(self.log_path, raw_key="event")
 
     def said(self, event: str) -> int:
         """How many times this process logged ``event``."""

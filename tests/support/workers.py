@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tests.support.servers import free_port
 from tests.support.waiting import wait_for
@@ -43,15 +44,9 @@ class WorkerProcess:
     def pid(self) -> int:
         return self.proc.pid
 
-    def logs(self) -> list[dict[str, object]]:
+    def logs(self) -> list[dict[str, Any]]:
         """Parsed JSON log lines so far (non-JSON lines are kept as {"raw": line})."""
-        out: list[dict[str, object]] = []
-        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                out.append({"raw": line})
-        return out
+        return json_lines(self.log_path)
 
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -72,6 +67,44 @@ class WorkerProcess:
         """SIGTERM, then SIGKILL if it does not exit in time."""
         terminate(self.proc, STOP_TIMEOUT_S)
         self._log.close()
+
+
+def json_lines(path: Path, *, raw_key: str = "raw") -> list[dict[str, Any]]:
+    """The JSON log lines of ``path``, parsed; a line that is not JSON is kept as ``{raw_key: line}``."""
+    out: list[dict[str, Any]] = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            out.append({raw_key: line})
+    return out
+
+
+class LoggedWorkers:
+    """Worker commands a test starts in a folder, each logging to its own file there: ``start`` waits until the
+    worker says it started (failing with its log if it exited); ``stop_all`` SIGTERMs them and prints each log's
+    tail (shown when the test fails)."""
+
+    def __init__(self, folder: Path, *, start_timeout_s: float, stop_timeout_s: float = STOP_TIMEOUT_S) -> None:
+        self.folder = folder
+        self.start_timeout_s = start_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.started: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def start(self, command: Sequence[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = self.folder / f"worker-{len(self.started) + 1}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(list(command), cwd=self.folder, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.started.append((proc, log))
+        wait_for(lambda: proc.poll() is not None or "worker starting" in log.read_text(errors="replace"),
+                 self.start_timeout_s, message="the worker did not start")
+        assert proc.poll() is None, f"the worker exited:\n{log.read_text(errors='replace')}"
+        return proc
+
+    def stop_all(self) -> None:
+        for proc, log in self.started:
+            terminate(proc, self.stop_timeout_s)
+            print(f"--- {log.name} (exit code {proc.returncode}):\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def terminate(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
