@@ -204,6 +204,35 @@ def test_an_on_time_tick_that_a_long_catch_up_of_another_entry_made_late_is_skip
     reset_beat_state()
 
 
+def test_under_catch_up_none_a_tick_made_late_by_a_slow_broker_call_is_skipped_not_sent_late() -> None:
+    # Given an entry that catches up no missed tick, and a store whose skip takes 0.6 s
+    reset_beat_state()
+    app = App("beat-unit", broker="memory://", default_queue="beat")
+    app.add_periodic_task(1.0, Signature(task="none"), name="none", catch_up="none")
+    clock = Clock(T0_MS / 1000)
+    beat = replica(app, clock, "a", lease_s=30.0)
+    beat.step()
+    skip = beat.store.skip
+
+    def slow_skip(entry: str, up_to_ms: int) -> None:
+        clock.now += 0.6
+        skip(entry, up_to_ms)
+
+    beat.store.skip = slow_skip  # type: ignore[method-assign]
+    # When beat pauses 3.2 s: ticks 1 and 2 are missed, tick 3 is 0.2 s late when planned but 0.8 s late once the
+    # missed ones are skipped
+    clock.now += 3.2
+    beat.step()
+    # Then tick 3 is skipped too; nothing went out later than the grace
+    assert sent(app) == []
+    # And the next tick goes out on time
+    clock.now = T0_MS / 1000 + 4.1
+    beat.step()
+    assert [m.headers["taskfleet-beat-scheduled"] for m in sent(app)] == [
+        datetime.fromtimestamp(T0_MS / 1000 + 4, UTC).isoformat()]
+    reset_beat_state()
+
+
 # -- declaring periodic tasks ---------------------------------------------------------------------------------------
 
 

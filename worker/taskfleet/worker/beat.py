@@ -204,20 +204,21 @@ class Beat:
                          for name, cursor in stored.items()}
 
     def _send_due(self) -> None:
-        """Plan and send each entry in turn. Each entry reads the clock afresh: sending a long catch-up of one entry
-        takes time, and a tick of the next that was on time before it may not be any more (``catch_up="none"``)."""
+        """Plan and send each entry in turn. Each entry reads the clock afresh, and under ``catch_up="none"`` each
+        tick is checked again as it is sent: a long catch-up of another entry, or a slow broker call, can make a tick
+        that was on time when planned later than the grace."""
         grace_ms = round(self.settings.grace_s * 1000)
         for entry in self.entries:
             now_ms = round(self._clock() * 1000)
             todo = plan(entry, self._cursors[entry.name], now_ms, self.tz, grace_ms=grace_ms)
             if todo.skip_to is not None:
-                self.store.skip(entry.name, todo.skip_to)
-                log.warning("beat skipped missed ticks", entry=entry.name, catch_up=entry.catch_up,
-                            up_to=_iso(todo.skip_to))
-                self.metrics.skipped(entry.name)
-                self._cursors[entry.name] = todo.skip_to
+                self._skip(entry, todo.skip_to)
             for scheduled_ms in todo.fire:
-                if not self._fire(entry, scheduled_ms):
+                now = self._clock()
+                if entry.catch_up == "none" and round(now * 1000) - scheduled_ms > grace_ms:
+                    self._skip(entry, scheduled_ms)
+                    continue
+                if not self._fire(entry, scheduled_ms, now):
                     # Someone else sent it, or the lease is gone: ask the broker before doing anything else.
                     self._lease_checked = -math.inf
                     self._set_leading(self.store.hold_lease())
@@ -226,9 +227,16 @@ class Beat:
                     return
                 self._cursors[entry.name] = scheduled_ms
 
-    def _fire(self, entry: PeriodicEntry, scheduled_ms: int) -> bool:
+    def _skip(self, entry: PeriodicEntry, up_to_ms: int) -> None:
+        self.store.skip(entry.name, up_to_ms)
+        log.warning("beat skipped missed ticks", entry=entry.name, catch_up=entry.catch_up, up_to=_iso(up_to_ms))
+        self.metrics.skipped(entry.name)
+        self._cursors[entry.name] = up_to_ms
+
+    def _fire(self, entry: PeriodicEntry, scheduled_ms: int, now: float) -> bool:
+        """Send the tick ``scheduled_ms`` of ``entry`` as a message created ``now``."""
         task_id = tick_id(entry.name, scheduled_ms)
-        message = self._message(entry, scheduled_ms, task_id)
+        message = self._message(entry, scheduled_ms, task_id, now)
         # Not size-checked: a tick too large is dead-lettered by its worker, and never stops beat's other entries.
         data = Producer(self.app).encode(message, check_size=False)
         sent = self.store.fire(Tick(entry.name, scheduled_ms, Outgoing(message.queue, message.broker_id, data,
@@ -242,14 +250,14 @@ class Beat:
             log.info("beat tick already sent or lease lost", entry=entry.name, scheduled=_iso(scheduled_ms))
         return sent
 
-    def _message(self, entry: PeriodicEntry, scheduled_ms: int, task_id: str) -> Message:
+    def _message(self, entry: PeriodicEntry, scheduled_ms: int, task_id: str, now: float) -> Message:
         """The tick's message, routed as ``apply_async`` routes (the entry's options, the app's ``task_routes``,
         the task's, the app's)."""
         sig = entry.signature
         return Producer(self.app).message(
             sig.task, sig.args, sig.kwargs, countdown=None, eta=None, expires=sig.expiry(self.app),
             priority=sig.priority, queue=sig.queue, task_id=task_id,
-            headers={ENTRY_HEADER: entry.name, SCHEDULED_HEADER: _iso(scheduled_ms)}, now=self._clock(),
+            headers={ENTRY_HEADER: entry.name, SCHEDULED_HEADER: _iso(scheduled_ms)}, now=now,
             serializer=sig.serializer, compression=sig.compression)
 
     def _sleep_s(self, now: float) -> float:
