@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, tzinfo
-from typing import Any, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack, overload
 
 from taskfleet import backends, brokers
 from taskfleet.backends.base import ResultBackend
@@ -40,6 +40,9 @@ from taskfleet.settings import (
 )
 from taskfleet.signature import Signature
 from taskfleet.task import Task, TaskOptions, TaskOptionsKwargs, check_option_names, check_task_class
+
+if TYPE_CHECKING:
+    from taskfleet.fleet.control import Control
 
 R = TypeVar("R")
 
@@ -235,6 +238,13 @@ class App:
                     current = (pid, None if bs is None else backends.connect(bs))
                     self._backend = current
         return current[1]
+
+    @property
+    def control(self) -> Control:
+        """Celery's ``app.control``: inspect and steer this app's workers (``taskfleet.fleet.control``)."""
+        from taskfleet.fleet.control import Control  # here: only the clients that steer the fleet load it
+
+        return Control(self)
 
     def close(self) -> None:
         """Close this process's connections (they reopen on next use)."""

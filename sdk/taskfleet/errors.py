@@ -115,3 +115,8 @@ class ClusterConflict(ClusterError):
 
 class CoordinationError(BrokerError):
     """The broker refused or failed a beat coordination step (leader lease, tick claim, schedule state)."""
+
+
+class ControlError(TaskfleetError):
+    """A fleet-control command could not be sent, was refused by a worker, or a control message could not be read
+    (a worker logs and drops one that does not parse; it never stops)."""

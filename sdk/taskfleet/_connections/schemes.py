@@ -25,16 +25,18 @@ if TYPE_CHECKING:
     from taskfleet.backends.base import ResultBackend
     from taskfleet.brokers.base import Broker
     from taskfleet.brokers.beat_store import BeatStore
+    from taskfleet.brokers.fleet_store import FleetStore
     from taskfleet.settings import BackendSettings, BrokerSettings
 
 #: What a URL is asked to serve (a field of ``Kind``).
-Role = Literal["broker", "backend", "beat_store"]
+Role = Literal["broker", "backend", "beat_store", "fleet_store"]
 
 _UNSUPPORTED: dict[Role, Callable[[str], str]] = {
     "broker": lambda url: (f"unsupported broker URL {url!r}: "
                            "use redis://, rediss://, amqp://, amqps://, sqlite:///path or memory:// (tests only)"),
     "backend": lambda url: f"unsupported result backend URL {url!r}: use redis://, sqlite:///path or memory://",
     "beat_store": lambda url: f"beat has no store for broker URL {url!r}",
+    "fleet_store": lambda url: f"fleet control has no store for broker URL {url!r}",
 }
 
 
@@ -47,18 +49,23 @@ class Kind:
     broker: str | None
     backend: str | None
     beat_store: str | None
+    fleet_store: str | None
 
 
 KINDS: tuple[Kind, ...] = (
     Kind("redis", ("redis", "rediss", "unix"), broker="taskfleet.brokers.redis:RedisBroker",
-         backend="taskfleet.backends.redis:RedisBackend", beat_store="taskfleet.brokers.redis:RedisBeatStore"),
+         backend="taskfleet.backends.redis:RedisBackend", beat_store="taskfleet.brokers.redis:RedisBeatStore",
+         fleet_store="taskfleet.brokers.redis:RedisFleetStore"),
     Kind("rabbitmq", ("amqp", "amqps"), broker="taskfleet.brokers.rabbitmq:RabbitMQBroker", backend=None,
-         beat_store="taskfleet.brokers.rabbitmq:RabbitMQBeatStore"),
+         beat_store="taskfleet.brokers.rabbitmq:RabbitMQBeatStore",
+         fleet_store="taskfleet.brokers.rabbitmq:RabbitMQFleetStore"),
     Kind("sqlite", ("sqlite",), broker="taskfleet.brokers.sqlite:SQLiteBroker",
-         backend="taskfleet.backends.sqlite:SQLiteBackend", beat_store="taskfleet.brokers.sqlite:SQLiteBeatStore"),
+         backend="taskfleet.backends.sqlite:SQLiteBackend", beat_store="taskfleet.brokers.sqlite:SQLiteBeatStore",
+         fleet_store="taskfleet.brokers.sqlite:SQLiteFleetStore"),
     # memory:// is the scheme users' tests know; in code the in-process implementations are the stubs.
     Kind("stub", ("memory",), broker="taskfleet.brokers.stub:StubBroker",
-         backend="taskfleet.backends.stub:StubBackend", beat_store="taskfleet.brokers.stub:StubBeatStore"),
+         backend="taskfleet.backends.stub:StubBackend", beat_store="taskfleet.brokers.stub:StubBeatStore",
+         fleet_store="taskfleet.brokers.stub:StubFleetStore"),
 )
 
 _BY_SCHEME: dict[str, Kind] = {scheme: kind for kind in KINDS for scheme in kind.schemes}
@@ -99,4 +106,13 @@ def connect_beat_store(broker: Broker, *, namespace: str, holder: str, lease_s: 
     kind = kind_of(broker.settings.url, "beat_store")
     store: BeatStore = load(str(kind.beat_store)).for_broker(broker, namespace=namespace, holder=holder,
                                                              lease_s=lease_s, claim_ttl_s=claim_ttl_s)
+    return store
+
+
+def connect_fleet_store(broker: Broker, *, namespace: str, events_max_len: int) -> FleetStore:
+    """A fleet store on ``broker``'s server (``taskfleet.brokers.fleet_store.connect_fleet_store``, which checks the
+    arguments first)."""
+    kind = kind_of(broker.settings.url, "fleet_store")
+    store: FleetStore = load(str(kind.fleet_store)).for_broker(broker, namespace=namespace,
+                                                               events_max_len=events_max_len)
     return store
