@@ -154,6 +154,8 @@ class Child:
             self.output.begin_task(started.task_id, started.task)
         # Only a hard time limit needs the supervisor to know at once; everything else it learns in batches.
         running = self.holdings.running()
+        if running is not None:  # shared memory, no event: the supervisor reads it for heartbeats and inspect
+            self.progress.describe(running.seq, started.task_id, started.task, time.time())
         if started.time_limit_s and running is not None:
             self._start_reported = True
             self.reporter.send(events.Started(running.seq, started.message_id, started.queue, started.task_id,

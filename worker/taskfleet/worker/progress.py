@@ -14,6 +14,20 @@ from dataclasses import dataclass
 from taskfleet.brokers.base import Delivery
 
 _MARK = struct.Struct("q")  # one sequence number in Progress
+#: What the running task is, beside the marks: its delivery's sequence number, when it started (Unix seconds), and
+#: its task id and name (UTF-8, cut to their fields' sizes).
+_TASK = struct.Struct("qd128s256s")
+_TASK_AT = 2 * _MARK.size
+
+
+@dataclass(frozen=True, slots=True)
+class RunningTask:
+    """The task a child is running, as its supervisor reads it (heartbeats, ``inspect active``, terminate)."""
+
+    seq: int
+    task_id: str
+    task: str
+    since: float  # Unix seconds
 
 
 class Progress:
@@ -28,7 +42,7 @@ class Progress:
     def __init__(self) -> None:
         # Anonymous mmap memory is shared (MAP_SHARED) with the processes forked after it is made; a page, no
         # imports (ctypes would cost every worker process about 0.4 MiB).
-        self._marks = mmap.mmap(-1, 2 * _MARK.size)
+        self._marks = mmap.mmap(-1, _TASK_AT + _TASK.size)
 
     @property
     def started(self) -> int:
@@ -48,6 +62,23 @@ class Progress:
         """The sequence number of the delivery running now, if any."""
         started = self.started
         return started if started > self.finished else None
+
+    def describe(self, seq: int, task_id: str, task: str, since: float) -> None:
+        """Record which task delivery ``seq`` runs (the child, as the task body is about to start)."""
+        _TASK.pack_into(self._marks, _TASK_AT, 0, since, task_id.encode()[:128], task.encode()[:256])
+        _MARK.pack_into(self._marks, _TASK_AT, seq)  # last: a reader never takes half a description for seq
+
+    def running_task(self) -> RunningTask | None:
+        """The task running now, when the child has described it (None when idle, or between the start of a
+        delivery and the start of its task body)."""
+        running = self.running()
+        if running is None:
+            return None
+        seq, since, task_id, task = _TASK.unpack_from(self._marks, _TASK_AT)
+        if seq != running or _MARK.unpack_from(self._marks, _TASK_AT)[0] != running:
+            return None
+        return RunningTask(seq=seq, task_id=task_id.rstrip(b"\0").decode(errors="replace"),
+                           task=task.rstrip(b"\0").decode(errors="replace"), since=since)
 
 
 @dataclass(frozen=True)

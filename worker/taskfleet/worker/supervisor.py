@@ -99,6 +99,11 @@ class Supervisor:
         self._broker: Broker | None = None
         self._backend: ResultBackend | None = None
         self._readiness: tuple[float, bool, str] = (0.0, False, "not checked yet")
+        #: The queues the children consume and the pool size now: the settings' at start, changed at runtime by
+        #: control commands (``add_consumer``, ``pool_grow``...).
+        self.queues: tuple[str, ...] = settings.queues
+        self.concurrency: int = settings.concurrency
+        self.started_at = time.time()
 
     # -- connections of the supervisor itself --------------------------------------------------------------------
 
@@ -123,7 +128,7 @@ class Supervisor:
         self._is_pid1 = os.getpid() == 1
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
-        for slot in range(self.settings.concurrency):
+        for slot in range(self.concurrency):
             self._spawn(slot)
         while self.children or not self.draining:
             self._tick()
@@ -346,7 +351,7 @@ class Supervisor:
                    if now - rec.last_beat > self.settings.child_stall_s]
         if stalled:
             return False, f"children {stalled} sent no heartbeat for {self.settings.child_stall_s}s"
-        missing = self.settings.concurrency - len(self.children)
+        missing = self.concurrency - len(self.children)
         if missing and not self.draining and all(now - at > self.settings.child_stall_s
                                                  for at in self._respawn_at.values()):
             return False, f"{missing} child slots have no child"
