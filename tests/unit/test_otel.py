@@ -4,6 +4,7 @@ and each broker: tests/integration/test_tracing.py."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from taskfleet.contrib import otel
 from taskfleet.errors import BrokerConnectionError
 from taskfleet.worker.executor import Executor
 from tests import tasks
+from tests.support.layout import REPO
 
 QUEUE = "tests"
 
@@ -81,6 +83,20 @@ def test_the_message_carries_its_send_spans_context_in_a_w3c_traceparent_header(
     assert headers["traceparent"].startswith(f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-")
     carried = trace.get_current_span(propagate.extract(headers)).get_span_context()
     assert (carried.trace_id, carried.span_id) == (span.context.trace_id, span.context.span_id)
+
+
+def test_the_trace_headers_a_message_is_sent_with_are_replaced_by_its_own(
+        memory_app: App, exporter: InMemorySpanExporter) -> None:
+    # Given a message carrying the trace headers of another send (as a retry carries its first attempt's)
+    stale = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": "vendor=1",
+             "x-app": "kept"}
+    memory_app.send("tests.add", args=(1, 1), headers=stale)
+    # Then it is sent with its own send span's context only, and the other headers as they were
+    span = _one(exporter, SpanKind.PRODUCER)
+    headers = dict(_fetched(memory_app).headers)
+    assert headers["traceparent"].startswith(f"00-{span.context.trace_id:032x}-{span.context.span_id:016x}-")
+    assert "tracestate" not in headers
+    assert headers["x-app"] == "kept"
 
 
 def test_a_send_span_is_the_child_of_the_span_current_where_the_task_is_sent(
@@ -186,6 +202,17 @@ def test_without_opentelemetry_loaded_a_publish_is_not_traced_and_nothing_is_imp
     monkeypatch.delitem(sys.modules, "opentelemetry.trace")
     assert tracing.publisher() is None
     assert "opentelemetry.trace" not in sys.modules
+
+
+def test_a_process_that_never_loads_opentelemetry_sends_without_importing_it() -> None:
+    script = ("import sys\n"
+              "from tests import tasks\n"
+              "tasks.app.configure(broker='memory://')\n"
+              "tasks.add.delay(1, 2)\n"
+              "tasks.app.send_many([('tests.add', (1, 2), {})] * 3)\n"
+              "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_a_process_without_a_tracer_provider_set_stays_undecided_until_one_is(

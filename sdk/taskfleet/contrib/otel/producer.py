@@ -79,8 +79,12 @@ def _attributes(message: Message, system: str) -> dict[str, str | int]:
 
 
 def _carrying(message: Message, context: Context) -> Message:
-    """``message`` with ``context`` in its headers (replacing the trace headers of the attempt it retries)."""
+    """``message`` with ``context`` in its headers, in place of any it carried (a retry is sent with the headers of
+    the attempt it follows: their ``tracestate`` or ``baggage`` must not outlive the context they came with)."""
     headers = dict(message.headers)
+    if headers:
+        for name in propagate.get_global_textmap().fields:
+            headers.pop(name, None)
     propagate.inject(headers, context=context)
     return message.replace(headers=headers)
 
