@@ -14,10 +14,12 @@ three stream queues (``_streams``) for the registry, the revocations and the eve
 - **Replies.** An inbox is an exclusive, auto-delete, server-named queue consumed on the store's connection; its
   name is the address, and workers publish to it through the default exchange. Once it is closed, RabbitMQ drops
   what is sent to it (unroutable).
-- **Events.** The stream ``taskfleet.fleet.N.events``, capped at ``events_max_len * ASSUMED_EVENT_BYTES`` bytes and
-  trimmed a segment (a quarter of that) at a time: with events of about that size it keeps between about
-  ``0.75 * events_max_len`` and ``events_max_len``, with smaller events more. ``emit_events`` publishes the batch
-  without waiting for confirms. The cursor is the stream offset of the last message read.
+- **Events.** The stream ``taskfleet.fleet.N.events``. Streams are capped in bytes, not events: the cap is
+  ``events_max_len * ASSUMED_EVENT_BYTES`` (512 B), at least ``MIN_EVENTS_BYTES`` (1 MiB), and RabbitMQ drops whole
+  segments (a quarter of the cap) when a new one starts. So it keeps about ``events_max_len`` events of 512 bytes,
+  more of smaller ones, never more than 1.25 times the cap in bytes. ``emit_events`` writes the batch in one write
+  without waiting for confirms. The cursor is the stream offset of the last message read (markers included).
+  A cap declared first by another store (another ``events_max_len``) stays as it was.
 
 Heartbeats and revocations are published with confirms, so a marker published after them (``_streams``) comes
 after them in the stream. Every connection is the store's own, opened from the broker's settings.
@@ -138,7 +140,7 @@ class RabbitMQFleetStore(FleetStore):
                                  streams.stream_arguments(max_bytes=streams.REVOCATIONS_MAX_BYTES,
                                                           max_age=streams.REVOCATIONS_MAX_AGE))
             self._declare_stream(ch, self._events, streams.stream_arguments(
-                max_bytes=self.events_max_len * streams.ASSUMED_EVENT_BYTES))
+                max_bytes=streams.events_max_bytes(self.events_max_len)))
             self._declared = ch.generation
         return ch
 
@@ -276,16 +278,10 @@ class RabbitMQFleetStore(FleetStore):
     # -- events ----------------------------------------------------------------------------------------------------
 
     def emit_events(self, events: Sequence[bytes]) -> None:
-        """Publish the batch on one channel without waiting for confirms (no round trip)."""
-        if not events:
-            return
-
-        def publish(ch: Channels) -> None:
-            channel = self._channels(ch).admin
-            for event in events:
-                channel.basic_publish("", self._events, event)
-
-        self._link.call(publish, action="emit events")
+        """Publish the batch in one write without waiting for confirms (no round trip)."""
+        if events:
+            self._link.call(lambda ch: streams.append(self._channels(ch).admin, self._events, events),
+                            action="emit events")
 
     def read_events(self, cursor: str | None, *, limit: int = 1000, timeout_s: float = 0.0) -> tuple[list[bytes], str]:
         after = _cursor(cursor)
