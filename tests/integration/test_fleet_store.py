@@ -22,9 +22,10 @@ from taskfleet.brokers.fleet_store import ControlListener, FleetStore, ReplyInbo
 from taskfleet.brokers.rabbitmq._streams import events_max_bytes
 from taskfleet.brokers.redis._keys import FleetKeys
 from taskfleet.brokers.stub._fleet import shared_fleet_state
+from taskfleet.errors import BrokerConnectionError
 from taskfleet.fleet.revocations import Revocation
 from tests.conftest import MakeBroker
-from tests.support.brokers import CONFORMANCE_KIND_NAMES, BrokerKind, RabbitMQKind, RedisKind, SQLiteKind
+from tests.support.brokers import CONFORMANCE_KIND_NAMES, BrokerKind, Capability, RabbitMQKind, RedisKind, SQLiteKind
 from tests.support.rabbitmq_server import ManagementApiError, vhost_path
 from tests.support.waiting import wait_for
 
@@ -240,6 +241,29 @@ def test_two_inboxes_get_only_their_own_replies_and_a_reply_to_a_closed_one_is_d
         two.close()
 
     worker.reply(one.address, b"too late")  # no error: the broker drops it
+
+
+def test_a_listener_hears_requests_again_once_its_server_is_back(
+        make_store: MakeStore, broker_kind: BrokerKind) -> None:
+    # Given a worker listening
+    broker_kind.require(Capability.SERVER)
+    listener = make_store().control_listener("host:1")
+    try:
+        # When the server restarts
+        broker_kind.restart()
+        client = make_store()
+
+        # Then the same listener hears requests again (one published while it reconnects may be missed)
+        def heard() -> list[bytes]:
+            try:
+                client.publish_control(b"after restart")
+                return listener.receive(0.5)
+            except BrokerConnectionError:
+                return []
+
+        wait_for(heard, timeout=30.0, interval=0.2, message="the listener heard a request after the restart")
+    finally:
+        listener.close()
 
 
 # -- events ------------------------------------------------------------------------------------------------------
