@@ -22,7 +22,7 @@ from taskfleet.brokers.fleet_store import ControlListener, FleetStore, ReplyInbo
 from taskfleet.brokers.rabbitmq._streams import events_max_bytes
 from taskfleet.brokers.redis._keys import FleetKeys
 from taskfleet.brokers.stub._fleet import shared_fleet_state
-from taskfleet.errors import BrokerConnectionError
+from taskfleet.errors import BrokerConnectionError, ControlError
 from taskfleet.fleet.revocations import Revocation
 from tests.conftest import MakeBroker
 from tests.support.brokers import CONFORMANCE_KIND_NAMES, BrokerKind, Capability, RabbitMQKind, RedisKind, SQLiteKind
@@ -328,6 +328,11 @@ def test_an_empty_stream_reads_empty_and_its_end_reads_what_comes_next(store: Fl
     store.emit_events([b"first"])
 
     assert read_all(store, end)[0] == [b"first"]
+
+
+def test_a_cursor_that_is_not_one_of_the_store_is_refused(store: FleetStore) -> None:
+    with pytest.raises(ControlError):
+        store.read_events("not-a-cursor")
 
 
 def test_the_stream_keeps_about_the_latest_events_max_len(make_store: MakeStore, broker_kind: BrokerKind) -> None:

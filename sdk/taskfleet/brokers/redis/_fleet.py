@@ -18,6 +18,7 @@ replies in short-lived lists, events in a capped stream. Key names: ``_keys.Flee
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -47,6 +48,7 @@ MAX_BLOCK_S = 1.0
 _POP_COUNT = 1000
 _EVENT_FIELD = b"e"
 _START = "0-0"
+_STREAM_ID = re.compile(r"\d+(-\d+)?")
 
 
 def _text(value: bytes | str) -> str:
@@ -229,6 +231,8 @@ class RedisFleetStore(FleetStore):
 
     def read_events(self, cursor: str | None, *, limit: int = 1000, timeout_s: float = 0.0) -> tuple[list[bytes], str]:
         after = cursor or _START
+        if not _STREAM_ID.fullmatch(after):
+            raise ControlError(f"not an event cursor of this store: {cursor!r}")
         deadline = time.monotonic() + max(0.0, timeout_s)
         with self._errors("read events"):
             while True:
