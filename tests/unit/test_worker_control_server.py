@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -286,3 +287,54 @@ def test_the_thread_reconnects_after_a_broker_error(harness: Harness, logs: io.S
     assert ControlReply.from_json(harness.server.replies[0][1]).request_id == request.id
     assert [e["event"] for e in _events(logs, "warning")] == ["control server lost the broker; reconnecting"]
     assert [e["event"] for e in _events(logs, "info")] == ["control server reconnected"]
+
+
+# -- through app.control, on the stub store ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stub_fleet(memory_app: App) -> Iterator[Supervisor]:
+    """A supervisor (no children) whose control server and heartbeat run on the stub store (``memory://``), with
+    its main loop taken by a thread; stopped cleanly after the test."""
+    from taskfleet.brokers.fleet_store import connect_fleet_store
+    from taskfleet.brokers.stub import reset_fleet_state
+    from taskfleet.worker.heartbeat import Heartbeat, worker_record
+
+    reset_fleet_state()
+    supervisor = fake_supervisor(memory_app, heartbeat_interval_s=0.05)
+
+    def connect() -> Any:
+        return connect_fleet_store(memory_app.broker, namespace=memory_app.name)
+
+    control = ControlServer(worker=WORKER, supervisor=supervisor, connect=connect)
+    heartbeat = Heartbeat(worker=WORKER, record=lambda: worker_record(supervisor, worker=WORKER), connect=connect,
+                          interval_s=0.05)
+    stop = threading.Event()
+
+    def main_loop() -> None:
+        while not stop.wait(0.01):
+            supervisor._run_soon()
+
+    loop = threading.Thread(target=main_loop, daemon=True)
+    loop.start()
+    control.start()
+    heartbeat.start()
+    assert control.wait_listening(5)
+    yield supervisor
+    stop.set()
+    control.stop()
+    heartbeat.stop()
+    loop.join(5)
+    reset_fleet_state()
+
+
+def test_app_control_lists_the_worker_and_its_inspect_answers_on_the_stub_store(
+        memory_app: App, stub_fleet: Supervisor) -> None:
+    wait_for(lambda: [w.id for w in memory_app.control.workers()] == [WORKER], timeout=5, message="listed")
+
+    assert memory_app.control.inspect(timeout=0.5).ping() == {WORKER: {"ok": "pong"}}
+    inspect = memory_app.control.inspect(destination=WORKER, timeout=2)  # returns once the one worker answered
+    assert "tests.add" in (inspect.registered() or {})[WORKER]
+    assert (inspect.stats() or {})[WORKER]["pool"]["max-concurrency"] == 2
+    assert memory_app.control.inspect(destination="host-b:1", timeout=0.3).ping() is None
+    assert memory_app.control.ping(destination=WORKER, timeout=2) == [{WORKER: {"ok": "pong"}}]
