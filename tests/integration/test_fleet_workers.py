@@ -11,7 +11,7 @@ import pytest
 
 from taskfleet import App
 from taskfleet.brokers.fleet_store import connect_fleet_store
-from taskfleet.fleet.records import WorkerRecord
+from taskfleet.fleet.records import PodInfo, WorkerRecord
 from taskfleet.urls import mask_url
 from tests import tasks
 from tests.conftest import StartWorker
@@ -52,6 +52,17 @@ def test_a_started_worker_is_listed_with_its_queues_pool_and_no_pod(app: App, st
     wait_for(lambda: all(c.pid for c in (_record(app, worker) or record).children), 10,
              message="every child has started")
     assert record.busy == 0
+
+
+def test_a_worker_in_a_pod_names_it_in_its_record(app: App, start_worker: StartWorker,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given the downward-API variables the operator's Deployment sets
+    for key, value in (("NAME", "orders-worker-7d9f-x2x"), ("NAMESPACE", "shop"), ("UID", "0b1c-77")):
+        monkeypatch.setenv(f"TASKFLEET_POD_{key}", value)
+
+    worker = start_worker(concurrency=1)
+
+    assert _listed(app, worker).pod == PodInfo(name="orders-worker-7d9f-x2x", namespace="shop", uid="0b1c-77")
 
 
 def test_a_child_running_a_long_task_shows_busy_with_the_task_and_inspect_active_names_it(
