@@ -16,7 +16,8 @@ import taskfleet
 from taskfleet import App
 from taskfleet.fleet.records import MISSED_HEARTBEATS, ChildState, PodInfo, WorkerRecord
 from taskfleet.worker.heartbeat import Heartbeat, worker_record
-from taskfleet.worker.logging import configure_logging
+from taskfleet.worker.log_throttle import LogThrottle
+from taskfleet.worker.logging import configure_logging, get_logger
 from taskfleet.worker.tally import Tally
 from tests.support.fleet import FakeServer, add_child, fake_supervisor, run_task
 from tests.support.waiting import wait_for
@@ -218,3 +219,21 @@ def test_a_stop_while_the_broker_is_down_leaves_the_record_to_expire(logs: io.St
     assert "host:1" in server.records
     assert [e["event"] for e in _events(logs) if e["level"] == "warning"] == [
         "could not remove the worker's record; it expires by itself"]
+
+
+# -- the rate-limited warning --------------------------------------------------------------------------------------
+
+
+def test_a_repeating_failure_is_warned_once_then_once_a_minute_and_its_end_once(logs: io.StringIO) -> None:
+    now = [0.0]
+    throttle = LogThrottle(get_logger("t"), "it failed", every_s=60.0, clock=lambda: now[0])
+
+    for at in (0.0, 2.0, 30.0, 61.0, 62.0):
+        now[0] = at
+        throttle.failed("boom")
+    throttle.recovered("it works again")
+    throttle.recovered("it works again")
+
+    warnings = [e for e in _events(logs) if e["level"] == "warning"]
+    assert [(e["failures"], e["since_last_warning"]) for e in warnings] == [(1, 0), (4, 2)]
+    assert [(e["event"], e["failures"]) for e in _events(logs) if e["level"] == "info"] == [("it works again", 5)]

@@ -89,7 +89,7 @@ class Heartbeat:
         self._store: FleetStore | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="taskfleet-heartbeat", daemon=True)
-        self._errors = LogThrottle(log, "heartbeat not published; retrying", every_s=60.0)
+        self._errors = LogThrottle(log, "heartbeat not published; retrying")
         self._beats = 0
 
     def start(self) -> None:
@@ -100,7 +100,7 @@ class Heartbeat:
         """Stop beating, remove the worker's record from the store (a clean stop) and close the store. The last
         record goes to the hooks as ``worker-offline``."""
         self._stop.set()
-        if self._thread.is_alive() or self._thread.ident is not None:
+        if self._thread.ident is not None:  # started
             self._thread.join(STOP_TIMEOUT_S)
         if self._thread.is_alive():  # stuck in a broker call: the store is that thread's; the record will expire
             log.warning("heartbeat thread did not stop; the worker's record expires by itself", ttl_s=self.ttl_s)
