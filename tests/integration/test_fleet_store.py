@@ -185,10 +185,12 @@ def test_receive_waits_for_a_request_and_returns_empty_on_timeout(make_store: Ma
         assert listener.receive(0.4) == []
         assert time.monotonic() - started >= 0.35
 
-        threading.Timer(0.3, client.publish_control, args=(b"wake",)).start()
+        publisher = threading.Timer(0.3, client.publish_control, args=(b"wake",))
+        publisher.start()
         started = time.monotonic()
         assert listener.receive(5.0) == [b"wake"]
         assert time.monotonic() - started < 2.0
+        publisher.join()  # its reply read before the fixtures close the client's connection
     finally:
         listener.close()
 
