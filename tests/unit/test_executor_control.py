@@ -11,7 +11,7 @@ import pytest
 
 from taskfleet import App, Message, State, TaskRevoked
 from taskfleet.worker import events
-from taskfleet.worker.executor import ACK, ACK_RETRIED, Executor, Outcome, Started
+from taskfleet.worker.executor import ACK, ACK_RETRIED, RATE_SLOT_HEADER, Executor, Outcome, Started
 from taskfleet.worker.holdings import Held
 from taskfleet.worker.rate_limiter import LocalRateLimiter
 from taskfleet.worker.runtime_state import RuntimeState
@@ -89,11 +89,15 @@ def test_a_task_over_its_rate_limit_is_published_again_for_its_slot_and_acked_at
     assert second.state is State.PENDING  # not a retry: no RETRY stored
     depth = memory_app.broker.queue_depth(QUEUE)
     assert (depth.ready, depth.in_flight, depth.delayed) == (0, 0, 1)
-    # When its slot comes, the same task id runs, not counted as a retry.
+    # When its slot comes, the same task id comes back, not counted as a retry, holding its slot: it runs.
     time.sleep(0.6)
     [again] = memory_app.broker.fetch([QUEUE], max_messages=1, timeout_s=0)
     message = Message.decode(again.data, accept=memory_app.settings.accept_content)
     assert (message.id, message.retries) == (second.id, 0)
+    assert message.headers[RATE_SLOT_HEADER] == pytest.approx(time.time(), abs=0.5)
+    memory_app.broker.release([again])
+    assert run_next(memory_app, runtime).outcome == "success"
+    assert second.get(timeout=1) == 4
 
 
 def test_a_rate_limit_of_one_task_does_not_hold_back_another(memory_app: App) -> None:
