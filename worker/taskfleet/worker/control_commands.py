@@ -1,5 +1,6 @@
 """The control commands that change a worker (``app.control.revoke``, ``rate_limit``, ``time_limit``,
-``add_consumer``, ``cancel_consumer``, ``pool_grow``, ``pool_shrink``, ``shutdown``), by name.
+``add_consumer``, ``cancel_consumer``, ``pool_grow``, ``pool_shrink``, ``shutdown``), by name, and ``revoked``
+(``inspect revoked``: the ids that ``revoke`` keeps).
 
 The worker's control server runs each handler in the supervisor's main thread with the request's arguments (as
 ``app.control`` sends them, taskfleet.fleet.control) and replies with what it returns; a handler raises
@@ -148,7 +149,13 @@ def shutdown(sup: Supervisor, args: Mapping[str, Any]) -> dict[str, Any]:
     return {"ok": "shutting down"}
 
 
+def revoked(sup: Supervisor, args: Mapping[str, Any]) -> list[str]:
+    """``inspect revoked``: the revoked task ids this worker honours now."""
+    return sorted(task_id for task_id, _ in sup.runtime.revoked.items())
+
+
 HANDLERS: Mapping[str, Handler] = {
+    "revoked": revoked,
     "revoke": revoke,
     "rate_limit": rate_limit,
     "time_limit": time_limit,
