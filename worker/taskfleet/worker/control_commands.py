@@ -12,20 +12,18 @@ The worker's control server runs each handler in the supervisor's main thread wi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from taskfleet.errors import ConfigurationError, ControlError
 from taskfleet.fleet.revocations import DEFAULT_TERMINATE_SIGNAL, Revocation, signal_number
 from taskfleet.rates import parse_rate
 from taskfleet.settings import validate_queue_name
+from taskfleet.worker.control_server import Handler
 from taskfleet.worker.task_limits import check_time_limits
 
 if TYPE_CHECKING:
     from taskfleet.worker.supervisor import Supervisor
-
-Handler = Callable[["Supervisor", Mapping[str, Any]], Any]
-
 
 def _task_name(sup: Supervisor, args: Mapping[str, Any]) -> str:
     name = args.get("task_name")

@@ -118,6 +118,7 @@ class Steering:
         rec.running = None  # its hard time limit no longer applies: it ends now
         held = rec.held.get(seq)
         self.sup.metrics.task_finished(task, held.queue if held else "?", "revoked", max(0.0, time.time() - since))
+        self.sup.tally.finished(task, "revoked")
         try:
             backend = self.sup.backend
             if backend is not None and keeps_results(self.sup.app.tasks.get(task)):
