@@ -69,7 +69,7 @@ def test_a_bad_argument_is_refused_with_its_reason(app: App, start_worker: Start
     started(start_worker, app)
     [reply] = app.control.rate_limit("tests.nope", "1/s", reply=True)
     assert not reply.ok
-    assert "unknown task" in str(reply.result)
+    assert "unknown task" in str(reply.error)
 
 
 def test_consumers_are_added_and_cancelled_at_runtime(app: App, start_worker: StartWorker, marker: str) -> None:
