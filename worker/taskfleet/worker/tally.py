@@ -14,8 +14,8 @@ from collections.abc import Mapping
 #: Outcomes that count as failed: the task raised (FAILURE), was dead-lettered, or ran past its hard time limit.
 FAILED_OUTCOMES = frozenset({"failure", "dead_lettered", "time_limit"})
 #: Outcomes that are not a task processed here: a redelivery of a task whose final state was already stored (by
-#: this worker or another) is acked unrun.
-UNCOUNTED_OUTCOMES = frozenset({"duplicate"})
+#: this worker or another) is acked unrun; one over its rate limit is deferred (published again for its slot).
+UNCOUNTED_OUTCOMES = frozenset({"duplicate", "deferred"})
 
 
 class Tally:
