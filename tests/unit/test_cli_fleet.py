@@ -152,10 +152,18 @@ def test_workers_json_is_the_records_as_stored() -> None:
 
 def test_an_active_answer_lists_each_task_with_its_arguments_and_how_long_it_has_run() -> None:
     found = fleet_commands.outcome([ok("web-1:7", [{"id": "t1", "name": "billing.charge", "args": [1],
-                                                    "kwargs": {"n": 2}, "since": NOW - 3.0, "pid": 100}])], None)
+                                                    "kwargs": {"n": 2}, "time_start": NOW - 3.0,
+                                                    "worker_pid": 100}])], None)
 
     assert inspect_command.answer_lines("active", found, now=NOW) == [
         "[bold]web-1:7[/]: 1 active", "  t1  billing.charge  (1, n=2)  running 3.0s  pid 100"]
+
+
+def test_a_reserved_message_shows_its_id_queue_redelivery_and_child() -> None:
+    item = {"id": "t3", "message_id": "t3:1", "delivery_info": {"routing_key": "emails", "redelivered": True},
+            "delivery_count": 2, "worker_pid": 101}
+
+    assert inspect_command.task_line("reserved", item, now=NOW) == "t3  queue emails  delivery 2  pid 101"
 
 
 def test_a_scheduled_answer_in_celerys_shape_shows_the_eta() -> None:
@@ -167,8 +175,9 @@ def test_a_scheduled_answer_in_celerys_shape_shows_the_eta() -> None:
 def test_ping_registered_and_stats_answers_read_as_text() -> None:
     assert inspect_command.describe("ping", {"ok": "pong"}, now=NOW) == ("pong", [])
     assert inspect_command.describe("registered", ["a.x", "a.y"], now=NOW) == ("2 tasks", ["a.x", "a.y"])
-    assert inspect_command.describe("stats", {"uptime_s": 3, "pool": {"concurrency": 4}}, now=NOW) == (
-        "stats", ["uptime_s: 3", "pool.concurrency: 4"])
+    assert inspect_command.describe("stats", {"uptime": 3.5, "pool": {"max-concurrency": 4, "processes": [8, 9]},
+                                              "pod": None, "draining": False}, now=NOW) == (
+        "stats", ["uptime: 3.5", "pool.max-concurrency: 4", "pool.processes: [8, 9]", "pod: -", "draining: false"])
 
 
 def test_a_refusal_is_shown_as_an_error_with_its_reason() -> None:

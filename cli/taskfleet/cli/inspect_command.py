@@ -90,24 +90,32 @@ def describe(question: str, result: Any, *, now: float) -> tuple[str, list[str]]
 
 
 def task_line(question: str, item: Any, *, now: float) -> str:
-    """One task of an ``active``, ``reserved`` or ``scheduled`` answer: its id, name and arguments, and how long it
-    has run (active) or when it is due (scheduled). Takes Celery's shape too (``{"eta", "request": {...}}``)."""
+    """One task of an ``active``, ``reserved`` or ``scheduled`` answer: its id, name and arguments when known, how
+    long it has run (active) or when it is due (scheduled), its queue and the child's pid. Takes Celery's shape too
+    (``{"eta", "request": {...}}``)."""
     if not isinstance(item, Mapping):
         return summary(item)
     inner = item.get("request")
     request: Mapping[str, Any] = inner if isinstance(inner, Mapping) else item
-    task_id = request.get("id") or request.get("task_id") or "?"
-    name = request.get("name") or request.get("task") or "?"
-    parts = [str(task_id), str(name)]
+    parts = [str(request.get("id") or request.get("task_id") or "?")]
+    name = request.get("name") or request.get("task")
+    if name:
+        parts.append(str(name))
     args, kwargs = request.get("args"), request.get("kwargs")
     if args or kwargs:
         parts.append(call_text(args or [], kwargs or {}))
-    since = request.get("since") or request.get("time_start")
+    since = request.get("time_start") or request.get("since")
     if question == "active" and isinstance(since, (int, float)):
         parts.append(f"running {max(now - since, 0.0):.1f}s")
     eta = item.get("eta") or request.get("eta")
     if question == "scheduled" and eta is not None:
         parts.append(f"eta {eta_text(eta, now=now)}")
+    delivery = request.get("delivery_info")
+    if isinstance(delivery, Mapping) and delivery.get("routing_key"):
+        parts.append(f"queue {delivery['routing_key']}")
+    count = request.get("delivery_count")
+    if isinstance(count, int) and count > 1:
+        parts.append(f"delivery {count}")
     pid = request.get("worker_pid") or request.get("pid")
     if pid:
         parts.append(f"pid {pid}")
@@ -136,5 +144,14 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> list[str]:
         if isinstance(value, Mapping) and value:
             lines += flatten(value, f"{name}.")
         else:
-            lines.append(f"{name}: {summary(value) if not isinstance(value, (int, float)) else value}")
+            lines.append(f"{name}: {value_text(value)}")
     return lines
+
+
+def value_text(value: Any) -> str:
+    """A ``stats`` value: numbers as they are, None as ``-``, anything else as ``summary`` writes it."""
+    if value is None:
+        return "-"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return summary(value)
