@@ -57,6 +57,10 @@ def test_a_worker_is_named_with_worker_or_celerys_d_and_destination_repeatably(f
     assert args.workers == ["web-1:7", "web-2:8"]
 
 
+def test_celerys_comma_separated_destination_names_several_workers() -> None:
+    assert parse("inspect", "ping", "-d", "web-1:7,web-2:8", "--app-name", "billing").workers == ["web-1:7", "web-2:8"]
+
+
 def test_without_worker_every_worker_is_asked_within_one_second() -> None:
     args = parse("inspect", "ping", "--app-name", "billing")
 

@@ -41,11 +41,22 @@ def add_connection_flags(p: argparse.ArgumentParser) -> None:
 
 def add_target_flags(p: argparse.ArgumentParser) -> None:
     """``--worker`` (Celery's ``-d``/``--destination``) and ``--timeout``."""
-    p.add_argument("--worker", "-d", "--destination", action="append", default=None, dest="workers",
-                   metavar="WORKER", help="only this worker id (as `taskfleet workers` shows it); default: every "
-                                          "worker (repeatable)")
+    p.add_argument("--worker", "-d", "--destination", action=_WorkerIds, default=None, dest="workers",
+                   metavar="WORKER", help="only this worker id (as `taskfleet workers` shows it), or several "
+                                          "separated by commas as Celery's -d takes them; default: every worker "
+                                          "(repeatable)")
     p.add_argument("--timeout", type=positive_seconds, default=DEFAULT_TIMEOUT_S, metavar="S",
                    help="seconds to wait for the workers' replies")
+
+
+class _WorkerIds(argparse._AppendAction):
+    """``--worker a --worker b`` and Celery's ``-d a,b`` both give ``["a", "b"]``."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        found = list(getattr(namespace, self.dest, None) or [])
+        found += [w.strip() for w in str(values).split(",") if w.strip()]
+        setattr(namespace, self.dest, found)
 
 
 def fleet_app(args: argparse.Namespace, environ: Mapping[str, str]) -> App:
