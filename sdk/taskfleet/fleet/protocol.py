@@ -101,7 +101,8 @@ class ControlRequest:
         """Decode a request; ``ControlError`` names what is wrong (the worker logs it and drops the message)."""
         data = _decode_object(raw, "control request")
         try:
-            arguments = data.get("arguments") or {}
+            arguments = data.get("arguments")
+            arguments = {} if arguments is None else arguments
             destination = data.get("destination")
             if not isinstance(arguments, dict):
                 raise ControlError("control request arguments are not an object")
