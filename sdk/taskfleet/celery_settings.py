@@ -79,7 +79,8 @@ CELERY_SETTINGS: dict[str, CelerySetting] = {
     "task_annotations": CelerySetting(None, "set options on @app.task or with task_routes"),
     "task_always_eager": CelerySetting(None, "call the task directly (add(2, 2)) or use a memory:// broker in tests"),
     "task_eager_propagates": CelerySetting(None, "see task_always_eager"),
-    "task_default_rate_limit": CelerySetting(None, "rate limits are not available yet"),
+    "task_default_rate_limit": CelerySetting("@app.task(rate_limit=)", "per task, per worker; "
+                                             "app.control.rate_limit changes it at runtime"),
     "imports": _key("INCLUDE"),
     "include": _key("INCLUDE"),
     "timezone": _key("TIMEZONE", "the zone crontab schedules are read in"),

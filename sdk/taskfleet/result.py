@@ -15,6 +15,7 @@ from taskfleet.states import READY_STATES, State
 if TYPE_CHECKING:
     from taskfleet.app import App
     from taskfleet.canvas.group_result import GroupResult
+    from taskfleet.fleet.protocol import ControlReply
 
 
 class StateUpdate(TypedDict):
@@ -193,6 +194,14 @@ class AsyncResult:
     def forget(self) -> None:
         """Delete the stored result."""
         self._backend().forget(self.id)
+
+    def revoke(self, *, terminate: bool = False, signal: str = "SIGTERM", expires_s: float | None = None,
+               reply: bool = False, timeout: float = 1.0) -> list[ControlReply]:
+        """Celery's ``AsyncResult.revoke``: this task never runs (it ends REVOKED); with ``terminate``, the worker
+        running it sends its child ``signal`` (then SIGKILL after a grace). Remembered by the fleet for
+        ``expires_s`` (default: the result expiry), so a worker started later honours it (``app.control.revoke``)."""
+        return self.app.control.revoke(self.id, terminate=terminate, signal=signal, expires_s=expires_s,
+                                       reply=reply, timeout=timeout)
 
 
 def info_of(record: ResultRecord) -> Any:

@@ -13,6 +13,7 @@ from taskfleet.backends.base import ResultRecord
 from taskfleet.errors import ConfigurationError, Retry
 from taskfleet.hooks import TaskHooks
 from taskfleet.message import MAX_PRIORITY, MIN_PRIORITY
+from taskfleet.rates import parse_rate
 from taskfleet.retry import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_BACKOFF_MAX_S, DEFAULT_RETRY_DELAY_S
 from taskfleet.routing import resolve
 from taskfleet.signature import Signature
@@ -55,6 +56,11 @@ class TaskOptions:
     time_limit: float | None = None  # hard: the worker child is killed, the task FAILS with TimeLimitExceeded
     soft_time_limit: float | None = None  # SoftTimeLimitExceeded is raised inside the task
     expires: float | None = None  # default for apply_async(expires=)
+    #: At most this many starts of this task per time unit in each worker, shared by its children, as in Celery:
+    #: ``"10/s"``, ``"100/m"``, ``"1000/h"`` or a number (per second); None: no limit. A message over the limit is
+    #: published again for its slot and acked, so it never holds a prefetch slot (``taskfleet.worker.rate_limiter``);
+    #: ``app.control.rate_limit`` changes it at runtime.
+    rate_limit: str | None = None
     #: Store no state at all for this task (its ``AsyncResult`` stays PENDING). A redelivered message whose ack was
     #: lost then runs again, since there is no stored final state to recognise it by.
     ignore_result: bool = False
@@ -74,6 +80,7 @@ class TaskOptions:
                 raise ConfigurationError("time limits must be > 0 seconds")
         if self.time_limit and self.soft_time_limit and self.soft_time_limit >= self.time_limit:
             raise ConfigurationError("soft_time_limit must be smaller than time_limit")
+        parse_rate(self.rate_limit)  # ConfigurationError for a bad one, at declaration
         if not all(isinstance(t, type) and issubclass(t, BaseException) for t in self.autoretry_for):
             raise ConfigurationError("autoretry_for must be a tuple of exception types")
 
@@ -93,6 +100,7 @@ class TaskOptionsKwargs(TypedDict, total=False):
     time_limit: float | None
     soft_time_limit: float | None
     expires: float | None
+    rate_limit: str | None
     ignore_result: bool
     track_started: bool
     bind: bool

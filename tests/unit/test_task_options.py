@@ -32,7 +32,7 @@ def test_every_option_reaches_the_tasks_options() -> None:
     app = App("t")
     values = {"queue": "q", "priority": 3, "max_retries": None, "autoretry_for": (ValueError,),
               "retry_backoff": 2.0, "retry_backoff_max": 60.0, "retry_jitter": False, "default_retry_delay": 5.0,
-              "time_limit": 10.0, "soft_time_limit": 5.0, "expires": 60.0, "ignore_result": True,
+              "time_limit": 10.0, "soft_time_limit": 5.0, "expires": 60.0, "rate_limit": "10/m", "ignore_result": True,
               "track_started": True, "bind": True}
     assert set(values) == set(OPTION_NAMES)
 

@@ -12,6 +12,7 @@ from taskfleet.result import AsyncResult
 if TYPE_CHECKING:
     from taskfleet.app import App
     from taskfleet.backends.base import ResultBackend
+    from taskfleet.fleet.protocol import ControlReply
 
 
 class GroupResult:
@@ -107,11 +108,35 @@ class GroupResult:
             result.forget()
         self._backend().forget_group(self.id)
 
+    def revoke(self, *, terminate: bool = False, signal: str = "SIGTERM", expires_s: float | None = None,
+               reply: bool = False, timeout: float = 1.0) -> list[ControlReply]:
+        """Revoke every part of the group (``AsyncResult.revoke``), in one request: each member, the earlier steps
+        of a member that is a chain, and the header and body of a member that is a chord."""
+        return self.app.control.revoke(part_ids(self), terminate=terminate, signal=signal, expires_s=expires_s,
+                                       reply=reply, timeout=timeout)
+
     def _backend(self) -> ResultBackend:
         backend = self.app.backend
         if backend is None:
             raise ConfigurationError("no result backend configured: pass App(result_backend='redis://...')")
         return backend
+
+
+def part_ids(result: AsyncResult | GroupResult) -> list[str]:
+    """The task ids of every part of ``result``: a group's members', each with what ran before it inside the member
+    (a chain's earlier steps, a chord's header: the ``parent`` links ``result_of`` sets), in order."""
+    if isinstance(result, GroupResult):
+        return [task_id for member in result.results for task_id in _with_parents(member)]
+    return [result.id]
+
+
+def _with_parents(member: AsyncResult | GroupResult) -> list[str]:
+    ids: list[str] = []
+    node: AsyncResult | GroupResult | None = member
+    while node is not None:
+        ids[:0] = part_ids(node)
+        node = node.parent
+    return ids
 
 
 def _entry(result: AsyncResult | GroupResult) -> Any:

@@ -32,8 +32,11 @@ task starts and ends, so a task's ``print()`` is a log event with its ``task_id`
 
 A background thread renews the leases of everything the child holds (so a healthy long task is never delivered
 twice), takes in deliveries already pushed to the child's connection, sends overdue acks, gives unstarted prefetched
-messages back when one task runs long, sends heartbeats, serves the supervisor's ``Settle`` command, and exits the
-process if the supervisor is gone.
+messages back when one task runs long, sends heartbeats, serves the supervisor's commands, and exits the process
+if the supervisor is gone. The commands: ``Settle`` (a hard time limit), the control commands' ``Revoke``,
+``Limits`` and ``Consume`` (into the child's ``RuntimeState`` and queues), and ``Terminate``: the running task was
+revoked with terminate; its delivery is acked and the signal that follows ends the task (``TaskTerminated``, raised
+in it by the SIGTERM handler) and the child, instead of draining as a plain SIGTERM does.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from taskfleet.worker.holdings import Held, Holdings, Lease, lease_clock
 from taskfleet.worker.log_redirect import Redirect, redirect_stdouts
 from taskfleet.worker.logging import get_logger
 from taskfleet.worker.progress import Progress
+from taskfleet.worker.runtime_state import RuntimeState
 from taskfleet.worker.settings import WorkerSettings
 from taskfleet.worker.settler import Settler
 
@@ -82,13 +86,21 @@ def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class TaskTerminated(BaseException):  # not an Exception, so a task cannot catch it
+    """Raised in the running task by the signal of a terminate: the task ends here, and so does the child."""
+
+
 class Child:
     """The loop of one child process. ``run`` returns the exit reason."""
 
     def __init__(self, app: App, settings: WorkerSettings, conn: Connection, index: int,
                  progress: Progress | None = None, handover: socket.socket | None = None,
-                 output: Redirect | None = None) -> None:
+                 output: Redirect | None = None, runtime: RuntimeState | None = None) -> None:
         self.app = app
+        #: Revoked ids and runtime limits, inherited from the supervisor and updated by its commands.
+        self.runtime = runtime if runtime is not None else RuntimeState()
+        self.queues = settings.queues  # changed by ``Consume``
+        self._terminating: int | None = None  # the delivery a ``Terminate`` settled: its task ends at the signal
         #: This process's redirected stdout and stderr (``taskfleet.worker.log_redirect``), told when tasks start
         #: and end so that what they write carries their id; None when not redirected.
         self.output = output
@@ -110,6 +122,8 @@ class Child:
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
+        if self._terminating is not None and self.progress.running() == self._terminating:
+            raise TaskTerminated(f"terminated by a revoke (signal {signum})")
 
     def run(self) -> str:
         signal.signal(signal.SIGTERM, self._on_term)
@@ -117,7 +131,7 @@ class Child:
         broker = self.app.broker
         if self.handover is not None:
             broker.watch_connections(self._hand_over)
-        executor = Executor(self.app, self.app.backend, on_start=self._on_start)
+        executor = Executor(self.app, self.app.backend, on_start=self._on_start, runtime=self.runtime)
         settler = Settler(broker, self.reporter)
         self._executor = executor
         thread = threading.Thread(target=self._background, args=(broker, settler), name="taskfleet-lease", daemon=True)
@@ -129,6 +143,9 @@ class Child:
         try:
             reason = self._loop(broker, executor, settler)
             clean = True
+        except TaskTerminated:
+            log.info("task terminated: child exits", slot=self.index)
+            reason, clean = "revoked", True
         finally:
             self._thread_stop.set()
             thread.join(timeout=5)
@@ -170,7 +187,7 @@ class Child:
             try:
                 with self._intake:  # not while deliveries the background thread took in wait: they run first
                     if not self.holdings.waiting():
-                        batch = broker.fetch(settings.queues, max_messages=settings.prefetch,
+                        batch = broker.fetch(self.queues, max_messages=settings.prefetch,
                                              timeout_s=settings.poll_timeout_s)
                         # The leases were granted during the call: its reply latency is in the margin.
                         self.holdings.add(batch, confirmed_at=lease_clock(), on_added=self._report_fetched)
@@ -271,33 +288,49 @@ class Child:
             self._serve_commands(settler)
 
     def _serve_commands(self, settler: Settler) -> None:
-        """Commands from the supervisor: ``Settle`` (see ``Settler.settle_timed_out``)."""
+        """Commands from the supervisor (module notes)."""
         try:
             while self.conn.poll():
                 match self.conn.recv():
                     case events.Settle(seq):
-                        running = self.holdings.running()
-                        executor = self._executor
-                        if executor is not None and running is not None and running.seq == seq:
-                            executor.follow_up_timed_out(running.delivery)  # a workflow's follow-ups go first
-                        settler.settle_timed_out(seq, self.holdings)
+                        self._settle_running(seq, settler)
+                    case events.Terminate(seq):
+                        if self.progress.running() == seq:
+                            self._terminating = seq  # before the ack: the signal may follow it at once
+                            self._settle_running(seq, settler)
+                    case events.Revoke(items):
+                        self.runtime.revoked.add(items)
+                    case events.Limits(overrides):
+                        self.runtime.limits.apply(overrides)
+                    case events.Consume(queues):
+                        self.queues = queues
         except (EOFError, OSError):
             return  # the supervisor is gone; the orphan check ends this process
+
+    def _settle_running(self, seq: int, settler: Settler) -> None:
+        """Ack running delivery ``seq``, whose final state the supervisor stored (a hard time limit's FAILURE, a
+        terminate's REVOKED), after its workflow's follow-ups (see ``Settler.settle_timed_out``)."""
+        running = self.holdings.running()
+        executor = self._executor
+        if executor is not None and running is not None and running.seq == seq:
+            executor.follow_up_timed_out(running.delivery)  # a workflow's follow-ups go first
+        settler.settle_timed_out(seq, self.holdings)
 
 
 def child_main(app: App, settings: WorkerSettings, conn: Connection, index: int,
                progress: Progress | None = None, handover: socket.socket | None = None,
-               inherited: tuple[int, ...] = ()) -> None:
+               inherited: tuple[int, ...] = (), runtime: RuntimeState | None = None) -> None:
     """Entry point of a forked child process; ``progress`` is shared with the supervisor, ``handover`` takes this
     child's broker sockets to it. ``inherited``: other children's broker sockets the supervisor held at the fork,
-    closed here at once (a copy kept open here would keep that connection, and its deliveries, alive)."""
+    closed here at once (a copy kept open here would keep that connection, and its deliveries, alive). ``runtime``:
+    the supervisor's revoked ids, limits and rate limiter at the fork."""
     for fd in inherited:
         with contextlib.suppress(OSError):
             os.close(fd)
     # Before anything runs here, so that a worker_process_init receiver's print() is logged too.
     output = redirect_stdouts() if settings.redirect_stdouts else None
     try:
-        Child(app, settings, conn, index, progress, handover, output).run()
+        Child(app, settings, conn, index, progress, handover, output, runtime).run()
     finally:
         if output is not None:
             output.restore()

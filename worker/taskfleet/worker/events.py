@@ -9,7 +9,9 @@ Child → supervisor: ``Ready`` once, ``Fetched`` per batch (a fetch's, or what 
 broker's buffer while a task ran), ``Done`` per ack batch (with the metrics samples),
 ``Released`` and ``Dropped`` when deliveries leave without an ack, ``Started`` and ``Finished`` around a task with a
 hard time limit only, ``Settled`` after the ``Settle`` command, ``Beat`` every second and ``Exiting`` last.
-Supervisor → child: ``Settle``.
+Supervisor → child: ``Settle``; and the control commands' changes: ``Revoke`` (new revoked ids), ``Terminate``
+(the running task was revoked with terminate), ``Limits`` (the runtime rate and time limits) and ``Consume`` (the
+queues to fetch from).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import contextlib
 import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+
+from taskfleet.worker.task_limits import LimitOverrides
 
 #: A metrics sample of one finished task: (task name, queue, outcome, runtime in seconds).
 Sample = tuple[str, str, str, float]
@@ -110,8 +114,37 @@ class Settle:
     seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class Revoke:
+    """Supervisor → child: these task ids are revoked until their expiry (Unix seconds): never run them."""
+
+    items: list[tuple[str, float]]
+
+
+@dataclass(frozen=True, slots=True)
+class Terminate:
+    """Supervisor → child: the running delivery ``seq`` was revoked with terminate and its REVOKED state is stored;
+    ack it as ``Settle`` does, then end at the signal that follows (the task is not finished)."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Supervisor → child: the runtime overrides of task rate and time limits, whole."""
+
+    overrides: LimitOverrides
+
+
+@dataclass(frozen=True, slots=True)
+class Consume:
+    """Supervisor → child: fetch from these queues from the next fetch on."""
+
+    queues: tuple[str, ...]
+
+
 Event = Ready | Fetched | Done | Released | Dropped | Started | Finished | Settled | Beat | Exiting
-Command = Settle
+Command = Settle | Revoke | Terminate | Limits | Consume
 
 BEAT = Beat()
 

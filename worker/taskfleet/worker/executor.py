@@ -13,6 +13,11 @@ The executor decides, it does not settle: ``Executor.run`` returns an ``Outcome`
   id already has a final state is acked unrun: that costs follow-ups one backend read, plain tasks none.
 - ``AckRetried``: the next attempt is already published and the RETRY state stored (publish before ack: never
   lost). Its ack must not be deferred, since a stored RETRY would not let a redelivery be recognised.
+- A revoked task (its id in ``RuntimeState.revoked``) or an expired one is not run: REVOKED is stored (with a
+  workflow's failure follow-ups) and it is acked; a delayed one is checked when it comes due.
+- A task over its rate limit (``RuntimeState.limits``, ``RuntimeState.rate_limiter``) is deferred: published again
+  for its reserved slot (same task id, not counted as a retry) and acked at once (``AckRetried``), so it never holds
+  the child's slot while it waits (taskfleet.worker.rate_limiter).
 - ``DeadLetter``: bad input (oversized, undecodable, unknown task) or retries used up (its FAILURE stored). Bad
   input never raises out of here: it is dead-lettered with the reason and the worker goes on.
 - ``Leave``: a broker or backend error stopped it before its outcome was stored; the message stays in-flight and
@@ -57,6 +62,7 @@ from taskfleet.task import Request, Task
 from taskfleet.worker.followups import Failure, FollowUps
 from taskfleet.worker.lifecycle import TaskRun, task_run
 from taskfleet.worker.logging import get_logger
+from taskfleet.worker.runtime_state import RuntimeState
 
 log = get_logger("taskfleet.worker")
 
@@ -64,6 +70,7 @@ SUCCESS = "success"
 FAILURE = "failure"
 RETRY = "retry"
 REVOKED = "revoked"
+DEFERRED = "deferred"  # over its rate limit: published again for its slot
 DEAD_LETTERED = "dead_lettered"
 DUPLICATE = "duplicate"
 DROPPED = "dropped"  # left to be delivered again: not a metrics outcome
@@ -149,10 +156,13 @@ def _raise_soft_limit(signum: int, frame: FrameType | None) -> None:
 
 class Executor:
     """Executes deliveries for one child process and decides what becomes of each message (module docstring).
-    ``on_start`` is called just before a task body runs. Retries are published through ``app``."""
+    ``on_start`` is called just before a task body runs. Retries are published through ``app``. ``runtime``: the
+    revoked ids and limits the control commands change (none by default)."""
 
-    def __init__(self, app: App, backend: ResultBackend | None, on_start: Callable[[Started], None]) -> None:
+    def __init__(self, app: App, backend: ResultBackend | None, on_start: Callable[[Started], None], *,
+                 runtime: RuntimeState | None = None) -> None:
         self.app = app
+        self.runtime = runtime if runtime is not None else RuntimeState()
         self.backend = backend
         self.on_start = on_start
         self.accept = app.settings.accept_content
@@ -205,14 +215,38 @@ class Executor:
                 log.info("task already finished: acked without running it again", task_id=msg.id, task=msg.task,
                          queue=delivery.queue, delivery_count=delivery.delivery_count)
                 return Outcome(ACK, DUPLICATE, msg.task, time.perf_counter() - began)
+        if msg.id in self.runtime.revoked:
+            return self._revoke(delivery, msg, workflow, "revoked", "revoked", began)
         if msg.is_expired():
-            reason = f"expired at {msg.expires} before it started"
-            self._store(msg, State.REVOKED, exc_message=reason)
-            if workflow is not None:
-                self.followups.failed(msg, workflow, self.followups.revoked(reason))
-            log.info("task revoked", task_id=msg.id, task=msg.task, queue=delivery.queue, reason="expired")
-            return Outcome(ACK, REVOKED, msg.task, time.perf_counter() - began)
+            return self._revoke(delivery, msg, workflow, f"expired at {msg.expires} before it started", "expired",
+                                began)
+        delay_s = self._rate_delay_s(msg, task)
+        if delay_s > 0:
+            return self._defer(delivery, msg, delay_s, began)
         return self._execute(delivery, msg, task, began, workflow)
+
+    def _rate_delay_s(self, msg: Message, task: Task[Any]) -> float:
+        """0 when the task may start now under its rate limit, else the seconds until the slot reserved for it."""
+        limiter = self.runtime.rate_limiter
+        rate = self.runtime.limits.rate(msg.task, task.options) if limiter is not None else None
+        return 0.0 if rate is None or limiter is None else limiter.reserve(msg.task, rate)
+
+    def _revoke(self, delivery: Delivery, msg: Message, workflow: Workflow | None, reason: str, why: str,
+                began: float) -> Outcome:
+        """Not run: store REVOKED (``reason``), send the workflow's failure follow-ups, ack."""
+        self._store(msg, State.REVOKED, exc_message=reason)
+        if workflow is not None:
+            self.followups.failed(msg, workflow, self.followups.revoked(reason))
+        log.info("task revoked", task_id=msg.id, task=msg.task, queue=delivery.queue, reason=why)
+        return Outcome(ACK, REVOKED, msg.task, time.perf_counter() - began)
+
+    def _defer(self, delivery: Delivery, msg: Message, delay_s: float, began: float) -> Outcome:
+        """Over its rate limit: publish it again for its slot ``delay_s`` seconds ahead (same id and retries) and
+        ack it at once, so this child's slot goes to the next message now."""
+        self.app.publish(msg.replace(eta=time.time() + delay_s))
+        log.debug("task deferred by its rate limit", task_id=msg.id, task=msg.task, queue=delivery.queue,
+                  delay_s=round(delay_s, 3))
+        return Outcome(ACK_RETRIED, DEFERRED, msg.task, time.perf_counter() - began)
 
     def _execute(self, delivery: Delivery, msg: Message, task: Task[Any], began: float,
                  workflow: Workflow | None = None) -> Outcome:
@@ -233,13 +267,14 @@ class Executor:
     def _run_task(self, delivery: Delivery, msg: Message, task: Task[Any], request: Request, run: TaskRun | None,
                   began: float, workflow: Workflow | None) -> Outcome:
         opts = task.options
+        soft_limit_s, hard_limit_s = self.runtime.limits.time_limits(msg.task, opts)
         if opts.track_started:
             self._store(msg, State.STARTED)
-        self.on_start(Started(delivery.message_id, delivery.queue, msg.id, msg.task, opts.time_limit))
+        self.on_start(Started(delivery.message_id, delivery.queue, msg.id, msg.task, hard_limit_s))
         if run:
             run.before_start()
-        if opts.soft_time_limit:
-            signal.setitimer(signal.ITIMER_REAL, opts.soft_time_limit)
+        if soft_limit_s:
+            signal.setitimer(signal.ITIMER_REAL, soft_limit_s)
         try:
             value = task.run_with_request(request, msg.args, msg.kwargs)
         except Retry as exc:
@@ -249,7 +284,7 @@ class Executor:
                 return self._retry(delivery, msg, task, Retry(exc=exc), run, began, workflow)
             return self._fail(delivery, msg, exc, run, began, workflow)
         finally:
-            if opts.soft_time_limit:
+            if soft_limit_s:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         runtime = time.perf_counter() - began
         try:

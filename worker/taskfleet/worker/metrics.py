@@ -26,10 +26,11 @@ __all__ = [
     "WorkerMetrics",
 ]
 
-OUTCOMES = frozenset({"success", "failure", "retry", "revoked", "dead_lettered", "time_limit", "duplicate"})
+OUTCOMES = frozenset({"success", "failure", "retry", "revoked", "dead_lettered", "time_limit", "duplicate",
+                      "deferred"})
 """Every value the ``outcome`` label of ``taskfleet_tasks_total`` may take."""
 
-RESTART_REASONS = ("max_tasks", "max_memory", "crashed", "time_limit")
+RESTART_REASONS = ("max_tasks", "max_memory", "crashed", "time_limit", "revoked")
 """The known reasons a child is replaced; exported at 0 from the start so ``rate()`` sees every series."""
 
 RUNTIME_BUCKETS_S = (

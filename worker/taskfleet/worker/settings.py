@@ -31,6 +31,7 @@ DEFAULT_CHILD_STALL_S = 30.0
 #: so an orchestrator restarts it; 0: one try.
 DEFAULT_BROKER_CONNECT_TIMEOUT_S = 30.0
 DEFAULT_HEALTH_PORT_IN_CONTAINER = 8000
+DEFAULT_TERMINATE_GRACE_S = 5.0
 
 LogFormat = Literal["json", "console", "auto"]
 
@@ -55,6 +56,9 @@ class WorkerSettings:
     #: place. The running task is never interrupted. None: no limit.
     max_memory_per_child_mb: float | None = None
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
+    #: A task revoked with ``terminate`` gets the revocation's signal (SIGTERM by default); its child is SIGKILLed
+    #: when it has not exited this many seconds later. Its message is acked either way, never run again.
+    terminate_grace_s: float = DEFAULT_TERMINATE_GRACE_S
     poll_timeout_s: float = DEFAULT_POLL_TIMEOUT_S
     child_stall_s: float = DEFAULT_CHILD_STALL_S
     broker_connect_timeout_s: float = DEFAULT_BROKER_CONNECT_TIMEOUT_S
@@ -88,6 +92,8 @@ class WorkerSettings:
             raise ConfigurationError("max_tasks_per_child must be >= 1")
         if self.max_memory_per_child_mb is not None and self.max_memory_per_child_mb <= 0:
             raise ConfigurationError("max_memory_per_child_mb must be > 0")
+        if self.terminate_grace_s < 0:
+            raise ConfigurationError("terminate_grace_s must be >= 0")
         if self.drain_timeout_s < 0:
             raise ConfigurationError("drain_timeout_s must be >= 0")
         if self.health_port is not None and not (0 <= self.health_port <= 65535):

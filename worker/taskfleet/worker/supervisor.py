@@ -9,11 +9,16 @@ A live child settles its own messages (its ``Settler``); the supervisor settles 
 (``_give_back``). Past a hard time limit it stores the FAILURE and sends the child ``Settle``: only the child's
 connection may ack the running message. It never shares a live broker connection with a child (each opens its own
 after ``fork()``); its own is used only for hand-backs, time-limit results and readiness.
+
+The control commands change it at runtime through its ``steering`` (taskfleet.worker.steering: revocations and
+terminate, limits, queues, pool size); what its children must know of them (``runtime``: the revoked ids, the
+limits, the shared rate limiter) is made before the first fork and inherited.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -36,7 +41,10 @@ from taskfleet.worker.executor import exception_fields, keeps_results
 from taskfleet.worker.logging import get_logger
 from taskfleet.worker.metrics import WorkerMetrics
 from taskfleet.worker.progress import Progress, sort_leftovers
+from taskfleet.worker.rate_limiter import LocalRateLimiter
+from taskfleet.worker.runtime_state import RuntimeState
 from taskfleet.worker.settings import WorkerSettings
+from taskfleet.worker.steering import Steering, Termination
 
 log = get_logger("taskfleet.worker")
 
@@ -80,6 +88,7 @@ class ChildRecord:
     settled: bool = False  # the child acked its timed-out message itself
     kill_sent: bool = False
     killed_in_drain: bool = False
+    terminating: Termination | None = None  # its running task was revoked with terminate (taskfleet.worker.steering)
 
 
 class Supervisor:
@@ -104,6 +113,10 @@ class Supervisor:
         self.queues: tuple[str, ...] = settings.queues
         self.concurrency: int = settings.concurrency
         self.started_at = time.time()
+        #: What the children inherit and are told of the control commands' changes: revoked ids, limits, and the
+        #: rate limiter they share (its memory is made here, before the fork).
+        self.runtime = RuntimeState(rate_limiter=LocalRateLimiter(self._ctx.Lock()))
+        self.steering = Steering(self)
 
     # -- connections of the supervisor itself --------------------------------------------------------------------
 
@@ -128,16 +141,22 @@ class Supervisor:
         self._is_pid1 = os.getpid() == 1
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
+        self.steering.refresh_revocations(time.monotonic())  # before the fork: children start with them
         for slot in range(self.concurrency):
             self._spawn(slot)
         while self.children or not self.draining:
             self._tick()
         self.metrics.set_children(0)
         log.info("worker stopped", forced=self.force_stop)
+        self.steering.close()
         for closable in (self._broker, self._backend):
             if closable is not None:
                 closable.close()
         return 0
+
+    def stop(self) -> None:
+        """Drain and stop, as SIGTERM does (the ``shutdown`` command)."""
+        self._on_stop_signal(signal.SIGTERM, None)
 
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         if not self.draining:
@@ -157,6 +176,7 @@ class Supervisor:
                 self._reap(rec)
         now = time.monotonic()
         self._enforce_time_limits(now)
+        self.steering.tick(now)
         if self.draining and self.children and (self.force_stop or now >= self.drain_deadline):
             log.warning("drain timeout or second signal: stopping children; their messages are given back",
                         running=self._running_count())
@@ -189,13 +209,26 @@ class Supervisor:
 
     # -- children ------------------------------------------------------------------------------------------------
 
+    @property
+    def respawn_pending(self) -> dict[int, float]:
+        """Slots whose child exited and is respawned at the given monotonic time."""
+        return self._respawn_at
+
+    def spawn(self, slot: int) -> None:
+        """Fork a child into ``slot`` now."""
+        self._spawn(slot)
+
+    def signal_child(self, rec: ChildRecord, signum: int) -> None:
+        self._signal(rec, signum)
+
     def _spawn(self, slot: int) -> None:
         ours, theirs = self._ctx.Pipe(duplex=True)  # events up, commands (Settle) down
         sockets = BrokerSockets()  # broker sockets up
         progress = Progress()
         inherited = tuple(fd for rec in self.children.values() for fd in rec.sockets.fds)
-        process = self._ctx.Process(target=child_main, args=(self.app, self.settings, theirs, slot, progress,
-                                                             sockets.theirs, inherited),
+        settings = dataclasses.replace(self.settings, queues=self.queues)  # the queues now, maybe changed
+        process = self._ctx.Process(target=child_main, args=(self.app, settings, theirs, slot, progress,
+                                                             sockets.theirs, inherited, self.runtime),
                                     name=f"taskfleet-child-{slot}", daemon=False)
         process.start()
         theirs.close()
@@ -288,7 +321,9 @@ class Supervisor:
             rec.sockets.close()  # only now may the broker take back what the child held
         if reason != "stopped":
             self.metrics.child_restarted(reason)
-        if not self.draining:
+        if rec.slot in self.steering.retiring:  # pool_shrink: not replaced
+            self.steering.retiring.discard(rec.slot)
+        elif not self.draining:
             backoff = self._respawn_backoff.get(rec.slot, 0.0)
             backoff = min(_RESPAWN_BACKOFF_MAX_S, max(0.5, backoff * 2)) if reason == "crashed" and lived_s < 2 else 0
             self._respawn_backoff[rec.slot] = backoff
@@ -298,6 +333,10 @@ class Supervisor:
         code = rec.process.exitcode
         if rec.killed_for is not None:
             return "time_limit"
+        if rec.terminating is not None and rec.terminating.signal_sent:
+            log.info("child replaced after terminating a revoked task", slot=rec.slot, pid=rec.process.pid,
+                     task_id=rec.terminating.task_id)
+            return "revoked"
         if rec.exit_reason in ("max_tasks", "max_memory"):
             log.info("child recycled", slot=rec.slot, reason=rec.exit_reason, pid=rec.process.pid)
             return rec.exit_reason
@@ -315,7 +354,7 @@ class Supervisor:
         if not rec.held:
             return
         left = sort_leftovers(rec.held, finished_upto=rec.progress.finished, running=rec.progress.running(),
-                              timed_out=rec.killed_for.seq if rec.killed_for is not None else None)
+                              timed_out=_settled_by_supervisor(rec))
         try:
             if left.finished:
                 # Redis and SQLite ack from here; on brokers that cannot settle another connection's delivery the
@@ -372,6 +411,14 @@ class Supervisor:
             self._readiness = (now, ok, detail)
             self.metrics.set_broker_reachable(ok)
         return ok, detail
+
+
+def _settled_by_supervisor(rec: ChildRecord) -> int | None:
+    """The running delivery whose final state the supervisor stored (a hard time limit's FAILURE, a terminate's
+    REVOKED): finished, never delivered again."""
+    if rec.killed_for is not None:
+        return rec.killed_for.seq
+    return rec.terminating.seq if rec.terminating is not None else None
 
 
 def _forget(rec: ChildRecord, seqs: list[int]) -> None:
