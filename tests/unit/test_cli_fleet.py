@@ -224,6 +224,9 @@ def test_control_json_has_each_workers_ok_result_and_error_and_the_missing_ones(
 @pytest.mark.parametrize(("reply", "cells"), [
     (ok("a:1", {"ok": "new rate limit set"}), ("a:1", "ok", "new rate limit set")),
     (ok("a:1", {"concurrency": 5}), ("a:1", "ok", '{"concurrency": 5}')),
+    (ok("a:1", {"ok": "tasks t1 flagged as revoked", "terminated": []}), ("a:1", "ok", "tasks t1 flagged as revoked")),
+    (ok("a:1", {"ok": "tasks t1 flagged as revoked", "terminated": ["t1"]}),
+     ("a:1", "ok", "tasks t1 flagged as revoked (terminated: t1)")),
     (ok("a:1", None), ("a:1", "ok", "")),
     (refused("a:1", "bad rate '10/x'"), ("a:1", "error", "bad rate '10/x'")),
 ])

@@ -143,12 +143,15 @@ def missing_line(worker: str, timeout_s: float) -> str:
 
 
 def summary(result: Any) -> str:
-    """A control command's result on one line: Celery's ``{"ok": "message"}`` as the message, a string as it is,
-    anything else as compact JSON."""
+    """A control command's result on one line: Celery's ``{"ok": "message"}`` as the message (other keys that say
+    something in brackets after it), a string as it is, anything else as compact JSON."""
     import json
 
-    if isinstance(result, Mapping) and set(result) == {"ok"}:
-        result = result["ok"]
+    if isinstance(result, Mapping) and isinstance(result.get("ok"), str):
+        rest = {k: v for k, v in result.items() if k != "ok" and v not in (None, [], {}, "")}
+        said = "; ".join(f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else summary(v)}"
+                         for k, v in rest.items())
+        return result["ok"] + (f" ({said})" if said else "")
     if isinstance(result, str):
         return result
     if result is None:
