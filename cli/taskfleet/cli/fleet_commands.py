@@ -151,7 +151,7 @@ def summary(result: Any) -> str:
         rest = {k: v for k, v in result.items() if k != "ok" and v not in (None, [], {}, "")}
         said = "; ".join(f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else summary(v)}"
                          for k, v in rest.items())
-        return result["ok"] + (f" ({said})" if said else "")
+        return str(result["ok"]) + (f" ({said})" if said else "")
     if isinstance(result, str):
         return result
     if result is None:
