@@ -58,7 +58,7 @@ def test_celery_and_cli_spellings_name_one_command(spelling: str, command: str) 
 
 
 def test_an_unknown_command_is_refused_with_the_known_ones() -> None:
-    with pytest.raises(ControlError, match="known: .*rate_limit"):
+    with pytest.raises(ControlError, match=r"known: .*rate_limit"):
         canonical_command("reboot")
 
 
@@ -67,7 +67,8 @@ def test_a_control_request_survives_its_json_and_knows_whom_it_addresses() -> No
     decoded = ControlRequest.from_json(request.to_json())
     assert decoded == request
     assert decoded.command == "rate_limit"
-    assert decoded.addressed_to("w:1") and not decoded.addressed_to("w:2")
+    assert decoded.addressed_to("w:1")
+    assert not decoded.addressed_to("w:2")
     assert ControlRequest("ping").addressed_to("anyone")
 
 
@@ -125,5 +126,6 @@ def test_unknown_event_types_and_malformed_events_are_refused() -> None:
 
 def test_event_arguments_are_cut_so_an_event_is_never_huge() -> None:
     text = short_repr("x" * 10_000)
-    assert len(text) == ARGS_REPR_MAX and text.endswith("...")
+    assert len(text) == ARGS_REPR_MAX
+    assert text.endswith("...")
     assert short_repr((1, 2)) == "(1, 2)"
