@@ -71,6 +71,9 @@ FAILURE = "failure"
 RETRY = "retry"
 REVOKED = "revoked"
 DEFERRED = "deferred"  # over its rate limit: published again for its slot
+#: The header a deferred message carries: the Unix time of the rate-limit slot reserved for it. It owns that slot, so
+#: it runs when it comes back instead of asking for another (which would waste the one it holds).
+RATE_SLOT_HEADER = "taskfleet-rate-slot"
 DEAD_LETTERED = "dead_lettered"
 DUPLICATE = "duplicate"
 DROPPED = "dropped"  # left to be delivered again: not a metrics outcome
@@ -220,16 +223,19 @@ class Executor:
         if msg.is_expired():
             return self._revoke(delivery, msg, workflow, f"expired at {msg.expires} before it started", "expired",
                                 began)
-        delay_s = self._rate_delay_s(msg, task)
+        msg, delay_s = self._rate_slot(msg, task)
         if delay_s > 0:
             return self._defer(delivery, msg, delay_s, began)
         return self._execute(delivery, msg, task, began, workflow)
 
-    def _rate_delay_s(self, msg: Message, task: Task[Any]) -> float:
-        """0 when the task may start now under its rate limit, else the seconds until the slot reserved for it."""
+    def _rate_slot(self, msg: Message, task: Task[Any]) -> tuple[Message, float]:
+        """The message to run and 0 when the task may start now under its rate limit (a deferred one back for its
+        reserved slot does, without its header), else the seconds until the slot now reserved for it."""
+        if RATE_SLOT_HEADER in msg.headers:
+            return msg.replace(headers={k: v for k, v in msg.headers.items() if k != RATE_SLOT_HEADER}), 0.0
         limiter = self.runtime.rate_limiter
         rate = self.runtime.limits.rate(msg.task, task.options) if limiter is not None else None
-        return 0.0 if rate is None or limiter is None else limiter.reserve(msg.task, rate)
+        return msg, 0.0 if rate is None or limiter is None else limiter.reserve(msg.task, rate)
 
     def _revoke(self, delivery: Delivery, msg: Message, workflow: Workflow | None, reason: str, why: str,
                 began: float) -> Outcome:
@@ -242,8 +248,14 @@ class Executor:
 
     def _defer(self, delivery: Delivery, msg: Message, delay_s: float, began: float) -> Outcome:
         """Over its rate limit: publish it again for its slot ``delay_s`` seconds ahead (same id and retries) and
-        ack it at once, so this child's slot goes to the next message now."""
-        self.app.publish(msg.replace(eta=time.time() + delay_s))
+        ack it at once, so this child's slot goes to the next message now. Beyond the limiter's horizon it holds no
+        slot and asks again when it returns."""
+        limiter = self.runtime.rate_limiter
+        slot_at = time.time() + delay_s
+        headers = dict(msg.headers)
+        if limiter is None or delay_s <= limiter.horizon_s:
+            headers[RATE_SLOT_HEADER] = slot_at
+        self.app.publish(msg.replace(eta=slot_at, headers=headers))
         log.debug("task deferred by its rate limit", task_id=msg.id, task=msg.task, queue=delivery.queue,
                   delay_s=round(delay_s, 3))
         return Outcome(ACK_RETRIED, DEFERRED, msg.task, time.perf_counter() - began)

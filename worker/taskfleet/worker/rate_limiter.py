@@ -52,6 +52,9 @@ def gcra_reserve(tat: float, now: float, interval_s: float, horizon_s: float) ->
 class RateLimiter(ABC):
     """Where a child asks for a task's next slot under its rate limit."""
 
+    #: How far ahead (seconds) slots are reserved: a delay up to it is a reserved slot, beyond it is not.
+    horizon_s: float
+
     @abstractmethod
     def reserve(self, key: str, rate: Rate, *, now: float | None = None) -> float:
         """Seconds until the slot of one start of ``key`` (a task name) at ``rate``: 0, run now; more, the slot
