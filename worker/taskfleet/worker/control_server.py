@@ -53,11 +53,10 @@ STOP_TIMEOUT_S = 5.0
 
 def handler_table() -> dict[str, Handler]:
     """Every command's handler. Imported here rather than at the top: the command modules import ``Handler``."""
-    from taskfleet.worker import inspect_commands
+    from taskfleet.worker import control_commands, inspect_commands
 
-    tables: list[Mapping[str, Handler]] = [inspect_commands.HANDLERS]
-    # The control commands (revoke, rate_limit... : taskfleet.worker.control_commands) join the table here, after
-    # the inspect ones (a later table wins, e.g. for ``revoked``).
+    # The control commands (revoke, rate_limit...) come after the inspect ones: a later table wins (``revoked``).
+    tables: list[Mapping[str, Handler]] = [inspect_commands.HANDLERS, control_commands.HANDLERS]
     return {name: handler for table in tables for name, handler in table.items()}
 
 

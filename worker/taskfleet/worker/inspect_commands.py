@@ -17,7 +17,7 @@ what they reported holding (``ChildRecord.held``).
   ``taskfleet.identity``) unless the arguments say ``{"builtins": true}``, as Celery leaves out ``celery.*``.
 - ``stats``: Celery's keys where they apply (``pid``, ``uptime``, ``pool``, ``total``, ``prefetch_count``,
   ``broker``) and ours (``processed``, ``failed``, ``queues``, ``pod``, ``draining``...). The broker URL is masked.
-- ``revoked``: ``[]`` here; the revoke commands keep the revoked ids and answer it themselves.
+- ``revoked``: the revoked task ids the worker honours (``Supervisor.runtime.revoked``), sorted.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def stats(supervisor: Supervisor, arguments: Mapping[str, Any]) -> dict[str, Any
 
 
 def revoked(supervisor: Supervisor, arguments: Mapping[str, Any]) -> list[str]:
-    return []  # the revoke commands keep the revoked ids and answer this themselves (module docstring)
+    return sorted(task_id for task_id, _ in supervisor.runtime.revoked.items())
 
 
 HANDLERS: Mapping[str, Handler] = {
