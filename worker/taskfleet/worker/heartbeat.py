@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import taskfleet
 from taskfleet.brokers.fleet_store import FleetStore
@@ -34,10 +34,13 @@ if TYPE_CHECKING:
 
 log = get_logger("taskfleet.worker")
 
-#: ``(event type, record)``: the event type is ``worker-online``, ``worker-heartbeat`` or ``worker-offline``
-#: (taskfleet.fleet.events.WORKER_EVENTS).
-RecordHook = Callable[[str, WorkerRecord], None]
-ONLINE, HEARTBEAT, OFFLINE = "worker-online", "worker-heartbeat", "worker-offline"
+#: The worker event a record stands for (taskfleet.fleet.events.WORKER_EVENTS).
+WorkerEventType = Literal["worker-online", "worker-heartbeat", "worker-offline"]
+#: Called with ``(event type, record)`` for every record built.
+RecordHook = Callable[[WorkerEventType, WorkerRecord], None]
+ONLINE: WorkerEventType = "worker-online"
+HEARTBEAT: WorkerEventType = "worker-heartbeat"
+OFFLINE: WorkerEventType = "worker-offline"
 #: How long ``Heartbeat.stop`` waits for a beat in progress (a broker call) before giving up on forgetting.
 STOP_TIMEOUT_S = 5.0
 
@@ -133,7 +136,7 @@ class Heartbeat:
             if self._stop.wait(max(0.0, began + self.interval_s - time.monotonic())):
                 return
 
-    def _notify(self, kind: str, record: WorkerRecord) -> None:
+    def _notify(self, kind: WorkerEventType, record: WorkerRecord) -> None:
         for hook in list(self.on_record):
             try:
                 hook(kind, record)

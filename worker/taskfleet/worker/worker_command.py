@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,7 +35,7 @@ from taskfleet.worker.settings import (
 if TYPE_CHECKING:
     from taskfleet.worker.beat import BeatThread
     from taskfleet.worker.control_server import ControlServer
-    from taskfleet.worker.heartbeat import Heartbeat
+    from taskfleet.worker.heartbeat import Heartbeat, RecordHook
     from taskfleet.worker.supervisor import Supervisor
 
 # What the supervisor has imported when it forks is in each child too, so ``run`` imports beat (``--beat``), the
@@ -233,9 +233,10 @@ class WorkerFleet:
     heartbeat: Heartbeat | None
 
     @classmethod
-    def start(cls, supervisor: Supervisor) -> WorkerFleet:
+    def start(cls, supervisor: Supervisor, *, on_record: Sequence[RecordHook] = ()) -> WorkerFleet:
         """Start both threads (before the children are forked: their state is the supervisor's alone) and wait up
-        to ``CONTROL_LISTEN_TIMEOUT_S`` for the control listener."""
+        to ``CONTROL_LISTEN_TIMEOUT_S`` for the control listener. ``on_record``: the heartbeat's hooks (worker
+        events), in place before the first record."""
         from taskfleet.worker.control_server import ControlServer
         from taskfleet.worker.heartbeat import Heartbeat, worker_record
 
@@ -249,6 +250,8 @@ class WorkerFleet:
         heartbeat = None if interval_s is None else Heartbeat(
             worker=worker, record=lambda: worker_record(supervisor, worker=worker), connect=connect,
             interval_s=interval_s)
+        if heartbeat is not None:
+            heartbeat.on_record.extend(on_record)
         control.start()
         if heartbeat is not None:
             heartbeat.start()
