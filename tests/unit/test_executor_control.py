@@ -11,8 +11,9 @@ import pytest
 
 from taskfleet import App, Message, State, TaskRevoked
 from taskfleet.worker import events
-from taskfleet.worker.executor import ACK, ACK_RETRIED, RATE_SLOT_HEADER, Executor, Outcome, Started
+from taskfleet.worker.executor import ACK, ACK_RETRIED, Executor, Outcome, Started
 from taskfleet.worker.holdings import Held
+from taskfleet.worker.rate_gate import RATE_SLOT_HEADER
 from taskfleet.worker.rate_limiter import LocalRateLimiter
 from taskfleet.worker.runtime_state import RuntimeState
 from taskfleet.worker.settler import Settler

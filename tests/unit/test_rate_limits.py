@@ -105,3 +105,13 @@ def test_forked_children_share_the_slots() -> None:
         os._exit(0)
     os.waitpid(pid, 0)
     assert shared.reserve("t.a", Rate(1, 1), now=1000.0) == pytest.approx(1.0)
+
+
+def test_starts_are_spaced_too_waiting_briefly_or_deferred_when_their_turn_is_far() -> None:
+    # Two deferred messages came back bunched (the broker delivered the first one late)
+    shared = limiter()
+    assert shared.claim_start("t.a", Rate(5, 1), max_wait_s=0.25, now=1000.0) == (0.0, True)
+    assert shared.claim_start("t.a", Rate(5, 1), max_wait_s=0.25, now=1000.01) == (pytest.approx(0.19), True)
+    # A third in the same instant would wait 0.39 s: beyond the wait allowed, so it is deferred, taking nothing
+    assert shared.claim_start("t.a", Rate(5, 1), max_wait_s=0.25, now=1000.01) == (pytest.approx(0.39), False)
+    assert shared.claim_start("t.a", Rate(5, 1), max_wait_s=0.25, now=1000.4) == (pytest.approx(0.0, abs=1e-9), True)

@@ -62,6 +62,7 @@ from taskfleet.task import Request, Task
 from taskfleet.worker.followups import Failure, FollowUps
 from taskfleet.worker.lifecycle import TaskRun, task_run
 from taskfleet.worker.logging import get_logger
+from taskfleet.worker.rate_gate import Deferral, admit
 from taskfleet.worker.runtime_state import RuntimeState
 
 log = get_logger("taskfleet.worker")
@@ -71,9 +72,6 @@ FAILURE = "failure"
 RETRY = "retry"
 REVOKED = "revoked"
 DEFERRED = "deferred"  # over its rate limit: published again for its slot
-#: The header a deferred message carries: the Unix time of the rate-limit slot reserved for it. It owns that slot, so
-#: it runs when it comes back instead of asking for another (which would waste the one it holds).
-RATE_SLOT_HEADER = "taskfleet-rate-slot"
 DEAD_LETTERED = "dead_lettered"
 DUPLICATE = "duplicate"
 DROPPED = "dropped"  # left to be delivered again: not a metrics outcome
@@ -223,19 +221,10 @@ class Executor:
         if msg.is_expired():
             return self._revoke(delivery, msg, workflow, f"expired at {msg.expires} before it started", "expired",
                                 began)
-        msg, delay_s = self._rate_slot(msg, task)
-        if delay_s > 0:
-            return self._defer(delivery, msg, delay_s, began)
-        return self._execute(delivery, msg, task, began, workflow)
-
-    def _rate_slot(self, msg: Message, task: Task[Any]) -> tuple[Message, float]:
-        """The message to run and 0 when the task may start now under its rate limit (a deferred one back for its
-        reserved slot does, without its header), else the seconds until the slot now reserved for it."""
-        if RATE_SLOT_HEADER in msg.headers:
-            return msg.replace(headers={k: v for k, v in msg.headers.items() if k != RATE_SLOT_HEADER}), 0.0
-        limiter = self.runtime.rate_limiter
-        rate = self.runtime.limits.rate(msg.task, task.options) if limiter is not None else None
-        return msg, 0.0 if rate is None or limiter is None else limiter.reserve(msg.task, rate)
+        admitted = admit(msg, task.options, self.runtime)
+        if isinstance(admitted, Deferral):
+            return self._defer(delivery, msg, admitted, began)
+        return self._execute(delivery, admitted, task, began, workflow)
 
     def _revoke(self, delivery: Delivery, msg: Message, workflow: Workflow | None, reason: str, why: str,
                 began: float) -> Outcome:
@@ -246,18 +235,12 @@ class Executor:
         log.info("task revoked", task_id=msg.id, task=msg.task, queue=delivery.queue, reason=why)
         return Outcome(ACK, REVOKED, msg.task, time.perf_counter() - began)
 
-    def _defer(self, delivery: Delivery, msg: Message, delay_s: float, began: float) -> Outcome:
-        """Over its rate limit: publish it again for its slot ``delay_s`` seconds ahead (same id and retries) and
-        ack it at once, so this child's slot goes to the next message now. Beyond the limiter's horizon it holds no
-        slot and asks again when it returns."""
-        limiter = self.runtime.rate_limiter
-        slot_at = time.time() + delay_s
-        headers = dict(msg.headers)
-        if limiter is None or delay_s <= limiter.horizon_s:
-            headers[RATE_SLOT_HEADER] = slot_at
-        self.app.publish(msg.replace(eta=slot_at, headers=headers))
+    def _defer(self, delivery: Delivery, msg: Message, deferral: Deferral, began: float) -> Outcome:
+        """Over its rate limit: publish it again for its slot (same id and retries) and ack it at once, so this
+        child's slot goes to the next message now."""
+        self.app.publish(deferral.message)
         log.debug("task deferred by its rate limit", task_id=msg.id, task=msg.task, queue=delivery.queue,
-                  delay_s=round(delay_s, 3))
+                  delay_s=round(deferral.delay_s, 3))
         return Outcome(ACK_RETRIED, DEFERRED, msg.task, time.perf_counter() - began)
 
     def _execute(self, delivery: Delivery, msg: Message, task: Task[Any], began: float,

@@ -11,10 +11,15 @@ comes back as one message every 0.1 s, not as a herd at the same instant. Reserv
 ``horizon_s`` ahead; a message beyond it is deferred by a random time in ``[horizon_s, 2 * horizon_s)`` without a
 reservation and asks again when it returns, so the table of reservations stays bounded in time.
 
-The maths is GCRA (the generic cell rate algorithm): per task name one number, the theoretical arrival time (TAT)
-of the next free slot. ``LocalRateLimiter`` keeps the TATs in memory shared by the worker's processes (made before
-the fork), under a lock. A limiter shared by all workers (a later issue) implements ``RateLimiter`` on the broker
-with the same maths; the executor does not change.
+A broker delivers a delayed message on time or a little late (RabbitMQ's delay ladder, up to a second), so deferred
+messages may come back bunched. The starts themselves are therefore spaced too (``claim_start``): a message whose
+start would come too soon after the last one waits for it in the child when that is short (``MAX_START_WAIT_S``,
+bounded, so no slot is held for long), else it is deferred again, still holding its reserved slot.
+
+The maths is GCRA (the generic cell rate algorithm): per task name the theoretical arrival time (TAT) of the next
+free slot to reserve, and the earliest time of the next start. ``LocalRateLimiter`` keeps them in memory shared by
+the worker's processes (made before the fork), under a lock. A limiter shared by all workers (a later issue)
+implements ``RateLimiter`` on the broker with the same maths; the executor and ``rate_gate`` do not change.
 """
 
 from __future__ import annotations
@@ -36,7 +41,11 @@ DEFAULT_TABLE_SIZE = 256
 #: A child killed while holding the lock must not stall its siblings: past this wait they go on without it (two
 #: children may then take one slot: the limit is briefly loose, never stuck).
 _LOCK_WAIT_S = 0.5
-_ENTRY = struct.Struct("Qd")  # key (8 bytes of the task name's BLAKE2b digest; 0: free), TAT (Unix seconds)
+#: A start may wait this long (seconds) in the child for its turn; a longer wait is a deferral.
+MAX_START_WAIT_S = 0.25
+#: One entry: key (8 bytes of the task name's BLAKE2b digest; 0: free), TAT of reservations and earliest next start
+#: (Unix seconds).
+_ENTRY = struct.Struct("Qdd")
 
 
 def gcra_reserve(tat: float, now: float, interval_s: float, horizon_s: float) -> tuple[float, float | None]:
@@ -60,6 +69,12 @@ class RateLimiter(ABC):
         """Seconds until the slot of one start of ``key`` (a task name) at ``rate``: 0, run now; more, the slot
         that far ahead is reserved for it (run it then), or, beyond the horizon, ask again after that long."""
 
+    @abstractmethod
+    def claim_start(self, key: str, rate: Rate, *, max_wait_s: float, now: float | None = None) -> tuple[float, bool]:
+        """A start of ``key`` at ``rate`` whose slot is granted (``reserve`` said 0, or it comes back for its
+        reserved slot): ``(wait, True)`` when it may start after ``wait`` seconds (at most ``max_wait_s``; that
+        start is now taken), ``(wait, False)`` when its turn is further than that (nothing taken: defer it)."""
+
 
 class LocalRateLimiter(RateLimiter):
     """GCRA slots in memory shared by a worker's processes: make it in the supervisor before forking the children.
@@ -76,29 +91,45 @@ class LocalRateLimiter(RateLimiter):
         now = time.time() if now is None else now
         locked = self._lock.acquire(timeout=_LOCK_WAIT_S)
         try:
-            index, tat = self._find(_key_of(key), now)
+            index, tat, next_start = self._find(_key_of(key), now)
             if index is None:
                 return 0.0  # the table is full of live reservations of other names: not limited
             delay, new_tat = gcra_reserve(tat, now, rate.interval_s, self.horizon_s)
             if new_tat is None:
                 return self.horizon_s * (1 + random.random())  # spread: they do not all return at once
-            _ENTRY.pack_into(self._table, index * _ENTRY.size, _key_of(key), new_tat)
+            _ENTRY.pack_into(self._table, index * _ENTRY.size, _key_of(key), new_tat, next_start)
             return delay
         finally:
             if locked:
                 self._lock.release()
 
-    def _find(self, key: int, now: float) -> tuple[int | None, float]:
-        """The entry of ``key`` and its TAT; or a free one (never used, or its TAT passed: no reservation left)
-        with TAT 0; or (None, 0) when every entry holds another name's live reservations."""
+    def claim_start(self, key: str, rate: Rate, *, max_wait_s: float, now: float | None = None) -> tuple[float, bool]:
+        now = time.time() if now is None else now
+        locked = self._lock.acquire(timeout=_LOCK_WAIT_S)
+        try:
+            index, tat, next_start = self._find(_key_of(key), now)
+            if index is None:
+                return 0.0, True
+            wait, new_next = gcra_reserve(next_start, now, rate.interval_s, max_wait_s)
+            if new_next is None:
+                return wait, False
+            _ENTRY.pack_into(self._table, index * _ENTRY.size, _key_of(key), tat, new_next)
+            return wait, True
+        finally:
+            if locked:
+                self._lock.release()
+
+    def _find(self, key: int, now: float) -> tuple[int | None, float, float]:
+        """The entry of ``key`` with its TAT and next start; or a free one (never used, or both its times passed:
+        nothing reserved) with zeros; or (None, 0, 0) when every entry holds another name's live reservations."""
         free = None
         for index in range(self._size):
-            entry_key, tat = _ENTRY.unpack_from(self._table, index * _ENTRY.size)
+            entry_key, tat, next_start = _ENTRY.unpack_from(self._table, index * _ENTRY.size)
             if entry_key == key:
-                return index, tat
-            if free is None and (entry_key == 0 or tat <= now):
+                return index, tat, next_start
+            if free is None and (entry_key == 0 or max(tat, next_start) <= now):
                 free = index
-        return free, 0.0
+        return free, 0.0, 0.0
 
 
 def _key_of(name: str) -> int:
