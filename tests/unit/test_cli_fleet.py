@@ -181,7 +181,7 @@ def test_ping_registered_and_stats_answers_read_as_text() -> None:
     assert inspect_command.describe("registered", ["a.x", "a.y"], now=NOW) == ("2 tasks", ["a.x", "a.y"])
     assert inspect_command.describe("stats", {"uptime": 3.5, "pool": {"max-concurrency": 4, "processes": [8, 9]},
                                               "pod": None, "draining": False}, now=NOW) == (
-        "stats", ["uptime: 3.5", "pool.max-concurrency: 4", "pool.processes: [8, 9]", "pod: -", "draining: false"])
+        "stats", ["uptime: 3.5", "pool.max-concurrency: 4", "pool.processes: 8, 9", "pod: -", "draining: false"])
 
 
 def test_a_refusal_is_shown_as_an_error_with_its_reason() -> None:

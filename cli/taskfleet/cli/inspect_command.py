@@ -149,9 +149,12 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> list[str]:
 
 
 def value_text(value: Any) -> str:
-    """A ``stats`` value: numbers as they are, None as ``-``, anything else as ``summary`` writes it."""
+    """A ``stats`` value: numbers as they are, None as ``-``, a list of plain values comma-separated, anything else
+    as ``summary`` writes it."""
     if value is None:
         return "-"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
+    if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+        return ", ".join(str(v) for v in value) or "-"
     return summary(value)
