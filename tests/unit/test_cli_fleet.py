@@ -371,3 +371,13 @@ def test_workers_json_lists_the_records_and_an_empty_fleet_is_not_an_error(
     out = capsys.readouterr().out
     assert "no live workers" in out
     assert "redis://:***@broker:6379/0" in out
+
+
+def test_any_error_message_is_printed_with_url_passwords_masked(capsys: pytest.CaptureFixture[str]) -> None:
+    from taskfleet.cli import console
+
+    console.fail("redis fleet store redis://:s3cret@broker:6379/0 unreachable")
+
+    err = capsys.readouterr().err
+    assert "redis://:***@broker:6379/0" in err
+    assert "s3cret" not in err
