@@ -1,20 +1,24 @@
 """Specification of the fleet commands (``taskfleet workers | inspect | control | revoke``): how they parse, what
 they print from given records and replies, their ``--json`` and exit statuses. The workers are faked here (an app
-whose ``control`` answers what the test says); tests/integration/test_cli_fleet.py runs them against real ones."""
+whose ``control`` answers what the test says, or a thread answering through the in-process fleet store,
+``memory://``); tests/integration/test_cli_fleet.py runs them against real ones."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
+from taskfleet.brokers.fleet_store import connect_fleet_store
 from taskfleet.cli import build_parser, control_command, fleet_commands, inspect_command, revoke_command
 from taskfleet.cli import workers_command as workers_cli
 from taskfleet.errors import ConfigurationError
-from taskfleet.fleet.protocol import ControlReply
+from taskfleet.fleet.protocol import ControlReply, ControlRequest
 from taskfleet.fleet.records import ChildState, PodInfo, WorkerRecord
 
 NOW = 1_700_000_000.0
@@ -381,3 +385,80 @@ def test_any_error_message_is_printed_with_url_passwords_masked(capsys: pytest.C
     err = capsys.readouterr().err
     assert "redis://:***@broker:6379/0" in err
     assert "s3cret" not in err
+
+
+# -- through the in-process fleet store (memory://) ----------------------------------------------------------------
+
+class Responder:
+    """A worker's control side in a thread: answers each request on the ``memory://`` store of app ``name`` with
+    ``answer(request)`` (a ``ControlReply`` without its request id), until ``stop``."""
+
+    def __init__(self, name: str, worker: str, answer: Any) -> None:
+        from taskfleet.brokers.stub import StubBroker
+        from taskfleet.settings import BrokerSettings
+
+        self.broker = StubBroker(BrokerSettings(url="memory://"))
+        self.store = connect_fleet_store(self.broker, namespace=name)
+        self.listener = self.store.control_listener(worker)
+        self.worker, self.answer = worker, answer
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            for raw in self.listener.receive(0.05):
+                request = ControlRequest.from_json(raw)
+                if request.reply_to and request.addressed_to(self.worker):
+                    ok, result, error = self.answer(request)
+                    reply = ControlReply(request.id, self.worker, ok, result, error)
+                    self.store.reply(request.reply_to, reply.to_json())
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=5)
+        self.listener.close()
+        self.store.close()
+        self.broker.close()
+
+
+def run_on_memory(name: str, *argv: str) -> int:
+    args = parse(*argv, "--app-name", name, "--broker", "memory://")
+    code: int = args.handler(args, {})
+    return code
+
+
+def test_inspect_and_control_reach_a_worker_through_the_fleet_store(capsys: pytest.CaptureFixture[str]) -> None:
+    def answer(request: ControlRequest) -> tuple[bool, Any, str | None]:
+        if request.command == "ping":
+            return True, {"ok": "pong"}, None
+        return False, None, f"unknown task {request.arguments['task_name']!r}"
+
+    responder = Responder("fleet-memory-1", "web-1:7", answer)
+    try:
+        assert run_on_memory("fleet-memory-1", "inspect", "ping") == 0
+        assert capsys.readouterr().out == "web-1:7: pong\n"
+
+        assert run_on_memory("fleet-memory-1", "control", "rate_limit", "billing.nope", "10/m") == 1
+        assert capsys.readouterr().out.split() == ["web-1:7", "error", "unknown", "task", "'billing.nope'"]
+
+        assert run_on_memory("fleet-memory-1", "inspect", "ping", "-d", "web-2:8", "--timeout", "0.2") == 1
+        assert "no worker answered within 0.2s" in capsys.readouterr().err
+    finally:
+        responder.stop()
+
+
+def test_workers_lists_the_heartbeats_in_the_fleet_store(capsys: pytest.CaptureFixture[str]) -> None:
+    from taskfleet.brokers.stub import StubBroker
+    from taskfleet.settings import BrokerSettings
+
+    broker = StubBroker(BrokerSettings(url="memory://"))
+    store = connect_fleet_store(broker, namespace="fleet-memory-2")
+    store.heartbeat("web-1:7", record(sent_at=time.time()).to_json(), ttl_s=6.0)
+    try:
+        assert run_on_memory("fleet-memory-2", "workers", "--json") == 0
+        [listed] = json.loads(capsys.readouterr().out)
+        assert (listed["id"], listed["queues"]) == ("web-1:7", ["default", "emails"])
+    finally:
+        store.close()
+        broker.close()
