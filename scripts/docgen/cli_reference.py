@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import ast
 import functools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from docgen.markdown import REGENERATE, cell, document, generated_notice, row, rst_to_md
 from docgen.source import Source, assignments, class_def, comment_of, render_default, source
@@ -60,7 +60,7 @@ def value_text(action: argparse.Action) -> str:
 
 
 def default_text(action: argparse.Action) -> str:
-    if action.required or not action.option_strings:
+    if action.required or (not action.option_strings and action.nargs not in ("?", "*")):
         return "required"
     if action.nargs == 0:
         return "off"
@@ -74,7 +74,8 @@ def default_text(action: argparse.Action) -> str:
 
 
 def option_row(action: argparse.Action, groups: Sequence[argparse._MutuallyExclusiveGroup]) -> str:
-    names = ", ".join(f"`{s}`" for s in action.option_strings) or f"`{action.dest}`"
+    positional = action.metavar if isinstance(action.metavar, str) else action.dest
+    names = ", ".join(f"`{s}`" for s in action.option_strings) or f"`{positional}`"
     description = rst_to_md(action.help or "")
     if isinstance(action, argparse._AppendAction):
         description = f"{description} (repeatable)" if "repeatable" not in description else description
@@ -85,16 +86,55 @@ def option_row(action: argparse.Action, groups: Sequence[argparse._MutuallyExclu
     return row((names, value_text(action), default_text(action), description.strip()))
 
 
+def option_table(parser: argparse.ArgumentParser, skip: Collection[tuple[str, ...]] = ()) -> list[str]:
+    """The table of ``parser``'s options and positionals, except those whose option strings are in ``skip``."""
+    lines = ["| option | value | default | description |", "|---|---|---|---|"]
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction) or (action.option_strings
+                                                         and tuple(action.option_strings) in skip):
+            continue
+        lines.append(option_row(action, parser._mutually_exclusive_groups))
+    return lines
+
+
 def command_section(name: str, parser: argparse.ArgumentParser, summary: str) -> list[str]:
     lines = [f"## taskfleet {name}", "", summary[:1].upper() + summary[1:] + ".", ""]
     if parser.description:
         lines += [rst_to_md(parser.description), ""]
-    lines += ["```", usage(parser), "```", "", "| option | value | default | description |", "|---|---|---|---|"]
-    for action in parser._actions:
-        if isinstance(action, argparse._HelpAction):
-            continue
-        lines.append(option_row(action, parser._mutually_exclusive_groups))
-    return [*lines, ""]
+    lines += ["```", usage(parser), "```", ""]
+    leaves = subcommands(parser)
+    if not leaves:
+        return [*lines, *option_table(parser), ""]
+    return [*lines, *nested_sections(name, parser, leaves)]
+
+
+def nested_sections(name: str, parser: argparse.ArgumentParser,
+                    leaves: dict[str, argparse.ArgumentParser]) -> list[str]:
+    """A command with commands of its own (``taskfleet control rate-limit``): the options every one of them takes,
+    once, then a section per command (its other spellings named) with its usage and its own arguments."""
+    spellings: dict[int, list[str]] = {}
+    for spelling, leaf in leaves.items():
+        spellings.setdefault(id(leaf), []).append(spelling)
+    distinct = {id(leaf): leaf for leaf in leaves.values()}
+    option_sets = [{tuple(a.option_strings) for a in leaf._actions if a.option_strings} for leaf in distinct.values()]
+    shared = set.intersection(*option_sets) - {("-h", "--help")}
+    first = next(iter(distinct.values()))
+    lines = [f"Options of every `{name}` command:", "", "| option | value | default | description |",
+             "|---|---|---|---|"]
+    lines += [option_row(a, first._mutually_exclusive_groups) for a in first._actions
+              if a.option_strings and tuple(a.option_strings) in shared]
+    lines.append("")
+    for key, leaf in distinct.items():
+        own, *others = spellings[key]
+        lines += [f"### taskfleet {name} {own}", ""]
+        if others:
+            lines += ["Also spelled " + ", ".join(f"`{o}`" for o in others) + ".", ""]
+        if leaf.description:
+            lines += [rst_to_md(leaf.description), ""]
+        lines += ["```", usage(leaf), "```", ""]
+        table = option_table(leaf, skip=shared)
+        lines += [*table, ""] if len(table) > 2 else []
+    return lines
 
 
 def exit_codes() -> list[str]:

@@ -58,7 +58,8 @@ def project(tmp_path: Path) -> Iterator[Path]:
 
 def test_the_quickstarts_shell_commands_work_as_written(project: Path) -> None:
     commands = {c.split()[1]: c for c in _quickstart_commands() if " -A tasks:app" in c}
-    assert {"call", "queues", "dead-letters", "purge", "check"} <= set(commands), commands
+    assert {"call", "queues", "dead-letters", "purge", "check", "workers", "inspect", "control", "revoke"} <= set(
+        commands), commands
 
     def run(command: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(shlex.split(command), cwd=project, env=_env(), text=True, capture_output=True,
@@ -67,7 +68,7 @@ def test_the_quickstarts_shell_commands_work_as_written(project: Path) -> None:
     called = run(commands["call"])
     assert called.returncode == 0, called.stderr
     assert called.stdout.splitlines()[-1] == "3"
-    for name in ("queues", "dead-letters", "check"):
+    for name in ("queues", "dead-letters", "check", "workers", "inspect", "control", "revoke"):
         result = run(commands[name])
         assert result.returncode == 0, f"{commands[name]}: {result.stderr}"
     purged = run(commands["purge"])  # no terminal to ask on: it refuses without --yes, and says so

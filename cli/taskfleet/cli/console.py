@@ -24,6 +24,7 @@ from rich.prompt import Confirm
 from rich.syntax import Syntax
 
 from taskfleet.errors import TaskfleetError
+from taskfleet.urls import mask_secrets
 
 #: Line width when output goes to a pipe or a log rather than a terminal (and COLUMNS is unset): wide enough that
 #: tables are not wrapped at rich's 80-column default.
@@ -75,8 +76,9 @@ def command(handler: Handler) -> Handler:
 
 
 def fail(message: str, *, code: int = EXIT_FAILED) -> int:
-    """Print ``taskfleet: message`` on stderr; returns ``code`` for the handler to return."""
-    err.print(f"[bold red]taskfleet:[/] {escape(message)}", soft_wrap=True)
+    """Print ``taskfleet: message`` on stderr (any URL's password masked); returns ``code`` for the handler to
+    return."""
+    err.print(f"[bold red]taskfleet:[/] {escape(mask_secrets(message))}", soft_wrap=True)
     return code
 
 
