@@ -14,10 +14,11 @@ from taskfleet.brokers.base import Broker, Delivery
 from taskfleet.brokers.fleet_store import ControlListener, FleetStore, ReplyInbox
 from taskfleet.errors import BrokerConnectionError
 from taskfleet.fleet.revocations import Revocation
+from taskfleet.worker.child_record import ChildRecord
 from taskfleet.worker.metrics import UnservedWorkerMetrics
 from taskfleet.worker.progress import Progress
 from taskfleet.worker.settings import WorkerSettings
-from taskfleet.worker.supervisor import ChildRecord, Supervisor
+from taskfleet.worker.supervisor import Supervisor
 
 
 @dataclass

@@ -33,7 +33,8 @@ from taskfleet.worker.logging import get_logger
 from taskfleet.worker.task_limits import LimitOverrides
 
 if TYPE_CHECKING:
-    from taskfleet.worker.supervisor import ChildRecord, Supervisor
+    from taskfleet.worker.child_record import ChildRecord
+    from taskfleet.worker.supervisor import Supervisor
 
 log = get_logger("taskfleet.worker")
 

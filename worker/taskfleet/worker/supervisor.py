@@ -24,9 +24,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
+from multiprocessing.connection import wait
 from queue import Empty, SimpleQueue
 from types import FrameType
 
@@ -39,14 +37,16 @@ from taskfleet.states import State
 from taskfleet.worker import events
 from taskfleet.worker.broker_sockets import BrokerSockets
 from taskfleet.worker.child import child_main
+from taskfleet.worker.child_record import ChildRecord, Running, forget, settled_by_supervisor
 from taskfleet.worker.executor import exception_fields, keeps_results
 from taskfleet.worker.logging import get_logger
 from taskfleet.worker.metrics import WorkerMetrics
+from taskfleet.worker.orphans import reap_orphans
 from taskfleet.worker.progress import Progress, sort_leftovers
 from taskfleet.worker.rate_limiter import LocalRateLimiter
 from taskfleet.worker.runtime_state import RuntimeState
 from taskfleet.worker.settings import WorkerSettings
-from taskfleet.worker.steering import Steering, Termination
+from taskfleet.worker.steering import Steering
 from taskfleet.worker.tally import Tally
 
 log = get_logger("taskfleet.worker")
@@ -57,41 +57,6 @@ _READINESS_CACHE_S = 1.0
 #: After a hard time limit, how long the child may take to ack the timed-out message itself before it is killed
 #: (a message can only be acked on the connection that received it, e.g. on RabbitMQ).
 _SETTLE_WAIT_S = 2.0
-
-
-@dataclass
-class Running:
-    """A task with a hard time limit that a child is executing."""
-
-    seq: int  # the delivery's number in its child (see taskfleet.worker.holdings.Held)
-    message_id: str
-    queue: str
-    task_id: str
-    task: str
-    started: float
-    deadline: float | None
-
-
-@dataclass
-class ChildRecord:
-    """The supervisor's view of one child process."""
-
-    slot: int
-    process: BaseProcess
-    conn: Connection
-    progress: Progress
-    spawned: float
-    last_beat: float
-    sockets: BrokerSockets  # the child's broker connections, kept open until a dead child's deliveries are given back
-    held: dict[int, Delivery] = field(default_factory=dict)  # seq -> what the child leased and has not settled
-    running: Running | None = None  # only tasks with a hard time limit are reported as they start
-    exit_reason: str | None = None
-    killed_for: Running | None = None  # set when the supervisor killed it for a hard time limit
-    kill_at: float = 0.0  # when to SIGKILL a child past its hard time limit, settled or not
-    settled: bool = False  # the child acked its timed-out message itself
-    kill_sent: bool = False
-    killed_in_drain: bool = False
-    terminating: Termination | None = None  # its running task was revoked with terminate (taskfleet.worker.steering)
 
 
 class Supervisor:
@@ -282,7 +247,7 @@ class Supervisor:
         rec.last_beat = now
         match event:
             case events.Done(seqs, samples):
-                _forget(rec, seqs)
+                forget(rec, seqs)
                 for task, queue, outcome, runtime_s in samples:
                     self.metrics.task_finished(task, queue, outcome, runtime_s)
                     self.tally.finished(task, outcome)
@@ -292,7 +257,7 @@ class Supervisor:
             case events.Started() | events.Finished():
                 self._track_time_limited(rec, event, now)
             case events.Released(seqs) | events.Dropped(seqs):  # dropped: delivered again when its lease runs out
-                _forget(rec, seqs)
+                forget(rec, seqs)
             case events.Settled(seq):
                 rec.held.pop(seq, None)
                 rec.settled = True
@@ -380,7 +345,7 @@ class Supervisor:
         if not rec.held:
             return
         left = sort_leftovers(rec.held, finished_upto=rec.progress.finished, running=rec.progress.running(),
-                              timed_out=_settled_by_supervisor(rec))
+                              timed_out=settled_by_supervisor(rec))
         try:
             if left.finished:
                 # Redis and SQLite ack from here; on brokers that cannot settle another connection's delivery the
@@ -438,31 +403,3 @@ class Supervisor:
             self._readiness = (now, ok, detail)
             self.metrics.set_broker_reachable(ok)
         return ok, detail
-
-
-def _settled_by_supervisor(rec: ChildRecord) -> int | None:
-    """The running delivery whose final state the supervisor stored (a hard time limit's FAILURE, a terminate's
-    REVOKED): finished, never delivered again."""
-    if rec.killed_for is not None:
-        return rec.killed_for.seq
-    return rec.terminating.seq if rec.terminating is not None else None
-
-
-def _forget(rec: ChildRecord, seqs: list[int]) -> None:
-    """The child no longer holds these deliveries (settled, released or dropped)."""
-    for seq in seqs:
-        rec.held.pop(seq, None)
-
-
-def reap_orphans(ours: set[int]) -> None:
-    """Reap exited processes that are not our children (multiprocessing reaps those itself). ``WNOWAIT`` peeks at a
-    zombie without reaping it, so one of ours is left for multiprocessing."""
-    while True:
-        try:
-            found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return
-        if found is None or found.si_pid in ours:
-            return
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(found.si_pid, os.WNOHANG)
