@@ -118,5 +118,13 @@ def test_stats_never_show_the_brokers_password(memory_app: App) -> None:
     assert stats["pod"] == {"name": "p", "namespace": "n", "uid": "u"}
 
 
-def test_revoked_is_empty_until_revocations_are_kept(supervisor: Supervisor) -> None:
-    assert inspect_commands.revoked(supervisor, {}) == []
+def test_stats_show_the_rate_and_time_limits_in_force_runtime_changes_included(supervisor: Supervisor) -> None:
+    overrides = supervisor.runtime.limits.overrides.with_rate("tests.add", "10/m")
+    supervisor.runtime.limits.apply(overrides.with_time_limits("tests.hard_limited", 2.0, 5.0))
+
+    stats = inspect_commands.stats(supervisor, {})
+
+    assert stats["rate_limits"]["tests.add"] == "10/m"
+    assert stats["time_limits"]["tests.soft_limited"] == {"soft": 0.5, "hard": 10}
+    assert stats["time_limits"]["tests.hard_limited"] == {"soft": 2.0, "hard": 5.0}
+    assert "tests.slow_record" not in stats["time_limits"]

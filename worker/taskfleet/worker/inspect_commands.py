@@ -16,8 +16,9 @@ what they reported holding (``ChildRecord.held``).
 - ``registered``: the app's task names, sorted, without the builtin ones (``taskfleet.map``, ``taskfleet.starmap``,
   ``taskfleet.identity``) unless the arguments say ``{"builtins": true}``, as Celery leaves out ``celery.*``.
 - ``stats``: Celery's keys where they apply (``pid``, ``uptime``, ``pool``, ``total``, ``prefetch_count``,
-  ``broker``) and ours (``processed``, ``failed``, ``queues``, ``pod``, ``draining``...). The broker URL is masked.
-- ``revoked``: ``[]`` here; the revoke commands keep the revoked ids and answer it themselves.
+  ``broker``) and ours (``processed``, ``failed``, ``queues``, ``pod``, ``draining``, and the ``rate_limits`` and
+  ``time_limits`` in force, runtime changes included...). The broker URL is masked.
+- ``revoked`` is answered by the revoke side, which keeps the ids (``taskfleet.worker.control_commands``).
 """
 
 from __future__ import annotations
@@ -119,14 +120,28 @@ def stats(supervisor: Supervisor, arguments: Mapping[str, Any]) -> dict[str, Any
         "heartbeat_interval_s": settings.heartbeat_interval_s,
         "pod": dataclasses.asdict(settings.pod) if settings.pod is not None else None,
         "draining": supervisor.draining,
+        **limits_in_force(supervisor),
     }
 
 
-def revoked(supervisor: Supervisor, arguments: Mapping[str, Any]) -> list[str]:
-    return []  # the revoke commands keep the revoked ids and answer this themselves (module docstring)
+def limits_in_force(supervisor: Supervisor) -> dict[str, dict[str, Any]]:
+    """The rate and time limits the worker applies now, per task that has one: the task's options under the
+    runtime overrides (``control rate_limit`` / ``time_limit``)."""
+    limits = supervisor.runtime.limits
+    overrides = limits.overrides
+    rates: dict[str, Any] = {}
+    times: dict[str, Any] = {}
+    for name, task in sorted(supervisor.app.tasks.items()):
+        rate = overrides.rates.get(name, task.options.rate_limit)
+        if rate:
+            rates[name] = rate
+        soft, hard = limits.time_limits(name, task.options)
+        if soft or hard:
+            times[name] = {"soft": soft, "hard": hard}
+    return {"rate_limits": rates, "time_limits": times}
 
 
 HANDLERS: Mapping[str, Handler] = {
     "ping": ping, "active": active, "reserved": reserved, "scheduled": scheduled, "registered": registered,
-    "stats": stats, "revoked": revoked,
+    "stats": stats,
 }
