@@ -34,7 +34,8 @@ TASK_EVENTS: frozenset[str] = frozenset({
 })
 WORKER_EVENTS: frozenset[str] = frozenset({"worker-online", "worker-heartbeat", "worker-offline"})
 EVENT_TYPES: frozenset[str] = TASK_EVENTS | WORKER_EVENTS
-#: Default cap of an app's event stream (events kept; the oldest go first).
+#: Events an app's event stream keeps (``App(events_max_len=)``): the oldest go first, so the stream never grows
+#: past this, whatever emits to it. At about 300 bytes an event, the default holds about 30 MB on the broker.
 DEFAULT_EVENTS_MAX_LEN = 100_000
 ARGS_REPR_MAX = 1024
 

@@ -51,6 +51,7 @@ from taskfleet import signals
 from taskfleet.app import App
 from taskfleet.brokers.base import Broker
 from taskfleet.errors import BrokerError
+from taskfleet.fleet.records import worker_id
 from taskfleet.worker import events
 from taskfleet.worker.events import Reporter
 from taskfleet.worker.executor import Executor, Started
@@ -60,6 +61,7 @@ from taskfleet.worker.logging import get_logger
 from taskfleet.worker.progress import Progress
 from taskfleet.worker.settings import WorkerSettings
 from taskfleet.worker.settler import Settler
+from taskfleet.worker.task_events import TaskEvents
 
 log = get_logger("taskfleet.worker")
 
@@ -107,6 +109,9 @@ class Child:
         #: Held by the thread taking deliveries in (the main thread's fetch, the background thread's take of the
         #: buffered ones) until they are held and reported: they are held and numbered in the order they arrived.
         self._intake = threading.Lock()
+        #: Task events (``-E``), collected by the hooks below and sent by the background thread; None when off, and
+        #: then each hook costs one ``is None`` check.
+        self._events: TaskEvents | None = None
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
@@ -120,6 +125,8 @@ class Child:
         executor = Executor(self.app, self.app.backend, on_start=self._on_start)
         settler = Settler(broker, self.reporter)
         self._executor = executor
+        if self.settings.send_task_events:
+            self._events = TaskEvents.for_app(self.app, worker=worker_id(pid=self.parent_pid))
         thread = threading.Thread(target=self._background, args=(broker, settler), name="taskfleet-lease", daemon=True)
         thread.start()
         signals.send(signals.worker_process_init, None)  # per-process resources (database connections), then work
@@ -134,6 +141,8 @@ class Child:
             thread.join(timeout=5)
             settler.flush()
             settler.give_back(self.holdings)
+            if self._events is not None:  # the background thread has stopped: this thread may use its store
+                self._events.close()
             self.reporter.send(events.Exiting(reason))
             if clean:  # before the connections close: a receiver may still use them
                 signals.send(signals.worker_process_shutdown, None, pid=os.getpid(), exitcode=0)
@@ -152,6 +161,8 @@ class Child:
     def _on_start(self, started: Started) -> None:
         if self.output is not None:
             self.output.begin_task(started.task_id, started.task)
+        if self._events is not None:
+            self._events.started(started)
         # Only a hard time limit needs the supervisor to know at once; everything else it learns in batches.
         running = self.holdings.running()
         if running is not None:  # shared memory, no event: the supervisor reads it for heartbeats and inspect
@@ -211,6 +222,8 @@ class Child:
         return True  # certain, or confirmed by the renewal just made
 
     def _report_fetched(self, held: list[Held]) -> None:
+        if self._events is not None:
+            self._events.received([h.delivery for h in held])
         self.reporter.send(events.Fetched([(h.seq, h.delivery.queue, h.delivery.message_id, h.delivery.delivery_count)
                                            for h in held]))
 
@@ -236,6 +249,8 @@ class Child:
             if self.output is not None:
                 self.output.end_task()  # its partial lines, before the next task's
         settled = settler.settle(running, outcome)
+        if self._events is not None and settled:
+            self._events.finished(running.delivery, outcome)
         self.holdings.finish()
         # After the settler reported a dropped delivery: the supervisor acks the finished ones of a child that dies.
         self.progress.finish(running.seq)
@@ -265,6 +280,8 @@ class Child:
                 settler.give_back(self.holdings, if_running_longer_than_s=settings.prefetch_release_s)
             except BrokerError as exc:
                 log.warning("lease renewal failed", error=str(exc))
+            if self._events is not None:
+                self._events.flush()  # one broker call for what the tick collected; failures are the sink's
             if now >= next_beat:
                 self.reporter.send(events.BEAT)
                 next_beat = now + HEARTBEAT_INTERVAL_S

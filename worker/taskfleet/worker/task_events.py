@@ -1,0 +1,202 @@
+"""A worker child's task events (``taskfleet worker -E``): received, started, and how each task ended.
+
+The child's main thread only collects: ``received`` keeps the fetched deliveries as they are (they are decoded for
+their event later, off the main thread), ``started`` and ``finished`` build their events' fields from what the
+executor returns (``Started``, ``Outcome``: references, so the executor builds nothing for events). The child's
+background thread sends what has been collected with ONE ``FleetStore.emit_events`` call per tick
+(``taskfleet.worker.child``, every 50 ms at most, and only when there is something to send), through an
+``EventSink``: its own fleet store, opened there after fork, used by that one thread only, failures logged and
+dropped. So a batch of fetched tasks costs a few list appends on the hot path and one broker call beside it, and a
+child started without ``-E`` has no ``TaskEvents`` at all (one ``is None`` check per hook).
+
+Events (names and fields: ``taskfleet.fleet.events``):
+
+- ``task-received``: a fetched delivery (prefetched ones included), with its arguments (``repr``, cut), retries,
+  eta, expiry and workflow ids; none for bytes that do not decode (their ``task-dead-lettered`` says why).
+- ``task-started``: the task body is about to run.
+- the end, from the ``Outcome``: ``task-succeeded`` (``runtime`` in seconds, ``result`` ``repr``),
+  ``task-failed`` (``exception``, ``traceback``), ``task-retried`` (``exception``), ``task-revoked`` (``reason``:
+  ``expired`` or ``revoked``), ``task-dead-lettered`` (``reason``; unknown task, bad input, retries used up). A
+  redelivery found already finished, or a message left to be delivered again, emits no end event.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from taskfleet.brokers.base import Delivery
+from taskfleet.brokers.fleet_store import connect_fleet_store
+from taskfleet.errors import DecodeError
+from taskfleet.fleet.event_sink import EventSink
+from taskfleet.fleet.events import FleetEvent, short_repr
+from taskfleet.message import Message
+from taskfleet.worker.executor import DEAD_LETTERED, FAILURE, RETRY, REVOKED, SUCCESS, DeadLetter, Outcome, Started
+
+if TYPE_CHECKING:
+    from taskfleet.app import App
+
+#: Events a child keeps while none can be sent (the oldest are dropped beyond it): memory stays bounded when the
+#: broker is slow or gone.
+MAX_PENDING = 10_000
+#: A failed task's traceback is cut to its last this many characters (where the error is).
+TRACEBACK_MAX = 8192
+
+#: What the main thread collects: an event, or a delivery (with when it was fetched) to decode for ``task-received``.
+_Pending = FleetEvent | tuple[float, Delivery]
+
+
+def exception_text(exc: BaseException | None) -> str | None:
+    """``Type: message`` (Celery's ``exception`` field), or None."""
+    return None if exc is None else _cut(f"{type(exc).__name__}: {exc}")
+
+
+def _cut(text: str, limit: int = 1024) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def received_event(message: Message, *, queue: str, worker: str, timestamp: float) -> FleetEvent:
+    """``task-received`` of a fetched ``message``."""
+    return FleetEvent("task-received", timestamp, {
+        "uuid": message.id, "name": message.task, "queue": queue, "worker": worker,
+        "args": short_repr(tuple(message.args)), "kwargs": short_repr(dict(message.kwargs)),
+        "retries": message.retries, "eta": message.eta, "expires": message.expires,
+        "root_id": message.root_id or message.id, "parent_id": message.parent_id,
+    })
+
+
+def started_event(started: Started, *, worker: str, timestamp: float) -> FleetEvent:
+    """``task-started``: the executor is about to run the task's body."""
+    return FleetEvent("task-started", timestamp, {"uuid": started.task_id, "name": started.task,
+                                                  "queue": started.queue, "worker": worker})
+
+
+def end_event(delivery: Delivery, outcome: Outcome, *, worker: str, timestamp: float) -> FleetEvent | None:
+    """The event of how ``outcome`` ended ``delivery``'s task, or None for an end that is not a task's (a
+    duplicate acked unrun, a message left to be delivered again)."""
+    fields: dict[str, Any] = {"uuid": outcome.task_id or delivery.message_id, "name": outcome.task,
+                              "queue": delivery.queue, "worker": worker}
+    kind = outcome.outcome
+    if kind == SUCCESS:
+        fields["runtime"] = outcome.runtime_s
+        fields["result"] = short_repr(outcome.result)
+        return FleetEvent("task-succeeded", timestamp, fields)
+    if kind == FAILURE:
+        fields["exception"] = exception_text(outcome.error)
+        fields["traceback"] = _traceback(outcome.error)
+        fields["runtime"] = outcome.runtime_s
+        return FleetEvent("task-failed", timestamp, fields)
+    if kind == RETRY:
+        fields["exception"] = exception_text(outcome.error)
+        return FleetEvent("task-retried", timestamp, fields)
+    if kind == REVOKED:
+        fields["reason"] = outcome.detail or "revoked"
+        fields["expired"] = outcome.detail == "expired"
+        fields["terminated"] = False
+        return FleetEvent("task-revoked", timestamp, fields)
+    if kind == DEAD_LETTERED:
+        decision = outcome.decision
+        fields["reason"] = decision.reason if isinstance(decision, DeadLetter) else None
+        if outcome.error is not None:
+            fields["exception"] = exception_text(outcome.error)
+        return FleetEvent("task-dead-lettered", timestamp, fields)
+    return None
+
+
+def _traceback(exc: BaseException | None) -> str | None:
+    if exc is None:
+        return None
+    text = "".join(traceback.format_exception(exc))
+    return text if len(text) <= TRACEBACK_MAX else "..." + text[-(TRACEBACK_MAX - 3):]
+
+
+class TaskEvents:
+    """Collects one child's task events and sends them in batches through ``sink`` (module docstring).
+
+    ``received``, ``started`` and ``finished`` may be called from any thread; ``flush`` from one thread at a time
+    (the background thread while the child runs, then the main thread once that thread has stopped)."""
+
+    def __init__(self, sink: EventSink, *, worker: str, accept: frozenset[str], max_decompressed_bytes: int,
+                 max_pending: int = MAX_PENDING) -> None:
+        self.sink = sink
+        self.worker = worker
+        self._accept = accept
+        self._max_decompressed_bytes = max_decompressed_bytes
+        self._max_pending = max_pending
+        self._lock = threading.Lock()
+        self._pending: list[_Pending] = []
+
+    @classmethod
+    def for_app(cls, app: App, *, worker: str) -> TaskEvents:
+        """The task events of a child of ``app``'s worker ``worker`` (its id), to the app's event stream on the
+        child's broker (opened on the first flush, in the process and thread that flushes)."""
+        settings = app.settings
+        sink = EventSink(lambda: connect_fleet_store(app.broker, namespace=app.name,
+                                                     events_max_len=settings.events_max_len))
+        return cls(sink, worker=worker, accept=settings.accept_content,
+                   max_decompressed_bytes=settings.max_decompressed_bytes)
+
+    # -- collecting (the main thread's hooks) -----------------------------------------------------------------------
+
+    def received(self, deliveries: Sequence[Delivery]) -> None:
+        """``deliveries`` were fetched now (decoded for their ``task-received`` when flushed)."""
+        now = time.time()
+        self._add([(now, delivery) for delivery in deliveries])
+
+    def started(self, started: Started) -> None:
+        self._add([started_event(started, worker=self.worker, timestamp=time.time())])
+
+    def finished(self, delivery: Delivery, outcome: Outcome) -> None:
+        """``delivery`` ended with ``outcome``; its fields (repr, traceback) are taken now, in the thread that ran
+        the task, since the objects they come from may change once the next task runs."""
+        event = end_event(delivery, outcome, worker=self.worker, timestamp=time.time())
+        if event is not None:
+            self._add([event])
+
+    def _add(self, items: list[_Pending]) -> None:
+        with self._lock:
+            self._pending.extend(items)
+            excess = len(self._pending) - self._max_pending
+            if excess > 0:
+                del self._pending[:excess]
+        if excess > 0:
+            self.sink.drop(excess, None)
+
+    # -- sending ----------------------------------------------------------------------------------------------------
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def flush(self) -> None:
+        """Send everything collected so far in one ``emit_events`` call (nothing when there is nothing)."""
+        with self._lock:
+            if not self._pending:
+                return
+            items, self._pending = self._pending, []
+        try:
+            encoded = []
+            for item in items:
+                event = item if isinstance(item, FleetEvent) else self._received(*item)
+                if event is not None:
+                    encoded.append(event.to_json())
+        except Exception as exc:  # noqa: BLE001 - a bug here must not stop the child's background thread
+            self.sink.drop(len(items), exc)
+            return
+        self.sink.emit(encoded)
+
+    def close(self) -> None:
+        """Send what is left and close the store (the child is exiting)."""
+        self.flush()
+        self.sink.close()
+
+    def _received(self, fetched_at: float, delivery: Delivery) -> FleetEvent | None:
+        try:
+            message = Message.decode(delivery.data, accept=self._accept,
+                                     max_decompressed_bytes=self._max_decompressed_bytes)
+        except DecodeError:
+            return None  # the executor dead-letters it, and that event says why
+        return received_event(message, queue=delivery.queue, worker=self.worker, timestamp=fetched_at)
