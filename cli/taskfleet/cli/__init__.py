@@ -38,6 +38,8 @@ COMMANDS = (
     Command("purge", "taskfleet.cli.broker_commands", "delete the ready and delayed messages of a queue"),
     Command("dead-letters", "taskfleet.cli.broker_commands",
             "list a queue's dead-lettered messages, or requeue them"),
+    Command("events", "taskfleet.cli.events_command",
+            "watch the app's task and worker events live (tasks/s, failures, runtimes), or --json lines"),
     Command("check", "taskfleet.cli.check_command",
             "load an app and print its configuration, tasks, Celery settings found and problems"),
     Command("operator", "taskfleet.operator.operator_command", "run the Kubernetes operator (TaskQueue resources)"),
