@@ -70,3 +70,36 @@ class QueueKeys:
 
 #: How many keys ``fetch.lua`` takes per queue (its ``K``).
 FETCH_KEYS_PER_QUEUE = len(fields(QueueKeys))
+
+
+FLEET_PREFIX = PREFIX + "fleet:"
+
+
+@dataclass(frozen=True, slots=True)
+class FleetKeys:
+    """The fleet store's keys of one namespace (an app), all sharing the ``{namespace}`` hash tag, plus the
+    prefixes of its per-worker and per-inbox keys (``worker`` and ``inbox`` methods)."""
+
+    workers: str  # ZSET worker id -> expiry (server ms): the index ``workers()`` reads, pruned on read
+    revoked: str  # ZSET task id -> expiry (ms)
+    revocations: str  # HASH task id -> Revocation JSON
+    control: str  # pub/sub channel of control requests
+    events: str  # STREAM of events, field ``e``, capped with MAXLEN ~
+    base: str
+
+    @classmethod
+    def of(cls, namespace: str) -> FleetKeys:
+        base = f"{FLEET_PREFIX}{{{namespace}}}:"
+        return cls(base + "workers", base + "revoked", base + "revocations", base + "control", base + "events", base)
+
+    def worker(self, worker_id: str) -> str:
+        """STRING: the worker's latest record, with a TTL (``SET PX``)."""
+        return f"{self.base}worker:{worker_id}"
+
+    def inbox(self, address: str) -> str:
+        """LIST: the replies sent to one inbox."""
+        return f"{self.base}inbox:{address}"
+
+    def inbox_open(self, address: str) -> str:
+        """STRING with a TTL: present while the inbox is open (a reply to a closed inbox is dropped)."""
+        return f"{self.base}inbox:{address}:open"

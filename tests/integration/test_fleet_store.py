@@ -1,0 +1,340 @@
+"""Specification of the ``FleetStore`` contract (``taskfleet.brokers.fleet_store``), run against every broker
+(``broker_kind``, the in-process stub included) on a real private server.
+
+Stores are opened the way workers and clients open them (``connect_fleet_store`` on a broker), several per test
+where the contract is about what one store sees of another's writes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from taskfleet.brokers.fleet_store import ControlListener, FleetStore, ReplyInbox, connect_fleet_store
+from taskfleet.fleet.revocations import Revocation
+from tests.conftest import MakeBroker
+from tests.support.brokers import CONFORMANCE_KIND_NAMES, BrokerKind
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("broker_kind", CONFORMANCE_KIND_NAMES, indirect=True)]
+
+NAMESPACE = "fleet-spec"
+#: Bytes that are no JSON, no UTF-8: the store must move them as they are (decoding is the caller's).
+GARBAGE = b"\x00\xff\xfe not json \x80"
+#: Short TTLs keep the expiry tests quick; readers may see a record up to this much after its expiry.
+EXPIRY_SLACK_S = 2.0
+
+MakeStore = Callable[..., FleetStore]
+
+
+@pytest.fixture
+def make_store(make_broker: MakeBroker) -> Iterator[MakeStore]:
+    """Factory of fleet stores on the test's clean broker (one broker client each, as processes have); all are
+    closed at the end."""
+    stores: list[FleetStore] = []
+
+    def make(*, namespace: str = NAMESPACE, events_max_len: int = 10_000) -> FleetStore:
+        store = connect_fleet_store(make_broker(), namespace=namespace, events_max_len=events_max_len)
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def store(make_store: MakeStore) -> FleetStore:
+    return make_store()
+
+
+def revocation(task_id: str, *, in_s: float = 60.0, terminate: bool = False) -> Revocation:
+    return Revocation(task_id, time.time() + in_s, terminate=terminate)
+
+
+def collect_all(receive: Callable[[float], list[bytes]], count: int, timeout_s: float = 5.0) -> list[bytes]:
+    """What ``receive(timeout)`` returns over as many calls as it takes to have ``count`` items."""
+    got: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < count and (remaining := deadline - time.monotonic()) > 0:
+        got += receive(remaining)
+    return got
+
+
+def read_all(store: FleetStore, cursor: str | None = None, *, page: int = 1000) -> tuple[list[bytes], str]:
+    """Every event after ``cursor``, page by page, and the cursor after them."""
+    out: list[bytes] = []
+    while True:
+        events, cursor = store.read_events(cursor, limit=page)
+        if not events:
+            assert cursor is not None
+            return out, cursor
+        out += events
+
+
+# -- registry ----------------------------------------------------------------------------------------------------
+
+
+def test_a_heartbeat_is_listed_by_another_store_and_the_next_one_replaces_it(make_store: MakeStore) -> None:
+    worker, reader = make_store(), make_store()
+
+    worker.heartbeat("host:1", b"first", ttl_s=30)
+    worker.heartbeat("host:1", b"second", ttl_s=30)
+    worker.heartbeat("host:2", b"other", ttl_s=30)
+
+    assert sorted(reader.workers()) == [b"other", b"second"]
+
+
+def test_a_record_expires_after_its_ttl_with_no_one_to_clean_up(make_store: MakeStore) -> None:
+    worker, reader = make_store(), make_store()
+    worker.heartbeat("host:1", b"short", ttl_s=1.0)
+    worker.heartbeat("host:2", b"long", ttl_s=60)
+    assert sorted(reader.workers()) == [b"long", b"short"]
+
+    wait_for(lambda: reader.workers() == [b"long"], timeout=1.0 + EXPIRY_SLACK_S,
+             message="the short-lived record expired and the other stayed")
+
+
+def test_forget_worker_removes_a_record_at_once_and_ignores_unknown_ids(make_store: MakeStore) -> None:
+    worker, reader = make_store(), make_store()
+    worker.heartbeat("host:1", b"record", ttl_s=60)
+    assert reader.workers() == [b"record"]
+
+    worker.forget_worker("host:1")
+    worker.forget_worker("never-seen:9")
+
+    assert reader.workers() == []
+
+
+def test_namespaces_do_not_see_each_other(make_store: MakeStore) -> None:
+    make_store(namespace="app-a").heartbeat("host:1", b"a", ttl_s=60)
+
+    assert make_store(namespace="app-b").workers() == []
+
+
+# -- revocations -------------------------------------------------------------------------------------------------
+
+
+def test_revocations_are_stored_for_later_readers_and_a_task_id_stored_again_is_replaced(
+        make_store: MakeStore) -> None:
+    client = make_store()
+    first = revocation("t1")
+    client.add_revocations([first, revocation("t2")])
+    replaced = revocation("t1", in_s=120, terminate=True)
+
+    client.add_revocations([replaced])
+
+    by_id = {r.task_id: r for r in make_store().revocations()}
+    assert sorted(by_id) == ["t1", "t2"]
+    assert by_id["t1"].terminate
+    assert by_id["t1"].expires_at == pytest.approx(replaced.expires_at, abs=0.001)
+
+
+def test_a_revocation_is_forgotten_at_its_expiry(store: FleetStore) -> None:
+    store.add_revocations([revocation("short", in_s=1.0), revocation("long")])
+
+    wait_for(lambda: [r.task_id for r in store.revocations()] == ["long"], timeout=1.0 + EXPIRY_SLACK_S,
+             message="the short revocation expired")
+
+
+# -- control -----------------------------------------------------------------------------------------------------
+
+
+def test_a_request_reaches_every_open_listener_and_not_one_opened_after_it(make_store: MakeStore) -> None:
+    # Given two workers listening
+    first = make_store().control_listener("host:1")
+    second = make_store().control_listener("host:2")
+    client = make_store()
+    try:
+        # When a client publishes two requests
+        client.publish_control(b"request-1")
+        client.publish_control(GARBAGE)
+        late = make_store().control_listener("host:3")
+        try:
+            # Then both listeners get both, in order, and the late one none of them
+            assert collect_all(first.receive, 2) == [b"request-1", GARBAGE]
+            assert collect_all(second.receive, 2) == [b"request-1", GARBAGE]
+            assert late.receive(0.5) == []
+            client.publish_control(b"request-2")
+            assert collect_all(late.receive, 1) == [b"request-2"]
+        finally:
+            late.close()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_receive_waits_for_a_request_and_returns_empty_on_timeout(make_store: MakeStore) -> None:
+    listener = make_store().control_listener("host:1")
+    client = make_store()
+    try:
+        started = time.monotonic()
+        assert listener.receive(0.4) == []
+        assert time.monotonic() - started >= 0.35
+
+        threading.Timer(0.3, client.publish_control, args=(b"wake",)).start()
+        started = time.monotonic()
+        assert listener.receive(5.0) == [b"wake"]
+        assert time.monotonic() - started < 2.0
+    finally:
+        listener.close()
+
+
+def test_replies_reach_the_inbox_and_collect_returns_once_the_expected_have_arrived(
+        make_store: MakeStore) -> None:
+    client, worker = make_store(), make_store()
+    inbox = client.reply_inbox()
+    try:
+        worker.reply(inbox.address, b"reply-1")
+        worker.reply(inbox.address, GARBAGE)
+
+        started = time.monotonic()
+        got = inbox.collect(10.0, expected=2)
+
+        assert sorted(got) == sorted([b"reply-1", GARBAGE])
+        assert time.monotonic() - started < 5.0
+    finally:
+        inbox.close()
+
+
+def test_collect_waits_out_its_timeout_when_fewer_replies_come(make_store: MakeStore) -> None:
+    client, worker = make_store(), make_store()
+    inbox = client.reply_inbox()
+    try:
+        threading.Timer(0.2, worker.reply, args=(inbox.address, b"only")).start()
+        started = time.monotonic()
+
+        got = inbox.collect(1.0, expected=3)
+
+        assert got == [b"only"]
+        assert 0.9 <= time.monotonic() - started < 3.0
+        assert inbox.collect(0.3) == []
+    finally:
+        inbox.close()
+
+
+def test_two_inboxes_get_only_their_own_replies_and_a_reply_to_a_closed_one_is_dropped(
+        make_store: MakeStore) -> None:
+    client, worker = make_store(), make_store()
+    one, two = client.reply_inbox(), client.reply_inbox()
+    try:
+        assert one.address != two.address
+        worker.reply(one.address, b"for-one")
+        worker.reply(two.address, b"for-two")
+        assert one.collect(5.0, expected=1) == [b"for-one"]
+        assert two.collect(5.0, expected=1) == [b"for-two"]
+    finally:
+        one.close()
+        two.close()
+
+    worker.reply(one.address, b"too late")  # no error: the broker drops it
+
+
+# -- events ------------------------------------------------------------------------------------------------------
+
+
+def test_events_are_read_in_pages_in_order_from_the_oldest(make_store: MakeStore) -> None:
+    emitter, reader = make_store(), make_store()
+    batch = [b"e%d" % i for i in range(25)] + [GARBAGE]
+
+    emitter.emit_events(batch)
+
+    pages: list[list[bytes]] = []
+    cursor = None
+    for _ in range(3):
+        page, cursor = reader.read_events(cursor, limit=10)
+        pages.append(page)
+    assert [len(page) for page in pages] == [10, 10, 6]
+    assert [event for page in pages for event in page] == batch
+    assert reader.read_events(cursor, limit=10) == ([], cursor)
+
+
+def test_a_blocking_read_wakes_when_an_event_is_emitted(make_store: MakeStore) -> None:
+    emitter, reader = make_store(), make_store()
+    end = reader.events_end()
+    threading.Timer(0.3, emitter.emit_events, args=([b"late"],)).start()
+    started = time.monotonic()
+
+    events, _ = reader.read_events(end, timeout_s=5.0)
+
+    assert events == [b"late"]
+    assert time.monotonic() - started < 3.0
+
+
+def test_a_read_with_nothing_new_returns_after_its_timeout(store: FleetStore) -> None:
+    store.emit_events([b"old"])
+    end = store.events_end()
+    started = time.monotonic()
+
+    assert store.read_events(end, timeout_s=0.5) == ([], end)
+    assert 0.4 <= time.monotonic() - started < 3.0
+
+
+def test_events_end_is_the_cursor_of_only_later_events(make_store: MakeStore) -> None:
+    emitter, reader = make_store(), make_store()
+    emitter.emit_events([b"before-1", b"before-2"])
+
+    end = reader.events_end()
+    emitter.emit_events([b"after"])
+
+    assert read_all(reader, end)[0] == [b"after"]
+    assert read_all(reader)[0] == [b"before-1", b"before-2", b"after"]
+
+
+def test_an_empty_stream_reads_empty_and_its_end_reads_what_comes_next(store: FleetStore) -> None:
+    end = store.events_end()
+    assert store.read_events(None) == ([], store.read_events(None)[1])
+
+    store.emit_events([b"first"])
+
+    assert read_all(store, end)[0] == [b"first"]
+
+
+def test_the_stream_keeps_about_the_latest_events_max_len(make_store: MakeStore, broker_kind: BrokerKind) -> None:
+    # Given a stream capped at 50
+    emitter = make_store(events_max_len=50)
+    total = 2000
+
+    # When 2000 events are emitted in batches
+    for start in range(0, total, 100):
+        emitter.emit_events([b"event-%05d" % i for i in range(start, start + 100)])
+
+    # Then far fewer are kept, the newest among them, in order (how far over the cap depends on the broker:
+    # docs/brokers.md, "Fleet state")
+    kept, _ = read_all(make_store(events_max_len=50))
+    assert kept[-1] == b"event-%05d" % (total - 1)
+    assert kept == sorted(kept)
+    assert 50 <= len(kept) <= CAP_SLACK[broker_kind.name](50), len(kept)
+
+
+#: The most events a stream capped at ``n`` may keep, by broker: Redis trims whole stream nodes (100 entries by
+#: default); RabbitMQ's cap is in bytes (``n`` times an assumed event size) and applied to whole segments.
+CAP_SLACK: dict[str, Callable[[int], int]] = {
+    "stub": lambda n: n,
+    "sqlite": lambda n: n,
+    "redis": lambda n: n + 100,
+    "rabbitmq": lambda n: n * 8,
+}
+
+
+# -- closing -----------------------------------------------------------------------------------------------------
+
+
+def test_closed_listeners_and_inboxes_get_nothing_more_and_the_store_closes(make_store: MakeStore) -> None:
+    worker, client = make_store(), make_store()
+    listener: ControlListener = worker.control_listener("host:1")
+    inbox: ReplyInbox = client.reply_inbox()
+    listener.close()
+    inbox.close()
+
+    client.publish_control(b"after close")
+    worker.reply(inbox.address, b"after close")
+    worker.close()
+    client.close()
+
+    other = make_store()
+    other.publish_control(b"still works")
+    assert other.workers() == []
