@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     full = {
         "meta": {
             "timestamp": stamp, "host": host_info(), "tasks": args.tasks, "rtt_count": args.rtt_count,
-            "concurrency": 2, "quick": args.quick, "only": args.only, "taskfleet_commit": taskfleet_commit(), "versions": versions,
+            "concurrency": 2, "quick": args.quick, "only": args.only, "taskfleet_commit": taskfleet_commit(),
+            "versions": versions,
             "duration_s": round(time.perf_counter() - began, 1), "command": sys.argv,
         },
         "results": results,

@@ -166,18 +166,17 @@ def test_worker_events_are_emitted_one_call_each_and_offline_closes_the_store() 
 
 
 def _collector(store: RecordingStore, **options: Any) -> TaskEvents:
-    return TaskEvents(EventSink(lambda: store), worker="host:1", accept=frozenset({JSON}),
-                      max_decompressed_bytes=1 << 20, **options)
+    return TaskEvents(EventSink(lambda: store), worker="host:1", **options)
 
 
 def test_what_a_child_collects_goes_out_in_one_call_per_flush_in_the_order_it_happened() -> None:
     store = RecordingStore()
     events = _collector(store)
-    delivery = Delivery("q", "t1", _encoded(_message()), 1)
+    message = _message()
+    delivery = Delivery("q", "t1", _encoded(message), 1)
 
-    events.received([delivery])
-    events.started(Started("t1", "q", "t1", "tests.add", None))
-    events.finished(delivery, Outcome(ACK, SUCCESS, "tests.add", 0.01, task_id="t1", result=3))
+    events.started(Started("t1", "q", "t1", "tests.add", None, message))
+    events.finished(delivery, Outcome(ACK, SUCCESS, "tests.add", 0.01, task_id="t1", result=3, message=message))
     events.flush()
 
     assert len(store.calls) == 1
@@ -186,24 +185,35 @@ def test_what_a_child_collects_goes_out_in_one_call_per_flush_in_the_order_it_ha
     assert store.events[0].fields["args"] == "(1, 2)"
 
 
+def test_a_task_that_never_started_is_received_just_before_its_end() -> None:
+    store = RecordingStore()
+    events = _collector(store)
+    message = _message(expires=1.0)
+
+    events.finished(DELIVERY, Outcome(ACK, REVOKED, "tests.add", 0.0, task_id="t1", detail="expired",
+                                      message=message))
+    events.flush()
+
+    assert store.types == ["task-received", "task-revoked"]
+
+
+def test_a_message_that_did_not_decode_has_its_end_event_alone() -> None:
+    store = RecordingStore()
+    events = _collector(store)
+
+    events.finished(DELIVERY, Outcome(DeadLetter("malformed message"), DEAD_LETTERED, "?", 0.0))
+    events.flush()
+
+    assert store.types == ["task-dead-lettered"]
+
+
 def test_a_flush_with_nothing_collected_makes_no_broker_call_and_opens_no_store() -> None:
     opened: list[RecordingStore] = []
-    events = TaskEvents(EventSink(lambda: opened.append(RecordingStore()) or opened[-1]), worker="w",
-                        accept=frozenset({JSON}), max_decompressed_bytes=1024)
+    events = TaskEvents(EventSink(lambda: opened.append(RecordingStore()) or opened[-1]), worker="w")
 
     events.flush()
 
     assert opened == []
-
-
-def test_a_fetched_delivery_that_does_not_decode_has_no_received_event() -> None:
-    store = RecordingStore()
-    events = _collector(store)
-
-    events.received([Delivery("q", "bad", b"not a message", 1)])
-    events.flush()
-
-    assert store.calls == []
 
 
 def test_events_kept_while_none_can_be_sent_are_bounded_the_oldest_dropped() -> None:
@@ -211,7 +221,7 @@ def test_events_kept_while_none_can_be_sent_are_bounded_the_oldest_dropped() -> 
     events = _collector(store, max_pending=2)
 
     for n in range(5):
-        events.started(Started(f"m{n}", "q", f"t{n}", "tests.add", None))
+        events.started(Started(f"m{n}", "q", f"t{n}", "tests.add", None))  # no message: no task-received
     events.flush()
 
     assert [e.fields["uuid"] for e in store.events] == ["t3", "t4"]

@@ -222,8 +222,6 @@ class Child:
         return True  # certain, or confirmed by the renewal just made
 
     def _report_fetched(self, held: list[Held]) -> None:
-        if self._events is not None:
-            self._events.received([h.delivery for h in held])
         self.reporter.send(events.Fetched([(h.seq, h.delivery.queue, h.delivery.message_id, h.delivery.delivery_count)
                                            for h in held]))
 

@@ -1,8 +1,8 @@
 """A worker child's task events (``taskfleet worker -E``): received, started, and how each task ended.
 
-The child's main thread only collects: ``received`` keeps the fetched deliveries as they are (they are decoded for
-their event later, off the main thread), ``started`` and ``finished`` build their events' fields from what the
-executor returns (``Started``, ``Outcome``: references, so the executor builds nothing for events). The child's
+The child's main thread only collects: ``started`` and ``finished`` build their events' fields from what the
+executor hands over (``Started``, ``Outcome``: references, among them the message it decoded, so the executor
+builds nothing for events and nothing is decoded twice). The child's
 background thread sends what has been collected with ONE ``FleetStore.emit_events`` call per tick
 (``taskfleet.worker.child``, every 50 ms at most, and only when there is something to send), through an
 ``EventSink``: its own fleet store, opened there after fork, used by that one thread only, failures logged and
@@ -11,8 +11,11 @@ child started without ``-E`` has no ``TaskEvents`` at all (one ``is None`` check
 
 Events (names and fields: ``taskfleet.fleet.events``):
 
-- ``task-received``: a fetched delivery (prefetched ones included), with its arguments (``repr``, cut), retries,
-  eta, expiry and workflow ids; none for bytes that do not decode (their ``task-dead-lettered`` says why).
+- ``task-received``: the child took the task up (the message decoded), with its arguments (``repr``, cut),
+  retries, eta, expiry and workflow ids; just before ``task-started``, or before the end event of a task that did
+  not start (expired, unknown). Not at fetch time: a prefetched message given back unstarted (a long task in its
+  child) is received once, by the child that runs it. None for bytes that do not decode (their
+  ``task-dead-lettered`` says why).
 - ``task-started``: the task body is about to run.
 - the end, from the ``Outcome``: ``task-succeeded`` (``runtime`` in seconds, ``result`` ``repr``),
   ``task-failed`` (``exception``, ``traceback``), ``task-retried`` (``exception``), ``task-revoked`` (``reason``:
@@ -25,12 +28,10 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from taskfleet.brokers.base import Delivery
 from taskfleet.brokers.fleet_store import connect_fleet_store
-from taskfleet.errors import DecodeError
 from taskfleet.fleet.event_sink import EventSink
 from taskfleet.fleet.events import FleetEvent, short_repr
 from taskfleet.message import Message
@@ -44,9 +45,6 @@ if TYPE_CHECKING:
 MAX_PENDING = 10_000
 #: A failed task's traceback is cut to its last this many characters (where the error is).
 TRACEBACK_MAX = 8192
-
-#: What the main thread collects: an event, or a delivery (with when it was fetched) to decode for ``task-received``.
-_Pending = FleetEvent | tuple[float, Delivery]
 
 
 def exception_text(exc: BaseException | None) -> str | None:
@@ -119,44 +117,50 @@ class TaskEvents:
     ``received``, ``started`` and ``finished`` may be called from any thread; ``flush`` from one thread at a time
     (the background thread while the child runs, then the main thread once that thread has stopped)."""
 
-    def __init__(self, sink: EventSink, *, worker: str, accept: frozenset[str], max_decompressed_bytes: int,
-                 max_pending: int = MAX_PENDING) -> None:
+    def __init__(self, sink: EventSink, *, worker: str, max_pending: int = MAX_PENDING) -> None:
         self.sink = sink
         self.worker = worker
-        self._accept = accept
-        self._max_decompressed_bytes = max_decompressed_bytes
         self._max_pending = max_pending
         self._lock = threading.Lock()
-        self._pending: list[_Pending] = []
+        self._pending: list[FleetEvent] = []
+        self._started: Message | None = None  # the message of the last task-started (its received was sent)
 
     @classmethod
     def for_app(cls, app: App, *, worker: str) -> TaskEvents:
         """The task events of a child of ``app``'s worker ``worker`` (its id), to the app's event stream on the
         child's broker (opened on the first flush, in the process and thread that flushes)."""
-        settings = app.settings
-        sink = EventSink(lambda: connect_fleet_store(app.broker, namespace=app.name,
-                                                     events_max_len=settings.events_max_len))
-        return cls(sink, worker=worker, accept=settings.accept_content,
-                   max_decompressed_bytes=settings.max_decompressed_bytes)
+        events_max_len = app.settings.events_max_len
+        return cls(EventSink(lambda: connect_fleet_store(app.broker, namespace=app.name,
+                                                         events_max_len=events_max_len)), worker=worker)
 
     # -- collecting (the main thread's hooks) -----------------------------------------------------------------------
 
-    def received(self, deliveries: Sequence[Delivery]) -> None:
-        """``deliveries`` were fetched now (decoded for their ``task-received`` when flushed)."""
-        now = time.time()
-        self._add([(now, delivery) for delivery in deliveries])
-
     def started(self, started: Started) -> None:
-        self._add([started_event(started, worker=self.worker, timestamp=time.time())])
+        """The task of ``started`` is about to run: its ``task-received`` and ``task-started``."""
+        now = time.time()
+        event = started_event(started, worker=self.worker, timestamp=now)
+        message = self._started = started.message
+        if message is None:
+            self._add([event])
+        else:
+            self._add([received_event(message, queue=started.queue, worker=self.worker, timestamp=now), event])
 
     def finished(self, delivery: Delivery, outcome: Outcome) -> None:
-        """``delivery`` ended with ``outcome``; its fields (repr, traceback) are taken now, in the thread that ran
-        the task, since the objects they come from may change once the next task runs."""
-        event = end_event(delivery, outcome, worker=self.worker, timestamp=time.time())
-        if event is not None:
+        """``delivery`` ended with ``outcome``: its end event, after its ``task-received`` if it never started. The
+        fields (repr, traceback) are taken now, in the thread that ran the task, since the objects they come from
+        may change once the next task runs."""
+        now = time.time()
+        event = end_event(delivery, outcome, worker=self.worker, timestamp=now)
+        started, self._started = self._started, None
+        if event is None:
+            return
+        message = outcome.message
+        if message is None or message is started:
             self._add([event])
+        else:
+            self._add([received_event(message, queue=delivery.queue, worker=self.worker, timestamp=now), event])
 
-    def _add(self, items: list[_Pending]) -> None:
+    def _add(self, items: list[FleetEvent]) -> None:
         with self._lock:
             self._pending.extend(items)
             excess = len(self._pending) - self._max_pending
@@ -178,11 +182,7 @@ class TaskEvents:
                 return
             items, self._pending = self._pending, []
         try:
-            encoded = []
-            for item in items:
-                event = item if isinstance(item, FleetEvent) else self._received(*item)
-                if event is not None:
-                    encoded.append(event.to_json())
+            encoded = [event.to_json() for event in items]
         except Exception as exc:  # noqa: BLE001 - a bug here must not stop the child's background thread
             self.sink.drop(len(items), exc)
             return
@@ -192,11 +192,3 @@ class TaskEvents:
         """Send what is left and close the store (the child is exiting)."""
         self.flush()
         self.sink.close()
-
-    def _received(self, fetched_at: float, delivery: Delivery) -> FleetEvent | None:
-        try:
-            message = Message.decode(delivery.data, accept=self._accept,
-                                     max_decompressed_bytes=self._max_decompressed_bytes)
-        except DecodeError:
-            return None  # the executor dead-letters it, and that event says why
-        return received_event(message, queue=delivery.queue, worker=self.worker, timestamp=fetched_at)
