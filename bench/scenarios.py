@@ -32,7 +32,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from bench.measure import IDLE_SETTLE_S, Depth, Worker, latency_summary, rate, time_drain, timed, wait_empty
+from bench.measure import (
+    IDLE_SETTLE_S,
+    Depth,
+    Worker,
+    latency_summary,
+    rate,
+    time_drain,
+    timed,
+    tree_cpu_s,
+    wait_empty,
+)
 from bench.workflows import CHAIN_LENGTH, CHORD_SIZE, run_workflows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,7 +163,8 @@ def events_cost(system: Any, tasks: int, logs: Path, log: Callable[[str], None])
             system.send_batch("noop", tasks)
             drains[events] = _drain(system, tasks, logs / f"events_{events}_{n + 1}.log", command)
         rounds.append(drains)
-        log(f"drain events off/on, round {n + 1}: {drains['off']['per_s']}/s, {drains['on']['per_s']}/s")
+        log(f"drain events off/on, round {n + 1}: {drains['off']['per_s']}/s, {drains['on']['per_s']}/s; worker CPU "
+            f"{drains['off']['worker_cpu_s']} s, {drains['on']['worker_cpu_s']} s")
     off = max(r["off"]["per_s"] for r in rounds)
     on = max(r["on"]["per_s"] for r in rounds)
     result = {"off_per_s": off, "on_per_s": on, "on_over_off": round(on / off, 3) if off else None,
@@ -166,7 +177,9 @@ def _drain(system: System, tasks: int, log_path: Path,
            worker_command: Callable[[], tuple[list[str], dict[str, str]]] | None = None) -> dict[str, Any]:
     command, env = (worker_command or system.worker_command)()
     with Worker(command, env=env, cwd=APPS_DIR, log_path=log_path) as worker:
-        return time_drain(worker, system.depth, tasks)
+        drained = time_drain(worker, system.depth, tasks)
+        drained["worker_cpu_s"] = round(tree_cpu_s(worker.proc.pid), 2)  # start-up included
+        return drained
 
 
 def _idle_and_rtt(system: System, count: int, log_path: Path) -> tuple[dict[str, Any], dict[str, float]]:
