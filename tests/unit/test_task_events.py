@@ -36,7 +36,16 @@ from taskfleet.worker.executor import (
     Started,
 )
 from taskfleet.worker.settings import WorkerSettings
-from taskfleet.worker.task_events import TaskEvents, end_event, received_event
+from taskfleet.worker.task_events import (
+    TaskEvents,
+    end_event,
+    received_event,
+    received_json,
+    shared_json,
+    started_event,
+    started_json,
+    succeeded_json,
+)
 from taskfleet.worker.worker_events import WorkerEvents, worker_event
 from tests import tasks
 from tests.unit.fleet_fakes import RecordingStore
@@ -132,6 +141,27 @@ def test_task_received_carries_the_call_with_its_arguments_cut_to_a_bounded_repr
     assert {k: event.fields[k] for k in ("uuid", "name", "retries", "eta", "expires", "root_id", "parent_id")} == {
         "uuid": "t1", "name": "tests.add", "retries": 2, "eta": 5.0, "expires": 9.0, "root_id": "t1",
         "parent_id": "p1"}
+
+
+@pytest.mark.parametrize("message", [
+    _message(),
+    _message(args=('quote " and \\ back\nslash', "ü", 1.5), kwargs={"k": None}, retries=3, eta=1.25,
+             expires=99.5, root_id="r", parent_id="p"),
+])
+def test_the_hot_path_encodings_decode_to_exactly_what_the_builders_give(message: Message) -> None:
+    shared = shared_json(message.id, message.task, "q", "höst:1")
+    started = Started("m", "q", message.id, message.task, None, message)
+    outcome = Outcome(ACK, SUCCESS, message.task, 0.125, task_id=message.id, result={"ok": [1, "two"]},
+                      message=message)
+    delivery = Delivery("q", "m", b"", 1)
+
+    assert json.loads(received_json(message, shared=shared, timestamp=5.5)) == json.loads(
+        received_event(message, queue="q", worker="höst:1", timestamp=5.5).to_json())
+    assert json.loads(started_json(shared=shared, timestamp=5.5)) == json.loads(
+        started_event(started, worker="höst:1", timestamp=5.5).to_json())
+    built = end_event(delivery, outcome, worker="höst:1", timestamp=5.5)
+    assert built is not None
+    assert json.loads(succeeded_json(outcome, shared=shared, timestamp=5.5)) == json.loads(built.to_json())
 
 
 def test_a_worker_event_carries_the_record_and_celerys_top_level_fields() -> None:
