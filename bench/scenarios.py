@@ -56,7 +56,7 @@ WORKER_START_TIMEOUT_S = 60.0
 RTT_TIMEOUT_S = 10.0
 RTT_WARMUP = 5
 #: Rounds of the events-cost scenario (each: a drain with events off, then one with them on).
-EVENT_ROUNDS = 3
+EVENT_ROUNDS = 5
 #: What the issue asks of task events: drain with them on at least this fraction of drain with them off.
 EVENTS_COST_FLOOR = 0.8
 

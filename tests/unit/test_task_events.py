@@ -141,6 +141,7 @@ def test_task_received_carries_the_call_with_its_arguments_cut_to_a_bounded_repr
     assert {k: event.fields[k] for k in ("uuid", "name", "retries", "eta", "expires", "root_id", "parent_id")} == {
         "uuid": "t1", "name": "tests.add", "retries": 2, "eta": 5.0, "expires": 9.0, "root_id": "t1",
         "parent_id": "p1"}
+    assert "eta" not in received_event(_message(), queue="q", worker="w", timestamp=3.0).fields, "None is left out"
 
 
 @pytest.mark.parametrize("message", [

@@ -58,13 +58,17 @@ def _cut(text: str, limit: int = 1024) -> str:
 
 
 def received_event(message: Message, *, queue: str, worker: str, timestamp: float) -> FleetEvent:
-    """``task-received`` of a fetched ``message``."""
-    return FleetEvent("task-received", timestamp, {
+    """``task-received`` of ``message``, taken up by a child (an ``eta``, ``expires`` or ``parent_id`` only when it
+    has one: most tasks have none, and every byte of every event is stored)."""
+    fields: dict[str, Any] = {
         "uuid": message.id, "name": message.task, "queue": queue, "worker": worker,
         "args": short_repr(tuple(message.args)), "kwargs": short_repr(dict(message.kwargs)),
-        "retries": message.retries, "eta": message.eta, "expires": message.expires,
-        "root_id": message.root_id or message.id, "parent_id": message.parent_id,
-    })
+        "retries": message.retries, "root_id": message.root_id or message.id,
+    }
+    for key, value in (("eta", message.eta), ("expires", message.expires), ("parent_id", message.parent_id)):
+        if value is not None:
+            fields[key] = value
+    return FleetEvent("task-received", timestamp, fields)
 
 
 def started_event(started: Started, *, worker: str, timestamp: float) -> FleetEvent:
@@ -114,8 +118,11 @@ def end_event(delivery: Delivery, outcome: Outcome, *, worker: str, timestamp: f
 _str = json.encoder.encode_basestring_ascii  # the C escaper behind json.dumps: a Python str as a JSON string
 
 
-def _number(value: float | None) -> str:
-    return "null" if value is None else repr(value)
+def _optional(name: str, value: float | str | None) -> str:
+    """``,"name":value``, or nothing for None (as ``received_event`` leaves it out)."""
+    if value is None:
+        return ""
+    return f',"{name}":{_str(value) if isinstance(value, str) else repr(value)}'
 
 
 def shared_json(task_id: str, name: str, queue: str, worker: str) -> str:
@@ -125,11 +132,11 @@ def shared_json(task_id: str, name: str, queue: str, worker: str) -> str:
 
 def received_json(message: Message, *, shared: str, timestamp: float) -> bytes:
     """``received_event(...).to_json()``, formatted directly."""
-    parent = "null" if message.parent_id is None else _str(message.parent_id)
     return (f'{{"type":"task-received","timestamp":{timestamp!r},{shared},'
             f'"args":{_str(short_repr(tuple(message.args)))},"kwargs":{_str(short_repr(dict(message.kwargs)))},'
-            f'"retries":{int(message.retries)},"eta":{_number(message.eta)},"expires":{_number(message.expires)},'
-            f'"root_id":{_str(message.root_id or message.id)},"parent_id":{parent}}}').encode()
+            f'"retries":{int(message.retries)},"root_id":{_str(message.root_id or message.id)}'
+            f'{_optional("eta", message.eta)}{_optional("expires", message.expires)}'
+            f'{_optional("parent_id", message.parent_id)}}}').encode()
 
 
 def started_json(*, shared: str, timestamp: float) -> bytes:
