@@ -145,8 +145,9 @@ def footnotes(report: dict[str, Any]) -> list[str]:
         if cost and cost.get("on_over_off") is not None:
             verdict = "meets" if cost["on_over_off"] >= cost["floor"] else "BELOW"
             notes.append(f"task events on {BROKER_TITLES.get(broker, broker)}: drain with -E is "
-                         f"{cost['on_over_off']:.0%} of drain without (best of {len(cost['rounds'])} rounds each; "
-                         f"{verdict} the {cost['floor']:.0%} floor)")
+                         f"{cost['on_over_off']:.0%} of drain without (medians of {len(cost['rounds'])} rounds each; "
+                         f"{verdict} the {cost['floor']:.0%} floor); worker CPU "
+                         f"{cost.get('worker_cpu_s_off')} s without, {cost.get('worker_cpu_s_on')} s with")
     return notes
 
 
