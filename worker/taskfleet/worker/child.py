@@ -70,6 +70,9 @@ HEARTBEAT_INTERVAL_S = 1.0
 #: slow task after fast ones does not hold their acks back.
 ACK_DELAY_MAX_S = 0.05
 _TICK_S = 0.05
+#: Task events (``-E``) collected by the hooks go out at most this often, in one broker call: a live view stays live,
+#: and a broker that writes each call as a transaction (SQLite) pays for few of them.
+EVENTS_FLUSH_S = 0.25
 
 
 def rss_mb() -> float:
@@ -261,7 +264,7 @@ class Child:
         settings = self.settings
         extend_every_s = max(0.3, broker.settings.visibility_timeout_s / 3)
         now = time.monotonic()
-        next_extend, next_beat = now + extend_every_s, now
+        next_extend, next_beat, next_events = now + extend_every_s, now, now + EVENTS_FLUSH_S
         while not self._thread_stop.wait(_TICK_S):
             if os.getppid() != self.parent_pid:
                 log.error("supervisor is gone; child exits, its messages return when their leases expire")
@@ -278,8 +281,9 @@ class Child:
                 settler.give_back(self.holdings, if_running_longer_than_s=settings.prefetch_release_s)
             except BrokerError as exc:
                 log.warning("lease renewal failed", error=str(exc))
-            if self._events is not None:
-                self._events.flush()  # one broker call for what the tick collected; failures are the sink's
+            if self._events is not None and now >= next_events:
+                self._events.flush()  # one broker call for what was collected; failures are the sink's
+                next_events = now + EVENTS_FLUSH_S
             if now >= next_beat:
                 self.reporter.send(events.BEAT)
                 next_beat = now + HEARTBEAT_INTERVAL_S
