@@ -213,7 +213,7 @@ class AppSettings:
     result_extended: bool = False
     #: Celery's ``worker_send_task_events``: this app's workers emit task events (received, started, succeeded,
     #: failed, retried, revoked, dead-lettered) to the app's event stream, as ``taskfleet worker -E`` does. Off by
-    #: default: each worker child then makes one more broker call per 50 ms while it works (docs/events.md; the cost
+    #: default: each worker child then makes one more broker call per 250 ms while it works (docs/events.md; the cost
     #: is in docs/benchmarks.md).
     worker_send_task_events: bool = False
     #: Celery's ``task_send_sent_event``: publishers (``delay``, ``apply_async``, ``send``, ``send_many``,

@@ -26,6 +26,10 @@ message went to another) is dropped unrun and reported ``Dropped``.
 Around its work the child sends ``worker_process_init`` (once its background thread runs, before the first fetch)
 and, when it exits normally, ``worker_process_shutdown`` (taskfleet.signals).
 
+With ``send_task_events`` (``-E``) the child's ``TaskEvents`` (taskfleet.worker.task_events) is told when a task
+starts and how it ended, and the background thread sends what it collected every ``EVENTS_FLUSH_S``, through a
+fleet store of the child's own; without it there is no ``TaskEvents`` and each hook is one ``is None`` check.
+
 Unless ``redirect_stdouts`` is off, the child's ``sys.stdout`` and ``sys.stderr`` log each line written to them
 (taskfleet.worker.log_redirect) from before ``worker_process_init`` to the child's end; the child tells them when a
 task starts and ends, so a task's ``print()`` is a log event with its ``task_id``.

@@ -75,7 +75,7 @@ class WorkerSettings:
     #: ``taskfleet.worker.log_redirect``. False: what a task writes goes to the process's stdout and stderr as is.
     redirect_stdouts: bool = True
     #: Each child emits task events (received, started, and how each task ended) to the app's event stream, in
-    #: batches of one broker call per 50 ms at most (taskfleet.worker.task_events, docs/events.md); and the worker
+    #: batches of one broker call per 250 ms at most (taskfleet.worker.task_events, docs/events.md); and the worker
     #: its online, heartbeat and offline events. Celery's ``-E`` and ``worker_send_task_events``: the CLI sets it
     #: from ``-E``, ``TASKFLEET_WORKER_SEND_TASK_EVENTS`` or the app's ``worker_send_task_events``. Off: nothing is
     #: built or sent.

@@ -4,8 +4,9 @@ heartbeat record, ``worker-offline`` when it stops cleanly. Each carries the wor
 (``hostname``, ``pid``, ``active``, ``processed``, ``freq``) so that a reader needs no record decoder.
 
 The supervisor's heartbeat thread calls ``WorkerEvents.emit(kind, record)`` with each record it publishes (one
-broker call per heartbeat, through an ``EventSink``: failures logged and dropped); a worker without ``-E`` has no
-``WorkerEvents``.
+broker call per heartbeat, through an ``EventSink``: failures logged and dropped): ``emit`` has the heartbeat's
+``on_record`` hook signature, so ``WorkerFleet.start(supervisor, on_record=[WorkerEvents.for_app(app,
+supervisor.broker).emit])`` wires it. A worker without ``-E`` has no ``WorkerEvents``.
 """
 
 from __future__ import annotations
@@ -48,8 +49,11 @@ class WorkerEvents:
                                                          events_max_len=app.settings.events_max_len)))
 
     def emit(self, kind: WorkerEventKind, record: WorkerRecord) -> None:
-        """Emit ``kind`` for ``record`` now (failures are logged and dropped)."""
+        """Emit ``kind`` for ``record`` now (failures are logged and dropped); after ``worker-offline``, the
+        worker's last, the store is closed."""
         self.sink.emit([worker_event(kind, record, timestamp=time.time()).to_json()])
+        if kind == "worker-offline":
+            self.sink.close()
 
     def online(self, record: WorkerRecord) -> None:
         self.emit("worker-online", record)
@@ -60,4 +64,3 @@ class WorkerEvents:
     def offline(self, record: WorkerRecord) -> None:
         """The worker's last event; then the store is closed."""
         self.emit("worker-offline", record)
-        self.sink.close()
