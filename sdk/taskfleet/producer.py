@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from taskfleet import tracing
 from taskfleet.brokers.base import Outgoing
 from taskfleet.compression import compress
 from taskfleet.errors import ConfigurationError, MessageTooLarge
@@ -123,8 +124,16 @@ class Producer:
         return data
 
     def publish(self, message: Message, *, retry: PublishRetry | None = None) -> None:
-        """Encode ``message`` and hand it to the broker (see ``App.publish``), between the publish signals;
-        ``retry``: this publish's retry policy instead of the app's ``publish_retry``."""
+        """Encode ``message`` and hand it to the broker (see ``App.publish``), between the publish signals, in a
+        span when tracing is on (taskfleet.tracing); ``retry``: this publish's retry policy instead of the app's
+        ``publish_retry``."""
+        tracer = tracing.publisher()
+        if tracer is None:
+            self._publish(message, retry)
+        else:
+            tracer.publish(self._app, message, functools.partial(self._publish, retry=retry))
+
+    def _publish(self, message: Message, retry: PublishRetry | None) -> None:
         if before_task_publish.receivers:
             message = announce_publish(message)
         data = self.encode(message)
@@ -203,6 +212,12 @@ class Producer:
         signalled = bool(before_task_publish.receivers or after_task_publish.receivers)
         sent = self.sent_events() if self._app.settings.task_send_sent_event else None
         announce = signalled or sent is not None
+        broker = self._app.broker
+        enqueue_many: Callable[[list[Outgoing]], None] = broker.enqueue_many if retry is None else \
+            functools.partial(broker.enqueue_many, retry=retry)
+        tracer = tracing.publisher()
+        if tracer is not None:  # a span per message, on this thread: the caller's context is their parent
+            build, enqueue_many = tracer.chunks(self._app, build, enqueue_many)
 
         def encode(start: int) -> tuple[list[Outgoing], list[Message]]:
             """The chunk from ``start``, and its messages when the publish signals have receivers or task-sent
@@ -222,10 +237,7 @@ class Producer:
             if sent is not None:
                 sent.emit(messages)
 
-        broker = self._app.broker
-        enqueue_many: Callable[[list[Outgoing]], None] = broker.enqueue_many if retry is None else \
-            functools.partial(broker.enqueue_many, retry=retry)
-        if total <= SEND_MANY_CHUNK or announce:  # one chunk, or receivers to call on this thread
+        if total <= SEND_MANY_CHUNK or announce or tracer is not None:  # one chunk, or work for this thread
             _send_here(enqueue_many, encode, total, published)
         else:
             _send_pipelined(enqueue_many, encode, total)

@@ -7,16 +7,26 @@ where the contract is about what one store sees of another's writes.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from urllib.parse import unquote, urlsplit
 
 import pytest
+import redis
 
+from taskfleet._connections.sqlite import sqlite_path
 from taskfleet.brokers.fleet_store import ControlListener, FleetStore, ReplyInbox, connect_fleet_store
+from taskfleet.brokers.rabbitmq._streams import events_max_bytes
+from taskfleet.brokers.redis._keys import FleetKeys
+from taskfleet.brokers.stub._fleet import shared_fleet_state
+from taskfleet.errors import BrokerConnectionError, ControlError
 from taskfleet.fleet.revocations import Revocation
 from tests.conftest import MakeBroker
-from tests.support.brokers import CONFORMANCE_KIND_NAMES, BrokerKind
+from tests.support.brokers import CONFORMANCE_KIND_NAMES, BrokerKind, Capability, RabbitMQKind, RedisKind, SQLiteKind
+from tests.support.rabbitmq_server import ManagementApiError, vhost_path
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("broker_kind", CONFORMANCE_KIND_NAMES, indirect=True)]
@@ -233,6 +243,29 @@ def test_two_inboxes_get_only_their_own_replies_and_a_reply_to_a_closed_one_is_d
     worker.reply(one.address, b"too late")  # no error: the broker drops it
 
 
+def test_a_listener_hears_requests_again_once_its_server_is_back(
+        make_store: MakeStore, broker_kind: BrokerKind) -> None:
+    # Given a worker listening
+    broker_kind.require(Capability.SERVER)
+    listener = make_store().control_listener("host:1")
+    try:
+        # When the server restarts
+        broker_kind.restart()
+        client = make_store()
+
+        # Then the same listener hears requests again (one published while it reconnects may be missed)
+        def heard() -> list[bytes]:
+            try:
+                client.publish_control(b"after restart")
+                return listener.receive(0.5)
+            except BrokerConnectionError:
+                return []
+
+        wait_for(heard, timeout=30.0, interval=0.2, message="the listener heard a request after the restart")
+    finally:
+        listener.close()
+
+
 # -- events ------------------------------------------------------------------------------------------------------
 
 
@@ -249,7 +282,7 @@ def test_events_are_read_in_pages_in_order_from_the_oldest(make_store: MakeStore
         pages.append(page)
     assert [len(page) for page in pages] == [10, 10, 6]
     assert [event for page in pages for event in page] == batch
-    assert reader.read_events(cursor, limit=10) == ([], cursor)
+    assert reader.read_events(cursor, limit=10)[0] == []
 
 
 def test_a_blocking_read_wakes_when_an_event_is_emitted(make_store: MakeStore) -> None:
@@ -264,13 +297,17 @@ def test_a_blocking_read_wakes_when_an_event_is_emitted(make_store: MakeStore) -
     assert time.monotonic() - started < 3.0
 
 
-def test_a_read_with_nothing_new_returns_after_its_timeout(store: FleetStore) -> None:
+def test_a_read_with_nothing_new_returns_after_its_timeout_with_a_cursor_to_read_on_from(store: FleetStore) -> None:
     store.emit_events([b"old"])
     end = store.events_end()
     started = time.monotonic()
 
-    assert store.read_events(end, timeout_s=0.5) == ([], end)
+    events, cursor = store.read_events(end, timeout_s=0.5)
+
+    assert events == []
     assert 0.4 <= time.monotonic() - started < 3.0
+    store.emit_events([b"new"])
+    assert read_all(store, cursor)[0] == [b"new"]
 
 
 def test_events_end_is_the_cursor_of_only_later_events(make_store: MakeStore) -> None:
@@ -286,55 +323,106 @@ def test_events_end_is_the_cursor_of_only_later_events(make_store: MakeStore) ->
 
 def test_an_empty_stream_reads_empty_and_its_end_reads_what_comes_next(store: FleetStore) -> None:
     end = store.events_end()
-    assert store.read_events(None) == ([], store.read_events(None)[1])
+    assert store.read_events(None)[0] == []
 
     store.emit_events([b"first"])
 
     assert read_all(store, end)[0] == [b"first"]
 
 
+def test_a_cursor_that_is_not_one_of_the_store_is_refused(store: FleetStore) -> None:
+    with pytest.raises(ControlError):
+        store.read_events("not-a-cursor")
+
+
 def test_the_stream_keeps_about_the_latest_events_max_len(make_store: MakeStore, broker_kind: BrokerKind) -> None:
-    # Given a stream capped at 50
+    # Given a stream capped at 50 events
     emitter = make_store(events_max_len=50)
-    total = 2000
+    total, size = 5000, 400
 
-    # When 2000 events are emitted in batches
+    # When 5000 events of 400 bytes are emitted in batches of 100
     for start in range(0, total, 100):
-        emitter.emit_events([b"event-%05d" % i for i in range(start, start + 100)])
+        emitter.emit_events([b"event-%05d:" % i + b"." * (size - 12) for i in range(start, start + 100)])
 
-    # Then far fewer are kept, the newest among them, in order (how far over the cap depends on the broker:
-    # docs/brokers.md, "Fleet state")
+    # Then far fewer are kept, the newest among them, in order; how many depends on the broker (docs/brokers.md,
+    # "Fleet state")
     kept, _ = read_all(make_store(events_max_len=50))
-    assert kept[-1] == b"event-%05d" % (total - 1)
+    assert kept[-1].startswith(b"event-%05d:" % (total - 1))
     assert kept == sorted(kept)
-    assert 50 <= len(kept) <= CAP_SLACK[broker_kind.name](50), len(kept)
+    assert 50 <= len(kept) <= most_kept(broker_kind, 50, size), len(kept)
 
 
-#: The most events a stream capped at ``n`` may keep, by broker: Redis trims whole stream nodes (100 entries by
-#: default); RabbitMQ's cap is in bytes (``n`` times an assumed event size) and applied to whole segments.
-CAP_SLACK: dict[str, Callable[[int], int]] = {
-    "stub": lambda n: n,
-    "sqlite": lambda n: n,
-    "redis": lambda n: n + 100,
-    "rabbitmq": lambda n: n * 8,
-}
+def most_kept(kind: BrokerKind, events_max_len: int, event_bytes: int) -> int:
+    """The most events of ``event_bytes`` a stream capped at ``events_max_len`` may keep: exactly the cap in SQLite
+    and the stub; on Redis, ``MAXLEN ~`` trims whole stream nodes (100 entries by default); on RabbitMQ the cap is
+    in bytes and whole segments (a quarter of it) are dropped."""
+    if isinstance(kind, RedisKind):
+        return events_max_len + 100
+    if isinstance(kind, RabbitMQKind):
+        return events_max_bytes(events_max_len) * 5 // 4 // event_bytes
+    return events_max_len
 
 
 # -- closing -----------------------------------------------------------------------------------------------------
 
 
-def test_closed_listeners_and_inboxes_get_nothing_more_and_the_store_closes(make_store: MakeStore) -> None:
+def held_on_broker(kind: BrokerKind, url: str, inbox_address: str) -> dict[str, int]:
+    """What the broker still holds for one inbox and for the namespace's listeners, looked up the broker's way."""
+    if isinstance(kind, RedisKind):
+        keys = FleetKeys.of(NAMESPACE)
+        client = redis.Redis.from_url(url)
+        try:
+            listeners = int(client.pubsub_numsub(keys.control)[0][1])  # type: ignore[no-untyped-call]
+            return {"inbox": int(client.exists(keys.inbox(inbox_address), keys.inbox_open(inbox_address))),
+                    "listeners": listeners}
+        finally:
+            client.close()
+    if isinstance(kind, RabbitMQKind):
+        vhost = vhost_path(unquote(urlsplit(url).path[1:]))
+        try:
+            kind.server.api("GET", f"/api/queues/{vhost}/{vhost_path(inbox_address)}")
+            inbox = 1
+        except ManagementApiError as exc:
+            if exc.status != 404:
+                raise
+            inbox = 0
+        control = vhost_path(f"taskfleet.fleet.{NAMESPACE}.control")
+        return {"inbox": inbox, "listeners": len(kind.server.api("GET", f"/api/exchanges/{vhost}/{control}"
+                                                                        "/bindings/source"))}
+    if isinstance(kind, SQLiteKind):
+        with contextlib.closing(sqlite3.connect(sqlite_path(url))) as conn:
+            rows = conn.execute("SELECT COUNT(*) FROM tf_fleet_inboxes WHERE address = ?", (inbox_address,))
+            return {"inbox": int(rows.fetchone()[0]), "listeners": 0}  # a listener holds nothing in the file
+    state = shared_fleet_state(url, NAMESPACE)
+    return {"inbox": int(inbox_address in state.inboxes), "listeners": len(state.listeners)}
+
+
+def test_closing_a_listener_and_an_inbox_releases_them_on_the_broker(
+        make_store: MakeStore, broker_kind: BrokerKind, broker_url: str) -> None:
+    # Given an open listener and an open inbox
     worker, client = make_store(), make_store()
     listener: ControlListener = worker.control_listener("host:1")
     inbox: ReplyInbox = client.reply_inbox()
+    held = held_on_broker(broker_kind, broker_url, inbox.address)
+    assert held["inbox"] >= 1
+    assert held["listeners"] == (0 if isinstance(broker_kind, SQLiteKind) else 1)
+
+    # When both are closed
     listener.close()
     inbox.close()
 
-    client.publish_control(b"after close")
+    # Then the broker holds nothing for them, and a late reply is dropped rather than kept
     worker.reply(inbox.address, b"after close")
-    worker.close()
-    client.close()
+    wait_for(lambda: held_on_broker(broker_kind, broker_url, inbox.address) == {"inbox": 0, "listeners": 0},
+             timeout=5.0, message="the broker released the inbox and the listener")
+
+
+def test_a_closed_store_can_be_closed_again_and_others_go_on(make_store: MakeStore) -> None:
+    store = make_store()
+    store.heartbeat("host:1", b"record", ttl_s=60)
+    store.close()
+    store.close()
 
     other = make_store()
     other.publish_control(b"still works")
-    assert other.workers() == []
+    assert other.workers() == [b"record"]

@@ -33,5 +33,5 @@ def test_rules_are_written_as_who_may_import_not_who_may_not() -> None:
 def test_each_client_library_has_a_rule_naming_who_may_import_it() -> None:
     protected = {m for c in _contracts() if c["type"] == "protected" for m in c["protected_modules"]}
     for library in ("redis", "pika", "sqlite3", "kopf", "kubernetes", "rich", "prometheus_client", "structlog",
-                    "msgpack", "django", "flask"):
+                    "msgpack", "django", "flask", "opentelemetry"):
         assert library in protected, library

@@ -12,11 +12,12 @@ from taskfleet.backends.stub import StubBackend
 from taskfleet.brokers import broker_kind, connect
 from taskfleet.brokers.base import Broker
 from taskfleet.brokers.beat_store import BeatStore, connect_beat_store
-from taskfleet.brokers.stub import StubBeatStore, StubBroker
+from taskfleet.brokers.fleet_store import FleetStore, connect_fleet_store
+from taskfleet.brokers.stub import StubBeatStore, StubBroker, StubFleetStore
 from taskfleet.errors import ConfigurationError
 from taskfleet.settings import BackendSettings, BrokerSettings
 
-ROLES = [("broker", Broker), ("backend", ResultBackend), ("beat_store", BeatStore)]
+ROLES = [("broker", Broker), ("backend", ResultBackend), ("beat_store", BeatStore), ("fleet_store", FleetStore)]
 
 
 @pytest.mark.parametrize(("role", "base"), ROLES)
@@ -53,6 +54,7 @@ def test_memory_urls_are_served_by_the_stubs() -> None:
     assert isinstance(broker, StubBroker)
     assert isinstance(connect_backend(BackendSettings(url="memory://")), StubBackend)
     assert isinstance(connect_beat_store(broker, namespace="n", holder="h"), StubBeatStore)
+    assert isinstance(connect_fleet_store(broker, namespace="n"), StubFleetStore)
 
 
 def test_an_unknown_broker_scheme_is_refused_with_the_schemes_to_use_and_the_password_masked() -> None:
@@ -79,6 +81,14 @@ def test_a_broker_of_an_unknown_scheme_has_no_beat_store() -> None:
 
     with pytest.raises(ConfigurationError, match=r"^beat has no store for broker URL 'kafka://user:\*\*\*@h'$"):
         connect_beat_store(broker, namespace="n", holder="h")
+
+
+def test_a_broker_of_an_unknown_scheme_has_no_fleet_store() -> None:
+    broker = connect(BrokerSettings(url="memory://"))
+    object.__setattr__(broker, "settings", BrokerSettings(url="kafka://user:s3cret@h"))
+
+    with pytest.raises(ConfigurationError, match=r"^fleet control has no store for broker URL 'kafka://user:\*\*\*@h'$"):
+        connect_fleet_store(broker, namespace="n")
 
 
 @pytest.mark.parametrize(("url", "kind"), [

@@ -1,1 +1,2 @@
-"""Framework integrations: ``taskfleet.contrib.django`` and ``taskfleet.contrib.flask``."""
+"""Framework integrations: ``taskfleet.contrib.django``, ``taskfleet.contrib.flask`` and ``taskfleet.contrib.otel``
+(OpenTelemetry tracing)."""

@@ -51,7 +51,7 @@ import time
 from multiprocessing.connection import Connection
 from types import FrameType
 
-from taskfleet import signals
+from taskfleet import signals, tracing
 from taskfleet.app import App
 from taskfleet.brokers.base import Broker
 from taskfleet.errors import BrokerError
@@ -137,6 +137,7 @@ class Child:
         thread = threading.Thread(target=self._background, args=(broker, settler), name="taskfleet-lease", daemon=True)
         thread.start()
         signals.send(signals.worker_process_init, None)  # per-process resources (database connections), then work
+        tracing.process_started()  # after those receivers: one may set up OpenTelemetry (docs/tracing.md)
         self.reporter.send(events.Ready(os.getpid()))
         reason = "stopped"
         clean = False

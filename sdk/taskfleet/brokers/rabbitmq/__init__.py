@@ -1,6 +1,8 @@
-"""The RabbitMQ broker and beat store (pika): durable queues, persistent messages, publisher confirms, a delay ladder.
+"""The RabbitMQ broker, beat store and fleet store (pika): durable queues, persistent messages, publisher confirms,
+a delay ladder.
 
-Only ``RabbitMQBroker`` and ``RabbitMQBeatStore`` are public; the modules below are private to this package:
+Only ``RabbitMQBroker``, ``RabbitMQBeatStore`` and ``RabbitMQFleetStore`` are public; the modules below are private
+to this package:
 
 - ``_broker``: ``RabbitMQBroker``, how the ``Broker`` contract maps onto AMQP, publishing and administration;
 - ``_consumer``: the broker's consumers, the deliveries they receive and how each one is settled;
@@ -11,12 +13,15 @@ Only ``RabbitMQBroker`` and ``RabbitMQBeatStore`` are public; the modules below 
 - ``_frames``: the bytes of a ``basic.publish``, packed directly (checked byte for byte against pika);
 - ``_dead_letters``: browsing dead-letter queues and moving their messages back;
 - ``_management``: a client of the management HTTP API (queue counts and names);
-- ``_beat``: ``RabbitMQBeatStore``.
+- ``_beat``: ``RabbitMQBeatStore``;
+- ``_fleet``: ``RabbitMQFleetStore``, an app's fleet state (control exchange, reply queues, streams);
+- ``_streams``: the fleet store's stream queues and reading one to its end.
 """
 
 from __future__ import annotations
 
 from taskfleet.brokers.rabbitmq._beat import RabbitMQBeatStore
 from taskfleet.brokers.rabbitmq._broker import RabbitMQBroker
+from taskfleet.brokers.rabbitmq._fleet import RabbitMQFleetStore
 
-__all__ = ["RabbitMQBeatStore", "RabbitMQBroker"]
+__all__ = ["RabbitMQBeatStore", "RabbitMQBroker", "RabbitMQFleetStore"]

@@ -10,14 +10,15 @@ replies in short-lived lists, events in a capped stream. Key names: ``_keys.Flee
 - **Replies.** An inbox is a list plus an "open" key; ``reply`` pushes only while that key exists and gives the list
   a TTL (``REPLY_TTL_S``), so replies to a closed or abandoned inbox go away by themselves. ``collect`` pops
   (``BLPOP``).
-- **Events.** ``XADD MAXLEN ~ events_max_len`` per event, a whole batch in one script call (``lua/fleet_emit.lua``:
-  one reply to parse, not one per event) on the broker's hot-path connections. ``~`` lets Redis trim whole stream
-  nodes only, so the stream holds between ``events_max_len`` and about ``events_max_len + 100`` entries
-  (``stream-node-max-entries``, 100 by default). The cursor is the stream id of the last event read.
+- **Events.** ``XADD`` per event, a whole batch in one script call (``lua/fleet_emit.lua``: one reply to parse, not
+  one per event) on the broker's hot-path connections, then one ``XTRIM MAXLEN ~ events_max_len``. ``~`` lets Redis
+  trim whole stream nodes only, so the stream holds between ``events_max_len`` and about ``events_max_len + 100``
+  entries (``stream-node-max-entries``, 100 by default). The cursor is the stream id of the last event read.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -46,6 +47,7 @@ MAX_BLOCK_S = 1.0
 _POP_COUNT = 1000
 _EVENT_FIELD = b"e"
 _START = "0-0"
+_STREAM_ID = re.compile(r"\d+(-\d+)?")
 
 
 def _text(value: bytes | str) -> str:
@@ -225,6 +227,8 @@ class RedisFleetStore(FleetStore):
 
     def read_events(self, cursor: str | None, *, limit: int = 1000, timeout_s: float = 0.0) -> tuple[list[bytes], str]:
         after = cursor or _START
+        if not _STREAM_ID.fullmatch(after):
+            raise ControlError(f"not an event cursor of this store: {cursor!r}")
         deadline = time.monotonic() + max(0.0, timeout_s)
         with self._errors("read events"):
             while True:

@@ -93,10 +93,10 @@ _PRUNE_CONTROL = "DELETE FROM tf_fleet_control WHERE namespace = ? AND at_ms <= 
 _CONTROL_END = "SELECT COALESCE(MAX(seq), 0) FROM tf_fleet_control"
 _CONTROL_AFTER = "SELECT seq, data FROM tf_fleet_control WHERE namespace = ? AND seq > ? ORDER BY seq"
 _OPEN_INBOX = "INSERT OR REPLACE INTO tf_fleet_inboxes (address, expires_at_ms) VALUES (?, ?)"
-_PRUNE_INBOXES = """
-DELETE FROM tf_fleet_replies WHERE address IN (SELECT address FROM tf_fleet_inboxes WHERE expires_at_ms <= :now);
-DELETE FROM tf_fleet_inboxes WHERE expires_at_ms <= :now;
-"""
+_PRUNE_INBOXES = (
+    "DELETE FROM tf_fleet_replies WHERE address IN (SELECT address FROM tf_fleet_inboxes WHERE expires_at_ms <= ?)",
+    "DELETE FROM tf_fleet_inboxes WHERE expires_at_ms <= ?",
+)
 _REPLY = """
 INSERT INTO tf_fleet_replies (address, data)
 SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM tf_fleet_inboxes WHERE address = ?1)
@@ -248,8 +248,8 @@ class SQLiteFleetStore(FleetStore):
     def reply_inbox(self) -> ReplyInbox:
         with self._db.write("prune reply inboxes") as conn:
             now = _now_ms()
-            for statement in _PRUNE_INBOXES.strip().split(";\n"):
-                conn.execute(statement.rstrip(";"), {"now": now})
+            for statement in _PRUNE_INBOXES:
+                conn.execute(statement, (now,))
         return _SQLiteInbox(self._db)
 
     def reply(self, address: str, reply: bytes) -> None:
