@@ -101,6 +101,9 @@ def test_a_task_queue_gets_an_owned_worker_deployment_and_worker_changes_roll_it
                                         "emails,emails-low", "--concurrency", "4"]
     assert container["env"] == [
         {"name": "TASKFLEET_BROKER_URL", "valueFrom": {"secretKeyRef": {"name": "broker", "key": "url"}}},
+        *({"name": f"TASKFLEET_POD_{key}",
+           "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": f"metadata.{field}"}}}
+          for key, field in (("NAME", "name"), ("NAMESPACE", "namespace"), ("UID", "uid"))),
         {"name": "MODE", "value": "x"},
     ]
     assert redis_url not in json.dumps(deployment), "the broker URL stays in its Secret"

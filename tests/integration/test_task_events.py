@@ -192,3 +192,21 @@ def test_taskfleet_events_json_prints_each_event_as_a_json_line_until_interrupte
     assert code == 0, watcher.stderr.read() if watcher.stderr else ""
     assert [line["type"] for line in lines if line.get("uuid") == result.id] == [
         "task-received", "task-started", "task-succeeded"]
+
+
+def test_a_worker_started_with_events_reports_itself_online_beating_and_offline(
+        app: App, start_worker: StartWorker, stream: FleetStore) -> None:
+    # Given a worker with -E and a short heartbeat
+    worker = start_worker(extra=["-E", "--heartbeat-interval", "0.5"])
+
+    def mine(events: list[FleetEvent], kind: str) -> list[FleetEvent]:
+        return [e for e in events if e.type == kind and str(e.fields.get("worker", "")).endswith(f":{worker.pid}")]
+
+    # Then it says it is online, then beats, each event with its record
+    events = wait_events(stream, lambda got: bool(mine(got, "worker-online")) and bool(mine(got, "worker-heartbeat")))
+    online = mine(events, "worker-online")[0]
+    assert online.fields["pid"] == worker.pid
+    assert online.fields["record"]["queues"] == ["tests"]
+    # When it stops cleanly, its last event says it is offline
+    worker.stop()
+    wait_events(stream, lambda got: bool(mine(got, "worker-offline")))

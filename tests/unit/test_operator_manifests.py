@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from taskfleet.fleet.records import PodInfo, pod_from_env
 from taskfleet.operator.manifests import (
     GRACE_MARGIN_S,
     HASH_ANNOTATION,
@@ -174,13 +175,41 @@ def test_a_plain_broker_url_becomes_a_plain_env_value() -> None:
     assert "TASKFLEET_BROKER_MANAGEMENT_URL" not in env
 
 
-def test_user_env_comes_after_the_broker_env(tq: TaskQueue) -> None:
+def test_user_env_comes_after_the_broker_and_pod_env(tq: TaskQueue) -> None:
     env = _container(worker_deployment(tq, replicas=3))["env"]
 
     assert [e["name"] for e in env] == [
-        "TASKFLEET_BROKER_URL", "TASKFLEET_BROKER_MANAGEMENT_URL", "LOG_SAMPLING", "DATABASE_URL",
+        "TASKFLEET_BROKER_URL", "TASKFLEET_BROKER_MANAGEMENT_URL",
+        "TASKFLEET_POD_NAME", "TASKFLEET_POD_NAMESPACE", "TASKFLEET_POD_UID",
+        "LOG_SAMPLING", "DATABASE_URL",
     ]
-    assert env[3]["valueFrom"] == {"secretKeyRef": {"name": "orders-db", "key": "dsn"}}
+    assert env[-1]["valueFrom"] == {"secretKeyRef": {"name": "orders-db", "key": "dsn"}}
+
+
+@pytest.mark.parametrize(
+    ("name", "field_path"),
+    [
+        pytest.param("TASKFLEET_POD_NAME", "metadata.name", id="the pod's name"),
+        pytest.param("TASKFLEET_POD_NAMESPACE", "metadata.namespace", id="its namespace"),
+        pytest.param("TASKFLEET_POD_UID", "metadata.uid", id="its uid"),
+    ],
+)
+def test_the_worker_learns_its_pod_through_the_downward_api(tq: TaskQueue, name: str, field_path: str) -> None:
+    env = _env(worker_deployment(tq, replicas=3))
+
+    assert env[name] == {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": field_path}}}
+
+
+def test_the_pod_env_is_what_the_worker_reads() -> None:
+    # Given what the kubelet would set from the Deployment's pod env
+    tq = parse_task_queue(_body())
+    pod_fields = {"metadata.name": "orders-worker-7d9f-x2x", "metadata.namespace": "shop", "metadata.uid": UID}
+    environ = {e["name"]: pod_fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
+               for e in _container(worker_deployment(tq, replicas=1))["env"]
+               if "fieldRef" in e.get("valueFrom", {})}
+
+    # Then the worker's entrypoint finds its pod in it
+    assert pod_from_env(environ) == PodInfo(name="orders-worker-7d9f-x2x", namespace="shop", uid=UID)
 
 
 @pytest.mark.parametrize(
@@ -310,8 +339,8 @@ def test_the_builder_does_not_mutate_the_taskqueue(tq: TaskQueue) -> None:
 
     # When someone mutates the built Deployment
     container = _container(first)
-    container["env"][2]["value"] = "changed"
-    container["env"][3]["valueFrom"]["secretKeyRef"]["name"] = "changed"
+    container["env"][-2]["value"] = "changed"
+    container["env"][-1]["valueFrom"]["secretKeyRef"]["name"] = "changed"
     container["resources"]["limits"]["memory"] = "1Ti"
     _pod_spec(first)["tolerations"][0]["value"] = "changed"
     _pod_spec(first)["nodeSelector"]["kubernetes.io/arch"] = "changed"

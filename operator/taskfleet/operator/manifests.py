@@ -86,6 +86,21 @@ def broker_env(tq: TaskQueue) -> list[Json]:
     return env
 
 
+#: The pod's identity, from the downward API: the worker puts it in its heartbeat record
+#: (``taskfleet.fleet.records.pod_from_env``), so ``taskfleet workers`` and a scale-in can tell which pod runs it.
+POD_ENV: tuple[tuple[str, str], ...] = (
+    ("TASKFLEET_POD_NAME", "metadata.name"),
+    ("TASKFLEET_POD_NAMESPACE", "metadata.namespace"),
+    ("TASKFLEET_POD_UID", "metadata.uid"),
+)
+
+
+def pod_env() -> list[Json]:
+    """``POD_ENV`` as env vars the kubelet fills from the pod's own fields."""
+    return [{"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
+            for name, path in POD_ENV]
+
+
 def worker_deployment(tq: TaskQueue, *, replicas: int) -> Json:
     """The worker Deployment of ``tq``, running ``replicas`` pods, with its spec hash annotation."""
     w = tq.worker
@@ -94,7 +109,8 @@ def worker_deployment(tq: TaskQueue, *, replicas: int) -> Json:
         "name": "worker",
         "image": w.image,
         "command": worker_command(tq),
-        "env": broker_env(tq) + [copy.deepcopy(e) for e in w.env],
+        # The user's env last: a name set twice takes its last value.
+        "env": broker_env(tq) + pod_env() + [copy.deepcopy(e) for e in w.env],
         "ports": [{"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
         # /healthz fails when the supervisor is wedged; /readyz while the worker cannot reach its broker.
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "health"}, "initialDelaySeconds": 10, **probe},

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from taskfleet.errors import ConfigurationError
+from taskfleet.fleet.records import DEFAULT_HEARTBEAT_INTERVAL_S, PodInfo
 from taskfleet.settings import validate_queue_name
 from taskfleet.worker.cpus import usable_cpus
 
@@ -80,6 +81,16 @@ class WorkerSettings:
     #: from ``-E``, ``TASKFLEET_WORKER_SEND_TASK_EVENTS`` or the app's ``worker_send_task_events``. Off: nothing is
     #: built or sent.
     send_task_events: bool = False
+    #: Every this many seconds the supervisor publishes the worker's record (queues, pool, counts, what each child
+    #: runs) to the broker, where it expires after ``MISSED_HEARTBEATS`` (3) intervals: ``taskfleet workers`` and
+    #: ``app.control.workers()`` list it, and a worker that dies leaves the list within about three intervals
+    #: (taskfleet.worker.heartbeat). None: no heartbeats (Celery's ``--without-heartbeat``): the worker is not
+    #: listed, though it still answers ``inspect`` and ``control``.
+    heartbeat_interval_s: float | None = DEFAULT_HEARTBEAT_INTERVAL_S
+    #: The worker's pod on Kubernetes, part of its record: read at the entrypoint from ``TASKFLEET_POD_NAME``,
+    #: ``TASKFLEET_POD_NAMESPACE`` and ``TASKFLEET_POD_UID``, which the operator's Deployment sets through the
+    #: downward API. None: not on Kubernetes (or not all three set).
+    pod: PodInfo | None = None
 
     def __post_init__(self) -> None:
         if not self.queues:
@@ -96,5 +107,7 @@ class WorkerSettings:
             raise ConfigurationError("max_memory_per_child_mb must be > 0")
         if self.drain_timeout_s < 0:
             raise ConfigurationError("drain_timeout_s must be >= 0")
+        if self.heartbeat_interval_s is not None and self.heartbeat_interval_s <= 0:
+            raise ConfigurationError("heartbeat_interval_s must be > 0 (None: no heartbeats)")
         if self.health_port is not None and not (0 <= self.health_port <= 65535):
             raise ConfigurationError("health_port must be 0-65535")

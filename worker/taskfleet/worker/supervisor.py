@@ -18,9 +18,11 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from queue import Empty, SimpleQueue
 from types import FrameType
 
 from taskfleet import backends, brokers
@@ -37,6 +39,7 @@ from taskfleet.worker.logging import get_logger
 from taskfleet.worker.metrics import WorkerMetrics
 from taskfleet.worker.progress import Progress, sort_leftovers
 from taskfleet.worker.settings import WorkerSettings
+from taskfleet.worker.tally import Tally
 
 log = get_logger("taskfleet.worker")
 
@@ -104,6 +107,10 @@ class Supervisor:
         self.queues: tuple[str, ...] = settings.queues
         self.concurrency: int = settings.concurrency
         self.started_at = time.time()
+        #: Tasks finished since the start (heartbeat records, ``inspect stats``).
+        self.tally = Tally()
+        #: Work other threads hand to the main loop (``call_soon``), run at its next tick.
+        self._soon: SimpleQueue[Callable[[], None]] = SimpleQueue()
 
     # -- connections of the supervisor itself --------------------------------------------------------------------
 
@@ -150,8 +157,26 @@ class Supervisor:
         else:
             self.force_stop = True
 
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the main loop at its next tick (within about ``_LOOP_TICK_S``); safe from any thread. The
+        control server hands requests over this way, so handlers see and change the supervisor's state on the
+        thread that owns it. An exception from ``fn`` is logged, never raised."""
+        self._soon.put(fn)
+
+    def _run_soon(self) -> None:
+        while True:
+            try:
+                fn = self._soon.get_nowait()
+            except Empty:
+                return
+            try:
+                fn()
+            except Exception:  # a handler's bug must never stop the supervisor
+                log.exception("work handed to the supervisor's loop failed")
+
     def _tick(self) -> None:
         self._wait_events()
+        self._run_soon()
         for rec in list(self.children.values()):
             if not rec.process.is_alive():
                 self._reap(rec)
@@ -227,6 +252,7 @@ class Supervisor:
                 _forget(rec, seqs)
                 for task, queue, outcome, runtime_s in samples:
                     self.metrics.task_finished(task, queue, outcome, runtime_s)
+                    self.tally.finished(task, outcome)
             case events.Fetched(items):
                 for seq, queue, message_id, delivery_count in items:
                     rec.held[seq] = Delivery(queue, message_id, b"", delivery_count)
@@ -333,6 +359,7 @@ class Supervisor:
     def _fail_time_limit(self, running: Running) -> None:
         runtime = time.monotonic() - running.started
         self.metrics.task_finished(running.task, running.queue, "time_limit", runtime)
+        self.tally.finished(running.task, "time_limit")
         if self.backend is None or not keeps_results(self.app.tasks.get(running.task)):
             return
         error = TimeLimitExceeded(f"{running.task} exceeded its time limit after {runtime:.1f}s; its child was killed")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 from taskfleet import brokers
 from taskfleet.app import App
 from taskfleet.brokers.beat_store import DEFAULT_LEASE_S
+from taskfleet.brokers.fleet_store import FleetStore, connect_fleet_store
 from taskfleet.config import DEFAULT_NAMESPACE, read_config
 from taskfleet.errors import BrokerError, ConfigurationError, TaskfleetError
+from taskfleet.fleet.records import DEFAULT_HEARTBEAT_INTERVAL_S, pod_from_env, worker_id
 from taskfleet.settings import BrokerSettings, settings_from_env
 from taskfleet.urls import mask_url
 from taskfleet.worker import cpus
@@ -33,6 +35,9 @@ from taskfleet.worker.settings import (
 
 if TYPE_CHECKING:
     from taskfleet.worker.beat import BeatThread
+    from taskfleet.worker.control_server import ControlServer
+    from taskfleet.worker.heartbeat import Heartbeat, RecordHook
+    from taskfleet.worker.supervisor import Supervisor
 
 # What the supervisor has imported when it forks is in each child too, so ``run`` imports beat (``--beat``), the
 # health server and prometheus_client (a health port) only when they are used. The supervisor itself is imported
@@ -78,6 +83,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], 
     p.add_argument("-E", "--events", action="store_true",
                    help="emit task and worker events to the app's event stream (taskfleet events); default: "
                         f"{ENV_WORKER_SEND_TASK_EVENTS}, else the app's worker_send_task_events")
+    p.add_argument("--heartbeat-interval", type=float, default=DEFAULT_HEARTBEAT_INTERVAL_S, metavar="S",
+                   help="publish the worker's record (taskfleet workers) every S seconds; it expires after three "
+                        "missed ones")
+    p.add_argument("--without-heartbeat", action="store_true",
+                   help="publish no heartbeat records (Celery's flag): the worker is not listed by taskfleet "
+                        "workers, though it still answers inspect and control")
     p.add_argument("--beat", action="store_true",
                    help="also run a beat replica in this worker (sends periodic tasks; safe with many replicas)")
     add_beat_flags(p)
@@ -167,6 +178,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             health_host=args.health_host, health_port=health_port.port if health_port else None,
             log_format=args.log_format, log_level=args.log_level, redirect_stdouts=args.redirect_stdouts,
             send_task_events=args.events or app.settings.worker_send_task_events,
+            heartbeat_interval_s=None if args.without_heartbeat else args.heartbeat_interval,
+            pod=pod_from_env(environ),
         )
         broker_settings = app.settings.broker_settings()
     except (ConfigurationError, ValueError) as exc:
@@ -197,9 +210,11 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         except ConfigurationError as exc:
             log.error("cannot serve health checks", error=str(exc))
             return ExitCode.BAD_CONFIG
+    fleet = WorkerFleet.start(supervisor, on_record=_worker_events(app, supervisor))  # before "worker starting":
+    # from then on it answers control requests
     backend_url = app.settings.result_backend_url
-    log.info("worker starting", app=app.name, queues=list(settings.queues), concurrency=settings.concurrency,
-             prefetch=settings.prefetch, broker=mask_url(broker_settings.url),
+    log.info("worker starting", worker=fleet.control.worker, app=app.name, queues=list(settings.queues),
+             concurrency=settings.concurrency, prefetch=settings.prefetch, broker=mask_url(broker_settings.url),
              result_backend=mask_url(backend_url) if backend_url else None, tasks=sorted(app.tasks),
              health_port=health.port if health else None, pid=os.getpid())
     warn_unregistered(app, log)
@@ -208,8 +223,67 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return supervisor.run()
     finally:
         beat.stop()
+        fleet.stop()
         if health is not None:
             health.stop()
+
+
+#: At start, how long the worker waits for its control listener before it says it started (and goes on anyway):
+#: requests published before the listener opens do not reach the worker.
+CONTROL_LISTEN_TIMEOUT_S = 5.0
+
+
+@dataclass
+class WorkerFleet:
+    """The supervisor's threads facing the fleet: its heartbeat (None with ``--without-heartbeat``) and its control
+    server, each with its own fleet store on the broker."""
+
+    control: ControlServer
+    heartbeat: Heartbeat | None
+
+    @classmethod
+    def start(cls, supervisor: Supervisor, *, on_record: Sequence[RecordHook] = ()) -> WorkerFleet:
+        """Start both threads (before the children are forked: their state is the supervisor's alone) and wait up
+        to ``CONTROL_LISTEN_TIMEOUT_S`` for the control listener. ``on_record``: the heartbeat's hooks (worker
+        events), in place before the first record."""
+        from taskfleet.worker.control_server import ControlServer
+        from taskfleet.worker.heartbeat import Heartbeat, worker_record
+
+        app, broker, worker = supervisor.app, supervisor.broker, worker_id()
+
+        def connect() -> FleetStore:
+            return connect_fleet_store(broker, namespace=app.name)
+
+        control = ControlServer(worker=worker, supervisor=supervisor, connect=connect)
+        interval_s = supervisor.settings.heartbeat_interval_s
+        heartbeat = None if interval_s is None else Heartbeat(
+            worker=worker, record=lambda: worker_record(supervisor, worker=worker), connect=connect,
+            interval_s=interval_s)
+        if heartbeat is not None:
+            heartbeat.on_record.extend(on_record)
+        control.start()
+        if heartbeat is not None:
+            heartbeat.start()
+        if not control.wait_listening(CONTROL_LISTEN_TIMEOUT_S):
+            get_logger("taskfleet.worker").warning("control server not listening yet; inspect and control requests "
+                                                   "reach this worker once it is", worker=worker,
+                                                   waited_s=CONTROL_LISTEN_TIMEOUT_S)
+        return cls(control=control, heartbeat=heartbeat)
+
+    def stop(self) -> None:
+        """Stop answering control requests, then remove the worker's record (a clean stop)."""
+        self.control.stop()
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+
+
+def _worker_events(app: App, supervisor: Supervisor) -> list[RecordHook]:
+    """The heartbeat's hooks that emit worker-online, -heartbeat and -offline (``-E``; none without)."""
+    if not supervisor.settings.send_task_events:
+        return []
+    from taskfleet.worker.worker_events import WorkerEvents
+
+    return [WorkerEvents.for_app(app, supervisor.broker).emit]
 
 
 class _NoBeat:
