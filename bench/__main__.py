@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--celery-prefetch-multiplier", type=int, default=64, help="worker_prefetch_multiplier")
     parser.add_argument("--peer-confirms", action="store_true",
                         help="turn on publisher confirms for the peers on RabbitMQ (Taskfleet always confirms)")
+    parser.add_argument("--only", choices=("all", "events"), default="all",
+                        help="events: only the task-events cost (drain with events off, then on), Taskfleet only")
     parser.add_argument("--no-png", action="store_true", help="skip the bar chart")
     parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     parser.add_argument("--from-json", type=Path, metavar="RESULTS",
@@ -77,7 +79,7 @@ def _split(parser: argparse.ArgumentParser, value: str, known: tuple[str, ...], 
 def runner_command(python: Path, system: str, broker: str, args: argparse.Namespace) -> list[str]:
     """The runner process of ``system`` (without the per-slot arguments)."""
     command = [str(python), str(ROOT / "bench" / "run.py"), "-m", f"bench.{system}_runner", "--broker", broker,
-               "--tasks", str(args.tasks), "--rtt-count", str(args.rtt_count)]
+               "--tasks", str(args.tasks), "--rtt-count", str(args.rtt_count), "--only", args.only]
     if system == "taskfleet" and args.taskfleet_prefetch is not None:
         command += ["--prefetch", str(args.taskfleet_prefetch)]
     if system == "celery":
@@ -175,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     full = {
         "meta": {
             "timestamp": stamp, "host": host_info(), "tasks": args.tasks, "rtt_count": args.rtt_count,
-            "concurrency": 2, "quick": args.quick, "taskfleet_commit": taskfleet_commit(), "versions": versions,
+            "concurrency": 2, "quick": args.quick, "only": args.only, "taskfleet_commit": taskfleet_commit(),
+            "versions": versions,
             "duration_s": round(time.perf_counter() - began, 1), "command": sys.argv,
         },
         "results": results,

@@ -167,6 +167,22 @@ def time_drain(worker: Worker, depth: Callable[[], Depth], total: int) -> dict[s
     }
 
 
+def tree_cpu_s(root: int) -> float:
+    """User plus system CPU seconds used so far by ``root``'s live process tree (Linux /proc; a process that has
+    exited is not counted). Read before the tree stops, it is what a drain cost the worker whatever else ran on the
+    machine: a steadier figure than a rate on a loaded host."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / ticks
+
+
 def wait_empty(depth: Callable[[], Depth], timeout_s: float = 30.0) -> None:
     """Wait until nothing is ready or outstanding (after a purge); ``RuntimeError`` past ``timeout_s``."""
     deadline = time.monotonic() + timeout_s

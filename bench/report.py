@@ -59,6 +59,8 @@ METRICS = (
     Metric("rtt.p50_ms", "round trip p50", "ms", False, "latency"),
     Metric("rtt.p95_ms", "round trip p95", "ms", False, "latency"),
     Metric("rtt.p99_ms", "round trip p99", "ms", False, "latency"),
+    Metric("events_cost.off_per_s", "drain, no-op, events off (events scenario)", "/s", True, "throughput"),
+    Metric("events_cost.on_per_s", "drain, no-op, events on (-E)", "/s", True, "throughput"),
     Metric("chord_1000.seconds", "chord of 1,000 no-ops, apply to body result", "s", False, "latency"),
     Metric("chain_100.seconds", "chain of 100 tasks, apply to last result", "s", False, "latency"),
     Metric("idle_memory.rss_mb", "idle worker RSS, whole tree", "MiB", False, "memory"),
@@ -138,6 +140,14 @@ def footnotes(report: dict[str, Any]) -> list[str]:
     notes.append("versions: " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()))
     notes.append("drain = tasks / time from the first message taken to an empty queue (worker start-up excluded; "
                  "on RabbitMQ 'empty' means no ready message, with at most the prefetch window still running)")
+    for broker, by_system in report["results"].items():
+        cost = by_system.get("taskfleet", {}).get("events_cost")
+        if cost and cost.get("on_over_off") is not None:
+            verdict = "meets" if cost["on_over_off"] >= cost["floor"] else "BELOW"
+            notes.append(f"task events on {BROKER_TITLES.get(broker, broker)}: drain with -E is "
+                         f"{cost['on_over_off']:.0%} of drain without (medians of {len(cost['rounds'])} rounds each; "
+                         f"{verdict} the {cost['floor']:.0%} floor); worker CPU "
+                         f"{cost.get('worker_cpu_s_off')} s without, {cost.get('worker_cpu_s_on')} s with")
     return notes
 
 

@@ -9,7 +9,14 @@ adapter and calls ``runner_main``; the scenarios then run in this order on one b
 3. ``drain_1kb``: N no-result tasks with a 1 KiB string argument (sent in batches), drained;
 4. ``drain_results``: N no-ops whose results are stored (sent in batches), drained;
 5. one idle worker: its memory after a warm-up (``idle_memory``), then ``rtt``: sequential send-and-get;
-6. the workflow scenarios of ``bench/workflows.py`` (a chord of 1,000, a chain of 100), for systems that have them.
+6. the workflow scenarios of ``bench/workflows.py`` (a chord of 1,000, a chain of 100), for systems that have them;
+7. ``events_cost`` (systems with ``events_worker_command``: Taskfleet): the cost of task events, as the issue asks
+   "drain with events on is at least 80% of drain with events off in the same benchmark run": ``EVENT_ROUNDS``
+   rounds, each draining N queued no-ops with a worker without events and N with a worker started with ``-E``
+   (in alternating order); the medians are compared (``on_over_off``; the median, not the best, since on a shared
+   machine one undisturbed drain of either kind would decide a best-of), and the worker trees' CPU seconds too.
+
+``--only events`` runs the last scenario alone.
 
 Standard library only: the peers' runners import this on .bench-venv.
 """
@@ -19,13 +26,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from bench.measure import IDLE_SETTLE_S, Depth, Worker, latency_summary, rate, time_drain, timed, wait_empty
+from bench.measure import (
+    IDLE_SETTLE_S,
+    Depth,
+    Worker,
+    latency_summary,
+    rate,
+    time_drain,
+    timed,
+    tree_cpu_s,
+    wait_empty,
+)
 from bench.workflows import CHAIN_LENGTH, CHORD_SIZE, run_workflows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +56,10 @@ PAYLOAD = "x" * 1024
 WORKER_START_TIMEOUT_S = 60.0
 RTT_TIMEOUT_S = 10.0
 RTT_WARMUP = 5
+#: Rounds of the events-cost scenario (each: a drain with events off, then one with them on).
+EVENT_ROUNDS = 5
+#: What the issue asks of task events: drain with them on at least this fraction of drain with them off.
+EVENTS_COST_FLOOR = 0.8
 
 Kind = Literal["noop", "payload", "result"]
 BROKERS = ("redis", "rabbitmq", "sqlite")
@@ -86,10 +108,15 @@ def worker_env(extra: dict[str, str]) -> dict[str, str]:
 
 
 def run_scenarios(system: System, *, tasks: int, rtt_count: int, logs: Path,
-                  log: Callable[[str], None]) -> dict[str, Any]:
-    """Every scenario on ``system``; returns the measurements (see the module docstring)."""
+                  log: Callable[[str], None], only: str = "all") -> dict[str, Any]:
+    """Every scenario on ``system`` (``only="events"``: the events cost alone); returns the measurements (see the
+    module docstring)."""
     out: dict[str, Any] = {"settings": system.settings(), "tasks": tasks}
     wait_empty(system.depth)  # a fresh server or vhost: anything here would spoil the drains
+    if only == "events":
+        if hasattr(system, "events_worker_command"):
+            out["events_cost"] = events_cost(system, tasks, logs, log)
+        return out
 
     seconds = timed(lambda: [system.send("noop") for _ in range(tasks)])
     out["enqueue_delay_per_s"] = rate(tasks, seconds)
@@ -121,13 +148,41 @@ def run_scenarios(system: System, *, tasks: int, rtt_count: int, logs: Path,
         out.update(run_workflows(system, cwd=APPS_DIR, log_path=logs / "workflows.log"))
         log(f"chord of {CHORD_SIZE}: {out['chord_1000']['seconds']} s; chain of {CHAIN_LENGTH}: "
             f"{out['chain_100']['seconds']} s")
+    if hasattr(system, "events_worker_command"):
+        out["events_cost"] = events_cost(system, tasks, logs, log)
     return out
 
 
-def _drain(system: System, tasks: int, log_path: Path) -> dict[str, Any]:
-    command, env = system.worker_command()
+def events_cost(system: Any, tasks: int, logs: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """``EVENT_ROUNDS`` rounds of: N no-ops queued and drained by a worker without events, then N more drained by
+    one with events (``system.events_worker_command()``); the best drain of each, and their ratio."""
+    rounds = []
+    kinds = [("off", system.worker_command), ("on", system.events_worker_command)]
+    for n in range(EVENT_ROUNDS):
+        drains = {}
+        for events, command in kinds if n % 2 == 0 else kinds[::-1]:  # alternating: drift spreads over both
+            system.send_batch("noop", tasks)
+            drains[events] = _drain(system, tasks, logs / f"events_{events}_{n + 1}.log", command)
+        rounds.append(drains)
+        log(f"drain events off/on, round {n + 1}: {drains['off']['per_s']}/s, {drains['on']['per_s']}/s; worker CPU "
+            f"{drains['off']['worker_cpu_s']} s, {drains['on']['worker_cpu_s']} s")
+    off = statistics.median(r["off"]["per_s"] for r in rounds)
+    on = statistics.median(r["on"]["per_s"] for r in rounds)
+    cpu_off = statistics.median(r["off"]["worker_cpu_s"] for r in rounds)
+    cpu_on = statistics.median(r["on"]["worker_cpu_s"] for r in rounds)
+    result = {"off_per_s": off, "on_per_s": on, "on_over_off": round(on / off, 3) if off else None,
+              "worker_cpu_s_off": cpu_off, "worker_cpu_s_on": cpu_on, "floor": EVENTS_COST_FLOOR, "rounds": rounds}
+    log(f"drain with events: {result['on_over_off']} of drain without (floor {EVENTS_COST_FLOOR})")
+    return result
+
+
+def _drain(system: System, tasks: int, log_path: Path,
+           worker_command: Callable[[], tuple[list[str], dict[str, str]]] | None = None) -> dict[str, Any]:
+    command, env = (worker_command or system.worker_command)()
     with Worker(command, env=env, cwd=APPS_DIR, log_path=log_path) as worker:
-        return time_drain(worker, system.depth, tasks)
+        drained = time_drain(worker, system.depth, tasks)
+        drained["worker_cpu_s"] = round(tree_cpu_s(worker.proc.pid), 2)  # start-up included
+        return drained
 
 
 def _idle_and_rtt(system: System, count: int, log_path: Path) -> tuple[dict[str, Any], dict[str, float]]:
@@ -164,6 +219,8 @@ def runner_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--rtt-count", type=int, required=True)
     parser.add_argument("--logs", type=Path, required=True, help="directory for the workers' logs")
     parser.add_argument("--out", type=Path, required=True, help="JSON file for the measurements")
+    parser.add_argument("--only", choices=("all", "events"), default="all",
+                        help="events: only the events-cost scenario")
     return parser
 
 
@@ -177,7 +234,8 @@ def runner_main(parser: argparse.ArgumentParser, build: Callable[[argparse.Names
         print(f"    {system.name}/{args.broker}: {line}", file=sys.stderr, flush=True)
 
     try:
-        result = run_scenarios(system, tasks=args.tasks, rtt_count=args.rtt_count, logs=args.logs, log=log)
+        result = run_scenarios(system, tasks=args.tasks, rtt_count=args.rtt_count, logs=args.logs, log=log,
+                               only=args.only)
     finally:
         system.close()
     args.out.write_text(json.dumps(result, indent=2))

@@ -68,6 +68,11 @@ class TaskfleetSystem:
         ]
         return command, worker_env({})
 
+    def events_worker_command(self) -> tuple[list[str], dict[str, str]]:
+        """The worker of ``worker_command`` with task events on (``-E``): the events-cost scenario."""
+        command, env = self.worker_command()
+        return [*command, "-E"], env
+
     def round_trip(self, timeout_s: float) -> None:
         taskfleet_app.noop_result.delay().get(timeout=timeout_s)
 

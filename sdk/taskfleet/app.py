@@ -18,6 +18,7 @@ from taskfleet.canvas.builtins import register_builtins
 from taskfleet.config import DEFAULT_NAMESPACE, read_config, resolve_source
 from taskfleet.discovery import Discovery, PackageSource, django_installed_apps
 from taskfleet.errors import ConfigurationError, TaskNotRegistered
+from taskfleet.fleet.events import DEFAULT_EVENTS_MAX_LEN
 from taskfleet.message import Message
 from taskfleet.periodic import DEFAULT_CATCH_UP, CatchUp, PeriodicEntry, entries_from_config
 from taskfleet.producer import Call, Producer
@@ -80,6 +81,9 @@ class App:
         task_cls: type[Task[Any]] = Task,
         include: Iterable[str] = (),
         task_routes: TaskRoutes | None = None,
+        worker_send_task_events: bool = False,
+        task_send_sent_event: bool = False,
+        events_max_len: int = DEFAULT_EVENTS_MAX_LEN,
     ) -> None:
         if not name or not isinstance(name, str):
             raise ConfigurationError("App needs a non-empty name, e.g. App('billing')")
@@ -97,6 +101,8 @@ class App:
             visibility_timeout_s=visibility_timeout_s, max_deliveries=max_deliveries,
             result_expires_s=result_expires_s, publish_retry=publish_retry or PublishRetry(),
             socket_timeout_s=socket_timeout_s, timezone=timezone, result_extended=result_extended,
+            worker_send_task_events=worker_send_task_events, task_send_sent_event=task_send_sent_event,
+            events_max_len=events_max_len,
         )
         #: Task modules imported when a worker, beat or ``taskfleet check`` starts (``import_tasks``).
         self.discovery = Discovery(include=[include] if isinstance(include, str) else list(include))
@@ -248,6 +254,7 @@ class App:
 
     def close(self) -> None:
         """Close this process's connections (they reopen on next use)."""
+        self._producer.close()  # its event store may be on the broker's connection: first
         with self._lock:
             broker, backend = self._broker, self._backend
             self._broker = self._backend = None

@@ -94,8 +94,9 @@ CELERY_SETTINGS: dict[str, CelerySetting] = {
     "worker_max_memory_per_child": CelerySetting("taskfleet worker --max-memory-per-child MB",
                                                  "megabytes, where Celery counts kilobytes"),
     "worker_pool": CelerySetting(None, "prefork only"),
-    "worker_send_task_events": CelerySetting(None, "task events are not available yet"),
-    "task_send_sent_event": CelerySetting(None, "task events are not available yet"),
+    "worker_send_task_events": _key("WORKER_SEND_TASK_EVENTS", "or taskfleet worker -E; events go to a capped "
+                                    "stream in the broker (TASKFLEET_EVENTS_MAX_LEN), read by taskfleet events"),
+    "task_send_sent_event": _key("TASK_SEND_SENT_EVENT", "send_many emits one batch of task-sent per call"),
     "worker_hijack_root_logger": CelerySetting(None, "the worker logs through structlog; --log-format, --log-level"),
     "worker_log_format": CelerySetting("taskfleet worker --log-format json",
                                        "or console, or auto (console on a terminal)"),

@@ -141,4 +141,28 @@ def _modules(value: Any) -> tuple[str, ...]:
     return modules
 
 
-_CONVERTERS: dict[str, Callable[[Any], Any]] = {"publish_retry": _publish_retry, "include": _modules}
+def _flag(value: Any) -> bool:
+    """A switch: a bool, or the text an environment variable holds (``1``/``true``/``yes``/``on``, ``0``/``false``/
+    ``no``/``off``/empty, any case), so ``config_from_object(os.environ)`` reads ``"false"`` as off."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise TypeError(f"expected true or false, got {value!r}")
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f"expected a whole number, got {value!r}")
+    return int(value)
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "publish_retry": _publish_retry, "include": _modules, "worker_send_task_events": _flag,
+    "task_send_sent_event": _flag, "events_max_len": _count,
+}

@@ -37,6 +37,7 @@ from taskfleet.signature import Signature
 
 if TYPE_CHECKING:
     from taskfleet.app import App
+    from taskfleet.fleet.sent_events import SentEvents
 
 #: Messages per ``Broker.enqueue_many`` call in ``App.send_many``: one pipelined round trip or a few each, and a
 #: bound on how long one call holds a connection (about 0.1-0.5 s).
@@ -52,10 +53,13 @@ class Producer:
     It holds nothing but the app: settings, serializer and broker are read from it at each call, so
     ``app.configure(...)`` and a fork (a new broker connection) apply at once."""
 
-    __slots__ = ("_app",)
+    __slots__ = ("_app", "_sent")
 
     def __init__(self, app: App) -> None:
         self._app = app
+        #: ``task-sent`` events (``task_send_sent_event``): created on first use, so an app that never turns them
+        #: on never imports their module.
+        self._sent: SentEvents | None = None
 
     def message(
         self, name: str, args: tuple[Any, ...] | list[Any], kwargs: Mapping[str, Any] | None, *,
@@ -141,6 +145,21 @@ class Producer:
                                      delay_s=message.delay_s(), retry=retry)
         if after_task_publish.receivers:
             announce_published(message)
+        if self._app.settings.task_send_sent_event:
+            self.sent_events().emit([message])
+
+    def sent_events(self) -> SentEvents:
+        """This app's ``task-sent`` emitter (``taskfleet.fleet.sent_events``)."""
+        if self._sent is None:
+            from taskfleet.fleet.sent_events import SentEvents
+
+            self._sent = SentEvents(self._app)
+        return self._sent
+
+    def close(self) -> None:
+        """Close what this process opened for task-sent events (``App.close``)."""
+        if self._sent is not None:
+            self._sent.close()
 
     def send_many(
         self, calls: Iterable[Call], *, queue: str | None, priority: int | None, countdown: float | None,
@@ -190,7 +209,9 @@ class Producer:
         """Encode and enqueue ``total`` messages, ``build(start, stop)`` giving those of one chunk, between the
         publish signals when they have receivers. A chunk that cannot be sent raises after the chunks before it were
         stored; the note says how many were sent."""
-        announce = bool(before_task_publish.receivers or after_task_publish.receivers)
+        signalled = bool(before_task_publish.receivers or after_task_publish.receivers)
+        sent = self.sent_events() if self._app.settings.task_send_sent_event else None
+        announce = signalled or sent is not None
         broker = self._app.broker
         enqueue_many: Callable[[list[Outgoing]], None] = broker.enqueue_many if retry is None else \
             functools.partial(broker.enqueue_many, retry=retry)
@@ -199,16 +220,25 @@ class Producer:
             build, enqueue_many = tracer.chunks(self._app, build, enqueue_many)
 
         def encode(start: int) -> tuple[list[Outgoing], list[Message]]:
-            """The chunk from ``start``, and its messages when the publish signals have receivers."""
+            """The chunk from ``start``, and its messages when the publish signals have receivers or task-sent
+            events are on."""
             messages = build(start, min(total, start + SEND_MANY_CHUNK))
-            if announce:
+            if signalled:
                 messages = [announce_publish(m) for m in messages]
             # Each until its eta from now: a later chunk waits less.
             return ([Outgoing(m.queue, m.broker_id, self.encode(m), m.priority, m.delay_s()) for m in messages],
                     messages if announce else [])
 
+        def published(messages: list[Message]) -> None:
+            """After a chunk is stored: ``after_task_publish`` per message, then one batch of task-sent."""
+            if after_task_publish.receivers:
+                for message in messages:
+                    announce_published(message)
+            if sent is not None:
+                sent.emit(messages)
+
         if total <= SEND_MANY_CHUNK or announce or tracer is not None:  # one chunk, or work for this thread
-            _send_here(enqueue_many, encode, total)
+            _send_here(enqueue_many, encode, total, published)
         else:
             _send_pipelined(enqueue_many, encode, total)
 
@@ -217,9 +247,10 @@ _Encode = Callable[[int], tuple[list[Outgoing], list[Message]]]
 _EnqueueMany = Callable[[list[Outgoing]], None]
 
 
-def _send_here(enqueue_many: _EnqueueMany, encode: _Encode, total: int) -> None:
-    """Encode and store the ``total`` calls chunk by chunk on this thread, sending ``after_task_publish`` for the
-    messages ``encode`` returns once their chunk is stored."""
+def _send_here(enqueue_many: _EnqueueMany, encode: _Encode, total: int,
+               published: Callable[[list[Message]], None]) -> None:
+    """Encode and store the ``total`` calls chunk by chunk on this thread, calling ``published`` with the messages
+    ``encode`` returns once their chunk is stored."""
     for start in range(0, total, SEND_MANY_CHUNK):
         try:
             chunk, messages = encode(start)
@@ -227,8 +258,8 @@ def _send_here(enqueue_many: _EnqueueMany, encode: _Encode, total: int) -> None:
         except Exception as exc:
             _note_sent(exc, start, total)
             raise
-        for message in messages:
-            announce_published(message)
+        if messages:
+            published(messages)
 
 
 def _send_pipelined(enqueue_many: _EnqueueMany, encode: _Encode, total: int) -> None:

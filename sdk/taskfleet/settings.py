@@ -10,6 +10,7 @@ from typing import Any
 
 from taskfleet.compression import check_compression
 from taskfleet.errors import ConfigurationError
+from taskfleet.fleet.events import DEFAULT_EVENTS_MAX_LEN
 from taskfleet.schedules import zone
 from taskfleet.serializers import JSON, validate_accept
 from taskfleet.urls import mask_url
@@ -210,6 +211,15 @@ class AppSettings:
     #: result record (``AsyncResult.args``/``.kwargs``/``.queue``; its name and retries are always stored). Off by
     #: default: arguments can be large or sensitive, and every stored state would carry them.
     result_extended: bool = False
+    #: Celery's ``worker_send_task_events``: this app's workers emit task events (received, started, succeeded,
+    #: failed, retried, revoked, dead-lettered) to the app's event stream, as ``taskfleet worker -E`` does. Off by
+    #: default: each worker child then makes one more broker call per 250 ms while it works (docs/events.md; the cost
+    #: is in docs/benchmarks.md).
+    worker_send_task_events: bool = False
+    #: Celery's ``task_send_sent_event``: publishers (``delay``, ``apply_async``, ``send``, ``send_many``,
+    #: workflows) emit ``task-sent`` for every message they publish, one broker call per publish or batch.
+    task_send_sent_event: bool = False
+    events_max_len: int = DEFAULT_EVENTS_MAX_LEN
 
     def __post_init__(self) -> None:
         validate_queue_name(self.default_queue)
@@ -222,6 +232,8 @@ class AppSettings:
         object.__setattr__(self, "compression", check_compression(self.compression))
         if self.result_expires_s <= 0:
             raise ConfigurationError("result_expires_s must be > 0")
+        if self.events_max_len < 1:
+            raise ConfigurationError("events_max_len must be >= 1")
 
     def replace(self, **changes: object) -> AppSettings:
         """A copy with ``changes``; unknown names raise ``TypeError``."""

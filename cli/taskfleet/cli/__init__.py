@@ -46,6 +46,8 @@ COMMANDS = (
             "change the workers at runtime: rate and time limits, consumers, pool size, shutdown"),
     Command("revoke", "taskfleet.cli.revoke_command",
             "revoke tasks (stored in the broker, so workers started later honour it too)"),
+    Command("events", "taskfleet.cli.events_command",
+            "watch the app's task and worker events live (tasks/s, failures, runtimes), or --json lines"),
     Command("check", "taskfleet.cli.check_command",
             "load an app and print its configuration, tasks, Celery settings found and problems"),
     Command("operator", "taskfleet.operator.operator_command", "run the Kubernetes operator (TaskQueue resources)"),

@@ -26,6 +26,10 @@ message went to another) is dropped unrun and reported ``Dropped``.
 Around its work the child sends ``worker_process_init`` (once its background thread runs, before the first fetch)
 and, when it exits normally, ``worker_process_shutdown`` (taskfleet.signals).
 
+With ``send_task_events`` (``-E``) the child's ``TaskEvents`` (taskfleet.worker.task_events) is told when a task
+starts and how it ended, and the background thread sends what it collected every ``EVENTS_FLUSH_S``, through a
+fleet store of the child's own; without it there is no ``TaskEvents`` and each hook is one ``is None`` check.
+
 Unless ``redirect_stdouts`` is off, the child's ``sys.stdout`` and ``sys.stderr`` log each line written to them
 (taskfleet.worker.log_redirect) from before ``worker_process_init`` to the child's end; the child tells them when a
 task starts and ends, so a task's ``print()`` is a log event with its ``task_id``.
@@ -54,6 +58,7 @@ from taskfleet import signals, tracing
 from taskfleet.app import App
 from taskfleet.brokers.base import Broker
 from taskfleet.errors import BrokerError
+from taskfleet.fleet.records import worker_id
 from taskfleet.worker import events
 from taskfleet.worker.events import Reporter
 from taskfleet.worker.executor import Executor, Started
@@ -64,6 +69,7 @@ from taskfleet.worker.progress import Progress
 from taskfleet.worker.runtime_state import RuntimeState
 from taskfleet.worker.settings import WorkerSettings
 from taskfleet.worker.settler import Settler
+from taskfleet.worker.task_events import TaskEvents
 
 log = get_logger("taskfleet.worker")
 
@@ -72,6 +78,9 @@ HEARTBEAT_INTERVAL_S = 1.0
 #: slow task after fast ones does not hold their acks back.
 ACK_DELAY_MAX_S = 0.05
 _TICK_S = 0.05
+#: Task events (``-E``) collected by the hooks go out at most this often, in one broker call: a live view stays live,
+#: and a broker that writes each call as a transaction (SQLite) pays for few of them.
+EVENTS_FLUSH_S = 0.25
 
 
 def rss_mb() -> float:
@@ -119,6 +128,9 @@ class Child:
         #: Held by the thread taking deliveries in (the main thread's fetch, the background thread's take of the
         #: buffered ones) until they are held and reported: they are held and numbered in the order they arrived.
         self._intake = threading.Lock()
+        #: Task events (``-E``), collected by the hooks below and sent by the background thread; None when off, and
+        #: then each hook costs one ``is None`` check.
+        self._events: TaskEvents | None = None
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
@@ -134,6 +146,8 @@ class Child:
         executor = Executor(self.app, self.app.backend, on_start=self._on_start, runtime=self.runtime)
         settler = Settler(broker, self.reporter)
         self._executor = executor
+        if self.settings.send_task_events:
+            self._events = TaskEvents.for_app(self.app, worker=worker_id(pid=self.parent_pid))
         thread = threading.Thread(target=self._background, args=(broker, settler), name="taskfleet-lease", daemon=True)
         thread.start()
         signals.send(signals.worker_process_init, None)  # per-process resources (database connections), then work
@@ -152,6 +166,8 @@ class Child:
             thread.join(timeout=5)
             settler.flush()
             settler.give_back(self.holdings)
+            if self._events is not None:  # the background thread has stopped: this thread may use its store
+                self._events.close()
             self.reporter.send(events.Exiting(reason))
             if clean:  # before the connections close: a receiver may still use them
                 signals.send(signals.worker_process_shutdown, None, pid=os.getpid(), exitcode=0)
@@ -170,6 +186,8 @@ class Child:
     def _on_start(self, started: Started) -> None:
         if self.output is not None:
             self.output.begin_task(started.task_id, started.task)
+        if self._events is not None:
+            self._events.started(started)
         # Only a hard time limit needs the supervisor to know at once; everything else it learns in batches.
         running = self.holdings.running()
         if running is not None:  # shared memory, no event: the supervisor reads it for heartbeats and inspect
@@ -254,6 +272,8 @@ class Child:
             if self.output is not None:
                 self.output.end_task()  # its partial lines, before the next task's
         settled = settler.settle(running, outcome)
+        if self._events is not None and settled:
+            self._events.finished(running.delivery, outcome)
         self.holdings.finish()
         # After the settler reported a dropped delivery: the supervisor acks the finished ones of a child that dies.
         self.progress.finish(running.seq)
@@ -266,7 +286,7 @@ class Child:
         settings = self.settings
         extend_every_s = max(0.3, broker.settings.visibility_timeout_s / 3)
         now = time.monotonic()
-        next_extend, next_beat = now + extend_every_s, now
+        next_extend, next_beat, next_events = now + extend_every_s, now, now + EVENTS_FLUSH_S
         while not self._thread_stop.wait(_TICK_S):
             if os.getppid() != self.parent_pid:
                 log.error("supervisor is gone; child exits, its messages return when their leases expire")
@@ -283,6 +303,9 @@ class Child:
                 settler.give_back(self.holdings, if_running_longer_than_s=settings.prefetch_release_s)
             except BrokerError as exc:
                 log.warning("lease renewal failed", error=str(exc))
+            if self._events is not None and now >= next_events:
+                self._events.flush()  # one broker call for what was collected; failures are the sink's
+                next_events = now + EVENTS_FLUSH_S
             if now >= next_beat:
                 self.reporter.send(events.BEAT)
                 next_beat = now + HEARTBEAT_INTERVAL_S

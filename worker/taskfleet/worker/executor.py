@@ -86,6 +86,8 @@ class Started:
     task_id: str
     task: str
     time_limit_s: float | None
+    #: The decoded message (a reference, for its ``task-received`` event: taskfleet.worker.task_events).
+    message: Message | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +122,21 @@ ACK_RETRIED = AckRetried()
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """The end of one delivery: what must become of its message, and its metrics (outcome, task name, runtime)."""
+    """The end of one delivery: what must become of its message, and its metrics (outcome, task name, runtime).
+    The rest is what a task event tells (taskfleet.worker.task_events), kept as references so that nothing is
+    built when events are off: the task id (None when the message did not decode), the task's return value, the
+    exception it failed or retried with, for a revoked task why (``expired``, ``revoked``), and the decoded
+    message (None when it did not decode)."""
 
     decision: Decision
     outcome: str
     task: str
     runtime_s: float
+    task_id: str | None = None
+    result: Any = None
+    error: BaseException | None = None
+    detail: str | None = None
+    message: Message | None = None
 
 
 def keeps_results(task: Task[Any] | None) -> bool:
@@ -198,7 +209,7 @@ class Executor:
             workflow = self.followups.read(msg)
         except DecodeError as exc:  # its caller waits on the task id: the FAILURE says why
             self._store(msg, State.FAILURE, **exception_fields(exc, self.serializer.dumps))
-            return self._dead(msg.task, str(exc), began)
+            return self._dead(msg.task, str(exc), began, msg)
         task = self.app.tasks.get(msg.task)
         if task is None:
             error = TaskNotRegistered(f"task {msg.task!r} is not registered in app {self.app.name!r}")
@@ -206,7 +217,7 @@ class Executor:
             self._store(msg, State.FAILURE, **fields)
             if workflow is not None:
                 self.followups.failed(msg, workflow, Failure.of(fields))
-            return self._dead(msg.task, str(error), began)
+            return self._dead(msg.task, str(error), began, msg)
         # A redelivery, or a workflow's follow-up (sent twice after a crash), may have run already: one read.
         if delivery.redelivered or (workflow is not None and workflow.follow_up):
             finished = self._finished_record(msg, task)
@@ -215,7 +226,7 @@ class Executor:
                     self.followups.redo(msg, workflow, finished)  # its follow-ups may not all have been sent
                 log.info("task already finished: acked without running it again", task_id=msg.id, task=msg.task,
                          queue=delivery.queue, delivery_count=delivery.delivery_count)
-                return Outcome(ACK, DUPLICATE, msg.task, time.perf_counter() - began)
+                return Outcome(ACK, DUPLICATE, msg.task, time.perf_counter() - began, task_id=msg.id, message=msg)
         if msg.id in self.runtime.revoked:
             return self._revoke(delivery, msg, workflow, "revoked", "revoked", began)
         if msg.is_expired():
@@ -233,7 +244,8 @@ class Executor:
         if workflow is not None:
             self.followups.failed(msg, workflow, self.followups.revoked(reason))
         log.info("task revoked", task_id=msg.id, task=msg.task, queue=delivery.queue, reason=why)
-        return Outcome(ACK, REVOKED, msg.task, time.perf_counter() - began)
+        return Outcome(ACK, REVOKED, msg.task, time.perf_counter() - began, task_id=msg.id, detail=why,
+                       message=msg)
 
     def _defer(self, delivery: Delivery, msg: Message, deferral: Deferral, began: float) -> Outcome:
         """Over its rate limit: publish it again for its slot (same id and retries) and ack it at once, so this
@@ -241,7 +253,7 @@ class Executor:
         self.app.publish(deferral.message)
         log.debug("task deferred by its rate limit", task_id=msg.id, task=msg.task, queue=delivery.queue,
                   delay_s=round(deferral.delay_s, 3))
-        return Outcome(ACK_RETRIED, DEFERRED, msg.task, time.perf_counter() - began)
+        return Outcome(ACK_RETRIED, DEFERRED, msg.task, time.perf_counter() - began, task_id=msg.id)
 
     def _execute(self, delivery: Delivery, msg: Message, task: Task[Any], began: float,
                  workflow: Workflow | None = None) -> Outcome:
@@ -265,7 +277,7 @@ class Executor:
         soft_limit_s, hard_limit_s = self.runtime.limits.time_limits(msg.task, opts)
         if opts.track_started:
             self._store(msg, State.STARTED)
-        self.on_start(Started(delivery.message_id, delivery.queue, msg.id, msg.task, hard_limit_s))
+        self.on_start(Started(delivery.message_id, delivery.queue, msg.id, msg.task, hard_limit_s, msg))
         if run:
             run.before_start()
         if soft_limit_s:
@@ -292,7 +304,7 @@ class Executor:
             run.succeeded(value)
         log.info("task succeeded", task_id=msg.id, task=msg.task, queue=delivery.queue,
                  runtime_ms=round(runtime * 1000, 3))
-        return Outcome(ACK, SUCCESS, msg.task, runtime)
+        return Outcome(ACK, SUCCESS, msg.task, runtime, task_id=msg.id, result=value, message=msg)
 
     def _retry(self, delivery: Delivery, msg: Message, task: Task[Any], reason: Retry, run: TaskRun | None,
                began: float, workflow: Workflow | None) -> Outcome:
@@ -302,7 +314,7 @@ class Executor:
             error = exc if exc is not None else MaxRetriesExceeded(f"{msg.task} used up its {limit} retries")
             self._finish_failed(msg, error, run, workflow)
             reason_text = f"max retries ({limit}) exceeded: {type(error).__name__}: {error}"
-            return self._dead(msg.task, reason_text, began)
+            return self._dead(msg.task, reason_text, began, msg)
         countdown_s = reason.countdown_s
         if countdown_s is None:
             countdown_s = retry_delay_s(retries=msg.retries, backoff=opts.retry_backoff,
@@ -317,14 +329,15 @@ class Executor:
         log.info("task retry", task_id=msg.id, task=msg.task, queue=delivery.queue, retries=again.retries,
                  countdown_s=round(countdown_s, 3), error=repr(exc))
         # Acked at once, never deferred: a redelivery could not tell this attempt already ran.
-        return Outcome(ACK_RETRIED, RETRY, msg.task, time.perf_counter() - began)
+        return Outcome(ACK_RETRIED, RETRY, msg.task, time.perf_counter() - began, task_id=msg.id, error=exc,
+                       message=msg)
 
     def _fail(self, delivery: Delivery, msg: Message, exc: BaseException, run: TaskRun | None,
               began: float, workflow: Workflow | None) -> Outcome:
         self._finish_failed(msg, exc, run, workflow)
         log.warning("task failed", task_id=msg.id, task=msg.task, queue=delivery.queue,
                     error=f"{type(exc).__name__}: {exc}", runtime_ms=round((time.perf_counter() - began) * 1000, 3))
-        return Outcome(ACK, FAILURE, msg.task, time.perf_counter() - began)
+        return Outcome(ACK, FAILURE, msg.task, time.perf_counter() - began, task_id=msg.id, error=exc, message=msg)
 
     def _finish_failed(self, msg: Message, exc: BaseException, run: TaskRun | None,
                        workflow: Workflow | None) -> None:
@@ -360,9 +373,10 @@ class Executor:
             log.warning("could not send the follow-ups of a timed-out task", task_id=msg.id, error=str(exc))
 
     @staticmethod
-    def _dead(task: str, reason: str, began: float) -> Outcome:
+    def _dead(task: str, reason: str, began: float, message: Message | None = None) -> Outcome:
         # Logged by the Settler once the message is moved.
-        return Outcome(DeadLetter(reason), DEAD_LETTERED, task, time.perf_counter() - began)
+        return Outcome(DeadLetter(reason), DEAD_LETTERED, task, time.perf_counter() - began,
+                       task_id=message.id if message is not None else None, message=message)
 
     def _finished_record(self, msg: Message, task: Task[Any]) -> ResultRecord | None:
         """The final state the result backend already holds for this task id, if any: the message ran (or hit its

@@ -79,6 +79,12 @@ class WorkerSettings:
     #: Celery's ``worker_redirect_stdouts`` (which logs both streams at one level, ``WARNING``); see
     #: ``taskfleet.worker.log_redirect``. False: what a task writes goes to the process's stdout and stderr as is.
     redirect_stdouts: bool = True
+    #: Each child emits task events (received, started, and how each task ended) to the app's event stream, in
+    #: batches of one broker call per 250 ms at most (taskfleet.worker.task_events, docs/events.md); and the worker
+    #: its online, heartbeat and offline events. Celery's ``-E`` and ``worker_send_task_events``: the CLI sets it
+    #: from ``-E``, ``TASKFLEET_WORKER_SEND_TASK_EVENTS`` or the app's ``worker_send_task_events``. Off: nothing is
+    #: built or sent.
+    send_task_events: bool = False
     #: Every this many seconds the supervisor publishes the worker's record (queues, pool, counts, what each child
     #: runs) to the broker, where it expires after ``MISSED_HEARTBEATS`` (3) intervals: ``taskfleet workers`` and
     #: ``app.control.workers()`` list it, and a worker that dies leaves the list within about three intervals

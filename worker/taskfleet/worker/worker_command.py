@@ -8,12 +8,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from taskfleet import brokers
 from taskfleet.app import App
 from taskfleet.brokers.beat_store import DEFAULT_LEASE_S
 from taskfleet.brokers.fleet_store import FleetStore, connect_fleet_store
+from taskfleet.config import DEFAULT_NAMESPACE, read_config
 from taskfleet.errors import BrokerError, ConfigurationError, TaskfleetError
 from taskfleet.fleet.records import DEFAULT_HEARTBEAT_INTERVAL_S, pod_from_env, worker_id
 from taskfleet.settings import BrokerSettings, settings_from_env
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 # there too: ``taskfleet beat`` imports this module for its helpers.
 
 ENV_HEALTH_PORT = "TASKFLEET_HEALTH_PORT"
+#: Celery's ``worker_send_task_events`` as an environment variable (``1``/``true``/``0``/``false``...): what ``-E``
+#: does, for a Deployment that sets env rather than arguments.
+ENV_WORKER_SEND_TASK_EVENTS = "TASKFLEET_WORKER_SEND_TASK_EVENTS"
 #: The ``--health-port`` help of ``taskfleet worker`` and ``taskfleet beat``.
 HEALTH_PORT_HELP = (f"serve /healthz, /readyz, /metrics on this port (0: any free one); a port in use is an error "
                     f"(exit 5). Default: {ENV_HEALTH_PORT}, else {DEFAULT_HEALTH_PORT_IN_CONTAINER} in a container "
@@ -76,6 +80,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], 
     p.add_argument("--no-redirect-stdouts", dest="redirect_stdouts", action="store_false",
                    help="let tasks write to stdout and stderr as they are (default: each line a log event of its "
                         "task, stdout at info, stderr at warning)")
+    p.add_argument("-E", "--events", action="store_true",
+                   help="emit task and worker events to the app's event stream (taskfleet events); default: "
+                        f"{ENV_WORKER_SEND_TASK_EVENTS}, else the app's worker_send_task_events")
     p.add_argument("--heartbeat-interval", type=float, default=DEFAULT_HEARTBEAT_INTERVAL_S, metavar="S",
                    help="publish the worker's record (taskfleet workers) every S seconds; it expires after three "
                         "missed ones")
@@ -170,6 +177,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             drain_timeout_s=args.drain_timeout, broker_connect_timeout_s=args.broker_timeout,
             health_host=args.health_host, health_port=health_port.port if health_port else None,
             log_format=args.log_format, log_level=args.log_level, redirect_stdouts=args.redirect_stdouts,
+            send_task_events=args.events or app.settings.worker_send_task_events,
             heartbeat_interval_s=None if args.without_heartbeat else args.heartbeat_interval,
             pod=pod_from_env(environ),
         )
@@ -202,7 +210,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         except ConfigurationError as exc:
             log.error("cannot serve health checks", error=str(exc))
             return ExitCode.BAD_CONFIG
-    fleet = WorkerFleet.start(supervisor)  # before "worker starting": from then on it answers control requests
+    fleet = WorkerFleet.start(supervisor, on_record=_worker_events(app, supervisor))  # before "worker starting":
+    # from then on it answers control requests
     backend_url = app.settings.result_backend_url
     log.info("worker starting", worker=fleet.control.worker, app=app.name, queues=list(settings.queues),
              concurrency=settings.concurrency, prefetch=settings.prefetch, broker=mask_url(broker_settings.url),
@@ -268,6 +277,15 @@ class WorkerFleet:
             self.heartbeat.stop()
 
 
+def _worker_events(app: App, supervisor: Supervisor) -> list[RecordHook]:
+    """The heartbeat's hooks that emit worker-online, -heartbeat and -offline (``-E``; none without)."""
+    if not supervisor.settings.send_task_events:
+        return []
+    from taskfleet.worker.worker_events import WorkerEvents
+
+    return [WorkerEvents.for_app(app, supervisor.broker).emit]
+
+
 class _NoBeat:
     """Stands in for the beat thread of a worker started without ``--beat``."""
 
@@ -290,9 +308,13 @@ def _embedded_beat(app: App, args: argparse.Namespace, metrics: WorkerMetrics, *
     return BeatThread(open_beat(app, BeatSettings(lease_s=args.beat_lease), beat_metrics))
 
 
-def connection_overrides(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, str]:
-    """Broker and backend URLs from the environment, overridden by flags."""
-    overrides: dict[str, str] = settings_from_env(environ)
+def connection_overrides(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
+    """Broker and backend URLs from the environment, overridden by flags; ``worker_send_task_events`` when
+    ``TASKFLEET_WORKER_SEND_TASK_EVENTS`` is set (``ConfigurationError`` when it is not a switch)."""
+    overrides: dict[str, Any] = dict(settings_from_env(environ))
+    if ENV_WORKER_SEND_TASK_EVENTS in environ:
+        overrides.update(read_config({ENV_WORKER_SEND_TASK_EVENTS: environ[ENV_WORKER_SEND_TASK_EVENTS]},
+                                     namespace=DEFAULT_NAMESPACE, keywords={"worker_send_task_events"}))
     flags = {"broker": args.broker, "broker_management_url": args.broker_management_url,
              "result_backend": args.result_backend}
     overrides.update({name: value for name, value in flags.items() if value})

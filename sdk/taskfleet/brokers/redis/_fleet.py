@@ -10,10 +10,10 @@ replies in short-lived lists, events in a capped stream. Key names: ``_keys.Flee
 - **Replies.** An inbox is a list plus an "open" key; ``reply`` pushes only while that key exists and gives the list
   a TTL (``REPLY_TTL_S``), so replies to a closed or abandoned inbox go away by themselves. ``collect`` pops
   (``BLPOP``).
-- **Events.** ``XADD MAXLEN ~ events_max_len``, a whole batch in one pipelined write on the broker's hot-path
-  connections. ``~`` lets Redis trim whole stream nodes only, so the stream holds between ``events_max_len`` and
-  about ``events_max_len + 100`` entries (``stream-node-max-entries``, 100 by default). The cursor is the stream id
-  of the last event read.
+- **Events.** ``XADD`` per event, a whole batch in one script call (``lua/fleet_emit.lua``: one reply to parse, not
+  one per event) on the broker's hot-path connections, then one ``XTRIM MAXLEN ~ events_max_len``. ``~`` lets Redis
+  trim whole stream nodes only, so the stream holds between ``events_max_len`` and about ``events_max_len + 100``
+  entries (``stream-node-max-entries``, 100 by default). The cursor is the stream id of the last event read.
 """
 
 from __future__ import annotations
@@ -26,13 +26,12 @@ from contextlib import AbstractContextManager
 from typing import Any, Self
 
 import redis
-from redis.exceptions import ResponseError
 
-from taskfleet._connections.redis import HotConnections, connect_redis, pack, translate_errors
+from taskfleet._connections.redis import EvalSha, HotConnections, connect_redis, translate_errors
 from taskfleet.brokers.base import Broker
 from taskfleet.brokers.fleet_store import ControlListener, FleetStore, ReplyInbox
 from taskfleet.brokers.redis._keys import FleetKeys
-from taskfleet.brokers.redis._scripts import load_script
+from taskfleet.brokers.redis._scripts import load_script, script_source
 from taskfleet.errors import BrokerError, ControlError, DecodeError
 from taskfleet.fleet.revocations import Revocation
 from taskfleet.settings import BrokerSettings
@@ -152,8 +151,8 @@ class RedisFleetStore(FleetStore):
         self._workers = load_script(self._client, "fleet_workers")
         self._revocations = load_script(self._client, "fleet_revocations")
         self._reply = load_script(self._client, "fleet_reply")
-        self._xadd = (b"XADD", self.keys.events.encode(), b"MAXLEN", b"~", b"%d" % events_max_len, b"*",
-                      _EVENT_FIELD)
+        self._emit_script = EvalSha(script_source("fleet_emit"))
+        self._emit = self._emit_script.prefix([self.keys.events], events_max_len)
 
     # -- registry --------------------------------------------------------------------------------------------------
 
@@ -219,15 +218,12 @@ class RedisFleetStore(FleetStore):
     # -- events ----------------------------------------------------------------------------------------------------
 
     def emit_events(self, events: Sequence[bytes]) -> None:
-        """One pipelined write of an ``XADD`` per event (module docstring: the cap is approximate)."""
+        """One ``EVALSHA`` of ``lua/fleet_emit.lua`` for the whole batch: an ``XADD`` per event on the server, one
+        reply to read here (module docstring: the cap is approximate)."""
         if not events:
             return
-        payload = b"".join(pack(*self._xadd, event) for event in events)
         with self._errors("emit events"):
-            replies = self._hot.call(payload, len(events))
-        for reply in replies:
-            if isinstance(reply, ResponseError):
-                raise BrokerError(f"redis fleet store {self._errors.masked_url} refused an event: {reply}")
+            self._hot.call_scripts((self._emit_script,), self._emit.plus(events))
 
     def read_events(self, cursor: str | None, *, limit: int = 1000, timeout_s: float = 0.0) -> tuple[list[bytes], str]:
         after = cursor or _START
