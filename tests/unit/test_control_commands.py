@@ -127,3 +127,19 @@ def test_shutdown_drains_as_sigterm_does(sup: Supervisor) -> None:
     assert sup.draining
     with pytest.raises(ControlError, match="shutting down"):
         call(sup, "pool_grow", n=1)
+
+
+def test_revocations_stored_while_the_worker_runs_reach_it_through_its_loop(
+        sup: Supervisor, memory_app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a running supervisor that re-reads the stored revocations quickly
+    monkeypatch.setattr("taskfleet.worker.steering.REVOCATIONS_REFRESH_S", 0.05)
+    sup.steering.refresh_revocations()
+    sup.steering.tick(time.monotonic())
+    # When a revocation is stored (no control message reaches it: nothing listens here)
+    memory_app.control.revoke("stored-later")
+    # Then its poller thread reads it and the main loop applies it
+    deadline = time.monotonic() + 5
+    while "stored-later" not in sup.runtime.revoked and time.monotonic() < deadline:
+        sup._run_soon()
+        time.sleep(0.01)
+    assert "stored-later" in sup.runtime.revoked

@@ -35,6 +35,7 @@ from taskfleet.worker.executor import (
     Outcome,
     Started,
 )
+from taskfleet.worker.progress import RunningTask
 from taskfleet.worker.settings import WorkerSettings
 from taskfleet.worker.task_events import (
     TaskEvents,
@@ -424,3 +425,25 @@ def test_an_events_switch_that_is_not_one_is_a_configuration_error() -> None:
 def test_an_event_stream_cap_below_one_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="events_max_len"):
         App("cfg", events_max_len=0)
+
+
+@pytest.mark.parametrize(("terminated", "types", "detail"), [
+    (True, ["task-received", "task-started", "task-revoked"], {"reason": "terminated", "terminated": True}),
+    (False, ["task-received", "task-started", "task-failed"],
+     {"exception": "TimeLimitExceeded: tests.add exceeded its time limit; its child was killed"}),
+])
+def test_a_task_killed_by_the_supervisor_ends_in_its_event_sent_at_once(
+        terminated: bool, types: list[str], detail: dict[str, Any]) -> None:
+    # Given a task that started, and then is terminated by a revoke or killed past its hard time limit
+    store = RecordingStore()
+    events = _collector(store)
+    message = _message()
+    delivery = Delivery("q", "t1", _encoded(message), 1)
+    events.started(Started("t1", "q", "t1", "tests.add", None, message))
+
+    events.killed(delivery, RunningTask(seq=1, task_id="t1", task="tests.add", since=0.0), terminated=terminated)
+
+    # Then its end event is out already, with no flush waited for: the child dies next
+    assert store.types == types
+    end = store.events[-1].fields
+    assert {key: end[key] for key in detail} == detail

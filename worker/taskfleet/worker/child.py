@@ -338,6 +338,9 @@ class Child:
         executor = self._executor
         if executor is not None and running is not None and running.seq == seq:
             executor.follow_up_timed_out(running.delivery)  # a workflow's follow-ups go first
+        task = self.progress.running_task()
+        if self._events is not None and running is not None and task is not None and task.seq == seq:
+            self._events.killed(running.delivery, task, terminated=self._terminating == seq)
         settler.settle_timed_out(seq, self.holdings)
 
 

@@ -3,8 +3,9 @@ and pool changes to itself and its children (taskfleet.worker.control_commands c
 loop calls ``tick``).
 
 - **Revocations.** Loaded from the fleet store before the first fork (children inherit them), re-read every
-  ``REVOCATIONS_REFRESH_S`` (so one whose control message this worker missed still arrives) and heard as ``revoke``
-  commands; what is new goes to every child (``events.Revoke``).
+  ``REVOCATIONS_REFRESH_S`` by a thread of their own (so one whose control message this worker missed still
+  arrives, and a slow or unreachable broker never holds up the main loop; what it read is applied in the loop) and
+  heard as ``revoke`` commands; what is new goes to every child (``events.Revoke``).
 - **Terminate.** The child running a revoked task id has REVOKED stored, is asked to ack that delivery
   (``events.Terminate``, as a hard time limit's ``Settle``), then gets the revocation's signal and, after
   ``WorkerSettings.terminate_grace_s``, SIGKILL. Its delivery is treated as finished (acked, never delivered
@@ -16,7 +17,9 @@ loop calls ``tick``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,19 +69,36 @@ class Steering:
         self.retiring: set[int] = set()
         self._store: FleetStore | None = None
         self._store_failed = False
-        self._refreshed_at = float("-inf")
+        self._poller: threading.Thread | None = None
+        self._stop_polling = threading.Event()
 
     # -- revocations -----------------------------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        """Every main-loop tick: re-read the revocations when due, move terminations on."""
-        if now - self._refreshed_at >= REVOCATIONS_REFRESH_S:
-            self.refresh_revocations(now)
+        """Every main-loop tick: move terminations on (and start re-reading the revocations, once)."""
+        if self._poller is None:
+            self._poller = threading.Thread(target=self._poll_revocations, name="taskfleet-revocations", daemon=True)
+            self._poller.start()
         self._enforce_terminations(now)
 
-    def refresh_revocations(self, now: float) -> None:
-        """Apply the fleet store's live revocations (logged and retried at the next refresh when it fails)."""
-        self._refreshed_at = now
+    def refresh_revocations(self) -> None:
+        """Apply the fleet store's live revocations now (at start, before the fork); logged when it fails."""
+        stored = self._read_revocations()
+        if stored is not None:
+            self.revoke(stored)
+
+    def _poll_revocations(self) -> None:
+        """The poller thread: read every ``REVOCATIONS_REFRESH_S``, apply in the main loop."""
+        while not self._stop_polling.wait(REVOCATIONS_REFRESH_S):
+            stored = self._read_revocations()
+            if stored is not None:
+                self.sup.call_soon(functools.partial(self._apply_revocations, stored))
+
+    def _apply_revocations(self, stored: list[Revocation]) -> None:
+        self.revoke(stored)
+
+    def _read_revocations(self) -> list[Revocation] | None:
+        """The stored revocations; None when they could not be read (logged once until a read succeeds)."""
         try:
             if self._store is None:
                 self._store = connect_fleet_store(self.sup.broker, namespace=self.sup.app.name)
@@ -87,9 +107,13 @@ class Steering:
             if not self._store_failed:
                 log.warning("could not read the stored revocations; retrying", error=str(exc))
             self._store_failed = True
-            return
+            if self._store is not None:  # reconnect at the next read
+                with contextlib.suppress(TaskfleetError):
+                    self._store.close()
+                self._store = None
+            return None
         self._store_failed = False
-        self.revoke(stored)
+        return stored
 
     def revoke(self, revocations: Sequence[Revocation]) -> list[str]:
         """Honour ``revocations``: new ids go to every child; a running task revoked with terminate is terminated.
@@ -195,6 +219,9 @@ class Steering:
                 rec.conn.send(command)
 
     def close(self) -> None:
+        self._stop_polling.set()
+        if self._poller is not None:
+            self._poller.join(timeout=2)  # a read stuck on a dead broker is not waited for
         if self._store is not None:
             with contextlib.suppress(TaskfleetError):
                 self._store.close()

@@ -113,7 +113,7 @@ class Supervisor:
         self._is_pid1 = os.getpid() == 1
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
-        self.steering.refresh_revocations(time.monotonic())  # before the fork: children start with them
+        self.steering.refresh_revocations()  # before the fork: children start with them
         for slot in range(self.concurrency):
             self._spawn(slot)
         while self.children or not self.draining:

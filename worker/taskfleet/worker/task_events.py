@@ -33,10 +33,22 @@ from typing import TYPE_CHECKING, Any
 
 from taskfleet.brokers.base import Delivery
 from taskfleet.brokers.fleet_store import connect_fleet_store
+from taskfleet.errors import TimeLimitExceeded
 from taskfleet.fleet.event_sink import EventSink
 from taskfleet.fleet.events import FleetEvent, short_repr
 from taskfleet.message import Message
-from taskfleet.worker.executor import DEAD_LETTERED, FAILURE, RETRY, REVOKED, SUCCESS, DeadLetter, Outcome, Started
+from taskfleet.worker.executor import (
+    ACK,
+    DEAD_LETTERED,
+    FAILURE,
+    RETRY,
+    REVOKED,
+    SUCCESS,
+    DeadLetter,
+    Outcome,
+    Started,
+)
+from taskfleet.worker.progress import RunningTask
 
 if TYPE_CHECKING:
     from taskfleet.app import App
@@ -98,7 +110,7 @@ def end_event(delivery: Delivery, outcome: Outcome, *, worker: str, timestamp: f
     if kind == REVOKED:
         fields["reason"] = outcome.detail or "revoked"
         fields["expired"] = outcome.detail == "expired"
-        fields["terminated"] = False
+        fields["terminated"] = outcome.detail == "terminated"
         return FleetEvent("task-revoked", timestamp, fields)
     if kind == DEAD_LETTERED:
         decision = outcome.decision
@@ -220,6 +232,19 @@ class TaskEvents:
                 self._add([received.to_json(), event.to_json()])
         except Exception as exc:  # noqa: BLE001 - events never stop a task
             self.sink.drop(1, exc)
+
+    def killed(self, delivery: Delivery, running: RunningTask, *, terminated: bool) -> None:
+        """The running task is being killed by the supervisor, which stored its final state: revoked with
+        terminate (``task-revoked``, ``terminated``), or past its hard time limit (``task-failed`` with
+        ``TimeLimitExceeded``). Sent at once, from the background thread, since the child dies next."""
+        runtime_s = max(0.0, time.time() - running.since)
+        if terminated:
+            outcome = Outcome(ACK, REVOKED, running.task, runtime_s, task_id=running.task_id, detail="terminated")
+        else:
+            error = TimeLimitExceeded(f"{running.task} exceeded its time limit; its child was killed")
+            outcome = Outcome(ACK, FAILURE, running.task, runtime_s, task_id=running.task_id, error=error)
+        self.finished(delivery, outcome)
+        self.flush()
 
     def _add(self, items: list[bytes]) -> None:
         with self._lock:
