@@ -66,7 +66,8 @@ class _RedisListener(ControlListener):
     def __init__(self, client: redis.Redis, channel: str, errors: _Errors, block_s: float) -> None:
         self._errors = errors
         self._block_s = block_s
-        self._pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+        # Typed from redis-py 8.2 on, untyped before: the ignore holds for both.
+        self._pubsub = client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]
         with errors("subscribe to control requests"):
             self._pubsub.subscribe(channel)
             deadline = time.monotonic() + max(block_s * 2, 1.0)
