@@ -426,7 +426,7 @@ def test_a_cursor_inside_a_batch_is_read_on_from_by_another_store(make_store: Ma
     rest, _ = read_all(second, cursor)
 
     # Then it gets the rest of the batch and what came later, nothing twice
-    assert rest == batch[10:] + [b"later"]
+    assert rest == [*batch[10:], b"later"]
 
 
 def test_a_cursor_inside_a_batch_whose_events_were_dropped_reads_on_from_the_oldest_kept(
