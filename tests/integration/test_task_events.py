@@ -157,7 +157,8 @@ def test_the_event_stream_stays_within_its_cap_however_many_tasks_run(
     # Then the stream kept only about the latest 50 (as the broker caps it: docs/brokers.md, "Fleet state")
     cap = events_tasks.EVENTS_MAX_LEN
     smallest = min(len(event.to_json()) for event in events)
-    assert cap <= len(events) <= most_kept(broker_kind, cap, smallest), len(events)
+    # (a child's batch is one stream entry on Redis, and may hold all 800: it is trimmed whole)
+    assert cap <= len(events) <= most_kept(broker_kind, cap, smallest, 800), len(events)
 
 
 def test_taskfleet_events_json_prints_each_event_as_a_json_line_until_interrupted(

@@ -14,12 +14,16 @@ three stream queues (``_streams``) for the registry, the revocations and the eve
 - **Replies.** An inbox is an exclusive, auto-delete, server-named queue consumed on the store's connection; its
   name is the address, and workers publish to it through the default exchange. Once it is closed, RabbitMQ drops
   what is sent to it (unroutable).
-- **Events.** The stream ``taskfleet.fleet.N.events``. Streams are capped in bytes, not events: the cap is
+- **Events.** The stream ``taskfleet.fleet.N.events``, one message per ``emit_events`` batch (``event_entries``:
+  the events newline-joined; at most 1000 events or about 64 KiB a message): RabbitMQ's work per message, not per
+  event, was most of what task events cost. Streams are capped in bytes, not events: the cap is
   ``events_max_len * ASSUMED_EVENT_BYTES`` (512 B), at least ``MIN_EVENTS_BYTES`` (1 MiB), and RabbitMQ drops whole
-  segments (a quarter of the cap) when a new one starts. So it keeps about ``events_max_len`` events of 512 bytes,
-  more of smaller ones, never more than 1.25 times the cap in bytes. ``emit_events`` writes the batch in one write
-  without waiting for confirms. The cursor is the stream offset of the last message read (markers included).
-  A cap declared first by another store (another ``events_max_len``) stays as it was.
+  segments (a quarter of the cap) when a new one starts. So it keeps about ``events_max_len`` events of 512 bytes
+  (a packed event takes its bytes plus one; the per-message overhead is shared by the batch), more of smaller
+  ones, never more than 1.25 times the cap in bytes. ``emit_events`` writes in one write without waiting for
+  confirms. The cursor is the stream offset of the last message read (markers included), ``"<offset>:<n>"`` when a
+  page ended after the first ``n`` events of that message. A cap declared first by another store (another
+  ``events_max_len``) stays as it was.
 
 Heartbeats and revocations are published with confirms, so a marker published after them (``_streams``) comes
 after them in the stream. Every connection is the store's own, opened from the broker's settings.
@@ -28,13 +32,16 @@ after them in the stream. Every connection is the store's own, opened from the b
 from __future__ import annotations
 
 import datetime
+import re
 import time
 from collections.abc import Sequence
 from typing import Any, Self
 
 import pika.exceptions
 
+from taskfleet.brokers import event_entries
 from taskfleet.brokers.base import Broker
+from taskfleet.brokers.event_entries import Cursor
 from taskfleet.brokers.fleet_store import ControlListener, FleetStore, ReplyInbox
 from taskfleet.brokers.rabbitmq import _streams as streams
 from taskfleet.brokers.rabbitmq._link import AmqpLink, Channels
@@ -52,6 +59,7 @@ MAX_RECORD_TTL_S = 300.0
 _TAKE = 1000
 #: AMQP's longest queue or exchange name (bytes).
 _MAX_NAME_BYTES = 255
+_OFFSET = re.compile(r"-?\d+")
 
 
 class _RabbitListener(ControlListener):
@@ -278,21 +286,31 @@ class RabbitMQFleetStore(FleetStore):
     # -- events ----------------------------------------------------------------------------------------------------
 
     def emit_events(self, events: Sequence[bytes]) -> None:
-        """Publish the batch in one write without waiting for confirms (no round trip)."""
+        """Publish the batch as one message (more for a large batch) in one write without waiting for confirms (no
+        round trip)."""
         if events:
-            self._link.call(lambda ch: streams.append(self._channels(ch).admin, self._events, events),
+            bodies = [entry.payload for entry in event_entries.pack(events)]
+            self._link.call(lambda ch: streams.append(self._channels(ch).admin, self._events, bodies),
                             action="emit events")
 
     def read_events(self, cursor: str | None, *, limit: int = 1000, timeout_s: float = 0.0) -> tuple[list[bytes], str]:
-        after = _cursor(cursor)
+        at = Cursor.parse(cursor, _OFFSET) if cursor is not None else Cursor("-1")
         if limit <= 0:
-            return [], str(after)
-        start: Any = "first" if after < 0 else after + 1
+            return [], str(at)
+        offset = int(at.entry)
+        # A page that ended inside a message reads it again (it is skipped into below, if still kept).
+        start: Any = offset if at.read is not None else "first" if offset < 0 else offset + 1
         read = self._link.call(lambda ch: streams.read_stream(
             self._channels(ch).connection, self._events, start, limit=limit, wait_s=timeout_s,
             end_within_s=self._end_within_s() + max(0.0, timeout_s)), action="read events")
-        last = after if read.last_offset is None else read.last_offset
-        return [message.body for message in read.messages], str(last)
+        entries = [(str(m.offset), event_entries.unpack(m.body),
+                    at.read if at.read is not None and m.offset == offset else 0)
+                   for m in read.messages if not isinstance(start, int) or m.offset >= start]
+        events, after = event_entries.take(entries, limit)
+        if after is None or (after.read is None and len(events) < limit):
+            # Everything read was taken: read on after the last message seen, markers included.
+            after = at if read.last_offset is None else Cursor(str(read.last_offset))
+        return events, str(after)
 
     def events_end(self) -> str:
         read = self._link.call(lambda ch: streams.read_stream(self._channels(ch).connection, self._events, "last",
@@ -302,15 +320,6 @@ class RabbitMQFleetStore(FleetStore):
 
     def close(self) -> None:
         self._link.close()
-
-
-def _cursor(cursor: str | None) -> int:
-    if cursor is None:
-        return -1
-    try:
-        return int(cursor)
-    except ValueError as exc:
-        raise ControlError(f"not an event cursor of this store: {cursor!r}") from exc
 
 
 def _text(value: Any) -> str:

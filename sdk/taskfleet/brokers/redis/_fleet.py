@@ -10,10 +10,14 @@ replies in short-lived lists, events in a capped stream. Key names: ``_keys.Flee
 - **Replies.** An inbox is a list plus an "open" key; ``reply`` pushes only while that key exists and gives the list
   a TTL (``REPLY_TTL_S``), so replies to a closed or abandoned inbox go away by themselves. ``collect`` pops
   (``BLPOP``).
-- **Events.** ``XADD`` per event, a whole batch in one script call (``lua/fleet_emit.lua``: one reply to parse, not
-  one per event) on the broker's hot-path connections, then one ``XTRIM MAXLEN ~ events_max_len``. ``~`` lets Redis
-  trim whole stream nodes only, so the stream holds between ``events_max_len`` and about ``events_max_len + 100``
-  entries (``stream-node-max-entries``, 100 by default). The cursor is the stream id of the last event read.
+- **Events.** A stream with one entry per ``emit_events`` batch (``event_entries``: the events newline-joined in
+  field ``e``, their count in ``n``; at most 1000 events or about 64 KiB an entry), written by one script call
+  (``lua/fleet_emit.lua``) on the broker's hot-path connections: the server's work per stream entry, not per event,
+  was most of what task events cost. The cap counts events: a counter key holds how many the stream has, and once it
+  passes ``events_max_len`` by a tenth the script drops whole entries from the head while at least
+  ``events_max_len`` are left. So the stream holds between ``events_max_len`` and about 1.1 times that plus one
+  entry's events. The cursor is the id of the last entry read, ``"<id>:<n>"`` when a page ended after its first
+  ``n`` events.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from typing import Any, Self
 import redis
 
 from taskfleet._connections.redis import EvalSha, HotConnections, connect_redis, translate_errors
+from taskfleet.brokers import event_entries
 from taskfleet.brokers.base import Broker
+from taskfleet.brokers.event_entries import Cursor
 from taskfleet.brokers.fleet_store import ControlListener, FleetStore, ReplyInbox
 from taskfleet.brokers.redis._keys import FleetKeys
 from taskfleet.brokers.redis._scripts import load_script, script_source
@@ -48,6 +54,10 @@ _POP_COUNT = 1000
 _EVENT_FIELD = b"e"
 _START = "0-0"
 _STREAM_ID = re.compile(r"\d+(-\d+)?")
+
+
+def _events_of(fields: dict[bytes, bytes]) -> list[bytes]:
+    return event_entries.unpack(fields.get(_EVENT_FIELD, b""))
 
 
 def _text(value: bytes | str) -> str:
@@ -153,7 +163,7 @@ class RedisFleetStore(FleetStore):
         self._revocations = load_script(self._client, "fleet_revocations")
         self._reply = load_script(self._client, "fleet_reply")
         self._emit_script = EvalSha(script_source("fleet_emit"))
-        self._emit = self._emit_script.prefix([self.keys.events], events_max_len)
+        self._emit = self._emit_script.prefix([self.keys.events, self.keys.events_count], events_max_len)
 
     # -- registry --------------------------------------------------------------------------------------------------
 
@@ -219,29 +229,37 @@ class RedisFleetStore(FleetStore):
     # -- events ----------------------------------------------------------------------------------------------------
 
     def emit_events(self, events: Sequence[bytes]) -> None:
-        """One ``EVALSHA`` of ``lua/fleet_emit.lua`` for the whole batch: an ``XADD`` per event on the server, one
-        reply to read here (module docstring: the cap is approximate)."""
+        """One ``EVALSHA`` of ``lua/fleet_emit.lua`` for the whole batch, stored as one stream entry (more for a
+        large batch; module docstring: the cap is approximate)."""
         if not events:
             return
+        args: list[bytes | int] = []
+        for entry in event_entries.pack(events):
+            args += [entry.count, entry.payload]
         with self._errors("emit events"):
-            self._hot.call_scripts((self._emit_script,), self._emit.plus(events))
+            self._hot.call_scripts((self._emit_script,), self._emit.plus(args))
 
     def read_events(self, cursor: str | None, *, limit: int = 1000, timeout_s: float = 0.0) -> tuple[list[bytes], str]:
-        after = cursor or _START
-        if not _STREAM_ID.fullmatch(after):
-            raise ControlError(f"not an event cursor of this store: {cursor!r}")
+        at = Cursor.parse(cursor, _STREAM_ID) if cursor is not None else Cursor(_START)
+        if limit <= 0:
+            return [], str(at)
         deadline = time.monotonic() + max(0.0, timeout_s)
+        pending: list[tuple[str, list[bytes], int]] = []
         with self._errors("read events"):
+            if at.read is not None:  # a page ended inside this entry: the rest of it first, if it is still kept
+                partly: Any = self._client.xrange(self.keys.events, at.entry, at.entry)
+                if partly:
+                    pending.append((at.entry, _events_of(partly[0][1]), at.read))
             while True:
                 remaining = deadline - time.monotonic()
-                block = None if remaining <= 0 else max(1, int(min(self._block_s, remaining) * 1000))
-                found: Any = self._client.xread({self.keys.events: after}, count=max(1, limit), block=block)
+                block = None if remaining <= 0 or pending else max(1, int(min(self._block_s, remaining) * 1000))
+                found: Any = self._client.xread({self.keys.events: at.entry}, count=max(1, limit), block=block)
                 entries = found[0][1] if found else []
-                if entries or remaining <= 0:
+                if entries or pending or remaining <= 0:
                     break
-        if not entries or limit <= 0:
-            return [], after
-        return [fields.get(_EVENT_FIELD, b"") for _, fields in entries], _text(entries[-1][0])
+        pending += [(_text(entry), _events_of(fields), 0) for entry, fields in entries]
+        events, after = event_entries.take(pending, limit)
+        return events, str(after or at)
 
     def events_end(self) -> str:
         with self._errors("find the end of the events"):

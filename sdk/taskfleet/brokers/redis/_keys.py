@@ -84,7 +84,7 @@ class FleetKeys:
     revoked: str  # ZSET task id -> expiry (ms)
     revocations: str  # HASH task id -> Revocation JSON
     control: str  # pub/sub channel of control requests
-    events: str  # STREAM of events, field ``e``, capped with MAXLEN ~
+    events: str  # STREAM of events: per entry ``n`` (how many) and ``e`` (newline-joined, ``event_entries``)
     base: str
 
     @classmethod
@@ -103,3 +103,8 @@ class FleetKeys:
     def inbox_open(self, address: str) -> str:
         """STRING with a TTL: present while the inbox is open (a reply to a closed inbox is dropped)."""
         return f"{self.base}inbox:{address}:open"
+
+    @property
+    def events_count(self) -> str:
+        """STRING: how many events the events stream holds (``lua/fleet_emit.lua`` trims by it)."""
+        return self.events + ":count"
