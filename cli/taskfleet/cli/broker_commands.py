@@ -92,7 +92,7 @@ def _dead_letters_flags(dead: argparse.ArgumentParser) -> None:
     dead.add_argument("--id", action="append", default=None, dest="ids", metavar="ID",
                       help="only the dead letter with this message id (repeatable; a listing looks among the "
                            "oldest --limit)")
-    dead.add_argument("--limit", type=_positive_int, default=DEFAULT_DEAD_LETTER_LIMIT, metavar="N",
+    dead.add_argument("--limit", type=positive_int, default=DEFAULT_DEAD_LETTER_LIMIT, metavar="N",
                       help="list at most N dead letters")
     dead.add_argument("--json", action="store_true",
                       help='machine-readable output: a list of dead letters, or {"queue", "requeued"} with --requeue')
@@ -186,7 +186,8 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
     try:
         value = int(text)
     except ValueError:

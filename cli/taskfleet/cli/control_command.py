@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from taskfleet.app import App
 from taskfleet.cli import console
+from taskfleet.cli.broker_commands import positive_int
 from taskfleet.cli.fleet_commands import (
     Outcome,
     add_connection_flags,
@@ -21,6 +22,7 @@ from taskfleet.cli.fleet_commands import (
     missing_line,
     no_answer,
     outcome,
+    positive_seconds,
     replies_json,
     reply_line,
 )
@@ -64,7 +66,7 @@ def _queue_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _pool_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("n", metavar="N", type=_children, nargs="?", default=1, help="how many children (default 1)")
+    p.add_argument("n", metavar="N", type=positive_int, nargs="?", default=1, help="how many children (default 1)")
 
 
 def _shutdown_arguments(p: argparse.ArgumentParser) -> None:
@@ -168,22 +170,5 @@ def _limit_text(text: str) -> str | None:
 
 
 def _limit_seconds(text: str) -> float | None:
-    if text.strip().lower() in NO_LIMIT:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds (or 'none'): {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 (or 'none'), got {text}")
-    return value
-
-
-def _children(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
+    """A time limit in seconds, or ``none`` for no limit."""
+    return None if text.strip().lower() in NO_LIMIT else positive_seconds(text)
