@@ -3,6 +3,7 @@ in-process stub or a SQLite file."""
 
 from __future__ import annotations
 
+import io
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from taskfleet import App
 from taskfleet.backends import connect
 from taskfleet.backends.base import ResultBackend
 from taskfleet.settings import BackendSettings
+from taskfleet.worker.logging import configure_logging
 from tests import tasks
 
 
@@ -33,3 +35,12 @@ def stub_or_sqlite_backend(request: pytest.FixtureRequest, tmp_path: Path) -> It
     opened = connect(BackendSettings(url=url))
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def logs() -> Iterator[io.StringIO]:
+    """The worker's JSON log lines, written to this buffer for the test."""
+    stream = io.StringIO()
+    configure_logging(fmt="json", level="info", stream=stream)
+    yield stream
+    configure_logging(fmt="json", level="info")

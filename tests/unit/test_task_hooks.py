@@ -18,7 +18,6 @@ from taskfleet.canvas.builtins import NAMES as BUILTIN_TASKS
 from taskfleet.hooks import ExceptionInfo, TaskHooks
 from taskfleet.worker.executor import ACK, ACK_RETRIED, DeadLetter
 from taskfleet.worker.lifecycle import overrides_hooks, task_run
-from taskfleet.worker.logging import configure_logging
 from tests import hook_tasks, tasks
 from tests.support.executing import in_memory, run_next
 
@@ -28,14 +27,6 @@ def app() -> Iterator[App]:
     with in_memory(tasks.app) as configured:
         yield configured
 
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    """The worker's JSON log lines, written to this buffer for the test."""
-    stream = io.StringIO()
-    configure_logging(fmt="json", level="info", stream=stream)
-    yield stream
-    configure_logging(fmt="json", level="info")
 
 
 def _events(stream: io.StringIO) -> list[dict[str, Any]]:

@@ -17,20 +17,12 @@ from taskfleet import App
 from taskfleet.errors import ControlError
 from taskfleet.fleet.protocol import INSPECT_COMMANDS, MAX_REQUEST_AGE_S, ControlReply, ControlRequest
 from taskfleet.worker.control_server import EXCERPT_BYTES, ControlServer, Handler, handler_table
-from taskfleet.worker.logging import configure_logging
 from taskfleet.worker.supervisor import Supervisor
 from tests.support.fleet import FakeServer, fake_supervisor
 from tests.support.waiting import wait_for
 
 WORKER = "host-a:100"
 
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    configure_logging(fmt="json", level="info", stream=stream)
-    yield stream
-    configure_logging(fmt="json", level="info")
 
 
 def _events(stream: io.StringIO, level: str) -> list[dict[str, Any]]:

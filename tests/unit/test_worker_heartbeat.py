@@ -7,7 +7,6 @@ import io
 import itertools
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,20 +16,13 @@ from taskfleet import App
 from taskfleet.fleet.records import MISSED_HEARTBEATS, ChildState, PodInfo, WorkerRecord
 from taskfleet.worker.heartbeat import Heartbeat, worker_record
 from taskfleet.worker.log_throttle import LogThrottle
-from taskfleet.worker.logging import configure_logging, get_logger
+from taskfleet.worker.logging import get_logger
 from taskfleet.worker.tally import Tally
 from tests.support.fleet import FakeServer, add_child, fake_supervisor, run_task
 from tests.support.waiting import wait_for
 
 POD = PodInfo(name="orders-7d9f-x2x", namespace="shop", uid="0b1c")
 
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    configure_logging(fmt="json", level="info", stream=stream)
-    yield stream
-    configure_logging(fmt="json", level="info")
 
 
 def _events(stream: io.StringIO) -> list[dict[str, Any]]:

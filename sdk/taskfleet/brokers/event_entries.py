@@ -114,3 +114,14 @@ def take(entries: Sequence[tuple[str, list[bytes], int]], limit: int) -> tuple[l
         end = skip + len(taken)
         cursor = Cursor(entry, None if end >= len(events) else end)
     return out, cursor
+
+
+def row_cursor(cursor: str | None) -> int:
+    """The event number a cursor names on the stores that number their events (SQLite, the stub): None is 0
+    (from the oldest kept); anything but a whole number is a ``ControlError``."""
+    if cursor is None:
+        return 0
+    try:
+        return int(cursor)
+    except ValueError as exc:
+        raise ControlError(f"not an event cursor of this store: {cursor!r}") from exc

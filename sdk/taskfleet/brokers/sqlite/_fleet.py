@@ -21,6 +21,7 @@ from typing import Self
 
 from taskfleet._connections.sqlite import SQLiteDatabase
 from taskfleet.brokers.base import Broker
+from taskfleet.brokers.event_entries import row_cursor
 from taskfleet.brokers.fleet_store import ControlListener, FleetStore, ReplyInbox
 from taskfleet.brokers.sqlite import _schema as broker_sql
 from taskfleet.errors import BrokerError, ControlError, DecodeError
@@ -267,7 +268,7 @@ class SQLiteFleetStore(FleetStore):
             conn.execute(_TRIM, (self.namespace, last + len(events) - self.events_max_len))
 
     def read_events(self, cursor: str | None, *, limit: int = 1000, timeout_s: float = 0.0) -> tuple[list[bytes], str]:
-        after = _cursor(cursor)
+        after = row_cursor(cursor)
         page: list[tuple[int, bytes]] = []
 
         def check() -> bool:
@@ -287,12 +288,3 @@ class SQLiteFleetStore(FleetStore):
 
     def close(self) -> None:
         self._db.close()
-
-
-def _cursor(cursor: str | None) -> int:
-    if cursor is None:
-        return 0
-    try:
-        return int(cursor)
-    except ValueError as exc:
-        raise ControlError(f"not an event cursor of this store: {cursor!r}") from exc

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Self
 
 from taskfleet.brokers.base import Broker
+from taskfleet.brokers.event_entries import row_cursor
 from taskfleet.brokers.fleet_store import ControlListener, FleetStore, ReplyInbox
 from taskfleet.errors import ControlError
 from taskfleet.fleet.revocations import Revocation
@@ -184,7 +185,7 @@ class StubFleetStore(FleetStore):
             self.state.cond.notify_all()
 
     def read_events(self, cursor: str | None, *, limit: int = 1000, timeout_s: float = 0.0) -> tuple[list[bytes], str]:
-        after = _cursor(cursor)
+        after = row_cursor(cursor)
         with self.state.cond:
             stream = self.state.events
             _wait(self.state.cond, lambda: bool(stream) and stream[-1][0] > after, timeout_s)
@@ -199,12 +200,3 @@ class StubFleetStore(FleetStore):
 
     def close(self) -> None:
         """Nothing to close."""
-
-
-def _cursor(cursor: str | None) -> int:
-    if cursor is None:
-        return 0
-    try:
-        return int(cursor)
-    except ValueError as exc:
-        raise ControlError(f"not an event cursor of this store: {cursor!r}") from exc
