@@ -203,30 +203,43 @@ class PodRedis(RedisServer):
 
 
 class PodRabbitMQ(RabbitMQServer):
-    """A private RabbitMQ node whose AMQP listener also takes the pod gateway (``pod_vhost_url``); its management API
-    stays on 127.0.0.1 for the test."""
+    """A private RabbitMQ node whose AMQP listener also takes the pod gateway (``pod_vhost_url``), and whose
+    management API pods reach too (``pod_management_url``)."""
 
     def _write_config(self) -> None:
         super()._write_config()
-        with (self.dir / "rabbitmq.conf").open("a") as config:
-            config.write(f"listeners.tcp.pods = {POD_GATEWAY}:{self.port}\n")
+        path = self.dir / "rabbitmq.conf"
+        # The management API on every address of the namespace (it takes one): the operator's pod reads queue
+        # depths there, which is how it knows a RabbitMQ queue is idle and may scale to zero.
+        config = path.read_text().replace("management.tcp.ip = 127.0.0.1", "management.tcp.ip = 0.0.0.0")
+        path.write_text(config + f"listeners.tcp.pods = {POD_GATEWAY}:{self.port}\n")
+
+    @property
+    def pod_management_url(self) -> str:
+        """The management API's base URL with credentials, as pods reach it."""
+        return self.management_url.replace("@127.0.0.1:", f"@{POD_GATEWAY}:")
 
     def pod_vhost_url(self, vhost: str) -> str:
         """The AMQP URL of ``vhost`` as pods reach it."""
         return self.vhost_url(vhost).replace("@127.0.0.1:", f"@{POD_GATEWAY}:")
 
 
-def taskqueue(name: str, *, queues: Sequence[str], broker_secret: str, image: str = TEST_WORKER_IMAGE,
+def taskqueue(name: str, *, queues: Sequence[str], broker_secret: str, management_key: str | None = None,
+              image: str = TEST_WORKER_IMAGE,
               app: str = "tasks:app", concurrency: int = 1, min_replicas: int = 0, max_replicas: int = 3,
               target_per_replica: int = 5, poll_interval_s: int = 1, stabilization_s: int = 5,
               drain_timeout_s: int = 10) -> dict[str, Any]:
     """A TaskQueue manifest for the test worker image, small enough for a 2-core node (10m CPU, 64Mi requested).
-    The broker URL comes from Secret ``broker_secret`` (key ``url``)."""
+    The broker URL comes from Secret ``broker_secret`` (key ``url``), and on RabbitMQ the management API's from its
+    ``management_key`` (without it the operator never scales a RabbitMQ queue to zero)."""
+    broker: dict[str, Any] = {"urlFrom": {"secretKeyRef": {"name": broker_secret, "key": "url"}}}
+    if management_key:
+        broker["managementUrlFrom"] = {"secretKeyRef": {"name": broker_secret, "key": management_key}}
     return {
         "apiVersion": "taskfleet.io/v1alpha1", "kind": "TaskQueue", "metadata": {"name": name},
         "spec": {
             "queues": list(queues),
-            "broker": {"urlFrom": {"secretKeyRef": {"name": broker_secret, "key": "url"}}},
+            "broker": broker,
             "worker": {
                 "image": image, "imagePullPolicy": "Never", "app": app, "concurrency": concurrency,
                 "drainTimeoutSeconds": drain_timeout_s,

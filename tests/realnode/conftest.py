@@ -20,9 +20,10 @@ Fixtures (see cluster.py for the helpers they hand out):
   ``vhost_url``) and on the pod gateway 10.244.0.1 for pods (``pod_url``, ``pod_vhost_url``).
 - ``namespace``: a fresh namespace for the test, deleted afterwards (without waiting).
 - ``broker`` (parametrised ``redis``, ``rabbitmq``): a ``PodBroker`` for the test: ``url`` (the test's),
-  ``pod_url`` (the pods'), ``kind``; a fresh vhost on RabbitMQ, a db of its own on Redis.
-- ``broker_secret``: ``broker_secret(namespace, pod_url)`` creates Secret ``broker`` (key ``url``) and returns its
-  name, for a TaskQueue's ``broker.urlFrom``.
+  ``pod_url`` and ``pod_management_url`` (the pods'), ``kind``; a fresh vhost on RabbitMQ, a db of its own on Redis.
+  ``sender(broker)`` is an ``App`` on ``url`` to send ``realnode.*`` tasks with (closed after the test).
+- ``broker_secret``: ``broker_secret(namespace, broker)`` creates Secret ``broker`` (keys ``url`` and, on RabbitMQ,
+  ``management``) and returns its name: ``taskqueue(..., broker_secret=name, management_key=broker.management_key)``.
 - ``ledger``: a ``Ledger``: ``url`` (pods append to it, see tasks.py), ``key`` (unique to the test), ``entries()``.
 
 Worker pods run ``localhost/taskfleet-worker-test:local`` (``TEST_WORKER_IMAGE``): tests/realnode/tasks.py, task
@@ -44,6 +45,7 @@ from typing import Any
 import pytest
 import redis
 
+from taskfleet import App
 from tests.realnode.cluster import CHART, TASKFLEET_IMAGE, PodRabbitMQ, PodRedis, RealNode
 from tests.support.servers import ServerUnavailable, require_server, serve
 
@@ -70,6 +72,13 @@ class PodBroker:
     kind: str
     url: str
     pod_url: str
+    #: RabbitMQ's management API as pods reach it (None on Redis).
+    pod_management_url: str | None = None
+
+    @property
+    def management_key(self) -> str | None:
+        """The key of ``broker_secret``'s Secret that holds ``pod_management_url`` (for ``taskqueue``)."""
+        return "management" if self.pod_management_url else None
 
 
 @dataclass
@@ -152,19 +161,37 @@ def broker(request: pytest.FixtureRequest) -> Iterator[PodBroker]:
         return
     rabbit: PodRabbitMQ = request.getfixturevalue("pod_rabbitmq")
     vhost = rabbit.new_vhost()
-    yield PodBroker("rabbitmq", rabbit.vhost_url(vhost), rabbit.pod_vhost_url(vhost))
+    yield PodBroker("rabbitmq", rabbit.vhost_url(vhost), rabbit.pod_vhost_url(vhost), rabbit.pod_management_url)
     rabbit.delete_vhost(vhost)
 
 
 @pytest.fixture
-def broker_secret(cluster: RealNode) -> Callable[[str, str], str]:
-    """``broker_secret(namespace, pod_url)``: Secret ``broker`` with key ``url`` in ``namespace``; returns its name."""
+def broker_secret(cluster: RealNode) -> Callable[[str, PodBroker], str]:
+    """``broker_secret(namespace, broker)``: Secret ``broker`` in ``namespace`` with the broker's ``pod_url`` (key
+    ``url``) and, on RabbitMQ, its ``pod_management_url`` (key ``management``); returns the Secret's name."""
 
-    def create(namespace: str, url: str) -> str:
-        cluster.kubectl("-n", namespace, "create", "secret", "generic", "broker", f"--from-literal=url={url}")
+    def create(namespace: str, broker: PodBroker) -> str:
+        literals = [f"--from-literal=url={broker.pod_url}"]
+        if broker.pod_management_url:
+            literals.append(f"--from-literal=management={broker.pod_management_url}")
+        cluster.kubectl("-n", namespace, "create", "secret", "generic", "broker", *literals)
         return "broker"
 
     return create
+
+
+@pytest.fixture
+def sender() -> Iterator[Callable[[PodBroker], App]]:
+    """``sender(broker)``: an App named like the worker image's (``realnode``), on the broker's test-side URL."""
+    apps: list[App] = []
+
+    def make(broker: PodBroker) -> App:
+        apps.append(App("realnode", broker=broker.url))
+        return apps[-1]
+
+    yield make
+    for app in apps:
+        app.close()
 
 
 @pytest.fixture
