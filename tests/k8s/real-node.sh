@@ -10,7 +10,7 @@
 # Run it inside tests/k8s/netns-run.sh: the node binds fixed ports (API 16443, etcd 23790, kubelet 10250, CoreDNS
 # 10.244.0.1:53) and writes iptables rules, which the private namespace keeps off the host. Outside one it refuses
 # unless REALNODE_ON_HOST=1.
-# Each run gets its own directory under $TASKFLEET_REALNODE_ROOT (default ${TMPDIR:-/tmp}/taskfleet-realnode) and its
+# Each run gets its own directory under $TASKFLEET_REALNODE_ROOT (default ${TMPDIR:-/tmp}/taskfleet-realnode-runs), its
 # own cgroup parent /taskfleet-<run> in every hierarchy (pod processes live there, not under the caller), so two
 # runs, each in its own namespace, do not meet. `up` first reaps the runs of dead owners (a run killed with SIGKILL):
 # their processes by pid file, their pods by cgroup.procs, then their directories.
@@ -21,7 +21,7 @@
 # Needs root, and apt's containerd runc containernetworking-plugins iptables conntrack.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-ROOT=${TASKFLEET_REALNODE_ROOT:-${TMPDIR:-/tmp}/taskfleet-realnode}
+ROOT=${TASKFLEET_REALNODE_ROOT:-${TMPDIR:-/tmp}/taskfleet-realnode-runs}
 API_PORT=16443
 ETCD_PORT=23790
 POD_CIDR=10.244.0.0/24 POD_GW=10.244.0.1 SVC_CIDR=10.0.0.0/24
