@@ -37,12 +37,12 @@ start() { # name cmd...: start a process in the background, record its pid (the 
 ours() { # pid: is it a process of run $D? (every process started here names a path under $D on its command line)
     [[ -r /proc/$1/cmdline ]] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -qF -- "$D/"
 }
-stop() { # name: SIGTERM, wait up to 10 s, then SIGKILL
+stop() { # name: SIGTERM, wait up to 3 s, then SIGKILL (the run's state is thrown away: no graceful shutdown to wait for)
     local f=$D/pids/$1.pid pid
     [[ -f $f ]] || return 0
     pid=$(cat "$f")
     if ours "$pid" && kill "$pid" 2>/dev/null; then
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        for _ in $(seq 15); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
         kill -9 "$pid" 2>/dev/null || true
     fi
     rm -f "$f"

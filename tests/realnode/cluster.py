@@ -66,7 +66,8 @@ class RealNode:
         self.run_dir: Path | None = None
         self.bin_dir = Path()
         self.owned = False
-        self.up_seconds = 0.0
+        #: Seconds spent finding (or building) the binaries and images, and bringing the node up.
+        self.build_seconds = self.up_seconds = 0.0
         self._home = tempfile.TemporaryDirectory(prefix="tf-realnode-helm-")
 
     @property
@@ -90,8 +91,10 @@ class RealNode:
             raise ServerUnavailable(
                 "the realnode tier runs inside tests/k8s/netns-run.sh (`make realnode`), which keeps the node's "
                 "ports, bridge and iptables rules off the host")
+        started = time.monotonic()
         self.bin_dir = Path(_script(str(K8S_SCRIPTS / "build-testbin.sh"), "--node", timeout=BUILD_TIMEOUT_S))
         archives = Path(_script(str(K8S_SCRIPTS / "build-images.sh"), timeout=BUILD_TIMEOUT_S))
+        self.build_seconds = time.monotonic() - started
         started = time.monotonic()
         run_dir = _script(str(K8S_SCRIPTS / "real-node.sh"), "up", *(str(archives / f"{n}.tar") for n in ARCHIVES),
                           timeout=UP_TIMEOUT_S)
