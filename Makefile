@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 PYTEST := $(BIN)/pytest -q -p no:cacheprovider
 
 .DEFAULT_GOAL := help
-.PHONY: help venv servers testbin lint test unit chaos bench demo clean wheel manifests
+.PHONY: help venv servers testbin lint test unit chaos bench demo clean wheel manifests realnode realnode-prereqs
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,6 +34,23 @@ servers: ## Install the broker server binaries integration tests need (starts no
 # Cached outside the repo, keyed by version (~/.cache/taskfleet/k8sbin/...): ~15-20 min cold, a no-op afterwards.
 testbin: ## Build or reuse the cached etcd/kube-apiserver/kubectl/helm for e2e tests
 	bash tests/k8s/build-testbin.sh
+
+# The realnode tier's prerequisites, all no-ops when present: Debian's container tools (apt), the node binaries
+# (into the testbin cache) and the images (podman, ~/.cache/taskfleet/images). Cold: ~4-12 min of Go, ~2-7 min of
+# images (docs/operator.md, "Verified on real pods"); `make test` runs those builds while the other tiers run.
+REALNODE_TOOLS := podman:podman buildah:buildah containerd:containerd runc:runc debootstrap:debootstrap \
+	containernetworking-plugins:/usr/lib/cni/bridge iptables:iptables conntrack:conntrack
+REALNODE_BUILDS := bash tests/k8s/build-testbin.sh --node >/dev/null && bash tests/k8s/build-images.sh >/dev/null
+# The tier needs root (a network namespace, containerd, cgroups): without it, it is skipped, except in CI.
+REALNODE_ABLE := [ "$$(id -u)" = 0 ] || [ "$$CI" = true ] || { echo "realnode: skipped (needs root)"; false; }
+# Real pods (tests/realnode): a one-node cluster inside a private network namespace, torn down in every case.
+REALNODE_PYTEST := bash tests/k8s/netns-run.sh $(PYTEST) --durations=10 $(PYTEST_ARGS) tests/realnode
+
+realnode-prereqs: ## Install podman/containerd/runc, build the node binaries and the images (cached)
+	@if $(REALNODE_ABLE); then bash scripts/ensure-servers.sh $(REALNODE_TOOLS) && $(REALNODE_BUILDS); fi
+
+realnode: venv servers realnode-prereqs ## The realnode tier: real pods, real brokers, the chart's image
+	@if $(REALNODE_ABLE); then $(REALNODE_PYTEST); fi
 
 # mypy reads the four source roots directly ([tool.mypy] in pyproject.toml). import-linter finds a package through
 # importlib and walks one folder, so it reads build/lint-tree: symlinks laid out as the installed `taskfleet` package
@@ -57,8 +74,21 @@ lint: venv ## ruff check, mypy (strict) and the import-linter layering contracts
 
 # The fault matrix (tests/chaos) runs on every broker here too; `make chaos` runs it alone, with its report printed.
 
-test: venv servers testbin lint ## Lint, then unit, integration, e2e and chaos tests (what CI runs)
-	$(PYTEST) --durations=10 $(PYTEST_ARGS) tests/unit tests/integration tests/e2e tests/chaos
+# The realnode builds run niced in the background during the other tiers (their own process group, killed if those
+# fail); the realnode tier waits for them, then runs inside netns-run.sh, where nothing reaches the network.
+test: venv servers testbin lint ## Lint, then unit, integration, e2e, chaos and realnode tests (what CI runs)
+	@set -e; builds=; log=build/realnode-builds.log; \
+	if $(REALNODE_ABLE); then \
+	  bash scripts/ensure-servers.sh $(REALNODE_TOOLS); mkdir -p build; \
+	  setsid nice -n 19 bash -c '$(REALNODE_BUILDS)' >$$log 2>&1 & builds=$$!; \
+	  trap 'kill -- -$$builds 2>/dev/null || true' EXIT; \
+	fi; \
+	$(PYTEST) --durations=10 $(PYTEST_ARGS) tests/unit tests/integration tests/e2e tests/chaos; \
+	if [ -n "$$builds" ]; then \
+	  started=$$(date +%s); wait $$builds || { tail -n 40 $$log; exit 1; }; \
+	  echo "realnode: waited $$(( $$(date +%s) - started )) s for the node binaries and images"; \
+	  $(REALNODE_PYTEST); \
+	fi
 
 chaos: venv servers ## The fault matrix on every broker (tests/chaos; CHAOS_SEED=n replays a run)
 	$(PYTEST) -s $(PYTEST_ARGS) tests/chaos
