@@ -69,6 +69,7 @@ def test_the_operator_runs_one_locked_down_replica_that_never_overlaps_itself(of
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     assert container["args"][:2] == ["operator", "--all-namespaces"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert container["resources"]["requests"]
     assert container["resources"]["limits"]["memory"]
     assert pod["securityContext"]["runAsNonRoot"] is True
