@@ -99,6 +99,11 @@ class Kube:
                 return None
             raise
 
+    def pods(self, namespace: str, selector: str) -> list[Json]:
+        """The pods matching the label ``selector`` (a worker Deployment's), to tell why they are not ready."""
+        method = functools.partial(self._core.list_namespaced_pod, label_selector=selector)
+        return list(self._call(method, namespace).get("items") or [])
+
     def create_deployment(self, body: Json) -> None:
         self._call(self._apps.create_namespaced_deployment, body["metadata"]["namespace"], body)
 
