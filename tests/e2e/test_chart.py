@@ -21,6 +21,8 @@ from tests.support.servers import ServerUnavailable, require_server
 
 pytestmark = pytest.mark.e2e
 
+AGGREGATE_LABEL_PREFIX = "rbac.authorization.k8s.io/aggregate-to-"
+
 
 @pytest.fixture(scope="module")
 def offline_helm() -> Iterator[Helm]:
@@ -69,6 +71,7 @@ def test_the_operator_runs_one_locked_down_replica_that_never_overlaps_itself(of
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     assert container["args"][:2] == ["operator", "--all-namespaces"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert container["resources"]["requests"]
     assert container["resources"]["limits"]["memory"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -78,10 +81,19 @@ def test_the_operator_runs_one_locked_down_replica_that_never_overlaps_itself(of
     assert not by_kind(docs, "PodDisruptionBudget"), "the PodDisruptionBudget is opt-in"
 
 
+def aggregated(role: dict[str, Any]) -> bool:
+    """A ClusterRole for users, aggregated into the built-in admin/edit/view roles (not the operator's)."""
+    return any(label.startswith(AGGREGATE_LABEL_PREFIX) for label in role["metadata"].get("labels") or {})
+
+
+def operator_roles(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [role for role in by_kind(docs, kind) if not aggregated(role)]
+
+
 def test_rbac_rules_name_every_verb_and_resource_and_never_delete(offline_helm: Helm) -> None:
     for values in ([], ["--set", "watchNamespaces={shop,billing}"]):
         docs = offline_helm.template(*values)
-        roles = by_kind(docs, "ClusterRole") + by_kind(docs, "Role")
+        roles = operator_roles(docs, "ClusterRole") + by_kind(docs, "Role")
         assert roles
         for role in roles:
             for rule in role["rules"]:
@@ -95,7 +107,7 @@ def test_namespaced_mode_grants_roles_in_the_watched_namespaces_and_nothing_clus
     docs = offline_helm.template("--set", "watchNamespaces={shop,billing}")
     (deployment,) = by_kind(docs, "Deployment")
 
-    assert not by_kind(docs, "ClusterRole")
+    assert not operator_roles(docs, "ClusterRole")
     assert not by_kind(docs, "ClusterRoleBinding")
     assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")) == ["billing", "shop"]
     assert sorted(b["metadata"]["namespace"] for b in by_kind(docs, "RoleBinding")) == ["billing", "shop"]
@@ -103,6 +115,22 @@ def test_namespaced_mode_grants_roles_in_the_watched_namespaces_and_nothing_clus
     assert "--namespace=shop" in args
     assert "--namespace=billing" in args
     assert "--all-namespaces" not in args
+
+
+def test_task_queue_permissions_are_aggregated_into_the_built_in_roles_unless_turned_off(offline_helm: Helm) -> None:
+    docs = offline_helm.template("--set", "watchNamespaces={shop}")
+    roles = {role["metadata"]["name"]: role for role in by_kind(docs, "ClusterRole") if aggregated(role)}
+    edit, view = roles["taskfleet-edit"], roles["taskfleet-view"]
+
+    assert {k: v for k, v in edit["metadata"]["labels"].items() if k.startswith(AGGREGATE_LABEL_PREFIX)} == {
+        "rbac.authorization.k8s.io/aggregate-to-admin": "true", "rbac.authorization.k8s.io/aggregate-to-edit": "true"}
+    assert {k: v for k, v in view["metadata"]["labels"].items() if k.startswith(AGGREGATE_LABEL_PREFIX)} == {
+        "rbac.authorization.k8s.io/aggregate-to-view": "true"}
+    assert {verb for rule in view["rules"] for verb in rule["verbs"]} == {"get", "list", "watch"}
+    status_rules = [rule for rule in edit["rules"] if "taskqueues/status" in rule["resources"]]
+    assert [rule["verbs"] for rule in status_rules] == [["get"]], "the status is the operator's to write"
+    assert not [r for r in by_kind(offline_helm.template("--set", "rbac.aggregateToDefaultRoles=false"),
+                                   "ClusterRole") if aggregated(r)]
 
 
 def test_a_service_monitor_is_rendered_only_where_the_prometheus_operator_api_exists(offline_helm: Helm) -> None:

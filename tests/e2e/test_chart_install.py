@@ -34,6 +34,11 @@ SERVICE_MONITOR_CRD = {
 }
 
 
+#: A label selector for the operator's own ClusterRole, not the user roles the chart aggregates into the built-in
+#: admin/edit/view roles (test_chart_roles.py).
+NOT_AGGREGATED = "!rbac.authorization.k8s.io/aggregate-to-edit,!rbac.authorization.k8s.io/aggregate-to-view"
+
+
 def names(kube: ControlPlane, kind: str, namespace: str | None = None, selector: str | None = None) -> list[str]:
     args = ["get", kind, "-o", "json"] + (["-n", namespace] if namespace else [])
     args += ["-l", selector] if selector else []
@@ -72,12 +77,13 @@ def test_every_ci_scenario_installs_into_the_api_server(
     assert fullname in names(kube, "deployment", namespace)
     assert fullname in names(kube, "serviceaccount", namespace)
     labelled = f"app.kubernetes.io/instance={release}"
+    operator_role = f"{labelled},{NOT_AGGREGATED}"
     if scenario == "namespaced":
-        assert names(kube, "clusterrole", selector=labelled) == []
+        assert names(kube, "clusterrole", selector=operator_role) == []
         assert names(kube, "role", "team-a", labelled) == names(kube, "role", "team-b", labelled) == [fullname]
         assert names(kube, "poddisruptionbudget", namespace) == [fullname]
     else:
-        assert names(kube, "clusterrole", selector=labelled) == [fullname]
+        assert names(kube, "clusterrole", selector=operator_role) == [fullname]
         assert names(kube, "clusterrolebinding", selector=labelled) == [fullname]
     if scenario == "dev-brokers":
         urls = secret_data(kube, namespace, f"{fullname}-dev-brokers")
@@ -99,9 +105,10 @@ def test_upgrade_changes_mode_keeps_the_dev_password_and_uninstall_removes_all_b
     namespace, watched = crd.create_namespace("release"), crd.create_namespace("watched")
     release, fullname = "lifecycle", "lifecycle-taskfleet"
     labelled = f"app.kubernetes.io/instance={release}"
+    operator_role = f"{labelled},{NOT_AGGREGATED}"
     helm.install(release, namespace, values={"devBrokers": {"rabbitmq": {"enabled": True}}})
     password = secret_data(crd, namespace, f"{fullname}-dev-brokers")["rabbitmq-password"]
-    assert names(crd, "clusterrole", selector=labelled) == [fullname]
+    assert names(crd, "clusterrole", selector=operator_role) == [fullname]
 
     helm.upgrade(release, namespace, values={
         "devBrokers": {"rabbitmq": {"enabled": True}}, "watchNamespaces": [watched],
@@ -112,7 +119,7 @@ def test_upgrade_changes_mode_keeps_the_dev_password_and_uninstall_removes_all_b
     assert f"--namespace={watched}" in args
     assert "--log-level=debug" in args
     assert "--all-namespaces" not in args
-    assert names(crd, "clusterrole", selector=labelled) == [], "cluster-wide RBAC removed on the switch"
+    assert names(crd, "clusterrole", selector=operator_role) == [], "cluster-wide RBAC removed on the switch"
     assert names(crd, "role", watched, labelled) == [fullname]
     assert secret_data(crd, namespace, f"{fullname}-dev-brokers")["rabbitmq-password"] == password
 
@@ -121,6 +128,7 @@ def test_upgrade_changes_mode_keeps_the_dev_password_and_uninstall_removes_all_b
     for kind in ("deployment", "serviceaccount", "secret", "service"):
         assert names(crd, kind, namespace, labelled) == [], kind
     assert names(crd, "role", watched, labelled) == []
+    assert names(crd, "clusterrole", selector=labelled) == [], "the aggregated user roles go too"
     assert crd.kubectl("get", "crd", "taskqueues.taskfleet.io", check=False).returncode == 0, (
         "helm never deletes CRDs (crds/): users' TaskQueues survive an uninstall")
 

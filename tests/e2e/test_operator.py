@@ -257,10 +257,10 @@ def test_kubectl_get_taskqueues_shows_live_numbers(
     table = crd.kubectl("get", "taskqueues", "-n", namespace).stdout.splitlines()
     wide = crd.kubectl("get", "tq", "-n", namespace, "-o", "wide").stdout.splitlines()
 
-    assert table[0].split() == ["NAME", "QUEUES", "READY", "IN-FLIGHT", "REPLICAS", "DESIRED", "AGE"]
-    assert table[1].split()[:6] == ["reports", "tests,reports", "30", "0", "2", "2"]
-    assert wide[0].split()[6:8] == ["BROKER", "REASON"]
-    broker, reason = wide[1].split()[6:8]
+    assert table[0].split() == ["NAME", "QUEUES", "READY", "IN-FLIGHT", "WORKERS", "REPLICAS", "DESIRED", "AGE"]
+    assert table[1].split()[:7] == ["reports", "tests,reports", "30", "0", "0/2", "2", "2"], "no kubelet: 0 ready"
+    assert wide[0].split()[7:10] == ["BROKER", "REASON", "WORKERS-REASON"]
+    broker, reason = wide[1].split()[7:9]
     assert broker == "redis"
     assert reason in ("ScaledUp", "Stable"), "the last decision: the scale-up, or a poll after it"
 

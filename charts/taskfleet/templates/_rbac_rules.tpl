@@ -24,6 +24,11 @@ The operator watches no CRDs or Namespaces (kopf scanning is off), so it needs n
 - apiGroups: [apps]
   resources: [deployments/scale]
   verbs: [patch]
+# Tell why worker pods are not ready (ImagePullBackOff, CrashLoopBackOff, Unschedulable) in the WorkersReady
+# condition: list only, by the worker Deployment's selector, and only while fewer pods are ready than asked for.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
 # Read the broker URL a TaskQueue references (broker.urlFrom / managementUrlFrom) to measure queue depth. get only:
 # it cannot list Secrets, so it reads only the ones TaskQueues name.
 - apiGroups: [""]

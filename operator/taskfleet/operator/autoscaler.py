@@ -30,6 +30,7 @@ from taskfleet.operator.reconcile import apply_deployment
 from taskfleet.operator.resources import TaskQueue, parse_task_queue
 from taskfleet.operator.scaling import Load, Recommendation, ScalingPolicy, desired_replicas
 from taskfleet.operator.status import Observation, polled_status, status_changed
+from taskfleet.operator.worker_pods import WorkersVerdict, workers_verdict
 from taskfleet.settings import BrokerSettings, PublishRetry
 from taskfleet.urls import mask_secrets
 from taskfleet.worker.logging import get_logger
@@ -168,7 +169,8 @@ class Autoscaler:
             seen = Observation(
                 broker_type=depth.broker_type, load=depth.load, delayed=depth.delayed, dead=depth.dead,
                 broker_error=depth.error, broker_error_reason=depth.error_reason, deployment_error=None,
-                replicas=replicas, decision=decision, scaled=scaled,
+                replicas=replicas, decision=decision, scaled=scaled, ready_replicas=applied.ready_replicas,
+                workers=self._workers(tq, applied.ready_replicas, replicas),
             )
             now = datetime.now(UTC)
             previous = body.get("status") or {}
@@ -188,6 +190,16 @@ class Autoscaler:
                 self._metrics.due.labels(*labels).set(depth.load.due)
         self._metrics.poll_seconds.labels(outcome).observe(self._clock() - started)
         return tq.autoscaling.poll_interval_s
+
+    def _workers(self, tq: TaskQueue, ready: int, desired: int) -> WorkersVerdict:
+        """Whether the worker pods are ready; their pods are listed only when fewer are ready than asked for."""
+        if ready >= desired:
+            return workers_verdict(ready, desired, ())
+        try:
+            pods = self._kube.pods(tq.namespace, selector_string(tq))
+        except ClusterError as exc:  # e.g. a chart without the pods rule: the column still shows ready/desired
+            return workers_verdict(ready, desired, None, pods_error=str(exc))
+        return workers_verdict(ready, desired, pods)
 
     def _read_depth(self, watch: _Watch, tq: TaskQueue) -> _Depth:
         """The load over ``tq``'s queues, or why it is unknown (masked: never a credential)."""

@@ -8,6 +8,7 @@ the user's to fix).
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import socket
@@ -65,6 +66,17 @@ class Kube:
             raise
         return any(r.get("name") == PLURAL for r in found.get("resources") or [])
 
+    def list_task_queues(self, namespace: str | None, *, limit: int) -> list[Json]:
+        """Up to ``limit`` TaskQueues of ``namespace`` (None: every namespace): the list the operator's watch starts
+        with, so an answer proves the readiness check may do what the watch does."""
+        if namespace is None:
+            method = functools.partial(self._custom.list_cluster_custom_object, limit=limit)
+            found = self._call(method, GROUP, VERSION, PLURAL)
+        else:
+            method = functools.partial(self._custom.list_namespaced_custom_object, limit=limit)
+            found = self._call(method, GROUP, VERSION, namespace, PLURAL)
+        return list(found.get("items") or [])
+
     def secret_value(self, namespace: str, ref: SecretKeyRef) -> str:
         """The value of one Secret key. Raises InvalidResource when the Secret or key is missing."""
         try:
@@ -86,6 +98,11 @@ class Kube:
             if _status(exc) == 404:
                 return None
             raise
+
+    def pods(self, namespace: str, selector: str) -> list[Json]:
+        """The pods matching the label ``selector`` (a worker Deployment's), to tell why they are not ready."""
+        method = functools.partial(self._core.list_namespaced_pod, label_selector=selector)
+        return list(self._call(method, namespace).get("items") or [])
 
     def create_deployment(self, body: Json) -> None:
         self._call(self._apps.create_namespaced_deployment, body["metadata"]["namespace"], body)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 __all__ = ["OperatorMetrics"]
 
@@ -64,3 +64,7 @@ class OperatorMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The body and content type of ``GET /metrics``."""
+        return self.render(), CONTENT_TYPE_LATEST

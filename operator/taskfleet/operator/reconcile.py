@@ -21,10 +21,12 @@ CONFLICT_ATTEMPTS = 3
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """What ``ensure_deployment`` did (``created``, ``updated`` or ``unchanged``) and the replicas asked for now."""
+    """What ``ensure_deployment`` did (``created``, ``updated`` or ``unchanged``), the replicas asked for now, and
+    the pods ready (the Deployment's ``status.readyReplicas``, read with it: no extra request)."""
 
     action: str
     replicas: int
+    ready_replicas: int = 0
 
 
 def initial_replicas(tq: TaskQueue) -> int:
@@ -55,16 +57,17 @@ def ensure_deployment(kube: Kube, tq: TaskQueue) -> Applied:
             "rename the TaskQueue or delete that Deployment"
         )
     replicas = int(existing["spec"].get("replicas", 0))
+    ready = int((existing.get("status") or {}).get("readyReplicas") or 0)
     wanted = worker_deployment(tq, replicas=replicas)
     if (existing["metadata"].get("annotations") or {}).get(HASH_ANNOTATION) == \
             wanted["metadata"]["annotations"][HASH_ANNOTATION]:
-        return Applied("unchanged", replicas)
+        return Applied("unchanged", replicas, ready)
     wanted["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
     # Keep annotations others put there (e.g. the Deployment controller's revision).
     wanted["metadata"]["annotations"] = {**existing["metadata"].get("annotations", {}),
                                          **wanted["metadata"]["annotations"]}
     kube.replace_deployment(wanted)
-    return Applied("updated", replicas)
+    return Applied("updated", replicas, ready)
 
 
 def apply_deployment(kube: Kube, metrics: OperatorMetrics, tq: TaskQueue) -> Applied:

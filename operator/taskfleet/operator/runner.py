@@ -1,4 +1,5 @@
-"""Running the operator: kopf settings chosen on purpose, the metrics server, and the kopf main loop."""
+"""Running the operator: kopf settings chosen on purpose, the metrics and readiness server, the readiness checks of
+the Kubernetes API, and the kopf main loop."""
 
 from __future__ import annotations
 
@@ -12,20 +13,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import kopf
-from prometheus_client import start_http_server
 
 from taskfleet.errors import ClusterError, ConfigurationError
 from taskfleet.operator.autoscaler import Autoscaler
 from taskfleet.operator.handlers import build_registry
 from taskfleet.operator.kube import Kube, load_config
 from taskfleet.operator.metrics import OperatorMetrics
+from taskfleet.operator.readiness import DEFAULT_CHECK_INTERVAL_S, DEFAULT_STALE_AFTER_S, Readiness
 from taskfleet.operator.resources import GROUP, PLURAL, VERSION
+from taskfleet.worker.health import HealthServer
 from taskfleet.worker.logging import get_logger
 
 #: Where kopf keeps handler progress and the last handled spec (annotations: the status schema is strict).
 ANNOTATION_PREFIX = "taskfleet.io"
 #: Seconds between checks while the TaskQueue CRD is not served yet.
 CRD_POLL_S = 2.0
+#: Seconds to wait at shutdown for an API check in progress (it ends at the client's request timeout anyway).
+CHECK_JOIN_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,7 +42,7 @@ class OperatorSettings:
     all_namespaces: bool = False
     #: kopf's liveness endpoint ``/healthz`` (None: off).
     liveness_port: int | None = 8080
-    #: Prometheus ``/metrics`` (None: off).
+    #: Prometheus ``/metrics`` and the readiness endpoint ``/readyz`` (None: off).
     metrics_port: int | None = 9090
     #: Address the liveness and metrics servers bind; ``0.0.0.0``: every interface, so the kubelet and Prometheus
     #: can reach them.
@@ -46,10 +50,17 @@ class OperatorSettings:
     #: None: standalone (run one replica; the chart's Deployment uses ``strategy: Recreate``). A name: kopf peering
     #: with that KopfPeering object, so several replicas keep one active (needs kopf's peering CRDs installed).
     peering: str | None = None
+    #: Seconds between readiness checks of the Kubernetes API (a list of at most one TaskQueue, in the watch's
+    #: scope).
+    api_check_interval_s: float = DEFAULT_CHECK_INTERVAL_S
+    #: ``/readyz`` answers 503 once the Kubernetes API has not answered a check for this many seconds.
+    api_stale_after_s: float = DEFAULT_STALE_AFTER_S
 
     def __post_init__(self) -> None:
         if bool(self.namespaces) == self.all_namespaces:
             raise ConfigurationError("give --namespace (repeatable) or --all-namespaces, not both or neither")
+        if not 0 < self.api_check_interval_s <= self.api_stale_after_s:
+            raise ConfigurationError("the API check interval must be positive and at most the stale-after time")
 
 
 def configure_kopf(settings: kopf.OperatorSettings, options: OperatorSettings) -> None:
@@ -106,6 +117,66 @@ def wait_for_crd(kube: Kube, *, poll_s: float = CRD_POLL_S, stop_flag: threading
     return False
 
 
+def check_api(kube: Kube, options: OperatorSettings) -> None:
+    """One readiness check: list at most one TaskQueue where the watch lists them (cluster-wide, or the first
+    named namespace); with only namespace globs, ask discovery whether TaskQueues are served.
+
+    Raises:
+        ClusterError: the API server did not answer, refused, or does not serve TaskQueues.
+    """
+    if options.all_namespaces:
+        kube.list_task_queues(None, limit=1)
+        return
+    named = [ns for ns in options.namespaces if not _is_glob(ns)]
+    if named:
+        kube.list_task_queues(named[0], limit=1)
+    elif not kube.serves_task_queues():
+        raise ClusterError(f"{PLURAL}.{GROUP}/{VERSION} is not served (is the CRD installed?)")
+
+
+def _check_api_until(stop: threading.Event, kube: Kube, options: OperatorSettings, readiness: Readiness) -> None:
+    """Check the API every ``api_check_interval_s`` until ``stop`` is set (a thread of its own: a check may block
+    for the client's request timeout, and kopf's event loop must not)."""
+    told: str | None = None
+    while True:
+        try:
+            check_api(kube, options)
+        except ClusterError as exc:
+            readiness.failed(str(exc))
+            if told != str(exc):
+                get_logger("taskfleet.operator").warning("kubernetes_api_check_failed", error=str(exc))
+                told = str(exc)
+        else:
+            readiness.reached()
+            told = None
+        if stop.wait(options.api_check_interval_s):
+            return
+
+
+@contextlib.contextmanager
+def _probes(kube: Kube, options: OperatorSettings, metrics: OperatorMetrics,
+            watching: threading.Event) -> Iterator[None]:
+    """``/metrics`` and ``/readyz`` on the metrics port (``/healthz`` there only says the process serves), fed
+    by the API checks on a daemon thread; both stop on exit."""
+    readiness = Readiness(stale_after_s=options.api_stale_after_s, watching=watching)
+    server = None
+    if options.metrics_port is not None:
+        server = HealthServer(host=options.host, port=options.metrics_port, liveness=lambda: (True, "ok"),
+                              readiness=readiness.probe, metrics=metrics.exposition)
+        server.start()
+    stop = threading.Event()
+    checker = threading.Thread(target=_check_api_until, args=(stop, kube, options, readiness),
+                               name="taskfleet-api-check", daemon=True)
+    checker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        checker.join(timeout=CHECK_JOIN_TIMEOUT_S)
+        if server is not None:
+            server.stop()
+
+
 @contextlib.contextmanager
 def _stopped_by_signals(stop_flag: threading.Event | None) -> Iterator[threading.Event]:
     """A stop flag that SIGTERM/SIGINT set while kopf's own handlers are not installed yet. As PID 1 in a container
@@ -124,32 +195,32 @@ def _stopped_by_signals(stop_flag: threading.Event | None) -> Iterator[threading
 
 def run(options: OperatorSettings, *, stop_flag: threading.Event | None = None,
         ready_flag: threading.Event | None = None) -> None:
-    """Run the operator until SIGTERM/SIGINT (or ``stop_flag``)."""
+    """Run the operator until SIGTERM/SIGINT (or ``stop_flag``). ``ready_flag`` is raised when kopf's reactor
+    has started (``/readyz`` also needs a recent answer of the API)."""
     metrics = OperatorMetrics()
-    if options.metrics_port is not None:
-        start_http_server(options.metrics_port, addr=options.host, registry=metrics.registry)
     kube = Kube(load_config())
-    with _stopped_by_signals(stop_flag) as waiting_stopped:
-        served = wait_for_crd(kube, stop_flag=waiting_stopped)
-    if not served:
-        kube.close()
-        return
-    autoscaler = Autoscaler(kube, metrics)
-    settings = kopf.OperatorSettings()
-    configure_kopf(settings, options)
-    liveness = (f"http://{options.host}:{options.liveness_port}/healthz"
-                if options.liveness_port is not None else None)
+    watching = ready_flag if ready_flag is not None else threading.Event()
     try:
-        asyncio.run(kopf.operator(
-            registry=build_registry(kube, autoscaler, metrics),
-            settings=settings,
-            standalone=options.peering is None,
-            peering_name=options.peering,
-            clusterwide=options.all_namespaces,
-            namespaces=options.namespaces,
-            liveness_endpoint=liveness,
-            stop_flag=stop_flag,
-            ready_flag=ready_flag,
-        ))
+        with _probes(kube, options, metrics, watching):
+            with _stopped_by_signals(stop_flag) as waiting_stopped:
+                served = wait_for_crd(kube, stop_flag=waiting_stopped)
+            if not served:
+                return
+            autoscaler = Autoscaler(kube, metrics)
+            settings = kopf.OperatorSettings()
+            configure_kopf(settings, options)
+            liveness = (f"http://{options.host}:{options.liveness_port}/healthz"
+                        if options.liveness_port is not None else None)
+            asyncio.run(kopf.operator(
+                registry=build_registry(kube, autoscaler, metrics),
+                settings=settings,
+                standalone=options.peering is None,
+                peering_name=options.peering,
+                clusterwide=options.all_namespaces,
+                namespaces=options.namespaces,
+                liveness_endpoint=liveness,
+                stop_flag=stop_flag,
+                ready_flag=watching,
+            ))
     finally:
         kube.close()

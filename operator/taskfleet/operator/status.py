@@ -1,9 +1,11 @@
-"""Pure builders of a TaskQueue's ``.status``: live numbers for ``kubectl get taskqueues`` and three conditions.
+"""Pure builders of a TaskQueue's ``.status``: live numbers for ``kubectl get taskqueues`` and four conditions.
 
 - ``BrokerReachable``: the last poll read the queue depth (False: ``Unreachable`` or ``SecretMissing``).
 - ``Scaling``: True while the autoscaler acts on live numbers; the reason is the last decision (``ScaledUp``,
   ``ScaledDown``, ``Stabilizing``, ``Stable``) or why it does not act (``Paused``, ``AutoscalingDisabled``,
   ``NoMetrics``).
+- ``WorkersReady``: every worker pod asked for is ready (else the worst reason a pod gives: ``worker_pods.py``);
+  ``workers`` (``1/3``) is the ``WORKERS`` column.
 - ``Ready``: the worker Deployment is reconciled and the broker reachable (else ``InvalidSpec``,
   ``DeploymentFailed`` or ``BrokerUnreachable``).
 
@@ -19,6 +21,7 @@ from typing import Any
 
 from taskfleet.operator.resources import Json, TaskQueue
 from taskfleet.operator.scaling import Decision, Load
+from taskfleet.operator.worker_pods import WorkersVerdict, workers_column
 
 #: How Kubernetes writes times (RFC 3339, UTC, whole seconds).
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -41,6 +44,9 @@ class Observation:
     replicas: int
     decision: Decision
     scaled: bool
+    #: The Deployment's ready pods (``status.readyReplicas``) and what they say, when the poll read them.
+    ready_replicas: int | None = None
+    workers: WorkersVerdict | None = None
 
 
 def timestamp(now: datetime) -> str:
@@ -77,7 +83,7 @@ def polled_status(tq: TaskQueue, seen: Observation, *, previous: Mapping[str, An
     def cond(type_: str, status: bool, reason: str, message: str) -> Json:
         return condition(conditions, type_, status, reason, message, now=now, generation=tq.generation)
 
-    return {
+    status: Json = {
         "queues": ",".join(tq.queues),
         "brokerType": seen.broker_type,
         "ready": seen.load.ready if seen.load else None,
@@ -98,6 +104,12 @@ def polled_status(tq: TaskQueue, seen: Observation, *, previous: Mapping[str, An
             cond("Scaling", seen.decision.reason in ACTIVE_REASONS, seen.decision.reason, seen.decision.message),
         ],
     }
+    if seen.workers is not None and seen.ready_replicas is not None:
+        status["readyReplicas"] = seen.ready_replicas
+        status["workers"] = workers_column(seen.ready_replicas, seen.replicas)
+        status["conditions"].append(cond("WorkersReady", seen.workers.ready, seen.workers.reason,
+                                         seen.workers.message))
+    return status
 
 
 def invalid_status(generation: int, message: str, *, previous: Mapping[str, Any], now: datetime) -> Json:
