@@ -88,7 +88,7 @@ def test_rbac_rules_name_every_verb_and_resource_and_never_delete(offline_helm: 
                 assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
                 assert not {"delete", "deletecollection", "escalate", "bind", "impersonate"} & set(rule["verbs"])
                 if "secrets" in rule["resources"]:
-                    assert rule["verbs"] == ["get"], "reads the Secrets TaskQueues name; never lists them"
+                    assert rule["verbs"] == ["get", "watch"], "reads the Secrets TaskQueues name; never lists them"
 
 
 def test_namespaced_mode_grants_roles_in_the_watched_namespaces_and_nothing_cluster_wide(offline_helm: Helm) -> None:

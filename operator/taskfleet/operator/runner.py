@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import logging
+import os
 import signal
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import kopf
 from prometheus_client import start_http_server
@@ -18,6 +22,7 @@ from taskfleet.errors import ClusterError, ConfigurationError
 from taskfleet.operator.autoscaler import Autoscaler
 from taskfleet.operator.handlers import build_registry
 from taskfleet.operator.kube import Kube, load_config
+from taskfleet.operator.leader_election import LeaderElector, LeaseTiming
 from taskfleet.operator.metrics import OperatorMetrics
 from taskfleet.operator.resources import GROUP, PLURAL, VERSION
 from taskfleet.worker.logging import get_logger
@@ -46,10 +51,21 @@ class OperatorSettings:
     #: None: standalone (run one replica; the chart's Deployment uses ``strategy: Recreate``). A name: kopf peering
     #: with that KopfPeering object, so several replicas keep one active (needs kopf's peering CRDs installed).
     peering: str | None = None
+    #: ``NAMESPACE/NAME`` of a coordination.k8s.io Lease: run several replicas, of which the one holding the Lease
+    #: acts and the others wait (``--leader-elect``; docs/operator.md). None: no leader election.
+    leader_election_lease: str | None = None
+    #: The Lease's durations (client-go's, a little shorter).
+    lease_timing: LeaseTiming = field(default_factory=LeaseTiming)
 
     def __post_init__(self) -> None:
         if bool(self.namespaces) == self.all_namespaces:
             raise ConfigurationError("give --namespace (repeatable) or --all-namespaces, not both or neither")
+        if self.leader_election_lease is not None:
+            if self.peering is not None:
+                raise ConfigurationError("give --leader-elect or --peering, not both")
+            namespace, _, name = self.leader_election_lease.partition("/")
+            if not namespace or not name or "/" in name:
+                raise ConfigurationError(f"--leader-elect wants NAMESPACE/NAME, got {self.leader_election_lease!r}")
 
 
 def configure_kopf(settings: kopf.OperatorSettings, options: OperatorSettings) -> None:
@@ -122,19 +138,73 @@ def _stopped_by_signals(stop_flag: threading.Event | None) -> Iterator[threading
             signal.signal(sig, handler)
 
 
+@contextlib.contextmanager
+def _standby_liveness(options: OperatorSettings) -> Iterator[None]:
+    """Answer ``/healthz`` while waiting for the Lease (kopf serves it only once it runs), so the kubelet does not
+    restart a healthy standby."""
+    if options.liveness_port is None:
+        yield
+        return
+
+    class Healthy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/healthz" else 404)
+            self.end_headers()
+            self.wfile.write(b"standby\n")
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((options.host, options.liveness_port), Healthy)
+    thread = threading.Thread(target=server.serve_forever, name="standby liveness", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _elector(kube: Kube, options: OperatorSettings) -> LeaderElector | None:
+    if options.leader_election_lease is None:
+        return None
+    namespace, _, name = options.leader_election_lease.partition("/")
+    # Unique per process: a restarted container keeps its pod name but must not inherit the old one's lease.
+    identity = f"{os.environ.get('HOSTNAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    return LeaderElector(kube, namespace=namespace, name=name, identity=identity, timing=options.lease_timing)
+
+
+class LeadershipLost(ClusterError):
+    """The operator could not renew its Lease in time and stopped acting; its pod restarts as a standby."""
+
+
 def run(options: OperatorSettings, *, stop_flag: threading.Event | None = None,
         ready_flag: threading.Event | None = None) -> None:
-    """Run the operator until SIGTERM/SIGINT (or ``stop_flag``)."""
+    """Run the operator until SIGTERM/SIGINT (or ``stop_flag``). With leader election, wait for the Lease first
+    and raise LeadershipLost when it is lost."""
     metrics = OperatorMetrics()
     if options.metrics_port is not None:
         start_http_server(options.metrics_port, addr=options.host, registry=metrics.registry)
-    kube = Kube(load_config())
+    kube = Kube(load_config(), all_namespaces=options.all_namespaces)
+    elector = _elector(kube, options)
     with _stopped_by_signals(stop_flag) as waiting_stopped:
         served = wait_for_crd(kube, stop_flag=waiting_stopped)
+        if served and elector is not None:
+            with _standby_liveness(options):
+                served = elector.acquire(waiting_stopped)
     if not served:
         kube.close()
         return
-    autoscaler = Autoscaler(kube, metrics)
+    stopping = stop_flag if stop_flag is not None else threading.Event()
+    lost = threading.Event()
+    renewing = threading.Event()
+    if elector is not None:
+        def on_lost() -> None:
+            lost.set()
+            stopping.set()
+        threading.Thread(target=elector.keep_leading, args=(renewing, on_lost), name="lease renewal",
+                         daemon=True).start()
+    autoscaler = Autoscaler(kube, metrics, may_act=(lambda: elector.leading) if elector is not None else None)
     settings = kopf.OperatorSettings()
     configure_kopf(settings, options)
     liveness = (f"http://{options.host}:{options.liveness_port}/healthz"
@@ -148,8 +218,13 @@ def run(options: OperatorSettings, *, stop_flag: threading.Event | None = None,
             clusterwide=options.all_namespaces,
             namespaces=options.namespaces,
             liveness_endpoint=liveness,
-            stop_flag=stop_flag,
+            stop_flag=stopping,
             ready_flag=ready_flag,
         ))
     finally:
+        renewing.set()
+        if elector is not None and not lost.is_set():
+            elector.release()
         kube.close()
+    if lost.is_set():
+        raise LeadershipLost("lost the leader Lease: stopped acting")
