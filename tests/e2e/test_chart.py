@@ -78,6 +78,39 @@ def test_the_operator_runs_one_locked_down_replica_that_never_overlaps_itself(of
     assert not by_kind(docs, "PodDisruptionBudget"), "the PodDisruptionBudget is opt-in"
 
 
+@pytest.mark.parametrize("values", [["--set", "operator.replicas=2"],
+                                    ["--set", "operator.leaderElection.enabled=true"]], ids=["two-replicas", "one"])
+def test_leader_election_adds_the_lease_flag_a_rolling_update_and_a_role_on_one_lease_in_the_release_namespace(
+    offline_helm: Helm, values: list[str]
+) -> None:
+    docs = offline_helm.template(*values, "--set", "watchNamespaces={shop}")
+    (deployment,) = by_kind(docs, "Deployment")
+    lease_role = next(r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("-leader-election"))
+    binding = next(b for b in by_kind(docs, "RoleBinding") if b["metadata"]["name"].endswith("-leader-election"))
+    fullname = deployment["metadata"]["name"]
+    namespace = deployment["metadata"]["namespace"]
+
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert f"--leader-elect={namespace}/{fullname}" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert lease_role["metadata"]["namespace"] == namespace
+    assert lease_role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [fullname],
+         "verbs": ["get", "update"]},
+    ]
+    assert binding["metadata"]["namespace"] == namespace
+    assert binding["roleRef"]["name"] == lease_role["metadata"]["name"]
+
+
+def test_without_leader_election_there_is_no_lease_role_and_no_lease_flag(offline_helm: Helm) -> None:
+    docs = offline_helm.template()
+    (deployment,) = by_kind(docs, "Deployment")
+
+    assert not any(r["metadata"]["name"].endswith("-leader-election") for r in by_kind(docs, "Role"))
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not any(a.startswith("--leader-elect") for a in args)
+
+
 def test_rbac_rules_name_every_verb_and_resource_and_never_delete(offline_helm: Helm) -> None:
     for values in ([], ["--set", "watchNamespaces={shop,billing}"]):
         docs = offline_helm.template(*values)
