@@ -195,20 +195,26 @@ def run(options: OperatorSettings, *, stop_flag: threading.Event | None = None,
     if not served:
         kube.close()
         return
-    stopping = stop_flag if stop_flag is not None else threading.Event()
     lost = threading.Event()
     renewing = threading.Event()
-    if elector is not None:
-        def on_lost() -> None:
-            lost.set()
-            stopping.set()
-        threading.Thread(target=elector.keep_leading, args=(renewing, on_lost), name="lease renewal",
-                         daemon=True).start()
     autoscaler = Autoscaler(kube, metrics, may_act=(lambda: elector.leading) if elector is not None else None)
     settings = kopf.OperatorSettings()
     configure_kopf(settings, options)
     liveness = (f"http://{options.host}:{options.liveness_port}/healthz"
                 if options.liveness_port is not None else None)
+
+    if elector is not None:
+        def on_lost() -> None:
+            lost.set()
+            if stop_flag is not None:
+                stop_flag.set()
+            else:  # kopf's own SIGTERM handler stops it, as on a pod deletion
+                os.kill(os.getpid(), signal.SIGTERM)
+        threading.Thread(target=elector.keep_leading, args=(renewing, on_lost), name="lease renewal",
+                         daemon=True).start()
+
+    # No stop flag of ours when none is given: kopf would wait for it in a task that, after a SIGTERM, counts as
+    # hung, and kopf gives hung tasks 5 s (a clean handover would take that much longer).
     try:
         asyncio.run(kopf.operator(
             registry=build_registry(kube, autoscaler, metrics),
@@ -218,7 +224,7 @@ def run(options: OperatorSettings, *, stop_flag: threading.Event | None = None,
             clusterwide=options.all_namespaces,
             namespaces=options.namespaces,
             liveness_endpoint=liveness,
-            stop_flag=stopping,
+            stop_flag=stop_flag,
             ready_flag=ready_flag,
         ))
     finally:
