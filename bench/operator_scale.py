@@ -5,7 +5,8 @@ It starts a private control plane (etcd + kube-apiserver, as the e2e tests do) a
 TaskQueues (each with its own broker Secret: the most watches the cache can need), runs ``taskfleet operator
 --all-namespaces`` with admin credentials, waits until every TaskQueue has its Deployment and a status, lets it
 settle, then counts the API server's own ``apiserver_request_total`` over a window of whole poll cycles and reads
-the operator's RSS. ``--python`` runs another checkout's operator (e.g. main's .venv) for a before/after figure.
+the operator's RSS. ``--python`` runs another checkout's operator (e.g. main's .venv) for a before/after figure;
+``--shared-secret`` gives every TaskQueue the same Secret (one Secret watch instead of N).
 
     .venv/bin/python -m bench.operator_scale --task-queues 200 --window 60
     .venv/bin/python -m bench.operator_scale --python /path/to/main/.venv/bin/python
@@ -41,18 +42,20 @@ _SAMPLE = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
-def manifests(namespace: str, count: int, redis_url: str) -> str:
+def manifests(namespace: str, count: int, redis_url: str, *, shared_secret: bool) -> str:
+    """N TaskQueues with a Secret each (``shared_secret``: one Secret for all)."""
     docs: list[dict[str, Any]] = []
     for i in range(count):
         name = f"q{i:03d}"
-        docs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{name}-broker",
-                                                                        "namespace": namespace},
-                     "stringData": {"url": redis_url}})
+        secret = "broker" if shared_secret else f"{name}-broker"
+        if i == 0 or not shared_secret:
+            docs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret, "namespace": namespace},
+                         "stringData": {"url": redis_url}})
         docs.append({
             "apiVersion": "taskfleet.io/v1alpha1", "kind": "TaskQueue",
             "metadata": {"name": name, "namespace": namespace},
             "spec": {"queues": [name],
-                     "broker": {"urlFrom": {"secretKeyRef": {"name": f"{name}-broker", "key": "url"}}},
+                     "broker": {"urlFrom": {"secretKeyRef": {"name": secret, "key": "url"}}},
                      "worker": {"image": "ghcr.io/taskfleet/worker:bench", "app": "bench.apps:app"},
                      "autoscaling": {"minReplicas": 0, "pollIntervalSeconds": POLL_S}},
         })
@@ -100,7 +103,7 @@ def all_polled(kube: ControlPlane, namespace: str, count: int) -> bool:
     return polled == count and len(deployments) == count
 
 
-def measure(python: str, count: int, window_s: float) -> dict[str, Any]:
+def measure(python: str, count: int, window_s: float, *, shared_secret: bool = False) -> dict[str, Any]:
     kube = ControlPlane().start()
     redis = RedisServer()
     redis.start()
@@ -109,7 +112,8 @@ def measure(python: str, count: int, window_s: float) -> dict[str, Any]:
     try:
         kube.apply_crd(CRD)
         namespace = kube.create_namespace("scale")
-        kube.kubectl("apply", "-f", "-", input=manifests(namespace, count, f"{redis.url}/0"))
+        kube.kubectl("apply", "-f", "-", input=manifests(namespace, count, f"{redis.url}/0",
+                                                                shared_secret=shared_secret))
         with log.open("wb") as out:
             operator = subprocess.Popen(
                 [python, "-m", "taskfleet", "operator", "--all-namespaces", "--host", "127.0.0.1",
@@ -144,7 +148,8 @@ def measure(python: str, count: int, window_s: float) -> dict[str, Any]:
     by_call = {" ".join(p for p in (verb, resource + (f"/{sub}" if sub else "")) if p): round(n / cycles, 1)
                for (verb, resource, sub), n in sorted(delta.items())}
     return {
-        "task_queues": count, "poll_interval_s": POLL_S, "window_s": window_s, "python": python,
+        "task_queues": count, "secrets": 1 if shared_secret else count, "poll_interval_s": POLL_S,
+        "window_s": window_s, "python": python,
         "seconds_until_all_polled": round(ready_s, 1),
         "requests_per_poll_cycle": round(sum(delta.values()) / cycles, 1),
         "requests_per_poll_cycle_by_call": by_call,
@@ -159,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task-queues", type=int, default=200, help="how many TaskQueues (each with a Secret)")
     parser.add_argument("--window", type=float, default=60.0, help="seconds of steady state to count (whole polls)")
     parser.add_argument("--python", default=sys.executable, help="interpreter whose taskfleet operator to run")
+    parser.add_argument("--shared-secret", action="store_true", help="one broker Secret for every TaskQueue")
     args = parser.parse_args(argv)
-    print(json.dumps(measure(args.python, args.task_queues, args.window), indent=2))
+    print(json.dumps(measure(args.python, args.task_queues, args.window, shared_secret=args.shared_secret),
+                     indent=2))
     return 0
 
 

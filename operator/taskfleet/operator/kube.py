@@ -22,6 +22,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -212,7 +213,8 @@ class Kube:
                                     first=lambda: self.call(self._core.read_namespaced_secret, name, namespace))
                 informer = self._secrets[(namespace, name)] = Informer(
                     source, name=f"secret {namespace}/{name}", transform=_secret_data).start()
-            idle = [key for key, i in self._secrets.items() if informer.last_read_s - i.last_read_s > SECRET_IDLE_S]
+            now_s = time.monotonic()
+            idle = [key for key, i in self._secrets.items() if now_s - i.last_read_s > SECRET_IDLE_S]
             for key in idle:
                 self._secrets.pop(key).stop()
             return informer
