@@ -89,6 +89,38 @@ def aggregated(role: dict[str, Any]) -> bool:
 def operator_roles(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [role for role in by_kind(docs, kind) if not aggregated(role)]
 
+@pytest.mark.parametrize("values", [["--set", "operator.replicas=2"],
+                                    ["--set", "operator.leaderElection.enabled=true"]], ids=["two-replicas", "one"])
+def test_leader_election_adds_the_lease_flag_a_rolling_update_and_a_role_on_one_lease_in_the_release_namespace(
+    offline_helm: Helm, values: list[str]
+) -> None:
+    docs = offline_helm.template(*values, "--set", "watchNamespaces={shop}")
+    (deployment,) = by_kind(docs, "Deployment")
+    lease_role = next(r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("-leader-election"))
+    binding = next(b for b in by_kind(docs, "RoleBinding") if b["metadata"]["name"].endswith("-leader-election"))
+    fullname = deployment["metadata"]["name"]
+    namespace = deployment["metadata"]["namespace"]
+
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert f"--leader-elect={namespace}/{fullname}" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert lease_role["metadata"]["namespace"] == namespace
+    assert lease_role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [fullname],
+         "verbs": ["get", "update"]},
+    ]
+    assert binding["metadata"]["namespace"] == namespace
+    assert binding["roleRef"]["name"] == lease_role["metadata"]["name"]
+
+
+def test_without_leader_election_there_is_no_lease_role_and_no_lease_flag(offline_helm: Helm) -> None:
+    docs = offline_helm.template()
+    (deployment,) = by_kind(docs, "Deployment")
+
+    assert not any(r["metadata"]["name"].endswith("-leader-election") for r in by_kind(docs, "Role"))
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not any(a.startswith("--leader-elect") for a in args)
+
 
 def test_rbac_rules_name_every_verb_and_resource_and_never_delete(offline_helm: Helm) -> None:
     for values in ([], ["--set", "watchNamespaces={shop,billing}"]):
@@ -100,7 +132,7 @@ def test_rbac_rules_name_every_verb_and_resource_and_never_delete(offline_helm: 
                 assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
                 assert not {"delete", "deletecollection", "escalate", "bind", "impersonate"} & set(rule["verbs"])
                 if "secrets" in rule["resources"]:
-                    assert rule["verbs"] == ["get"], "reads the Secrets TaskQueues name; never lists them"
+                    assert rule["verbs"] == ["get", "watch"], "reads the Secrets TaskQueues name; never lists them"
 
 
 def test_namespaced_mode_grants_roles_in_the_watched_namespaces_and_nothing_cluster_wide(offline_helm: Helm) -> None:

@@ -153,6 +153,8 @@ def namespaced_release(crd: ControlPlane, helm: Helm, tmp_path_factory: pytest.T
         ("create", "deployments.apps", None),
         ("patch", "deployments.apps", "scale"),
         ("get", "secrets", None),
+        ("watch", "secrets", None),
+        ("watch", "deployments.apps", None),
         ("create", "events", None),
     ],
 )
@@ -191,14 +193,14 @@ def test_the_operator_may_not_do_more_than_its_job_even_where_it_works(
     assert not can_i(crd, kubeconfig, verb, resource, namespace=namespace, subresource=subresource)
 
 
-def test_the_cluster_wide_operator_reads_no_secret_it_is_not_pointed_at(crd: ControlPlane, helm: Helm,
+def test_the_cluster_wide_operator_may_read_secrets_by_name_but_never_list_them(crd: ControlPlane, helm: Helm,
                                                                        tmp_path: Path) -> None:
     namespace, elsewhere = crd.create_namespace("release"), crd.create_namespace("elsewhere")
     helm.install("wide", namespace)
     kubeconfig = service_account_kubeconfig(crd, namespace, "wide-taskfleet", tmp_path / "kubeconfig")
 
     assert can_i(crd, kubeconfig, "get", "secrets", namespace=elsewhere), "a TaskQueue anywhere may name a Secret"
+    assert can_i(crd, kubeconfig, "watch", "secrets", namespace=elsewhere), "one watch per named Secret"
     assert not can_i(crd, kubeconfig, "list", "secrets")
-    assert not can_i(crd, kubeconfig, "watch", "secrets", namespace=elsewhere)
     assert not can_i(crd, kubeconfig, "delete", "deployments.apps")
     assert not can_i(crd, kubeconfig, "get", "nodes")

@@ -107,3 +107,24 @@ def test_a_stop_signal_ends_the_wait_for_the_crd() -> None:
     stop.set()
 
     assert wait_for_crd(FakeKube(False), poll_s=0.0, stop_flag=stop) is False  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("lease", "message"), [
+    pytest.param("taskfleet-operator", "NAMESPACE/NAME", id="no namespace"),
+    pytest.param("ops/", "NAMESPACE/NAME", id="no name"),
+    pytest.param("ops/a/b", "NAMESPACE/NAME", id="two slashes"),
+])
+def test_leader_election_wants_a_namespace_and_a_name(lease: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        OperatorSettings(all_namespaces=True, leader_election_lease=lease)
+
+
+def test_leader_election_and_kopf_peering_exclude_each_other() -> None:
+    with pytest.raises(ConfigurationError, match="not both"):
+        OperatorSettings(all_namespaces=True, leader_election_lease="ops/taskfleet", peering="taskfleet")
+
+
+def test_a_bad_leader_election_flag_is_a_configuration_error_at_the_command_line() -> None:
+    args = build_parser().parse_args(["operator", "-A", "--leader-elect", "taskfleet", "--log-format", "json"])
+
+    assert args.handler(args, {}) == ExitCode.BAD_CONFIG

@@ -16,10 +16,12 @@ The operator watches no CRDs or Namespaces (kopf scanning is off), so it needs n
 - apiGroups: [taskfleet.io]
   resources: [taskqueues/finalizers]
   verbs: [update]
-# Create the worker Deployment of each TaskQueue and roll it when the worker spec changes.
+# Create the worker Deployment of each TaskQueue and roll it when the worker spec changes. list + watch: the
+# operator keeps its worker Deployments (label app.kubernetes.io/managed-by=taskfleet-operator) in a watch-fed cache
+# instead of one GET per TaskQueue per poll; get only after a write conflict.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, create, update]
+  verbs: [get, list, watch, create, update]
 # Scale worker Deployments on queue depth (the scale subresource only: nothing else of the Deployment changes).
 - apiGroups: [apps]
   resources: [deployments/scale]
@@ -29,11 +31,14 @@ The operator watches no CRDs or Namespaces (kopf scanning is off), so it needs n
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
-# Read the broker URL a TaskQueue references (broker.urlFrom / managementUrlFrom) to measure queue depth. get only:
-# it cannot list Secrets, so it reads only the ones TaskQueues name.
+# Read the broker URL a TaskQueue references (broker.urlFrom / managementUrlFrom) to measure queue depth: one GET,
+# then a watch with a metadata.name field selector per referenced Secret, so a changed or deleted Secret is seen
+# without polling and no other Secret reaches the operator. RBAC cannot limit watch to names unknown at install
+# time, so `watch` could read any Secret in scope, as `get` can any Secret whose name is known; `list` (enumerating
+# them) is not granted, and the operator never watches without a name selector (docs/operator.md, "Caches").
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get]
+  verbs: [get, watch]
 # Tell users what it did (core/v1 Events, as kopf posts them): `kubectl describe tq` shows scaling and broker Events.
 - apiGroups: [""]
   resources: [events]

@@ -73,10 +73,14 @@ class _Depth:
 class Autoscaler:
     """Polling loops for every watched TaskQueue. ``observe``/``forget``/``close`` run on the event loop."""
 
-    def __init__(self, kube: Kube, metrics: OperatorMetrics, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, kube: Kube, metrics: OperatorMetrics, *, clock: Callable[[], float] = time.monotonic,
+                 may_act: Callable[[], bool] | None = None) -> None:
         self._kube = kube
         self._metrics = metrics
         self._clock = clock
+        #: False while this replica does not hold the leader Lease (leader_election.py): it then neither scales
+        #: nor writes status.
+        self._may_act = may_act or (lambda: True)
         self._watches: dict[tuple[str, str], _Watch] = {}
 
     def observe(self, body: Mapping[str, Any]) -> None:
@@ -130,6 +134,8 @@ class Autoscaler:
         """One poll of one TaskQueue (in a worker thread). Returns the seconds until the next one."""
         started = self._clock()
         body = watch.body
+        if not self._may_act():
+            return DEFAULT_POLL_INTERVAL_S
         try:
             tq = parse_task_queue(body)
         except InvalidResource:

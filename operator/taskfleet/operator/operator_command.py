@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 
-from taskfleet.errors import ConfigurationError
+from taskfleet.errors import ClusterError, ConfigurationError
 from taskfleet.operator.readiness import DEFAULT_CHECK_INTERVAL_S, DEFAULT_STALE_AFTER_S
 from taskfleet.worker.exitcodes import ExitCode
 from taskfleet.worker.logging import configure_cli_logging, get_logger
@@ -28,6 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], 
                    help="/readyz fails once the Kubernetes API has not answered for this many seconds")
     p.add_argument("--peering", default=None, metavar="NAME",
                    help="run several replicas with kopf peering (default: standalone, one replica)")
+    p.add_argument("--leader-elect", default=None, metavar="NAMESPACE/NAME",
+                   help="run several replicas: the one holding this coordination.k8s.io Lease acts, the others wait")
     p.add_argument("--log-format", choices=["json", "console", "auto"], default="auto")
     p.add_argument("-l", "--log-level", default="info")
     p.set_defaults(handler=run)
@@ -59,12 +61,17 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         options = OperatorSettings(
             namespaces=tuple(args.namespace), all_namespaces=args.all_namespaces,
             liveness_port=args.liveness_port or None, metrics_port=args.metrics_port or None, host=args.host,
-            peering=args.peering, api_check_interval_s=args.api_check_interval,
-            api_stale_after_s=args.api_stale_after,
+            peering=args.peering, leader_election_lease=args.leader_elect,
+            api_check_interval_s=args.api_check_interval, api_stale_after_s=args.api_stale_after,
         )
     except ConfigurationError as exc:
         log.error("bad configuration", error=str(exc))
         return ExitCode.BAD_CONFIG
-    log.info("operator starting", namespaces=list(options.namespaces) or "*", peering=options.peering or "standalone")
-    run_operator(options)
+    log.info("operator starting", namespaces=list(options.namespaces) or "*", peering=options.peering or "standalone",
+             leader_election=options.leader_election_lease)
+    try:
+        run_operator(options)
+    except ClusterError as exc:
+        log.error("operator stopped", error=str(exc))
+        return ExitCode.FAILURE
     return ExitCode.OK

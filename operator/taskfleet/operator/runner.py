@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import logging
+import os
 import signal
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import kopf
 
@@ -18,6 +22,7 @@ from taskfleet.errors import ClusterError, ConfigurationError
 from taskfleet.operator.autoscaler import Autoscaler
 from taskfleet.operator.handlers import build_registry
 from taskfleet.operator.kube import Kube, load_config
+from taskfleet.operator.leader_election import LeaderElector, LeaseTiming
 from taskfleet.operator.metrics import OperatorMetrics
 from taskfleet.operator.readiness import DEFAULT_CHECK_INTERVAL_S, DEFAULT_STALE_AFTER_S, Readiness
 from taskfleet.operator.resources import GROUP, PLURAL, VERSION
@@ -55,12 +60,23 @@ class OperatorSettings:
     api_check_interval_s: float = DEFAULT_CHECK_INTERVAL_S
     #: ``/readyz`` answers 503 once the Kubernetes API has not answered a check for this many seconds.
     api_stale_after_s: float = DEFAULT_STALE_AFTER_S
+    #: ``NAMESPACE/NAME`` of a coordination.k8s.io Lease: run several replicas, of which the one holding the Lease
+    #: acts and the others wait (``--leader-elect``; docs/operator.md). None: no leader election.
+    leader_election_lease: str | None = None
+    #: The Lease's durations (client-go's, a little shorter).
+    lease_timing: LeaseTiming = field(default_factory=LeaseTiming)
 
     def __post_init__(self) -> None:
         if bool(self.namespaces) == self.all_namespaces:
             raise ConfigurationError("give --namespace (repeatable) or --all-namespaces, not both or neither")
         if not 0 < self.api_check_interval_s <= self.api_stale_after_s:
             raise ConfigurationError("the API check interval must be positive and at most the stale-after time")
+        if self.leader_election_lease is not None:
+            if self.peering is not None:
+                raise ConfigurationError("give --leader-elect or --peering, not both")
+            namespace, _, name = self.leader_election_lease.partition("/")
+            if not namespace or not name or "/" in name:
+                raise ConfigurationError(f"--leader-elect wants NAMESPACE/NAME, got {self.leader_election_lease!r}")
 
 
 def configure_kopf(settings: kopf.OperatorSettings, options: OperatorSettings) -> None:
@@ -193,24 +209,86 @@ def _stopped_by_signals(stop_flag: threading.Event | None) -> Iterator[threading
             signal.signal(sig, handler)
 
 
+@contextlib.contextmanager
+def _standby_liveness(options: OperatorSettings) -> Iterator[None]:
+    """Answer ``/healthz`` while waiting for the Lease (kopf serves it only once it runs), so the kubelet does not
+    restart a healthy standby."""
+    if options.liveness_port is None:
+        yield
+        return
+
+    class Healthy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/healthz" else 404)
+            self.end_headers()
+            self.wfile.write(b"standby\n")
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((options.host, options.liveness_port), Healthy)
+    thread = threading.Thread(target=server.serve_forever, name="standby liveness", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _elector(kube: Kube, options: OperatorSettings) -> LeaderElector | None:
+    if options.leader_election_lease is None:
+        return None
+    namespace, _, name = options.leader_election_lease.partition("/")
+    # Unique per process: a restarted container keeps its pod name but must not inherit the old one's lease.
+    identity = f"{os.environ.get('HOSTNAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+    return LeaderElector(kube, namespace=namespace, name=name, identity=identity, timing=options.lease_timing)
+
+
+class LeadershipLost(ClusterError):
+    """The operator could not renew its Lease in time and stopped acting; its pod restarts as a standby."""
+
+
 def run(options: OperatorSettings, *, stop_flag: threading.Event | None = None,
         ready_flag: threading.Event | None = None) -> None:
     """Run the operator until SIGTERM/SIGINT (or ``stop_flag``). ``ready_flag`` is raised when kopf's reactor
-    has started (``/readyz`` also needs a recent answer of the API)."""
+    has started (``/readyz`` also needs a recent answer of the API). With leader election, wait for the Lease first
+    (Ready as a standby: it reaches the API and is ready to take over) and raise LeadershipLost when it is lost."""
     metrics = OperatorMetrics()
-    kube = Kube(load_config())
+    kube = Kube(load_config(), all_namespaces=options.all_namespaces)
     watching = ready_flag if ready_flag is not None else threading.Event()
+    elector = _elector(kube, options)
+    lost = threading.Event()
+    renewing = threading.Event()
     try:
         with _probes(kube, options, metrics, watching):
             with _stopped_by_signals(stop_flag) as waiting_stopped:
                 served = wait_for_crd(kube, stop_flag=waiting_stopped)
+                if served and elector is not None:
+                    watching.set()  # a standby that reads the Lease is as ready as it can be
+                    with _standby_liveness(options):
+                        served = elector.acquire(waiting_stopped)
             if not served:
                 return
-            autoscaler = Autoscaler(kube, metrics)
+            autoscaler = Autoscaler(kube, metrics,
+                                    may_act=(lambda: elector.leading) if elector is not None else None)
             settings = kopf.OperatorSettings()
             configure_kopf(settings, options)
             liveness = (f"http://{options.host}:{options.liveness_port}/healthz"
                         if options.liveness_port is not None else None)
+
+            if elector is not None:
+                def on_lost() -> None:
+                    lost.set()
+                    if stop_flag is not None:
+                        stop_flag.set()
+                    else:  # kopf's own SIGTERM handler stops it, as on a pod deletion
+                        os.kill(os.getpid(), signal.SIGTERM)
+                threading.Thread(target=elector.keep_leading, args=(renewing, on_lost), name="lease renewal",
+                                 daemon=True).start()
+
+            # No stop flag of ours when none is given: kopf would wait for it in a task that, after a SIGTERM,
+            # counts as hung, and kopf gives hung tasks 5 s (a clean handover would take that much longer).
             asyncio.run(kopf.operator(
                 registry=build_registry(kube, autoscaler, metrics),
                 settings=settings,
@@ -223,4 +301,9 @@ def run(options: OperatorSettings, *, stop_flag: threading.Event | None = None,
                 ready_flag=watching,
             ))
     finally:
+        renewing.set()
+        if elector is not None and not lost.is_set():
+            elector.release()
         kube.close()
+    if lost.is_set():
+        raise LeadershipLost("lost the leader Lease: stopped acting")
