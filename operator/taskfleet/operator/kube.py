@@ -114,10 +114,10 @@ class Kube:
         with, so an answer proves the readiness check may do what the watch does."""
         if namespace is None:
             method = functools.partial(self._custom.list_cluster_custom_object, limit=limit)
-            found = self._call(method, GROUP, VERSION, PLURAL)
+            found = self.call(method, GROUP, VERSION, PLURAL)
         else:
             method = functools.partial(self._custom.list_namespaced_custom_object, limit=limit)
-            found = self._call(method, GROUP, VERSION, namespace, PLURAL)
+            found = self.call(method, GROUP, VERSION, namespace, PLURAL)
         return list(found.get("items") or [])
 
     def secret_value(self, namespace: str, ref: SecretKeyRef) -> str:
@@ -138,7 +138,7 @@ class Kube:
     def pods(self, namespace: str, selector: str) -> list[Json]:
         """The pods matching the label ``selector`` (a worker Deployment's), to tell why they are not ready."""
         method = functools.partial(self._core.list_namespaced_pod, label_selector=selector)
-        return list(self._call(method, namespace).get("items") or [])
+        return list(self.call(method, namespace).get("items") or [])
 
     def create_deployment(self, body: Json) -> None:
         meta = body["metadata"]
