@@ -33,4 +33,11 @@ The operator watches no CRDs or Namespaces (kopf scanning is off), so it needs n
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+{{- if .Values.operator.podDeletionCost.enabled }}
+# Before a scale-in, rank worker pods by the tasks they run (controller.kubernetes.io/pod-deletion-cost) so the
+# ReplicaSet deletes idle pods first: list a TaskQueue's pods by its selector, patch that one annotation.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, patch]
+{{- end }}
 {{- end }}

@@ -118,8 +118,17 @@ class Kube:
         }
         self._call(self._core.create_namespaced_event, tq.namespace, body)
 
-    def _call(self, method: Any, *args: Any, content_type: str | None = None) -> Json:
-        options: dict[str, Any] = {"_preload_content": False, "_request_timeout": REQUEST_TIMEOUT_S}
+    def pods(self, namespace: str, selector: str) -> list[Json]:
+        """The pods matching a label selector (a worker Deployment's, to rank them before a scale-in)."""
+        return list(self._call(self._core.list_namespaced_pod, namespace, label_selector=selector).get("items") or [])
+
+    def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+        """Merge ``annotations`` into the pod's (a None value removes that annotation)."""
+        self._call(self._core.patch_namespaced_pod, name, namespace, {"metadata": {"annotations": annotations}},
+                   content_type=MERGE_PATCH)
+
+    def _call(self, method: Any, *args: Any, content_type: str | None = None, **params: Any) -> Json:
+        options: dict[str, Any] = {"_preload_content": False, "_request_timeout": REQUEST_TIMEOUT_S, **params}
         if content_type is not None:
             options["_content_type"] = content_type
         try:
@@ -130,6 +139,11 @@ class Kube:
             raise ClusterError(f"Kubernetes API unreachable: {exc}") from exc
         data = response.data
         return json.loads(data) if data else {}
+
+
+def forbidden(exc: ClusterError) -> bool:
+    """Whether the API server refused the call for lack of RBAC (403), rather than failing it."""
+    return _status(exc) == 403
 
 
 def _status(exc: ClusterError) -> int | None:

@@ -22,6 +22,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], 
     p.add_argument("--host", default="0.0.0.0", help="address of the liveness and metrics servers")
     p.add_argument("--peering", default=None, metavar="NAME",
                    help="run several replicas with kopf peering (default: standalone, one replica)")
+    p.add_argument("--no-pod-deletion-cost", dest="pod_deletion_cost", action="store_false",
+                   help="do not annotate worker pods before a scale-in (then it removes pods busy or not; "
+                        "needs no RBAC on pods)")
     p.add_argument("--log-format", choices=["json", "console", "auto"], default="auto")
     p.add_argument("-l", "--log-level", default="info")
     p.set_defaults(handler=run)
@@ -42,7 +45,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         options = OperatorSettings(
             namespaces=tuple(args.namespace), all_namespaces=args.all_namespaces,
             liveness_port=args.liveness_port or None, metrics_port=args.metrics_port or None, host=args.host,
-            peering=args.peering,
+            peering=args.peering, pod_deletion_cost=args.pod_deletion_cost,
         )
     except ConfigurationError as exc:
         log.error("bad configuration", error=str(exc))

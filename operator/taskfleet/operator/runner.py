@@ -46,6 +46,9 @@ class OperatorSettings:
     #: None: standalone (run one replica; the chart's Deployment uses ``strategy: Recreate``). A name: kopf peering
     #: with that KopfPeering object, so several replicas keep one active (needs kopf's peering CRDs installed).
     peering: str | None = None
+    #: Before a scale-in, set ``controller.kubernetes.io/pod-deletion-cost`` on worker pods from their workers'
+    #: heartbeats so idle pods go first (``--no-pod-deletion-cost``: off; needs pods list + patch when on).
+    pod_deletion_cost: bool = True
 
     def __post_init__(self) -> None:
         if bool(self.namespaces) == self.all_namespaces:
@@ -134,7 +137,7 @@ def run(options: OperatorSettings, *, stop_flag: threading.Event | None = None,
     if not served:
         kube.close()
         return
-    autoscaler = Autoscaler(kube, metrics)
+    autoscaler = Autoscaler(kube, metrics, pod_deletion_cost=options.pod_deletion_cost)
     settings = kopf.OperatorSettings()
     configure_kopf(settings, options)
     liveness = (f"http://{options.host}:{options.liveness_port}/healthz"
