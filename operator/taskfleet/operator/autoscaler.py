@@ -23,7 +23,7 @@ from typing import Any
 
 from taskfleet.brokers import Broker, broker_kind, connect
 from taskfleet.errors import BrokerError, ClusterError, ConfigurationError, InvalidResource
-from taskfleet.operator.deletion_cost import CONDITION_TYPE, scale_in_condition
+from taskfleet.operator.deletion_cost import CONDITION_TYPE, Outcome, scale_in_condition
 from taskfleet.operator.kube import Kube
 from taskfleet.operator.manifests import selector_string
 from taskfleet.operator.metrics import OperatorMetrics
@@ -165,8 +165,7 @@ class Autoscaler:
         try:
             if scaled:
                 if self._pod_deletion_cost and tq.worker.app_name and 0 < decision.replicas < current:
-                    watch.scale_in.last = spare_busy_pods(self._kube, watch.scale_in, tq, watch.broker,
-                                                          current=current, target=decision.replicas)
+                    watch.scale_in.last = self._spare_busy_pods(watch, tq, current, decision.replicas)
                 self._kube.scale_deployment(tq.namespace, tq.deployment_name, decision.replicas)
                 direction = "up" if decision.replicas > current else "down"
                 self._metrics.scale_events.labels(*labels, direction).inc()
@@ -237,6 +236,15 @@ class Autoscaler:
             delayed=sum(d.delayed for d in depths) if all(d.delayed_known for d in depths) else None,
             dead=sum(d.dead for d in depths),
         )
+
+    def _spare_busy_pods(self, watch: _Watch, tq: TaskQueue, current: int, target: int) -> Outcome:
+        """``scale_in.spare_busy_pods``, which must never keep the scale-in from happening, not even on a bug."""
+        try:
+            return spare_busy_pods(self._kube, watch.scale_in, tq, watch.broker, current=current, target=target)
+        except Exception as exc:  # noqa: BLE001 - best effort: the replicas change regardless
+            _log.exception("scale_in_ranking_crashed", namespace=tq.namespace, taskqueue=tq.name)
+            return Outcome(False, "Failed", f"ranking the pods failed ({type(exc).__name__}); pods were removed by "
+                                            "the ReplicaSet's default ranking")
 
     def _scale_in_condition(self, watch: _Watch, tq: TaskQueue, previous: Mapping[str, Any], now: datetime
                             ) -> dict[str, Any]:
