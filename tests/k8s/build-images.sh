@@ -8,7 +8,7 @@
 #   localhost/taskfleet-worker-test:local    tests/realnode/tasks.py on top of it (the real-pod tests' tasks)
 #   registry.k8s.io/pause:3.10               a 1.4 MB static Go pause (the pod sandbox image)
 #
-# Archives: images.tar (the first three) and pause.tar.
+# Archives: images.tar (the first three) and pause.tar, in a directory named by the digest of their inputs.
 # The Dockerfile's base, python:3.12-slim-bookworm, is a local Debian bookworm rootfs (debootstrap --variant=minbase,
 # Debian's Python 3.11) tagged under that name: nothing is pulled. pip in the build reaches PyPI (--network=host).
 # podman's config and storage live under the cache (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF), never /etc or
@@ -19,10 +19,10 @@ set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 W=${TASKFLEET_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/taskfleet/images}
-OUT=$W/archives
+ARCHIVES=$W/archives
 SUITE=bookworm
 BASE_PACKAGES=python3,python3-venv,python-is-python3,ca-certificates
-mkdir -p "$W/etc" "$OUT"
+mkdir -p "$W/etc" "$ARCHIVES"
 exec 9>"$W/.lock"
 flock 9
 started=$SECONDS
@@ -62,6 +62,7 @@ hash_tree() { # PATH...: one digest of these files' names and contents (caches a
 fresh() { # NAME KEY: is OUT/NAME.tar built from these inputs?
     [[ -f $OUT/$1.tar && $(cat "$OUT/$1.key" 2>/dev/null) == "$2" ]]
 }
+OUT=$ARCHIVES
 save() { # NAME KEY IMAGE...
     local name=$1 key=$2; shift 2
     rm -f "$OUT/.$name.tar"
@@ -99,6 +100,11 @@ podman tag "$base" docker.io/library/python:3.12-slim-bookworm
 tf_key=$base_key-$(hash_tree deploy/docker/Dockerfile pyproject.toml README.md sdk worker operator cli)
 # The worker-test image uses the example's Dockerfile on tests/realnode, whose tasks.py it copies.
 images_key=$tf_key-$(hash_tree deploy/examples/worker tests/realnode/tasks.py)
+# One directory per source tree state: worktrees (or branches) with different sources each keep their own images.
+set_dir=$ARCHIVES/$images_key
+OUT=$set_dir
+mkdir -p "$OUT"
+touch "$OUT"
 if ! fresh images "$images_key"; then
     log "localhost/taskfleet:local"
     build localhost/taskfleet:local "$SRC" -f "$SRC/deploy/docker/Dockerfile"
@@ -113,6 +119,7 @@ if ! fresh images "$images_key"; then
 fi
 
 # --- the pod sandbox: a static Go binary that sleeps, reaps children and exits 0 on SIGTERM.
+OUT=$ARCHIVES
 pause_key=$(hash_tree tests/k8s/pause)
 if ! fresh pause "$pause_key"; then
     mkdir -p "$W/pause/root"
@@ -121,5 +128,8 @@ if ! fresh pause "$pause_key"; then
         registry.k8s.io/pause:3.10 >/dev/null
     save pause "$pause_key" registry.k8s.io/pause:3.10
 fi
-log "archives in $OUT"
-echo "$OUT"
+ln -f "$ARCHIVES/pause.tar" "$set_dir/pause.tar"
+# Keep the four most recently used sets (~330 MB each).
+ls -1dt "$ARCHIVES"/*/ | tail -n +5 | while read -r old; do rm -rf "$old"; done
+log "archives in $set_dir"
+echo "$set_dir"

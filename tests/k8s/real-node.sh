@@ -10,17 +10,18 @@
 # Run it inside tests/k8s/netns-run.sh: the node binds fixed ports (API 16443, etcd 23790, kubelet 10250, CoreDNS
 # 10.244.0.1:53) and writes iptables rules, which the private namespace keeps off the host. Outside one it refuses
 # unless REALNODE_ON_HOST=1.
-# Each run gets its own directory under $TASKFLEET_REALNODE_ROOT (default ${TMPDIR:-/tmp}/taskfleet-realnode) and its
+# Each run gets its own directory under $TASKFLEET_REALNODE_ROOT (default ${TMPDIR:-/tmp}/taskfleet-realnode-runs), its
 # own cgroup parent /taskfleet-<run> in every hierarchy (pod processes live there, not under the caller), so two
 # runs, each in its own namespace, do not meet. `up` first reaps the runs of dead owners (a run killed with SIGKILL):
 # their processes by pid file, their pods by cgroup.procs, then their directories.
 #
 # Env: BIN (etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kube-proxy kubelet coredns; default:
-# what `build-testbin.sh --node` prints), PAUSE_TAR (the sandbox image archive, default: build-images.sh's pause.tar).
+# what `build-testbin.sh --node` prints), PAUSE_TAR (the sandbox image archive; default: pause.tar beside the first
+# IMAGE.tar, as build-images.sh lays them out).
 # Needs root, and apt's containerd runc containernetworking-plugins iptables conntrack.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-ROOT=${TASKFLEET_REALNODE_ROOT:-${TMPDIR:-/tmp}/taskfleet-realnode}
+ROOT=${TASKFLEET_REALNODE_ROOT:-${TMPDIR:-/tmp}/taskfleet-realnode-runs}
 API_PORT=16443
 ETCD_PORT=23790
 POD_CIDR=10.244.0.0/24 POD_GW=10.244.0.1 SVC_CIDR=10.0.0.0/24
@@ -46,12 +47,11 @@ stop() { # name: SIGTERM, wait up to 10 s, then SIGKILL
     fi
     rm -f "$f"
 }
-owner_id() { # pid: "pid start-time" (start time in clock ticks since boot), empty when there is no such process
-    local stat
+owner_id() { # pid: "pid start-time" (start time in clock ticks since boot: a reused pid differs), empty if none
+    local stat fields
     stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
-    stat=${stat##*) }
-    set -- $stat
-    echo "$1 ${20}"  # after "pid (comm) ": field 3 (state) is $1, field 22 (starttime) is ${20}
+    read -r -a fields <<<"${stat##*) }"  # after "pid (comm) ": field 3 (state) is [0], field 22 (starttime) [19]
+    echo "$1 ${fields[19]}"
 }
 
 pki() {
@@ -89,7 +89,7 @@ up() {
     fi
     reap ""
     BIN=${BIN:-$(bash "$here/build-testbin.sh" --node | tail -n 1)}
-    PAUSE_TAR=${PAUSE_TAR:-${TASKFLEET_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/taskfleet/images}/archives/pause.tar}
+    PAUSE_TAR=${PAUSE_TAR:-$(dirname "${1:-.}")/pause.tar}
     NODE_IP=${NODE_IP:-$(ip -4 route get 1.1.1.1 | awk '{for(i=1;i<=NF;i++) if($i=="src") print $(i+1)}')}
     mkdir -p "$ROOT"
     D=$(mktemp -d "$ROOT/run.XXXXXX")
