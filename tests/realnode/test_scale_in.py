@@ -140,10 +140,13 @@ def test_a_scale_in_from_three_to_one_keeps_the_busy_pod_and_its_task_finishes_e
         "the busy pod must be the one the ReplicaSet's own ranking deletes first"
 
     # When the TaskQueue scales in to one worker
+    scaled_at = time.monotonic()
     _worker_queue(cluster, namespace, broker, replicas=1, app_name=app_name)
     survivors = cluster.wait_until("one pod left", lambda: len(_live_pods(cluster, namespace)) == 1 and
                                    _live_pods(cluster, namespace), DRAIN_S + 15 + 60)
     (survivor,) = survivors
+    print(f"[{'spare' if spare else 'off'}] 3 -> 1: two pods gone {time.monotonic() - scaled_at:.1f} s after the "
+          f"TaskQueue changed")
 
     if spare:
         # Then the busy pod survives, and its task finishes there exactly once
@@ -164,7 +167,9 @@ def test_a_scale_in_from_three_to_one_keeps_the_busy_pod_and_its_task_finishes_e
         ledger.client.set(long_gate, 1)
         done = cluster.wait_until("the long task done", lambda: _markers(ledger, "long"), 60)
         assert [e["pod"] for e in done] == [survivor], "it still finishes exactly once, but only after a restart"
-        assert [e["pod"] for e in _markers(ledger, "long:start")] == [third, survivor]
+        starts = _markers(ledger, "long:start")
+        assert [e["pod"] for e in starts] == [third, survivor]
+        print(f"[off] the long task restarted from scratch {starts[1]['t'] - starts[0]['t']:.1f} s after it began")
 
 
 @pytest.mark.parametrize("how", ["pod-deleted", "rollout"])
@@ -175,6 +180,10 @@ def test_a_worker_pod_stopped_mid_task_finishes_it_within_its_grace_period_and_l
     # The default prefetch (8): the child leases the queued work with the running task, and must hand it back
     _worker_queue(cluster, namespace, broker, replicas=1, app_name=APP_NAME, prefetch=None)
     (pod,) = cluster.wait_until("one ready pod", lambda: _ready_pods(cluster, namespace), POD_TIMEOUT_S)
+    spec = (cluster.get("pod", pod, namespace) or {})["spec"]
+    command = spec["containers"][0]["command"]
+    assert command[command.index("--drain-timeout") + 1] == str(DRAIN_S)
+    assert spec["terminationGracePeriodSeconds"] == DRAIN_S + 15, "the grace period outlasts the worker's drain"
 
     # Given a worker running a held task, with more work sent behind it
     queued = [f"queued-{i}-{uuid.uuid4().hex[:6]}" for i in range(6)]
@@ -201,6 +210,11 @@ def test_a_worker_pod_stopped_mid_task_finishes_it_within_its_grace_period_and_l
     assert [e["pod"] for e in done] == [pod]
     assert time.monotonic() - stopped_at < DRAIN_S + 15
     cluster.wait_until("every queued task ran", lambda: all(_markers(ledger, m) for m in queued), 120)
+    print(f"[{broker.kind} {how}] running task done {done[0]['t'] - time.time() + time.monotonic() - stopped_at:.1f} s "
+          f"after the pod began terminating; all {len(queued)} queued tasks done "
+          f"{time.monotonic() - stopped_at:.1f} s after")
     time.sleep(2.0)  # a duplicate would show up by now
     assert sorted(e["marker"] for e in ledger.entries() if e["marker"] in queued) == sorted(queued)
+    assert all(e["pod"] != pod for e in ledger.entries() if e["marker"] in queued), \
+        "the stopped pod started none of its unstarted work: it handed it back"
     assert len(_markers(ledger, "running:start")) == 1, "the running task was never handed to another pod"
