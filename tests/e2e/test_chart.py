@@ -194,3 +194,21 @@ def test_deploy_manifests_are_the_chart_rendered_with_defaults(offline_helm: Hel
 
     assert committed.split("\n", 3)[3] == rendered, (
         f"{MANIFESTS.relative_to(CHART.parents[1])} is stale: run `make manifests`")
+
+
+def test_pod_deletion_cost_is_on_by_default_with_pods_list_and_patch_and_a_value_turns_both_off(
+    offline_helm: Helm,
+) -> None:
+    def rendered(*values: str) -> tuple[list[Any], list[str]]:
+        docs = offline_helm.template(*values)
+        (deployment,) = by_kind(docs, "Deployment")
+        rules = [rule for role in by_kind(docs, "ClusterRole") for rule in role["rules"] if "pods" in rule["resources"]]
+        return rules, deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    rules_on, args_on = rendered()
+    rules_off, args_off = rendered("--set", "operator.podDeletionCost.enabled=false")
+
+    assert any(rule["verbs"] == ["list", "patch"] for rule in rules_on)
+    assert "--no-pod-deletion-cost" not in args_on
+    assert not any("patch" in rule["verbs"] for rule in rules_off)
+    assert "--no-pod-deletion-cost" in args_off

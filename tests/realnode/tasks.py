@@ -66,3 +66,17 @@ def retry_then_record(self: Task[Any], ledger_url: str, key: str, marker: str, r
         self.retry(countdown=backoff_s * 2**attempt)
     _append(ledger_url, key, marker=marker, attempt=attempt)
     return marker
+
+
+@app.task
+def hold(ledger_url: str, key: str, marker: str, gate: str, timeout_s: float = 180.0) -> str:
+    """Append ``<marker>:start``, run until the test sets the Redis key ``gate`` (in the ledger's db; at most
+    ``timeout_s``), then append ``marker``: a task whose end the test decides, so which pod is busy, and until when,
+    is no race against sleeps."""
+    _append(ledger_url, key, marker=f"{marker}:start")
+    client = _ledgers[ledger_url]
+    deadline = time.monotonic() + timeout_s
+    while not client.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _append(ledger_url, key, marker=marker)
+    return marker

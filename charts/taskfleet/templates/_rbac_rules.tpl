@@ -26,11 +26,14 @@ The operator watches no CRDs or Namespaces (kopf scanning is off), so it needs n
 - apiGroups: [apps]
   resources: [deployments/scale]
   verbs: [patch]
-# Tell why worker pods are not ready (ImagePullBackOff, CrashLoopBackOff, Unschedulable) in the WorkersReady
-# condition: list only, by the worker Deployment's selector, and only while fewer pods are ready than asked for.
+# Worker pods, listed by a worker Deployment's selector: tell why they are not ready (ImagePullBackOff,
+# CrashLoopBackOff, Unschedulable) in the WorkersReady condition, only while fewer are ready than asked for; and
+# (operator.podDeletionCost.enabled) before a scale-in, patch one annotation on them,
+# controller.kubernetes.io/pod-deletion-cost, ranking them by the tasks they run so the ReplicaSet deletes idle
+# pods first.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list{{ if .Values.operator.podDeletionCost.enabled }}, patch{{ end }}]
 # Read the broker URL a TaskQueue references (broker.urlFrom / managementUrlFrom) to measure queue depth: one GET,
 # then a watch with a metadata.name field selector per referenced Secret, so a changed or deleted Secret is seen
 # without polling and no other Secret reaches the operator. RBAC cannot limit watch to names unknown at install

@@ -23,13 +23,15 @@ from typing import Any
 
 from taskfleet.brokers import Broker, broker_kind, connect
 from taskfleet.errors import BrokerError, ClusterError, ConfigurationError, InvalidResource
+from taskfleet.operator.deletion_cost import CONDITION_TYPE, Outcome, scale_in_condition
 from taskfleet.operator.kube import Kube
 from taskfleet.operator.manifests import selector_string
 from taskfleet.operator.metrics import OperatorMetrics
 from taskfleet.operator.reconcile import apply_deployment
 from taskfleet.operator.resources import TaskQueue, parse_task_queue
-from taskfleet.operator.scaling import Load, Recommendation, ScalingPolicy, desired_replicas
-from taskfleet.operator.status import Observation, polled_status, status_changed
+from taskfleet.operator.scale_in import ScaleInState, spare_busy_pods
+from taskfleet.operator.scaling import Decision, Load, Recommendation, ScalingPolicy, desired_replicas
+from taskfleet.operator.status import Observation, condition, polled_status, status_changed
 from taskfleet.operator.worker_pods import WorkersVerdict, workers_verdict
 from taskfleet.settings import BrokerSettings, PublishRetry
 from taskfleet.urls import mask_secrets
@@ -58,6 +60,7 @@ class _Watch:
     broker: Broker | None = None
     broker_urls: tuple[str, str | None] | None = None
     reachable: bool | None = None
+    scale_in: ScaleInState = field(default_factory=ScaleInState)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +77,10 @@ class Autoscaler:
     """Polling loops for every watched TaskQueue. ``observe``/``forget``/``close`` run on the event loop."""
 
     def __init__(self, kube: Kube, metrics: OperatorMetrics, *, clock: Callable[[], float] = time.monotonic,
-                 may_act: Callable[[], bool] | None = None) -> None:
+                 may_act: Callable[[], bool] | None = None, pod_deletion_cost: bool = True) -> None:
         self._kube = kube
+        #: Rank worker pods by their running tasks before a scale-in (``--no-pod-deletion-cost`` turns it off).
+        self._pod_deletion_cost = pod_deletion_cost
         self._metrics = metrics
         self._clock = clock
         #: False while this replica does not hold the leader Lease (leader_election.py): it then neither scales
@@ -115,6 +120,7 @@ class Autoscaler:
             watch.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch.task
+        await asyncio.to_thread(watch.scale_in.close)
         if watch.broker is not None:
             await asyncio.to_thread(_close_quietly, watch.broker)
 
@@ -164,12 +170,7 @@ class Autoscaler:
         scaled = decision.replicas != current
         try:
             if scaled:
-                self._kube.scale_deployment(tq.namespace, tq.deployment_name, decision.replicas)
-                direction = "up" if decision.replicas > current else "down"
-                self._metrics.scale_events.labels(*labels, direction).inc()
-                _log.info("scaled", namespace=tq.namespace, taskqueue=tq.name, replicas_from=current,
-                          replicas_to=decision.replicas, reason=decision.reason, message=decision.message)
-                self._event(tq, "Scaled", decision.message)
+                self._scale(watch, tq, current, decision)
             self._report_reachability(watch, tq, depth)
             replicas = decision.replicas if scaled else current
             seen = Observation(
@@ -181,6 +182,7 @@ class Autoscaler:
             now = datetime.now(UTC)
             previous = body.get("status") or {}
             status = polled_status(tq, seen, previous=previous, now=now, selector=selector_string(tq))
+            status["conditions"].append(self._scale_in_condition(watch, tq, previous, now))
             if status_changed(previous, status, now=now, heartbeat_s=STATUS_HEARTBEAT_S):
                 self._kube.patch_status(tq.namespace, tq.name, status)
         except ClusterError as exc:
@@ -196,6 +198,18 @@ class Autoscaler:
                 self._metrics.due.labels(*labels).set(depth.load.due)
         self._metrics.poll_seconds.labels(outcome).observe(self._clock() - started)
         return tq.autoscaling.poll_interval_s
+
+    def _scale(self, watch: _Watch, tq: TaskQueue, current: int, decision: Decision) -> None:
+        """Scale the worker Deployment to ``decision.replicas``; before a scale-in, idle pods are made the cheapest
+        to delete (best effort)."""
+        if self._pod_deletion_cost and tq.worker.app_name and 0 < decision.replicas < current:
+            watch.scale_in.last = self._spare_busy_pods(watch, tq, current, decision.replicas)
+        self._kube.scale_deployment(tq.namespace, tq.deployment_name, decision.replicas)
+        direction = "up" if decision.replicas > current else "down"
+        self._metrics.scale_events.labels(tq.namespace, tq.name, direction).inc()
+        _log.info("scaled", namespace=tq.namespace, taskqueue=tq.name, replicas_from=current,
+                  replicas_to=decision.replicas, reason=decision.reason, message=decision.message)
+        self._event(tq, "Scaled", decision.message)
 
     def _workers(self, tq: TaskQueue, ready: int, desired: int) -> WorkersVerdict:
         """Whether the worker pods are ready; their pods are listed only when fewer are ready than asked for."""
@@ -244,6 +258,25 @@ class Autoscaler:
             delayed=sum(d.delayed for d in depths) if all(d.delayed_known for d in depths) else None,
             dead=sum(d.dead for d in depths),
         )
+
+    def _spare_busy_pods(self, watch: _Watch, tq: TaskQueue, current: int, target: int) -> Outcome:
+        """``scale_in.spare_busy_pods``, which must never keep the scale-in from happening, not even on a bug."""
+        try:
+            return spare_busy_pods(self._kube, watch.scale_in, tq, watch.broker, current=current, target=target)
+        except Exception as exc:  # noqa: BLE001 - best effort: the replicas change regardless
+            _log.exception("scale_in_ranking_crashed", namespace=tq.namespace, taskqueue=tq.name)
+            return Outcome(False, "Failed", f"ranking the pods failed ({type(exc).__name__}); pods were removed by "
+                                            "the ReplicaSet's default ranking")
+
+    def _scale_in_condition(self, watch: _Watch, tq: TaskQueue, previous: Mapping[str, Any], now: datetime
+                            ) -> dict[str, Any]:
+        """``ScaleInSparesBusyPods``: whether a scale-in of this TaskQueue spares busy pods, and why not."""
+        conditions = previous.get("conditions") or []
+        old = next((c for c in conditions if c.get("type") == CONDITION_TYPE), None)
+        said = scale_in_condition(enabled=self._pod_deletion_cost, app_name=tq.worker.app_name,
+                                  last=watch.scale_in.last, previous=old)
+        return condition(conditions, CONDITION_TYPE, said.status, said.reason, said.message, now=now,
+                         generation=tq.generation)
 
     def _report_reachability(self, watch: _Watch, tq: TaskQueue, depth: _Depth) -> None:
         """An Event when the broker becomes unreachable or reachable again (not on every failed poll)."""

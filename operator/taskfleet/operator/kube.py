@@ -188,6 +188,11 @@ class Kube:
         }
         self.call(self._core.create_namespaced_event, tq.namespace, body)
 
+    def annotate_pod(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+        """Merge ``annotations`` into the pod's (a None value removes that annotation)."""
+        self.call(self._core.patch_namespaced_pod, name, namespace, {"metadata": {"annotations": annotations}},
+                  content_type=MERGE_PATCH)
+
     def read_lease(self, namespace: str, name: str) -> Json | None:
         """The coordination.k8s.io Lease, or None when it does not exist."""
         try:
@@ -330,6 +335,11 @@ def _secret_data(obj: Json) -> Json:
     meta = obj.get("metadata") or {}
     return {"metadata": {k: meta.get(k) for k in ("namespace", "name", "resourceVersion")},
             "data": obj.get("data") or {}}
+
+
+def forbidden(exc: ClusterError) -> bool:
+    """Whether the API server refused the call for lack of RBAC (403), rather than failing it."""
+    return _status(exc) == 403
 
 
 def _status(exc: ClusterError) -> int | None:

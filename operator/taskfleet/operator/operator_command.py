@@ -30,6 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], 
                    help="run several replicas with kopf peering (default: standalone, one replica)")
     p.add_argument("--leader-elect", default=None, metavar="NAMESPACE/NAME",
                    help="run several replicas: the one holding this coordination.k8s.io Lease acts, the others wait")
+    p.add_argument("--no-pod-deletion-cost", dest="pod_deletion_cost", action="store_false",
+                   help="do not annotate worker pods before a scale-in (then it removes pods busy or not; "
+                        "needs no RBAC on pods)")
     p.add_argument("--log-format", choices=["json", "console", "auto"], default="auto")
     p.add_argument("-l", "--log-level", default="info")
     p.set_defaults(handler=run)
@@ -63,6 +66,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             liveness_port=args.liveness_port or None, metrics_port=args.metrics_port or None, host=args.host,
             peering=args.peering, leader_election_lease=args.leader_elect,
             api_check_interval_s=args.api_check_interval, api_stale_after_s=args.api_stale_after,
+            pod_deletion_cost=args.pod_deletion_cost,
         )
     except ConfigurationError as exc:
         log.error("bad configuration", error=str(exc))

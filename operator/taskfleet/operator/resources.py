@@ -61,6 +61,9 @@ class WorkerSpec:
 
     image: str
     app: str
+    #: ``appName``: the App's name (``App("billing")``), the fleet-store namespace its workers heartbeat into; the
+    #: operator reads which pods are busy there before a scale-in. None: it cannot tell (pods go by default ranking).
+    app_name: str | None = None
     concurrency: int = DEFAULT_CONCURRENCY
     drain_timeout_s: int = DEFAULT_DRAIN_TIMEOUT_S
     prefetch: int | None = None
@@ -170,6 +173,7 @@ def _worker(raw: Mapping[str, Any]) -> WorkerSpec:
     return WorkerSpec(
         image=_str(raw, "image", path),
         app=_str(raw, "app", path),
+        app_name=_str(raw, "appName", path) if raw.get("appName") is not None else None,
         concurrency=_int(raw, "concurrency", path, DEFAULT_CONCURRENCY, minimum=1),
         drain_timeout_s=_int(raw, "drainTimeoutSeconds", path, DEFAULT_DRAIN_TIMEOUT_S, minimum=1),
         prefetch=_optional_int(raw, "prefetch", path),

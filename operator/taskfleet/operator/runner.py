@@ -65,6 +65,9 @@ class OperatorSettings:
     leader_election_lease: str | None = None
     #: The Lease's durations (client-go's, a little shorter).
     lease_timing: LeaseTiming = field(default_factory=LeaseTiming)
+    #: Before a scale-in, set ``controller.kubernetes.io/pod-deletion-cost`` on worker pods from their workers'
+    #: heartbeats so idle pods go first (``--no-pod-deletion-cost``: off; needs pods list + patch when on).
+    pod_deletion_cost: bool = True
 
     def __post_init__(self) -> None:
         if bool(self.namespaces) == self.all_namespaces:
@@ -270,7 +273,7 @@ def run(options: OperatorSettings, *, stop_flag: threading.Event | None = None,
                         served = elector.acquire(waiting_stopped)
             if not served:
                 return
-            autoscaler = Autoscaler(kube, metrics,
+            autoscaler = Autoscaler(kube, metrics, pod_deletion_cost=options.pod_deletion_cost,
                                     may_act=(lambda: elector.leading) if elector is not None else None)
             settings = kopf.OperatorSettings()
             configure_kopf(settings, options)
