@@ -7,7 +7,8 @@ would hang while the operator is down. These loops are plain asyncio tasks fed b
 owner reference.
 
 Each poll runs in a worker thread (broker clients and the Kubernetes client are synchronous), starts
-``pollIntervalSeconds`` after the previous one started, and is woken early when the TaskQueue's spec changes.
+``pollIntervalSeconds`` after the previous one started, and is woken early when the TaskQueue's spec changes, or
+when the broker says a queue of a TaskQueue at zero replicas got its first message (``wake.WakeListener``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from taskfleet.operator.reconcile import apply_deployment
 from taskfleet.operator.resources import TaskQueue, parse_task_queue
 from taskfleet.operator.scaling import Load, Recommendation, ScalingPolicy, desired_replicas
 from taskfleet.operator.status import Observation, polled_status, status_changed
+from taskfleet.operator.wake import WakeListener
 from taskfleet.settings import BrokerSettings, PublishRetry
 from taskfleet.urls import mask_secrets
 from taskfleet.worker.logging import get_logger
@@ -57,6 +59,8 @@ class _Watch:
     broker: Broker | None = None
     broker_urls: tuple[str, str | None] | None = None
     reachable: bool | None = None
+    #: Sets ``wake`` from any thread (the wake listener's); set by the loop.
+    wake_soon: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +76,12 @@ class _Depth:
 class Autoscaler:
     """Polling loops for every watched TaskQueue. ``observe``/``forget``/``close`` run on the event loop."""
 
-    def __init__(self, kube: Kube, metrics: OperatorMetrics, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, kube: Kube, metrics: OperatorMetrics, *, clock: Callable[[], float] = time.monotonic,
+                 wake: WakeListener | None = None) -> None:
         self._kube = kube
         self._metrics = metrics
         self._clock = clock
+        self._wake = wake if wake is not None else WakeListener()
         self._watches: dict[tuple[str, str], _Watch] = {}
 
     def observe(self, body: Mapping[str, Any]) -> None:
@@ -97,11 +103,13 @@ class Autoscaler:
         """A TaskQueue was deleted: stop its loop (its Deployment goes with it, by garbage collection)."""
         watch = self._watches.pop((namespace, name), None)
         if watch is not None:
+            self._wake.untrack((namespace, name))
             await self._stop(watch)
             self._metrics.forget(namespace, name)
 
     async def close(self) -> None:
         watches, self._watches = list(self._watches.values()), {}
+        await asyncio.to_thread(self._wake.close)
         for watch in watches:
             await self._stop(watch)
 
@@ -114,6 +122,12 @@ class Autoscaler:
             await asyncio.to_thread(_close_quietly, watch.broker)
 
     async def _loop(self, key: tuple[str, str], watch: _Watch) -> None:
+        loop = asyncio.get_running_loop()
+
+        def wake_soon() -> None:
+            loop.call_soon_threadsafe(watch.wake.set)
+
+        watch.wake_soon = wake_soon
         while True:
             started = self._clock()
             interval = DEFAULT_POLL_INTERVAL_S
@@ -186,8 +200,18 @@ class Autoscaler:
                 self._metrics.ready.labels(*labels).set(depth.load.ready)
                 self._metrics.in_flight.labels(*labels).set(depth.load.in_flight or 0)
                 self._metrics.due.labels(*labels).set(depth.load.due)
+        self._follow_wakes(watch, tq, replicas if outcome == "ok" else None)
         self._metrics.poll_seconds.labels(outcome).observe(self._clock() - started)
         return tq.autoscaling.poll_interval_s
+
+    def _follow_wakes(self, watch: _Watch, tq: TaskQueue, replicas: int | None) -> None:
+        """Have the broker's first message into an empty queue wake this TaskQueue while it has no workers and
+        its broker answered (only then would a message go unseen until the next poll)."""
+        key = (tq.namespace, tq.name)
+        if replicas == 0 and watch.broker_urls is not None and watch.wake_soon is not None:
+            self._wake.track(key, watch.broker_urls[0], tq.queues, watch.wake_soon)
+        else:
+            self._wake.untrack(key)
 
     def _read_depth(self, watch: _Watch, tq: TaskQueue) -> _Depth:
         """The load over ``tq``'s queues, or why it is unknown (masked: never a credential)."""

@@ -6,10 +6,16 @@
 --   tf:{Q}:delayed (ZSET id -> due time ms), tf:{Q}:msg (HASH id -> bytes), tf:{Q}:rank (HASH id -> rank),
 --   tf:{Q}:dlv (HASH id -> delivery count), tf:{Q}:seq (counter), tf:{Q}:signal (LIST of wake-up tokens),
 --   tf:{Q}:dead (LIST of JSON dead-letter records).
+-- Channel of a queue Q: tf:{Q}:wake (pub/sub; the enqueue that makes Q's ready set non-empty publishes Q on it).
 -- rank = (9 - priority) * 2^40 + seq: ZPOPMIN serves the highest priority first, FIFO within a priority.
 
 local PRIORITY_STEP = 1099511627776 -- 2^40
 local SIGNAL_KEEP = 100             -- wake-up tokens kept per queue (enough to wake every idle consumer)
+
+-- The pub/sub channel the enqueue of a message into an empty queue publishes on (QueueKeys.wake_channel in _keys.py).
+local function wake_channel(queue)
+  return 'tf:{' .. queue .. '}:wake'
+end
 
 -- Milliseconds by the server's clock, so client clock skew never moves a lease or a due time.
 local function now_ms()
