@@ -1,11 +1,13 @@
 """Wake-up from zero on Redis, and what the wake notice costs ``delay()``: ``make bench-wake`` or
 
-    .venv/bin/python bench/run.py -m bench.wake [--tries 9] [--baseline-tries 5] [--tasks 5000] [--rounds 5]
+    .venv/bin/python bench/run.py -m bench.wake [--tries 9] [--baseline-tries 5] [--tasks 20000] [--block 1000]
+                                                [--only all|rate|wake]
 
 1. ``delay()`` rate, before and after, in the same run: the benchmark's ``enqueue_delay`` scenario (no-result
-   no-ops sent one by one with ``delay()``, ``bench/apps/taskfleet_app.py``) on a private Redis, ``--rounds``
-   rounds alternating the enqueue script as it was before wake notices ("before": ``enqueue.lua`` without its
-   PUBLISH) and as it is ("after"), the queue purged between rounds; the medians are compared. Also the
+   no-ops sent one by one with ``delay()``, ``bench/apps/taskfleet_app.py``) on a private Redis, ``--tasks`` calls
+   with each enqueue script, as it was before wake notices ("before": ``enqueue.lua`` without its PUBLISH) and as
+   it is ("after"), in blocks of ``--block`` calls alternating ABBA (a shared machine's load drifts over both
+   alike); the rates over all blocks are compared. Also the
    server's own time per enqueue call (``INFO commandstats``, microseconds per EVALSHA) before, after, and in the
    worst case: every call makes an empty queue non-empty and the operator follows the queue, so every call
    publishes to a subscriber.
@@ -84,27 +86,34 @@ def summary(values: list[float]) -> dict[str, float]:
 # -- 1. delay() rate and server time --------------------------------------------------------------------------------
 
 
-def delay_rates(url: str, *, tasks: int, rounds: int, log: Callable[[str], None]) -> dict[str, Any]:
+def delay_rates(url: str, *, tasks: int, block: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """``tasks`` ``delay()`` calls per script, in blocks of ``block`` alternating before/after (ABBA order), so a
+    shared machine's load drifts over both alike."""
     taskfleet_app.app.configure(broker=url, result_backend=url)
     broker = taskfleet_app.app.broker
     assert isinstance(broker, RedisBroker)
     scripts = {"before": before_script(), "after": script_source("enqueue")}
-    rates: dict[str, list[float]] = {name: [] for name in scripts}
-    for round_no in range(rounds):
-        order = list(scripts) if round_no % 2 == 0 else list(reversed(scripts))
-        for name in order:
-            use_script(broker, scripts[name])
-            broker.purge(QUEUE)
-            taskfleet_app.noop.delay()  # warm: the script loaded, the connection open
-            started = time.perf_counter()
-            for _ in range(tasks):
-                taskfleet_app.noop.delay()
-            rates[name].append(tasks / (time.perf_counter() - started))
-            log(f"round {round_no + 1} {name}: {rates[name][-1]:,.0f} delay()/s")
+    variants = {name: (EvalSha(source), {}) for name, source in scripts.items()}
+    seconds: dict[str, list[float]] = {name: [] for name in scripts}
     broker.purge(QUEUE)
-    medians = {name: round(statistics.median(values)) for name, values in rates.items()}
-    return {"tasks": tasks, "rounds": rounds, "per_s": {n: [round(v) for v in vs] for n, vs in rates.items()},
-            "median_per_s": medians, "after_over_before": round(medians["after"] / medians["before"], 3),
+    for pair in range(max(1, tasks // block)):
+        for name in (("before", "after") if pair % 2 == 0 else ("after", "before")):
+            broker._enqueue, broker._enqueue_prefixes = variants[name]  # type: ignore[assignment]
+            taskfleet_app.noop.delay()  # the script loaded, the prefix packed
+            started = time.perf_counter()
+            for _ in range(block):
+                taskfleet_app.noop.delay()
+            seconds[name].append(time.perf_counter() - started)
+        if pair % 5 == 4:
+            log(f"{(pair + 1) * block} per script: " + ", ".join(
+                f"{name} {len(v) * block / sum(v):,.0f}/s" for name, v in seconds.items()))
+            broker.purge(QUEUE)
+    broker.purge(QUEUE)
+    overall = {name: round(len(v) * block / sum(v)) for name, v in seconds.items()}
+    block_medians = {name: round(statistics.median(block / x for x in v)) for name, v in seconds.items()}
+    return {"tasks_per_script": len(seconds["after"]) * block, "block": block, "per_s": overall,
+            "block_median_per_s": block_medians, "after_over_before": round(overall["after"] / overall["before"], 3),
+            "block_rates": {name: [round(block / x) for x in v] for name, v in seconds.items()},
             "server_us_per_enqueue": server_time(url, broker, scripts)}
 
 
@@ -219,8 +228,9 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tries", type=int, default=9, help="wake-up tries with the notice (30 s poll)")
     parser.add_argument("--baseline-tries", type=int, default=5, help="tries without the notice (5 s poll)")
-    parser.add_argument("--tasks", type=int, default=5000, help="delay() calls per rate round")
-    parser.add_argument("--rounds", type=int, default=5, help="rate rounds per script (alternating)")
+    parser.add_argument("--tasks", type=int, default=20_000, help="delay() calls per script")
+    parser.add_argument("--block", type=int, default=1000, help="delay() calls per block (alternating scripts)")
+    parser.add_argument("--only", choices=("all", "rate", "wake"), default="all", help="run one part only")
     args = parser.parse_args(argv)
 
     def log(line: str) -> None:
@@ -229,8 +239,10 @@ def main(argv: list[str] | None = None) -> None:
     out: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds")}
     with RedisServer() as server:
         url = f"{server.url}/0"
-        out["delay_rate"] = delay_rates(url, tasks=args.tasks, rounds=args.rounds, log=log)
-        out["wake_up"] = wake_times(url, tries=args.tries, baseline_tries=args.baseline_tries, log=log)
+        if args.only in ("all", "rate"):
+            out["delay_rate"] = delay_rates(url, tasks=args.tasks, block=args.block, log=log)
+        if args.only in ("all", "wake"):
+            out["wake_up"] = wake_times(url, tries=args.tries, baseline_tries=args.baseline_tries, log=log)
         taskfleet_app.app.close()
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"wake-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
