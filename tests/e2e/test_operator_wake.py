@@ -47,13 +47,14 @@ def polled(kube: ControlPlane, namespace: str, name: str) -> bool:
     return bool(((get(kube, namespace, "taskqueue", name) or {}).get("status") or {}).get("lastPollTime"))
 
 
-def test_the_first_task_sent_to_a_task_queue_at_zero_replicas_scales_it_up_long_before_the_next_poll(
+def test_a_burst_on_a_task_queue_at_zero_replicas_scales_it_up_long_before_the_next_poll(
     crd: ControlPlane, namespace: str, operator: OperatorProcess, app: App, broker_url: str,
 ) -> None:
-    # Given an idle TaskQueue at zero replicas, polled only every 30 s, whose queue the operator follows
+    # Given an idle TaskQueue at zero replicas, polled only every 30 s, one replica per 50 tasks, whose queue the
+    # operator follows
     create_broker_secret(crd, namespace, broker_url)
     apply(crd, namespace, task_queue("idle", queues=["tests"], autoscaling={
-        "minReplicas": 0, "pollIntervalSeconds": LONG_POLL_S}))
+        "minReplicas": 0, "maxReplicas": 8, "targetPerReplica": 50, "pollIntervalSeconds": LONG_POLL_S}))
     wait_for(lambda: polled(crd, namespace, "idle"), 15, interval=0.1,
              message=f"the autoscaler never polled:\n{operator.log_text()[-3000:]}")
     assert replicas(crd, namespace, "idle-worker") == 0
@@ -61,15 +62,23 @@ def test_the_first_task_sent_to_a_task_queue_at_zero_replicas_scales_it_up_long_
              message=f"the operator never followed the queue:\n{operator.log_text()[-3000:]}")
     time.sleep(1.5)  # past the one poll the subscription's confirmation asks for, and its coalescing gap
 
-    # When one task is sent
+    # When 200 tasks are sent
     sent = time.monotonic()
-    tasks.add.delay(1, 2)
+    for i in range(200):
+        tasks.add.delay(i, 1)
+    last_sent = time.monotonic()
 
-    # Then the Deployment asks for a worker within a few seconds, far under the 30 s poll interval
-    scaled = wait_replicas(crd, namespace, "idle-worker", 1, timeout=LONG_POLL_S / 2)
-    woke_s = scaled - sent
+    # Then the Deployment asks for workers within a few seconds of the first, far under the 30 s poll interval
+    wait_for(lambda: (replicas(crd, namespace, "idle-worker") or 0) > 0, LONG_POLL_S / 2, interval=0.05,
+             message="the Deployment was never scaled up")
+    woke_s = time.monotonic() - sent
     print(f"wake-up from zero: Deployment scaled {woke_s:.2f} s after the first delay() (poll every {LONG_POLL_S} s)")
     assert woke_s <= WAKE_BUDGET_S, operator.log_text()[-3000:]
+
+    # And to the whole burst (200 / 50 = 4) at the follow-up poll a second later
+    sized = wait_replicas(crd, namespace, "idle-worker", 4, timeout=LONG_POLL_S / 2)
+    print(f"sized to the burst {sized - last_sent:.2f} s after the last delay()")
+    assert sized - last_sent <= WAKE_BUDGET_S + 1
 
     # And the operator stops following the queue while it has workers
     wait_for(lambda: followers(broker_url, "tests") == 0, 10, interval=0.1,

@@ -176,11 +176,12 @@ def test_an_untracked_task_queue_is_not_woken_and_its_queues_are_no_longer_follo
     wakes = Wakes()
     feed = tracked_and_confirmed(listener, feeds, wakes, "orders")
 
-    listener.untrack(("ns", "tq"))
+    assert listener.untrack(("ns", "tq")) is True
     feed.notice("orders")
     time.sleep(0.1)
 
     assert wakes.count == 1
+    assert listener.untrack(("ns", "tq")) is False
     assert listener.tracked() == {}
 
 

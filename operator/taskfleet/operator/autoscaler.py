@@ -45,6 +45,9 @@ DEFAULT_POLL_INTERVAL_S = ScalingPolicy().poll_interval_s
 #: An unchanged status is written again only this often (``lastPollTime`` shows the autoscaler is alive); steady
 #: TaskQueues cost the API server one write per this many seconds, not one per poll.
 STATUS_HEARTBEAT_S = 30.0
+#: Seconds until the next poll after one that scaled a followed TaskQueue up from zero (``wake.WakeListener``): the
+#: first message of a burst woke it, the next poll sizes the Deployment to the rest of the burst.
+WAKE_FOLLOW_UP_S = 1.0
 
 
 @dataclass
@@ -109,9 +112,9 @@ class Autoscaler:
 
     async def close(self) -> None:
         watches, self._watches = list(self._watches.values()), {}
-        await asyncio.to_thread(self._wake.close)
         for watch in watches:
             await self._stop(watch)
+        await asyncio.to_thread(self._wake.close)
 
     async def _stop(self, watch: _Watch) -> None:
         if watch.task is not None:
@@ -200,18 +203,21 @@ class Autoscaler:
                 self._metrics.ready.labels(*labels).set(depth.load.ready)
                 self._metrics.in_flight.labels(*labels).set(depth.load.in_flight or 0)
                 self._metrics.due.labels(*labels).set(depth.load.due)
-        self._follow_wakes(watch, tq, replicas if outcome == "ok" else None)
+        woken_from_zero = self._follow_wakes(watch, tq, replicas if outcome == "ok" else None)
         self._metrics.poll_seconds.labels(outcome).observe(self._clock() - started)
+        if woken_from_zero:  # the rest of the burst that woke it is counted soon, not a whole interval later
+            return min(tq.autoscaling.poll_interval_s, WAKE_FOLLOW_UP_S)
         return tq.autoscaling.poll_interval_s
 
-    def _follow_wakes(self, watch: _Watch, tq: TaskQueue, replicas: int | None) -> None:
+    def _follow_wakes(self, watch: _Watch, tq: TaskQueue, replicas: int | None) -> bool:
         """Have the broker's first message into an empty queue wake this TaskQueue while it has no workers and
-        its broker answered (only then would a message go unseen until the next poll)."""
+        its broker answered (only then would a message go unseen until the next poll). True when it was followed
+        and has just been scaled up."""
         key = (tq.namespace, tq.name)
         if replicas == 0 and watch.broker_urls is not None and watch.wake_soon is not None:
             self._wake.track(key, watch.broker_urls[0], tq.queues, watch.wake_soon)
-        else:
-            self._wake.untrack(key)
+            return False
+        return self._wake.untrack(key) and bool(replicas)
 
     def _read_depth(self, watch: _Watch, tq: TaskQueue) -> _Depth:
         """The load over ``tq``'s queues, or why it is unknown (masked: never a credential)."""

@@ -94,14 +94,15 @@ class WakeListener:
             if previous is not None and previous.url != url:
                 self._changed(previous.url)
 
-    def untrack(self, key: Key) -> None:
-        """Stop waking ``key`` (it has replicas again, or it is gone)."""
+    def untrack(self, key: Key) -> bool:
+        """Stop waking ``key`` (it has replicas again, or it is gone). True when it was tracked."""
         with self._lock:
             previous = self._tracked.pop(key, None)
             self._pending.pop(key, None)
             self._last_woken.pop(key, None)
             if previous is not None:
                 self._changed(previous.url)
+        return previous is not None
 
     def tracked(self) -> dict[Key, frozenset[str]]:
         """Every tracked TaskQueue and its queues (for tests and debugging)."""
