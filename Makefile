@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 PYTEST := $(BIN)/pytest -q -p no:cacheprovider
 
 .DEFAULT_GOAL := help
-.PHONY: help venv servers testbin lint test unit chaos bench bench-wake demo clean wheel manifests
+.PHONY: help venv servers testbin lint test unit chaos bench bench-wake demo clean wheel manifests realnode realnode-prereqs
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,6 +34,23 @@ servers: ## Install the broker server binaries integration tests need (starts no
 # Cached outside the repo, keyed by version (~/.cache/taskfleet/k8sbin/...): ~15-20 min cold, a no-op afterwards.
 testbin: ## Build or reuse the cached etcd/kube-apiserver/kubectl/helm for e2e tests
 	bash tests/k8s/build-testbin.sh
+
+# The realnode tier's prerequisites, all no-ops when present: Debian's container tools (apt), the node binaries
+# (~4 min cold, into the testbin cache) and the images (podman, ~2-3 min cold, ~/.cache/taskfleet/images).
+REALNODE_TOOLS := podman:podman buildah:buildah containerd:containerd runc:runc debootstrap:debootstrap \
+	containernetworking-plugins:/usr/lib/cni/bridge iptables:iptables conntrack:conntrack
+# The tier needs root (a network namespace, containerd, cgroups): without it, it is skipped, except in CI.
+REALNODE_ABLE := [ "$$(id -u)" = 0 ] || [ "$$CI" = true ] || { echo "realnode: skipped (needs root)"; false; }
+realnode-prereqs: ## Install podman/containerd/runc, build the node binaries and the images (cached)
+	@if $(REALNODE_ABLE); then \
+	  bash scripts/ensure-servers.sh $(REALNODE_TOOLS) && bash tests/k8s/build-testbin.sh --node >/dev/null && \
+	  bash tests/k8s/build-images.sh >/dev/null; fi
+
+# Real pods (tests/realnode): a one-node cluster inside a private network namespace, torn down in every case.
+REALNODE_PYTEST = if $(REALNODE_ABLE); then \
+	  bash tests/k8s/netns-run.sh $(PYTEST) --durations=10 $(PYTEST_ARGS) tests/realnode; fi
+realnode: venv servers realnode-prereqs ## The realnode tier: real pods, real brokers, the chart's image
+	@$(REALNODE_PYTEST)
 
 # mypy reads the four source roots directly ([tool.mypy] in pyproject.toml). import-linter finds a package through
 # importlib and walks one folder, so it reads build/lint-tree: symlinks laid out as the installed `taskfleet` package
@@ -57,8 +74,9 @@ lint: venv ## ruff check, mypy (strict) and the import-linter layering contracts
 
 # The fault matrix (tests/chaos) runs on every broker here too; `make chaos` runs it alone, with its report printed.
 
-test: venv servers testbin lint ## Lint, then unit, integration, e2e and chaos tests (what CI runs)
+test: venv servers testbin realnode-prereqs lint ## Lint, then unit, integration, e2e, chaos and realnode tests (what CI runs)
 	$(PYTEST) --durations=10 $(PYTEST_ARGS) tests/unit tests/integration tests/e2e tests/chaos
+	@$(REALNODE_PYTEST)
 
 chaos: venv servers ## The fault matrix on every broker (tests/chaos; CHAOS_SEED=n replays a run)
 	$(PYTEST) -s $(PYTEST_ARGS) tests/chaos

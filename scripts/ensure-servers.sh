@@ -67,8 +67,8 @@ fi
 
 echo "ensure-servers: installing ${missing_pkgs[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq "${missing_pkgs[@]}"
+apt-get -o DPkg::Lock::Timeout=600 update -qq
+apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing_pkgs[@]}"
 
 for bin in "${missing_bins[@]}"; do
   if ! has_binary "$bin"; then

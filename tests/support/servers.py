@@ -140,8 +140,11 @@ class RedisServer:
     """A private ``redis-server``, without persistence unless ``durable``. ``stop()`` then ``start()`` restarts it
     on the same port (with an empty dataset unless durable), which is how tests simulate a broker restart."""
 
-    def __init__(self, port: int | None = None, *, durable: bool = False) -> None:
+    def __init__(self, port: int | None = None, *, durable: bool = False,
+                 bind: tuple[str, ...] = ("127.0.0.1",)) -> None:
         self.binary = find_redis_server()
+        #: Addresses it listens on (the realnode tier adds the pod gateway); ``url`` and tests use the first.
+        self.bind = bind
         #: ``durable``: append-only file fsynced on every write, so a restart (even after SIGKILL) keeps the data.
         self.durable = durable
         self.port = port or free_port()
@@ -165,9 +168,11 @@ class RedisServer:
         if self.running:
             return self
         command = [
-            self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+            self.binary, "--bind", " ".join(self.bind), "--port", str(self.port), "--save", "",
             "--appendonly", "yes" if self.durable else "no", "--appendfsync", "always",
             "--dir", str(self.dir), "--daemonize", "no",
+            # Protected mode would refuse clients from the extra addresses (no password is set).
+            *(["--protected-mode", "no"] if self.bind != ("127.0.0.1",) else []),
         ]
         with self._log.open("ab") as log:
             self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -212,7 +217,7 @@ class RedisServer:
         payload = f"*{len(args)}\r\n".encode() + b"".join(
             f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args
         )
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2.0) as sock:
+        with socket.create_connection((self.bind[0], self.port), timeout=2.0) as sock:
             sock.sendall(payload)
             reply = b""
             while not reply.endswith(b"\r\n"):

@@ -1,0 +1,3 @@
+module taskfleet.local/pause
+
+go 1.24
