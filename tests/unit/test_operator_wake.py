@@ -225,6 +225,18 @@ def test_a_lost_connection_reconnects_and_wakes_each_tracked_task_queue_once(
     assert feeds.latest().followed == {"orders"}
 
 
+def test_an_unexpected_error_in_a_feed_reconnects_instead_of_ending_the_follower(
+    listener: WakeListener, feeds: Feeds
+) -> None:
+    wakes = Wakes()
+    feed = tracked_and_confirmed(listener, feeds, wakes, "orders")
+
+    feed.inbox.put(RuntimeError("a bug"))
+
+    wait_until(lambda: len(feeds.opened[URL]) == 2)
+    wait_until(lambda: wakes.count == 2)
+
+
 def test_a_wake_that_raises_does_not_stop_the_follower(listener: WakeListener, feeds: Feeds) -> None:
     def broken() -> None:
         raise RuntimeError("event loop closed")

@@ -205,10 +205,14 @@ class _Follower(threading.Thread):
             except TaskfleetError as exc:  # BrokerError, or a queue name QueueKeys refuses
                 _log.warning("wake_feed_lost", broker=mask_url(self.url), error=str(exc),
                              retry_in_s=self.listener._reconnect_s)
-                if feed is not None:
-                    feed.close()
-                feed = None
-                self._quit.wait(self.listener._reconnect_s)
+            except Exception:  # noqa: BLE001 - a bug here must cost the wake-ups, never the follower thread
+                _log.exception("wake_feed_failed", broker=mask_url(self.url), retry_in_s=self.listener._reconnect_s)
+            else:
+                continue
+            if feed is not None:
+                feed.close()
+            feed = None
+            self._quit.wait(self.listener._reconnect_s)
         if feed is not None:
             feed.close()
 
