@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 PYTEST := $(BIN)/pytest -q -p no:cacheprovider
 
 .DEFAULT_GOAL := help
-.PHONY: help venv servers testbin lint test unit chaos bench demo clean wheel manifests realnode realnode-prereqs
+.PHONY: help venv servers testbin lint test unit chaos bench bench-wake demo clean wheel manifests realnode realnode-prereqs
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -99,6 +99,9 @@ unit: venv ## Unit tests only (stub broker, no servers)
 # Peers (Celery, Dramatiq) and matplotlib go to .bench-venv/, made on first use. Smoke run: `make bench BENCH_ARGS=--quick`.
 bench: venv servers ## Benchmark vs Celery and Dramatiq (bench/, docs/benchmarks.md); options in BENCH_ARGS
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-wake: venv servers testbin ## Wake-up from zero on Redis (envtest + operator) and delay() before/after the notice
+	$(BIN)/python bench/run.py -m bench.wake $(BENCH_ARGS)
 
 # No server needed: the demo runs on the embedded SQLite broker.
 demo: venv ## End-to-end demo, ~5 s, no server (TASKFLEET_BROKER_URL=redis://... or amqp://... to use one)

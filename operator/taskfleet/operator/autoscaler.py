@@ -7,7 +7,8 @@ would hang while the operator is down. These loops are plain asyncio tasks fed b
 owner reference.
 
 Each poll runs in a worker thread (broker clients and the Kubernetes client are synchronous), starts
-``pollIntervalSeconds`` after the previous one started, and is woken early when the TaskQueue's spec changes.
+``pollIntervalSeconds`` after the previous one started, and is woken early when the TaskQueue's spec changes, or
+when the broker says a queue of a TaskQueue at zero replicas got its first message (``wake.WakeListener``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from taskfleet.operator.resources import TaskQueue, parse_task_queue
 from taskfleet.operator.scale_in import ScaleInState, spare_busy_pods
 from taskfleet.operator.scaling import Decision, Load, Recommendation, ScalingPolicy, desired_replicas
 from taskfleet.operator.status import Observation, condition, polled_status, status_changed
+from taskfleet.operator.wake import WakeListener
 from taskfleet.operator.worker_pods import WorkersVerdict, workers_verdict
 from taskfleet.settings import BrokerSettings, PublishRetry
 from taskfleet.urls import mask_secrets
@@ -46,6 +48,9 @@ DEFAULT_POLL_INTERVAL_S = ScalingPolicy().poll_interval_s
 #: An unchanged status is written again only this often (``lastPollTime`` shows the autoscaler is alive); steady
 #: TaskQueues cost the API server one write per this many seconds, not one per poll.
 STATUS_HEARTBEAT_S = 30.0
+#: Seconds until the next poll after one that scaled a followed TaskQueue up from zero (``wake.WakeListener``): the
+#: first message of a burst woke it, the next poll sizes the Deployment to the rest of the burst.
+WAKE_FOLLOW_UP_S = 1.0
 
 
 @dataclass
@@ -61,6 +66,8 @@ class _Watch:
     broker_urls: tuple[str, str | None] | None = None
     reachable: bool | None = None
     scale_in: ScaleInState = field(default_factory=ScaleInState)
+    #: Sets ``wake`` from any thread (the wake listener's); set by the loop.
+    wake_soon: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +84,8 @@ class Autoscaler:
     """Polling loops for every watched TaskQueue. ``observe``/``forget``/``close`` run on the event loop."""
 
     def __init__(self, kube: Kube, metrics: OperatorMetrics, *, clock: Callable[[], float] = time.monotonic,
-                 may_act: Callable[[], bool] | None = None, pod_deletion_cost: bool = True) -> None:
+                 may_act: Callable[[], bool] | None = None, pod_deletion_cost: bool = True,
+                 wake: WakeListener | None = None) -> None:
         self._kube = kube
         #: Rank worker pods by their running tasks before a scale-in (``--no-pod-deletion-cost`` turns it off).
         self._pod_deletion_cost = pod_deletion_cost
@@ -86,6 +94,7 @@ class Autoscaler:
         #: False while this replica does not hold the leader Lease (leader_election.py): it then neither scales
         #: nor writes status.
         self._may_act = may_act or (lambda: True)
+        self._wake = wake if wake is not None else WakeListener()
         self._watches: dict[tuple[str, str], _Watch] = {}
 
     def observe(self, body: Mapping[str, Any]) -> None:
@@ -107,6 +116,7 @@ class Autoscaler:
         """A TaskQueue was deleted: stop its loop (its Deployment goes with it, by garbage collection)."""
         watch = self._watches.pop((namespace, name), None)
         if watch is not None:
+            self._wake.untrack((namespace, name))
             await self._stop(watch)
             self._metrics.forget(namespace, name)
 
@@ -114,6 +124,7 @@ class Autoscaler:
         watches, self._watches = list(self._watches.values()), {}
         for watch in watches:
             await self._stop(watch)
+        await asyncio.to_thread(self._wake.close)
 
     async def _stop(self, watch: _Watch) -> None:
         if watch.task is not None:
@@ -125,6 +136,12 @@ class Autoscaler:
             await asyncio.to_thread(_close_quietly, watch.broker)
 
     async def _loop(self, key: tuple[str, str], watch: _Watch) -> None:
+        loop = asyncio.get_running_loop()
+
+        def wake_soon() -> None:
+            loop.call_soon_threadsafe(watch.wake.set)
+
+        watch.wake_soon = wake_soon
         while True:
             started = self._clock()
             interval = DEFAULT_POLL_INTERVAL_S
@@ -189,15 +206,22 @@ class Autoscaler:
             outcome = "cluster_error"
             _log.warning("scale_or_status_failed", namespace=tq.namespace, taskqueue=tq.name, error=str(exc))
         else:
-            self._metrics.replicas.labels(*labels).set(replicas)
-            self._metrics.desired.labels(*labels).set(decision.replicas)
-            self._metrics.broker_reachable.labels(*labels).set(1 if depth.load is not None else 0)
-            if depth.load is not None:
-                self._metrics.ready.labels(*labels).set(depth.load.ready)
-                self._metrics.in_flight.labels(*labels).set(depth.load.in_flight or 0)
-                self._metrics.due.labels(*labels).set(depth.load.due)
+            self._export(labels, replicas, decision, depth)
+        woken_from_zero = self._follow_wakes(watch, tq, replicas if outcome == "ok" else None)
         self._metrics.poll_seconds.labels(outcome).observe(self._clock() - started)
+        if woken_from_zero:  # the rest of the burst that woke it is counted soon, not a whole interval later
+            return min(tq.autoscaling.poll_interval_s, WAKE_FOLLOW_UP_S)
         return tq.autoscaling.poll_interval_s
+
+    def _export(self, labels: tuple[str, str], replicas: int, decision: Decision, depth: _Depth) -> None:
+        """The poll's outcome as Prometheus gauges."""
+        self._metrics.replicas.labels(*labels).set(replicas)
+        self._metrics.desired.labels(*labels).set(decision.replicas)
+        self._metrics.broker_reachable.labels(*labels).set(1 if depth.load is not None else 0)
+        if depth.load is not None:
+            self._metrics.ready.labels(*labels).set(depth.load.ready)
+            self._metrics.in_flight.labels(*labels).set(depth.load.in_flight or 0)
+            self._metrics.due.labels(*labels).set(depth.load.due)
 
     def _scale(self, watch: _Watch, tq: TaskQueue, current: int, decision: Decision) -> None:
         """Scale the worker Deployment to ``decision.replicas``; before a scale-in, idle pods are made the cheapest
@@ -220,6 +244,16 @@ class Autoscaler:
         except ClusterError as exc:  # e.g. a chart without the pods rule: the column still shows ready/desired
             return workers_verdict(ready, desired, None, pods_error=str(exc))
         return workers_verdict(ready, desired, pods)
+
+    def _follow_wakes(self, watch: _Watch, tq: TaskQueue, replicas: int | None) -> bool:
+        """Have the broker's first message into an empty queue wake this TaskQueue while it has no workers and
+        its broker answered (only then would a message go unseen until the next poll). True when it was followed
+        and has just been scaled up."""
+        key = (tq.namespace, tq.name)
+        if replicas == 0 and watch.broker_urls is not None and watch.wake_soon is not None:
+            self._wake.track(key, watch.broker_urls[0], tq.queues, watch.wake_soon)
+            return False
+        return self._wake.untrack(key) and bool(replicas)
 
     def _read_depth(self, watch: _Watch, tq: TaskQueue) -> _Depth:
         """The load over ``tq``'s queues, or why it is unknown (masked: never a credential)."""

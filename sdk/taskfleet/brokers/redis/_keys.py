@@ -37,6 +37,12 @@ class QueueKeys:
         validate_queue_name(queue)  # also guarantees no '{' or '}' that would break the hash tag
         return cls(*(f"{PREFIX}{{{queue}}}:{field.name}" for field in fields(cls)))
 
+    @property
+    def wake_channel(self) -> str:
+        """The pub/sub channel (not a key) on which ``enqueue.lua`` publishes the queue's name when it makes an empty
+        ready set non-empty: ``tf:{Q}:wake`` (``wake_channel`` in ``lua/common.lua``)."""
+        return self.ready.removesuffix("ready") + "wake"
+
     def all(self) -> list[str]:
         """Every key of the queue in layout order: ``fetch.lua``'s keys per queue (``FETCH_KEYS_PER_QUEUE``)."""
         return [self.ready, self.inflight, self.delayed, self.msg, self.rank, self.dlv, self.seq, self.signal,

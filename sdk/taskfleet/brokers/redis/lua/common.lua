@@ -6,10 +6,16 @@
 --   tf:{Q}:delayed (ZSET id -> due time ms), tf:{Q}:msg (HASH id -> bytes), tf:{Q}:rank (HASH id -> rank),
 --   tf:{Q}:dlv (HASH id -> delivery count), tf:{Q}:seq (counter), tf:{Q}:signal (LIST of wake-up tokens),
 --   tf:{Q}:dead (LIST of JSON dead-letter records).
+-- Channel of a queue Q: tf:{Q}:wake (pub/sub; the enqueue that finds Q's wake-up list empty publishes Q on it).
 -- rank = (9 - priority) * 2^40 + seq: ZPOPMIN serves the highest priority first, FIFO within a priority.
 
 local PRIORITY_STEP = 1099511627776 -- 2^40
 local SIGNAL_KEEP = 100             -- wake-up tokens kept per queue (enough to wake every idle consumer)
+
+-- The pub/sub channel the enqueue of a message into an empty queue publishes on (QueueKeys.wake_channel in _keys.py).
+local function wake_channel(queue)
+  return 'tf:{' .. queue .. '}:wake'
+end
 
 -- Milliseconds by the server's clock, so client clock skew never moves a lease or a due time.
 local function now_ms()
@@ -22,15 +28,19 @@ local function int(x)
   return string.format('%d', x)
 end
 
--- Push up to SIGNAL_KEEP wake-up tokens (one per message made ready): each wakes one blocked consumer.
+-- Push up to SIGNAL_KEEP wake-up tokens (one per message made ready): each wakes one blocked consumer. Returns true
+-- when the list was empty before (RPUSH's reply, so it costs nothing): no message was made ready since a fetch last
+-- found the queue's ready set empty (which deletes the list), i.e. the queue just went from empty to non-empty.
 local function signal(key, n)
   local tokens = {}
   for i = 1, math.min(n, SIGNAL_KEEP) do
     tokens[i] = '1'
   end
-  if redis.call('RPUSH', key, unpack(tokens)) > SIGNAL_KEEP then
+  local len = redis.call('RPUSH', key, unpack(tokens))
+  if len > SIGNAL_KEEP then
     redis.call('LTRIM', key, -SIGNAL_KEEP, -1)
   end
+  return len == #tokens
 end
 
 local B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'

@@ -3,6 +3,10 @@
 -- count is kept. A new message has no delivery count yet: the fetch that leases it counts from 0.
 -- Every command is sent once per call with all the messages (a few commands in all, whatever the batch size);
 -- a batch that names an id twice is stored message by message instead, in order, so the last copy wins.
+-- A call whose ready messages find the queue's wake-up list empty (the queue went from empty to non-empty: see
+-- signal in common.lua) also PUBLISHes the queue's name on its wake channel (wake_channel in common.lua), so an
+-- operator holding the queue at zero replicas polls at once. No extra command otherwise: the test is RPUSH's reply,
+-- and a PUBLISH to a channel nobody follows is a lookup in the server's channel table.
 -- KEYS: ready, inflight, delayed, msg, rank, dlv, seq, signal, tf:queues
 -- ARGV: queue name, then per message: id, data, priority (0-9), delay_ms
 -- Returns the number of messages stored.
@@ -91,7 +95,7 @@ else
   end
   ready = n_ready
 end
-if ready > 0 then
-  signal(KEYS[8], ready)
+if ready > 0 and signal(KEYS[8], ready) then
+  redis.call('PUBLISH', wake_channel(ARGV[1]), ARGV[1])
 end
 return n
