@@ -14,14 +14,13 @@ from taskfleet.brokers import connect
 from taskfleet.brokers.fleet_store import connect_fleet_store
 from taskfleet.cli import build_parser
 from taskfleet.errors import ClusterError
-from taskfleet.fleet.records import ChildState, PodInfo, WorkerRecord
+from taskfleet.fleet.records import ChildState, PodInfo, WorkerRecord, decode_records
 from taskfleet.operator.deletion_cost import (
     DELETION_COST_ANNOTATION,
     Outcome,
     WorkerPod,
     annotation_patches,
     busy_tasks,
-    decode_records,
     deletion_costs,
     ranked_outcome,
     scale_in_condition,

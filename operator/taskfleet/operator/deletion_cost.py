@@ -22,7 +22,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from taskfleet.errors import DecodeError
 from taskfleet.fleet.records import WorkerRecord
 
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
@@ -66,17 +65,6 @@ def worker_pods(items: Iterable[Mapping[str, Any]]) -> list[WorkerPod]:
         cost = (meta.get("annotations") or {}).get(DELETION_COST_ANNOTATION)
         pods.append(WorkerPod(name=str(meta["name"]), uid=str(meta["uid"]), cost=None if cost is None else str(cost)))
     return pods
-
-
-def decode_records(raw: Iterable[bytes]) -> list[WorkerRecord]:
-    """The heartbeat records that decode; a malformed one is skipped (it says nothing about any pod)."""
-    records = []
-    for item in raw:
-        try:
-            records.append(WorkerRecord.from_json(item))
-        except DecodeError:
-            continue
-    return records
 
 
 def busy_tasks(records: Iterable[WorkerRecord], *, namespace: str) -> dict[str, int]:

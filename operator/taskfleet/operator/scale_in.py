@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from taskfleet.brokers import Broker
 from taskfleet.brokers.fleet_store import FleetStore, connect_fleet_store
 from taskfleet.errors import BrokerError, ClusterError, ConfigurationError
+from taskfleet.fleet.records import decode_records
 from taskfleet.operator.deletion_cost import (
     DELETION_COST_ANNOTATION,
     FORBIDDEN,
@@ -24,7 +25,6 @@ from taskfleet.operator.deletion_cost import (
     Outcome,
     annotation_patches,
     busy_tasks,
-    decode_records,
     deletion_costs,
     ranked_outcome,
     worker_pods,

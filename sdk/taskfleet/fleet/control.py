@@ -14,9 +14,9 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from taskfleet.brokers.fleet_store import FleetStore, connect_fleet_store
-from taskfleet.errors import ControlError, DecodeError
+from taskfleet.errors import ControlError
 from taskfleet.fleet.protocol import DEFAULT_TIMEOUT_S, ControlReply, ControlRequest, replies_by_worker
-from taskfleet.fleet.records import WorkerRecord
+from taskfleet.fleet.records import WorkerRecord, decode_records
 from taskfleet.fleet.revocations import DEFAULT_TERMINATE_SIGNAL, Revocation, signal_number
 
 if TYPE_CHECKING:
@@ -160,13 +160,7 @@ class Control:
             raw = store.workers()
         finally:
             store.close()
-        records = []
-        for item in raw:
-            try:
-                records.append(WorkerRecord.from_json(item))
-            except DecodeError:
-                continue
-        return sorted(records, key=lambda r: r.id)
+        return sorted(decode_records(raw), key=lambda r: r.id)
 
 
 class Inspect:

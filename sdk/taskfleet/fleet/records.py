@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -116,3 +116,15 @@ def pod_from_env(environ: Mapping[str, str]) -> PodInfo | None:
     if name and namespace and uid:
         return PodInfo(name=name, namespace=namespace, uid=uid)
     return None
+
+
+def decode_records(raw: Iterable[bytes]) -> list[WorkerRecord]:
+    """The heartbeat records that decode; a malformed one is skipped (a worker of another version, or garbage,
+    says nothing about the live fleet)."""
+    records = []
+    for item in raw:
+        try:
+            records.append(WorkerRecord.from_json(item))
+        except DecodeError:
+            continue
+    return records
