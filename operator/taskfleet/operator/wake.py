@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from taskfleet.brokers.wake_feed import WakeFeed, connect_wake_feed, has_wake_feed
 from taskfleet.errors import TaskfleetError
-from taskfleet.urls import mask_url
+from taskfleet.urls import mask_secrets, mask_url
 from taskfleet.worker.logging import get_logger
 
 _log = get_logger("taskfleet.operator")
@@ -203,7 +203,7 @@ class _Follower(threading.Thread):
                 if batch.queues:
                     self.listener._noticed(self.url, batch.queues)
             except TaskfleetError as exc:  # BrokerError, or a queue name QueueKeys refuses
-                _log.warning("wake_feed_lost", broker=mask_url(self.url), error=str(exc),
+                _log.warning("wake_feed_lost", broker=mask_url(self.url), error=mask_secrets(str(exc)),
                              retry_in_s=self.listener._reconnect_s)
             except Exception:  # noqa: BLE001 - a bug here must cost the wake-ups, never the follower thread
                 _log.exception("wake_feed_failed", broker=mask_url(self.url), retry_in_s=self.listener._reconnect_s)
