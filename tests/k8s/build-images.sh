@@ -50,7 +50,7 @@ export CONTAINERS_STORAGE_CONF=$W/etc/storage.conf CONTAINERS_CONF=$W/etc/contai
 cgroup_parent=/taskfleet-images
 cleanup() {
     local h
-    for h in /sys/fs/cgroup/*"$cgroup_parent"; do [[ -d $h ]] && find "$h" -depth -type d -exec rmdir {} + 2>/dev/null; done
+    for h in /sys/fs/cgroup/*"$cgroup_parent"; do [[ -d $h ]] && find "$h" -depth -type d -exec rmdir {} + 2>/dev/null || true; done
     return 0
 }
 trap cleanup EXIT
