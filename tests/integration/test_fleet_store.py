@@ -86,15 +86,19 @@ def read_all(store: FleetStore, cursor: str | None = None, *, page: int = 1000) 
 
 
 def read_all_written(store: FleetStore, newest: bytes, cursor: str | None = None) -> list[bytes]:
-    """Every event kept after ``cursor``, once the one starting with ``newest`` is among them: RabbitMQ stores a
-    batch after ``emit_events`` returns (no confirms), so a reader may see the end of the stream before a large one
-    lands, and just after it drops segments a read may briefly find nothing."""
+    """Every event kept after ``cursor``, once the one starting with ``newest`` is among them and two reads in a row
+    agree: RabbitMQ stores a batch after ``emit_events`` returns (no confirms), so a reader may see the end of the
+    stream before a large one lands; it drops segments while the last batches land, and a read that overlaps the
+    drop may miss events that the next read finds (or briefly find nothing)."""
     kept: list[bytes] = []
+    previous: list[bytes] | None = None
 
     def landed() -> bool:
-        nonlocal kept
+        nonlocal kept, previous
         kept = read_all(store, cursor)[0]
-        return bool(kept) and kept[-1].startswith(newest)
+        settled = kept == previous
+        previous = kept
+        return bool(kept) and kept[-1].startswith(newest) and settled
 
     try:
         wait_for(landed, timeout=30.0, interval=0.2)

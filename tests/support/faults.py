@@ -69,12 +69,27 @@ def kill(pid: int, signum: int = signal.SIGKILL) -> bool:
 
 
 def kill_tree(pid: int) -> frozenset[int]:
-    """SIGKILL a supervisor and its children at once (children first, so none is respawned); returns the pids."""
+    """SIGKILL a supervisor and its children at once; returns the pids. The supervisor is stopped first: a supervisor
+    that saw a child die before its own SIGKILL would fork a replacement that no list names, and that orphan could
+    start a task before its orphan check ends it."""
+    if kill(pid, signal.SIGSTOP):
+        deadline = time.monotonic() + 2.0  # kill() returns before the signal is taken: wait until it has stopped
+        while not _stopped(pid) and time.monotonic() < deadline:
+            time.sleep(0.001)
     children = children_of(pid)
     for child in children:
         kill(child)
     kill(pid)
     return frozenset({pid, *children})
+
+
+def _stopped(pid: int) -> bool:
+    """True when ``pid`` is stopped by a signal, or gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] in ("T", "Z", "X")
 
 
 def now() -> float:
