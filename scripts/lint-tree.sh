@@ -9,7 +9,7 @@ tree=build/lint-tree
 rm -rf "$tree"
 mkdir -p "$tree"
 cp -rs "$PWD/sdk/taskfleet" "$tree/taskfleet"
-for sub in worker operator cli; do
+for sub in worker operator cli dashboard; do
   cp -rs "$PWD/$sub/taskfleet/$sub" "$tree/taskfleet/$sub"
 done
 find "$tree" -name __pycache__ -prune -exec rm -rf {} +

@@ -8,7 +8,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 #: Source root -> the folder in it that holds its package (``sdk/taskfleet`` is ``taskfleet`` itself).
-SOURCE_ROOTS = ("sdk", "worker", "operator", "cli")
+SOURCE_ROOTS = ("sdk", "worker", "operator", "cli", "dashboard")
 
 
 def packages_on_disk() -> set[str]:

@@ -1,0 +1,1 @@
+"""The dashboard's durable history: a SQLite file with a retention setting, never process memory."""
