@@ -97,7 +97,7 @@ podman tag "$base" docker.io/library/python:3.12-slim-bookworm
 
 # --- the Taskfleet image and the two worker images on top of it, saved in one archive (`podman save -m`: their
 # common layers once, ~330 MB instead of 3 x 330 MB, so containerd imports them in a third of the time).
-tf_key=$base_key-$(hash_tree deploy/docker/Dockerfile pyproject.toml README.md sdk worker operator cli)
+tf_key=$base_key-$(hash_tree deploy/docker/Dockerfile pyproject.toml README.md sdk worker operator cli dashboard)
 # The worker-test image uses the example's Dockerfile on tests/realnode, whose tasks.py it copies.
 images_key=$tf_key-$(hash_tree deploy/examples/worker tests/realnode/tasks.py)
 # One directory per source tree state: worktrees (or branches) with different sources each keep their own images.
