@@ -36,20 +36,26 @@ CONDITION_FIELDS = ("type", "status", "reason", "message")
 Json = dict[str, Any]
 
 
-def load_config() -> kubernetes.client.ApiClient:
-    """An API client from the pod's service account, else from ``KUBECONFIG`` / ``~/.kube/config``.
+def load_config(*, kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
+    """An API client from ``kubeconfig`` (a file) when given, else the pod's service account, else ``KUBECONFIG`` /
+    ``~/.kube/config``.
 
     Raises:
-        ClusterError: neither is usable.
+        ClusterError: none of them is usable.
     """
     config = kubernetes.client.Configuration()
-    try:
-        kubernetes.config.load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
-    except kubernetes.config.ConfigException:
+    if kubeconfig is None:
         try:
-            kubernetes.config.load_kube_config(client_configuration=config)  # type: ignore[no-untyped-call]
-        except (kubernetes.config.ConfigException, OSError) as exc:
-            raise ClusterError(f"no Kubernetes credentials: not in a pod, and no usable kubeconfig ({exc})") from exc
+            kubernetes.config.load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
+            return kubernetes.client.ApiClient(config)
+        except kubernetes.config.ConfigException:
+            pass
+    try:
+        kubernetes.config.load_kube_config(config_file=kubeconfig,  # type: ignore[no-untyped-call]
+                                           client_configuration=config)
+    except (kubernetes.config.ConfigException, OSError) as exc:
+        where = kubeconfig or "not in a pod, and no usable kubeconfig"
+        raise ClusterError(f"no Kubernetes credentials: {where} ({exc})") from exc
     return kubernetes.client.ApiClient(config)
 
 
@@ -64,9 +70,10 @@ class KubeReader:
         self._namespaces = None if namespaces is None else list(dict.fromkeys(namespaces))
 
     @classmethod
-    def connect(cls, *, namespaces: Sequence[str] | None = None) -> KubeReader:
-        """A reader on the pod's service account, else the kubeconfig (``load_config``)."""
-        return cls(load_config(), namespaces=namespaces)
+    def connect(cls, *, namespaces: Sequence[str] | None = None, kubeconfig: str | None = None) -> KubeReader:
+        """A reader on ``kubeconfig``, else the pod's service account, else the default kubeconfig
+        (``load_config``)."""
+        return cls(load_config(kubeconfig=kubeconfig), namespaces=namespaces)
 
     def close(self) -> None:
         self._api.close()  # type: ignore[no-untyped-call]
