@@ -37,6 +37,8 @@ SERVICE_MONITOR_CRD = {
 #: A label selector for the operator's own ClusterRole, not the user roles the chart aggregates into the built-in
 #: admin/edit/view roles (test_chart_roles.py).
 NOT_AGGREGATED = "!rbac.authorization.k8s.io/aggregate-to-edit,!rbac.authorization.k8s.io/aggregate-to-view"
+#: A label selector for everything but the optional dashboard's resources (test_chart_dashboard.py).
+NOT_DASHBOARD = "app.kubernetes.io/component!=dashboard"
 
 
 def names(kube: ControlPlane, kind: str, namespace: str | None = None, selector: str | None = None) -> list[str]:
@@ -77,14 +79,22 @@ def test_every_ci_scenario_installs_into_the_api_server(
     assert fullname in names(kube, "deployment", namespace)
     assert fullname in names(kube, "serviceaccount", namespace)
     labelled = f"app.kubernetes.io/instance={release}"
-    operator_role = f"{labelled},{NOT_AGGREGATED}"
+    operator_role = f"{labelled},{NOT_AGGREGATED},{NOT_DASHBOARD}"
     if scenario == "namespaced":
         assert names(kube, "clusterrole", selector=operator_role) == []
         assert names(kube, "role", "team-a", labelled) == names(kube, "role", "team-b", labelled) == [fullname]
         assert names(kube, "poddisruptionbudget", namespace) == [fullname]
     else:
         assert names(kube, "clusterrole", selector=operator_role) == [fullname]
-        assert names(kube, "clusterrolebinding", selector=labelled) == [fullname]
+        assert names(kube, "clusterrolebinding", selector=f"{labelled},{NOT_DASHBOARD}") == [fullname]
+    if scenario == "dashboard":
+        dashboard = f"{fullname}-dashboard"
+        for kind in ("deployment", "service", "serviceaccount"):
+            assert dashboard in names(kube, kind, namespace), kind
+        assert names(kube, "clusterrole", selector=f"{labelled},app.kubernetes.io/component=dashboard") == [dashboard]
+        assert names(kube, "clusterrolebinding", selector=f"{labelled},app.kubernetes.io/component=dashboard") == [
+            dashboard]
+        assert f"port-forward svc/{dashboard}" in installed.stdout, "NOTES.txt: how to reach the dashboard"
     if scenario == "dev-brokers":
         urls = secret_data(kube, namespace, f"{fullname}-dev-brokers")
         assert urls["redis-url"] == f"redis://{fullname}-redis.{namespace}.svc:6379/0"
@@ -105,7 +115,7 @@ def test_upgrade_changes_mode_keeps_the_dev_password_and_uninstall_removes_all_b
     namespace, watched = crd.create_namespace("release"), crd.create_namespace("watched")
     release, fullname = "lifecycle", "lifecycle-taskfleet"
     labelled = f"app.kubernetes.io/instance={release}"
-    operator_role = f"{labelled},{NOT_AGGREGATED}"
+    operator_role = f"{labelled},{NOT_AGGREGATED},{NOT_DASHBOARD}"
     helm.install(release, namespace, values={"devBrokers": {"rabbitmq": {"enabled": True}}})
     password = secret_data(crd, namespace, f"{fullname}-dev-brokers")["rabbitmq-password"]
     assert names(crd, "clusterrole", selector=operator_role) == [fullname]
