@@ -68,6 +68,9 @@ def dashboard(crd: ControlPlane, helm: Helm, request: pytest.FixtureRequest,
     yield found
     for reader in found.readers:
         reader.close()
+    # Leave no TaskQueue for a later module's cluster-wide operator to reconcile (namespaces are never deleted).
+    for namespace in (*watched, found.unwatched):
+        crd.kubectl("delete", "taskqueues", "--all", "-n", namespace, "--wait=false")
     # Modules share the control plane; the release's cluster-scoped RBAC must not outlive it.
     helm.run("uninstall", release, "--namespace", release_namespace)
 
