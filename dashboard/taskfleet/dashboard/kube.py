@@ -97,8 +97,9 @@ class KubeReader:
             raise ValueError(f"limit must be at least 1, not {limit}")
         selector = f"involvedObject.kind={KIND},involvedObject.name={name}"
         method = functools.partial(self._core.list_namespaced_event, field_selector=selector)
+        # the field selector cannot name the API group: a TaskQueue kind of another group is dropped here
         items = [item for item in self._pages(method, namespace)
-                 if (item.get("involvedObject") or {}).get("apiVersion", f"{GROUP}/{VERSION}").startswith(GROUP)]
+                 if (item.get("involvedObject") or {}).get("apiVersion", GROUP).split("/")[0] == GROUP]
         events = sorted((kube_event(item) for item in items), key=lambda e: e.at, reverse=True)
         return events[:limit]
 
