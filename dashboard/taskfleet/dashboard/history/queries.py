@@ -12,7 +12,7 @@ from typing import Any
 
 from taskfleet.dashboard import model
 from taskfleet.dashboard.history import histogram
-from taskfleet.dashboard.history.keys import decode_cursor, encode_cursor, seq_floor
+from taskfleet.dashboard.history.keys import decode_cursor, encode_cursor, seq_after, seq_floor
 from taskfleet.dashboard.history.writer import ANY
 
 #: The TaskEntry columns of the tasks table, in TaskEntry's order.
@@ -66,7 +66,7 @@ def tasks(conn: sqlite3.Connection, query: model.TaskQuery) -> model.TaskPage:
         params.append(seq_floor(query.since))
     if query.until is not None:
         where.append(f"{key} < ?")
-        params.append(seq_floor(math.nextafter(query.until, math.inf)))
+        params.append(seq_after(query.until))
     if query.before is not None:
         where.append(f"{key} < ?")
         params.append(decode_cursor(query.before))
