@@ -267,7 +267,10 @@ def test_histogram_percentiles_are_the_middle_of_the_bin_they_fall_in() -> None:
     for runtime in (0.001, 0.002, 0.004, 1.0):
         b = histogram.bin_of(runtime)
         counts[b] = counts.get(b, 0) + 1
-    assert histogram.decode(histogram.encode(counts)) == counts
+    assert histogram.counts_of(histogram.unpack_int(histogram.pack(counts))) == counts
+    assert histogram.pack({}) == b""
+    assert histogram.counts_of(histogram.unpack_int(histogram.pack({histogram.BINS - 1: 2**39}))) == {
+        histogram.BINS - 1: 2**39}
     p50, p100 = histogram.percentiles(counts, (0.5, 1.0))
     assert p50 is not None
     assert 0.002 / 1.2 <= p50 <= 0.002 * 1.2

@@ -47,7 +47,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS timeline_task ON timeline (task_id, timestamp,
 CREATE TABLE IF NOT EXISTS outcomes (
     name TEXT NOT NULL, queue TEXT NOT NULL, minute INTEGER NOT NULL,
     succeeded INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0, retried INTEGER NOT NULL DEFAULT 0,
-    runtimes TEXT NOT NULL DEFAULT '',
+    runtimes BLOB NOT NULL DEFAULT x'',  -- histogram.pack
     PRIMARY KEY (name, queue, minute)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS outcomes_minute ON outcomes (minute);

@@ -202,17 +202,16 @@ def _write_outcomes(conn: sqlite3.Connection, outcomes: Mapping[tuple[str, str, 
     for key, outcome in outcomes.items():
         stored = conn.execute("SELECT runtimes FROM outcomes WHERE name = ? AND queue = ? AND minute = ?",
                               key).fetchone()
-        runtimes = outcome.runtimes
+        runtimes = histogram.as_int(outcome.runtimes)
         if stored is not None:
-            runtimes = histogram.decode(stored[0])
-            histogram.merge_into(runtimes, outcome.runtimes)
+            runtimes += histogram.unpack_int(stored[0])
         succeeded, failed, retried = outcome.counts
         conn.execute(
             "INSERT INTO outcomes (name, queue, minute, succeeded, failed, retried, runtimes) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name, queue, minute) DO UPDATE SET "
             "succeeded = succeeded + excluded.succeeded, failed = failed + excluded.failed, "
             "retried = retried + excluded.retried, runtimes = excluded.runtimes",
-            (*key, succeeded, failed, retried, histogram.encode(runtimes)))
+            (*key, succeeded, failed, retried, histogram.pack_int(runtimes)))
 
 
 def record_queue_samples(conn: sqlite3.Connection, samples: Sequence[model.QueueSample]) -> None:
