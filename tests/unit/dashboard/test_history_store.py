@@ -367,3 +367,15 @@ def test_a_closed_store_refuses_reads_and_writes(tmp_path: Path) -> None:
         store.apply_events(run("t1", T0))
     with pytest.raises(HistoryError):
         store.task("t1")
+
+
+def test_reads_from_threads_that_come_and_go_reuse_the_same_connections(varied: HistoryStore) -> None:
+    # Given a web server whose worker threads end when idle and new ones start (as anyio's do)
+    import threading
+
+    for _ in range(20):
+        reader = threading.Thread(target=lambda: varied.tasks(model.TaskQuery()))
+        reader.start()
+        reader.join()
+    # Then the history did not open a connection per thread: memory stays flat
+    assert len(varied._readers) == 1
