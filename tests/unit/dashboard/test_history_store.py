@@ -63,6 +63,21 @@ def test_a_task_row_follows_its_events_whatever_order_they_arrive_in(store: Hist
     assert task.first_seen_at == T0
     assert [e.type for e in store.timeline("t1")] == [
         "task-sent", "task-received", "task-started", "task-succeeded"]
+    # And it moved back in the history's order, its text index with it
+    assert ids(store, until=T0) == ["t1"]
+    assert ids(store, text="(1, 2)") == ["t1"]
+
+
+def test_a_task_sent_that_comes_a_batch_later_moves_the_task_back_to_its_first_event(store: HistoryStore) -> None:
+    store.apply_events(run("t1", T0 + 10))
+    store.apply_events(run("t2", T0 + 5))
+    store.apply_events([ev("task-sent", "t1", T0, name="app.add", args="(1, 2)", kwargs="{}", retries=0)])
+    assert ids(store) == ["t2", "t1"]
+    assert ids(store, until=T0 + 1) == ["t1"]
+    assert ids(store, text="(1, 2)") == ["t2", "t1"]
+    task = store.task("t1")
+    assert task is not None
+    assert (task.state, task.first_seen_at) == (model.SUCCESS, T0)
 
 
 def test_an_end_that_arrives_before_its_start_still_wins(store: HistoryStore) -> None:
