@@ -305,6 +305,8 @@ def test_histogram_percentiles_are_the_middle_of_the_bin_they_fall_in() -> None:
     assert p100 is not None
     assert 1 / 1.2 <= p100 <= 1.2
     assert histogram.percentiles({}, (0.5,)) == [None]
+    assert histogram.percentiles_of(histogram.as_int(counts), (0.5, 1.0)) == [p50, p100]
+    assert histogram.percentiles_of(0, (0.5,)) == [None]
     assert histogram.bin_of(0.0) == 0
     assert histogram.bin_of(1e9) == histogram.BINS - 1
 
