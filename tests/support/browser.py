@@ -1,0 +1,73 @@
+"""Headless Chromium for the dashboard's browser tests: Debian's ``chromium``, driven by Playwright, which never
+downloads a browser of its own (``executable_path``). Every page records the URLs it requested, so a test can assert
+that nothing left the dashboard's origin (no CDN: clusters are often offline)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from playwright.sync_api import Browser
+
+from tests.support.servers import ServerUnavailable
+
+CHROMIUM = "/usr/bin/chromium"
+#: The page size of every test and screenshot, in CSS pixels.
+VIEWPORT = {"width": 1280, "height": 800}
+#: Chromium's switches: headless, no sandbox (we run as root), and nothing that phones home on its own.
+CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-default-apps", "--disable-dev-shm-usage")
+#: How long a Playwright call waits for an element or a navigation, in milliseconds.
+ACTION_TIMEOUT_MS = 10_000
+
+
+def chromium_path() -> str:
+    """Debian's chromium binary; ``ServerUnavailable`` when it is not installed (``scripts/ensure-servers.sh``)."""
+    found = shutil.which("chromium") or (CHROMIUM if Path(CHROMIUM).exists() else None)
+    if not found:
+        raise ServerUnavailable("chromium is not installed (apt-get install chromium; scripts/ensure-servers.sh)")
+    return found
+
+
+@dataclass
+class RequestLog:
+    """The URLs a browser context requested, in order."""
+
+    urls: list[str] = field(default_factory=list)
+
+    def origins(self) -> set[str]:
+        """Each requested URL's ``scheme://host:port`` (``data:`` and ``blob:`` URLs are not requests)."""
+        out = set()
+        for url in self.urls:
+            parts = urlsplit(url)
+            if parts.scheme in ("http", "https", "ws", "wss"):
+                out.add(f"{parts.scheme}://{parts.netloc}")
+            elif parts.scheme not in ("data", "blob", "about"):
+                out.add(url)
+        return out
+
+
+@contextmanager
+def launch_chromium() -> Iterator[Browser]:
+    """A Playwright ``Browser`` on Debian's chromium, closed afterwards. Playwright gives each launch a fresh
+    temporary profile of its own (and refuses ``--user-data-dir`` in ``args``); its downloads folder is ours."""
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium_path()
+    downloads = tempfile.mkdtemp(prefix="taskfleet-chromium-")
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=executable, headless=True,
+                                                 args=list(CHROMIUM_ARGS), downloads_path=downloads)
+            try:
+                yield browser
+            finally:
+                browser.close()
+    finally:
+        shutil.rmtree(downloads, ignore_errors=True)
