@@ -25,6 +25,7 @@ from taskfleet.settings import BrokerSettings
 from tests.support.browser import ACTION_TIMEOUT_MS, VIEWPORT, RequestLog, launch_chromium
 from tests.support.dashboard import DashboardProcess
 from tests.support.servers import RedisServer, ServerUnavailable, require_server
+from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -82,6 +83,7 @@ def fleet(redis_server: RedisServer) -> Iterator[Fleet]:
     worker = WorkerProcess(broker=broker_url, backend=backend_url, app="tests.control_tasks:app", queues=QUEUE,
                            concurrency=2, extra=["-E"]).wait_started()
     try:
+        wait_for(lambda: bool(app.control.ping(timeout=0.5)), 20, message="the worker did not answer a ping")
         yield Fleet(app=app, broker=broker, broker_url=broker_url, backend_url=backend_url, worker=worker,
                     redis_server=redis_server)
     finally:
@@ -105,13 +107,14 @@ def dashboard(fleet: Fleet) -> Iterator[DashboardProcess]:
 @pytest.fixture
 def open_page(chromium: Browser) -> Iterator[OpenPage]:
     """Factory: ``open_page(dashboard, role="admin")`` is a new browser context (its own cookies) signed in with
-    the role's token, at 1280x800. At the end, every request of every page must have gone to the dashboard's own
-    origin (or ``origin=`` when a proxy is in front)."""
+    the role's token (``admin``, ``read-only``, or ``none``), at 1280x800. At the end, every request of every page
+    must have gone to the dashboard's own origin (or ``origin=`` when a proxy is in front)."""
     opened: list[tuple[object, RequestLog, str]] = []
 
     def open_(dashboard: DashboardProcess, *, role: str = "admin", origin: str | None = None) -> Page:
-        token = dashboard.admin_token if role == "admin" else dashboard.read_token
-        context = chromium.new_context(viewport=VIEWPORT, extra_http_headers={"Authorization": f"Bearer {token}"})
+        tokens = {"admin": dashboard.admin_token, "read-only": dashboard.read_token}
+        headers = {"Authorization": f"Bearer {tokens[role]}"} if role in tokens else {}  # "none": signed out
+        context = chromium.new_context(viewport=VIEWPORT, extra_http_headers=headers)
         context.set_default_timeout(ACTION_TIMEOUT_MS)
         log = RequestLog()
         context.on("request", lambda request: log.urls.append(request.url))

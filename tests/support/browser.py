@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, Page
 
 from tests.support.servers import ServerUnavailable
+from tests.support.waiting import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 #: The page size of every test and screenshot, in CSS pixels.
@@ -71,3 +73,27 @@ def launch_chromium() -> Iterator[Browser]:
                 browser.close()
     finally:
         shutil.rmtree(downloads, ignore_errors=True)
+
+
+def reload_until(page: Page, url: str, ready: Callable[[Page], bool], *, timeout_s: float = 15.0,
+                 message: str = "") -> Page:
+    """Open ``url`` again every half second until ``ready(page)`` holds (the history and the registry are
+    eventually consistent: an event reaches the dashboard a moment after it happened); fail with ``message``."""
+
+    def loaded() -> bool:
+        page.goto(url)
+        if ready(page):
+            return True
+        time.sleep(0.5)
+        return False
+
+    wait_for(loaded, timeout_s, interval=0.0, message=message or f"{url} never showed what the test waits for")
+    return page
+
+
+def cells(page: Page, row_selector: str) -> dict[str, str]:
+    """The ``data-field`` cells of the one row ``row_selector`` matches, by field name, as shown."""
+    row = page.locator(row_selector)
+    fields = row.locator("[data-field]")
+    return {fields.nth(i).get_attribute("data-field") or "": fields.nth(i).inner_text().strip()
+            for i in range(fields.count())}
