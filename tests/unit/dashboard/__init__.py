@@ -1,0 +1,1 @@
+"""The dashboard's unit specifications."""
