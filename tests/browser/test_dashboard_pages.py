@@ -152,7 +152,7 @@ def test_the_filters_narrow_the_list_and_the_next_page_continues_it(sent: Sent, 
     assert shown_states(page) == {sent.failed.id: "FAILURE"}
     # And the args text filter finds one task by its arguments
     page.goto(dashboard.url + "tasks")
-    page.fill("[data-testid=filter-text]", "7, 1000")
+    page.fill("[data-testid=filter-text]", "(7, 1000)")
     page.click("[data-testid=filter-submit]")
     assert set(shown_states(page)) == {sent.many[7].id}
     # And the pages of a name's tasks, followed to the end, hold each task once
