@@ -51,7 +51,6 @@ class Fleet:
     broker_url: str
     backend_url: str
     worker: WorkerProcess
-    redis_server: RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -67,16 +66,23 @@ def chromium() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def fleet(redis_server: RedisServer) -> Iterator[Fleet]:
-    """A Redis broker and result backend (their own databases, flushed), the test tasks' app sending ``task-sent``
-    events, and one worker with ``-E`` and two children."""
-    from tests import control_tasks
-
+def fleet_urls(redis_server: RedisServer) -> tuple[str, str]:
+    """The module's broker and result backend URLs: two databases of the session's Redis, flushed (a module on
+    another broker overrides this fixture)."""
     redis_server.start()
     for db in (BROKER_DB, BACKEND_DB):
         with redis.Redis.from_url(f"{redis_server.url}/{db}") as client:
             client.flushdb()
-    broker_url, backend_url = f"{redis_server.url}/{BROKER_DB}", f"{redis_server.url}/{BACKEND_DB}"
+    return f"{redis_server.url}/{BROKER_DB}", f"{redis_server.url}/{BACKEND_DB}"
+
+
+@pytest.fixture(scope="module")
+def fleet(fleet_urls: tuple[str, str]) -> Iterator[Fleet]:
+    """The module's broker and result backend, the test tasks' app sending ``task-sent`` events, and one worker
+    with ``-E`` and two children."""
+    from tests import control_tasks
+
+    broker_url, backend_url = fleet_urls
     app = control_tasks.app
     app.configure(broker=broker_url, result_backend=backend_url, task_send_sent_event=True)
     broker = connect(BrokerSettings(url=broker_url))
@@ -84,8 +90,7 @@ def fleet(redis_server: RedisServer) -> Iterator[Fleet]:
                            concurrency=2, extra=["-E"]).wait_started()
     try:
         wait_for(lambda: bool(app.control.ping(timeout=0.5)), 20, message="the worker did not answer a ping")
-        yield Fleet(app=app, broker=broker, broker_url=broker_url, backend_url=backend_url, worker=worker,
-                    redis_server=redis_server)
+        yield Fleet(app=app, broker=broker, broker_url=broker_url, backend_url=backend_url, worker=worker)
     finally:
         worker.stop()
         broker.close()

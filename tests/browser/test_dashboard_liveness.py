@@ -48,14 +48,17 @@ def test_a_worker_killed_with_sigkill_leaves_the_workers_page_by_itself(fleet: F
         doomed.stop()
 
 
-@pytest.fixture(scope="module")
-def behind_nginx(fleet: Fleet) -> Iterator[tuple[DashboardProcess, NginxProxy]]:
-    """A second dashboard served under ``PREFIX``, reached only through nginx."""
+@pytest.fixture(scope="module", params=["url-prefix", "forwarded-prefix"])
+def behind_nginx(request: pytest.FixtureRequest, fleet: Fleet) -> Iterator[tuple[DashboardProcess, NginxProxy]]:
+    """A second dashboard reached only through nginx under ``PREFIX``: told the prefix with ``--url-prefix`` (nginx
+    passes the path on), or trusting nginx's ``X-Forwarded-Prefix`` (nginx strips the prefix)."""
+    forwarded = request.param == "forwarded-prefix"
     process = DashboardProcess(broker=fleet.broker_url, backend=fleet.backend_url, app="tests.control_tasks:app",
-                               url_prefix=PREFIX).start()
+                               url_prefix="" if forwarded else PREFIX,
+                               extra=["--trust-forwarded-headers"] if forwarded else []).start()
     try:
         try:
-            proxy = NginxProxy(upstream_port=process.port, prefix=PREFIX)
+            proxy = NginxProxy(upstream_port=process.port, prefix=PREFIX, strip_prefix=forwarded)
         except ServerUnavailable as exc:
             require_server(str(exc))
         try:

@@ -78,14 +78,13 @@ class DashboardProcess:
         return self
 
     def _answers(self) -> bool:
-        request = urllib.request.Request(self.url + "api/health",
+        """Whether the dashboard answers its API (``/api/whoami`` with the read-only token)."""
+        request = urllib.request.Request(self.url + "api/whoami",
                                          headers={"Authorization": f"Bearer {self.read_token}"})
         try:
             with urllib.request.urlopen(request, timeout=1.0) as response:
-                return bool(response.status < 500)
-        except urllib.error.HTTPError as exc:
-            return exc.code < 500
-        except OSError:
+                return bool(response.status == 200)
+        except OSError:  # refused while starting (urllib's HTTPError is one too)
             return False
 
     def log_text(self) -> str:
@@ -113,7 +112,7 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         location {prefix}/ {{
-            proxy_pass http://127.0.0.1:{upstream}{prefix}/;
+            proxy_pass http://127.0.0.1:{upstream}{upstream_path}/;
             proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-Proto $scheme;
             proxy_set_header X-Forwarded-Prefix {prefix};
@@ -126,16 +125,19 @@ http {{
 
 class NginxProxy:
     """Debian's nginx on a free port, serving the dashboard under ``prefix`` (and nothing else), as a cluster's
-    ingress would. ``ServerUnavailable`` when nginx is not installed."""
+    ingress would, with ``X-Forwarded-Prefix`` set. ``strip_prefix``: the dashboard gets paths without the prefix
+    (it learns it from the header), else with it (it was told with ``--url-prefix``). ``ServerUnavailable`` when
+    nginx is not installed."""
 
-    def __init__(self, *, upstream_port: int, prefix: str) -> None:
+    def __init__(self, *, upstream_port: int, prefix: str, strip_prefix: bool = False) -> None:
         binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
         if not binary:
             raise ServerUnavailable("nginx is not installed (apt-get install nginx; scripts/ensure-servers.sh)")
         self.port = free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="taskfleet-nginx-"))
         conf = self.folder / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(folder=self.folder, port=self.port, upstream=upstream_port, prefix=prefix))
+        conf.write_text(NGINX_CONF.format(folder=self.folder, port=self.port, upstream=upstream_port, prefix=prefix,
+                                          upstream_path="" if strip_prefix else prefix))
         self.proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(self.folder)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.STDOUT)
         wait_for(lambda: self.proc.poll() is not None or self._listening(), START_TIMEOUT_S, interval=0.05,
