@@ -50,6 +50,8 @@ COMMANDS = (
             "watch the app's task and worker events live (tasks/s, failures, runtimes), or --json lines"),
     Command("check", "taskfleet.cli.check_command",
             "load an app and print its configuration, tasks, Celery settings found and problems"),
+    Command("dashboard", "taskfleet.cli.dashboard_command",
+            "serve the dashboard: pages and a JSON API over the task history, queues, workers and autoscaling"),
     Command("operator", "taskfleet.operator.operator_command", "run the Kubernetes operator (TaskQueue resources)"),
 )
 

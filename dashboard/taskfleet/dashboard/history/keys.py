@@ -13,6 +13,11 @@ def seq_floor(timestamp: float) -> int:
     return max(0, int(timestamp * 1_000_000)) * SLOTS
 
 
+def seq_after(timestamp: float) -> int:
+    """The lowest ``seq`` of a task first seen after ``timestamp``'s microsecond (an inclusive upper bound)."""
+    return seq_floor(timestamp) + SLOTS
+
+
 def timestamp_of(seq: int) -> float:
     return (seq // SLOTS) / 1_000_000
 

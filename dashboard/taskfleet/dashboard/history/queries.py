@@ -12,7 +12,8 @@ from typing import Any
 
 from taskfleet.dashboard import model
 from taskfleet.dashboard.history import histogram
-from taskfleet.dashboard.history.keys import decode_cursor, encode_cursor, seq_floor
+from taskfleet.dashboard.history.keys import decode_cursor, encode_cursor, seq_after, seq_floor
+from taskfleet.dashboard.history.writer import ANY
 
 #: The TaskEntry columns of the tasks table, in TaskEntry's order.
 ENTRY_COLUMNS = (
@@ -48,27 +49,29 @@ def tasks(conn: sqlite3.Connection, query: model.TaskQuery) -> model.TaskPage:
     if query.task_id:
         where.append("t.task_id >= ? AND t.task_id < ?")
         params += [query.task_id, _prefix_end(query.task_id)]
-    if query.since is not None:
-        where.append("t.seq >= ?")
-        params.append(seq_floor(query.since))
-    if query.until is not None:
-        where.append("t.seq < ?")
-        params.append(seq_floor(math.nextafter(query.until, math.inf)))
-    if query.before is not None:
-        where.append("t.seq < ?")
-        params.append(decode_cursor(query.before))
-    source = "tasks AS t"
     text = query.text.strip() if query.text else ""
+    source, key = "tasks AS t", "t.seq"
     if len(text) >= 3:
-        source = "tasks_text JOIN tasks AS t ON t.seq = tasks_text.rowid"
+        # CROSS JOIN: the text index drives, newest match first (its rowid is the task's seq, and the order and
+        # the bounds are put on it so that FTS5 walks its index backwards and stops at the page's end)
+        source, key = "tasks_text CROSS JOIN tasks AS t ON t.seq = tasks_text.rowid", "tasks_text.rowid"
         where.append("tasks_text MATCH ?")
         params.append('"' + text.replace('"', '""') + '"')
     elif text:
         source = f"(SELECT * FROM tasks ORDER BY seq DESC LIMIT {SHORT_TEXT_SCAN}) AS t"
         where.append("(instr(t.args, ?) > 0 OR instr(t.kwargs, ?) > 0)")
         params += [text, text]
+    if query.since is not None:
+        where.append(f"{key} >= ?")
+        params.append(seq_floor(query.since))
+    if query.until is not None:
+        where.append(f"{key} < ?")
+        params.append(seq_after(query.until))
+    if query.before is not None:
+        where.append(f"{key} < ?")
+        params.append(decode_cursor(query.before))
     sql = (f"SELECT t.seq, {_SELECT} FROM {source} {'WHERE ' + ' AND '.join(where) if where else ''} "
-           f"ORDER BY t.seq DESC LIMIT {limit + 1}")
+           f"ORDER BY {key} DESC LIMIT {limit + 1}")
     rows = conn.execute(sql, params).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
@@ -106,23 +109,16 @@ def buckets(conn: sqlite3.Connection, *, since: float, until: float, step_s: flo
             queue: str | None = None) -> list[model.Bucket]:
     """Outcomes from ``since`` to ``until`` in buckets of ``step_s`` seconds (at least a minute, whole minutes: the
     stored grain), with runtime percentiles from the merged per-minute histograms. Every bucket of the range is
-    there, empty ones included."""
+    there, empty ones included. Reads the pre-added rows of the name, the queue, both or everything."""
     step_min = max(1, round(step_s / 60))
     first, last = math.floor(since / 60), math.ceil(until / 60)
-    where = ["minute >= ?", "minute < ?"]
-    params: list[Any] = [first, last]
-    if name is not None:
-        where.append("name = ?")
-        params.append(name)
-    if queue is not None:
-        where.append("queue = ?")
-        params.append(queue)
+    params = (ANY if name is None else name, ANY if queue is None else queue, first, last)
     count = max(1, math.ceil((last - first) / step_min))
     sums = [[0, 0, 0] for _ in range(count)]
     runs: list[dict[int, int]] = [{} for _ in range(count)]
     for minute, succeeded, failed, retried, runtimes in conn.execute(
-            f"SELECT minute, succeeded, failed, retried, runtimes FROM outcomes WHERE {' AND '.join(where)}",
-            params):
+            "SELECT minute, succeeded, failed, retried, runtimes FROM outcomes "
+            "WHERE name = ? AND queue = ? AND minute >= ? AND minute < ?", params):
         i = (minute - first) // step_min
         sums[i][0] += succeeded
         sums[i][1] += failed

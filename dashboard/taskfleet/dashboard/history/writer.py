@@ -24,6 +24,8 @@ _SELECT = f"SELECT seq, {', '.join(merge.COLUMNS)} FROM tasks WHERE task_id IN "
 _INSERT = (f"INSERT INTO tasks (seq, {', '.join(merge.COLUMNS)}) "
            f"VALUES (?, {', '.join('?' * len(merge.COLUMNS))})")
 _UPDATE = (f"UPDATE tasks SET seq = ?, {', '.join(f'{c} = ?' for c in merge.COLUMNS[1:])} WHERE seq = ?")
+#: The name and queue of the outcome rows that add up every name, or every queue.
+ANY = "*"
 _OUTCOME_OF = {"task-succeeded": 0, "task-failed": 1, "task-retried": 2}
 
 
@@ -86,7 +88,7 @@ def _apply(conn: sqlite3.Connection, events: Sequence[Mapping[str, Any]]) -> Non
     if not accepted:
         return
     rows, old = _load(conn, sorted({task_id for (_, task_id, _), _ in accepted}))
-    outcomes: dict[tuple[int, str, str], _Outcome] = {}
+    outcomes: dict[tuple[str, str, int], _Outcome] = {}
     for (kind, task_id, timestamp), event in accepted:
         if conn.execute("SELECT 1 FROM timeline WHERE task_id = ? AND timestamp = ? AND type = ?",
                         (task_id, timestamp, kind)).fetchone() is not None:
@@ -164,24 +166,28 @@ def _write(conn: sqlite3.Connection, row: dict[str, Any], old: tuple[int, bool, 
                      (seq, row["args"], row["kwargs"]))
 
 
-def _count(outcomes: dict[tuple[int, str, str], _Outcome], kind: str, timestamp: float,
+def _count(outcomes: dict[tuple[str, str, int], _Outcome], kind: str, timestamp: float,
            event: Mapping[str, Any], row: Mapping[str, Any]) -> None:
     name = event.get("name") if isinstance(event.get("name"), str) else row["name"]
     queue = event.get("queue") if isinstance(event.get("queue"), str) else row["queue"]
-    key = (int(timestamp // 60), name or "", queue or "")
-    outcome = outcomes.get(key)
-    if outcome is None:
-        outcome = outcomes[key] = _Outcome()
-    outcome.counts[_OUTCOME_OF[kind]] += 1
+    minute = int(timestamp // 60)
     runtime = event.get("runtime")
+    b = None
     if kind != "task-retried" and isinstance(runtime, (int, float)) and not isinstance(runtime, bool):
         b = histogram.bin_of(float(runtime))
-        outcome.runtimes[b] = outcome.runtimes.get(b, 0) + 1
+    name, queue = name or "", queue or ""
+    for key in ((name, queue, minute), (name, ANY, minute), (ANY, queue, minute), (ANY, ANY, minute)):
+        outcome = outcomes.get(key)
+        if outcome is None:
+            outcome = outcomes[key] = _Outcome()
+        outcome.counts[_OUTCOME_OF[kind]] += 1
+        if b is not None:
+            outcome.runtimes[b] = outcome.runtimes.get(b, 0) + 1
 
 
-def _write_outcomes(conn: sqlite3.Connection, outcomes: Mapping[tuple[int, str, str], _Outcome]) -> None:
+def _write_outcomes(conn: sqlite3.Connection, outcomes: Mapping[tuple[str, str, int], _Outcome]) -> None:
     for key, outcome in outcomes.items():
-        stored = conn.execute("SELECT runtimes FROM outcomes WHERE minute = ? AND name = ? AND queue = ?",
+        stored = conn.execute("SELECT runtimes FROM outcomes WHERE name = ? AND queue = ? AND minute = ?",
                               key).fetchone()
         runtimes = outcome.runtimes
         if stored is not None:
@@ -189,8 +195,8 @@ def _write_outcomes(conn: sqlite3.Connection, outcomes: Mapping[tuple[int, str, 
             histogram.merge_into(runtimes, outcome.runtimes)
         succeeded, failed, retried = outcome.counts
         conn.execute(
-            "INSERT INTO outcomes (minute, name, queue, succeeded, failed, retried, runtimes) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (minute, name, queue) DO UPDATE SET "
+            "INSERT INTO outcomes (name, queue, minute, succeeded, failed, retried, runtimes) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name, queue, minute) DO UPDATE SET "
             "succeeded = succeeded + excluded.succeeded, failed = failed + excluded.failed, "
             "retried = retried + excluded.retried, runtimes = excluded.runtimes",
             (*key, succeeded, failed, retried, histogram.encode(runtimes)))

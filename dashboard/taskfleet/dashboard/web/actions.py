@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Depends, HTTPException
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
@@ -72,7 +73,7 @@ def _count(fields: dict[str, str]) -> int:
 async def revoke(request: Request, ctx: Ctx) -> Response:
     fields = await body(request)
     task_id, terminate = required(fields, "task_id"), _flag(fields, "terminate")
-    result = ctx.fleet.revoke(task_id, terminate=terminate)
+    result = await run_in_threadpool(ctx.fleet.revoke, task_id, terminate=terminate)
     return answer(request, fields, result, f"{'terminated' if terminate else 'revoked'} {task_id}")
 
 
@@ -81,7 +82,7 @@ async def rate_limit(request: Request, ctx: Ctx) -> Response:
     fields = await body(request)
     name = required(fields, "task_name")
     rate = fields.get("rate_limit")
-    result = ctx.fleet.rate_limit(name, rate, fields.get("worker"))
+    result = await run_in_threadpool(ctx.fleet.rate_limit, name, rate, fields.get("worker"))
     return answer(request, fields, result, f"rate limit of {name}: {rate or 'none'}")
 
 
@@ -90,7 +91,7 @@ async def requeue(request: Request, ctx: Ctx) -> Response:
     fields = await body(request)
     queue = required(fields, "queue")
     ids = [fields["message_id"]] if "message_id" in fields else None
-    result = ctx.fleet.requeue(queue, ids)
+    result = await run_in_threadpool(ctx.fleet.requeue, queue, ids)
     return answer(request, fields, result, f"requeued {result['requeued']} from {queue}")
 
 
@@ -100,7 +101,7 @@ async def purge(request: Request, ctx: Ctx) -> Response:
     queue = required(fields, "queue")
     if fields.get("confirm") != queue:
         raise HTTPException(422, "purge needs confirm set to the queue's name")
-    result = ctx.fleet.purge(queue)
+    result = await run_in_threadpool(ctx.fleet.purge, queue)
     return answer(request, fields, result, f"purged {result['purged']} from {queue}")
 
 
@@ -108,7 +109,7 @@ async def purge(request: Request, ctx: Ctx) -> Response:
 async def pool_grow(request: Request, ctx: Ctx) -> Response:
     fields = await body(request)
     n = _count(fields)
-    result = ctx.fleet.pool(grow=True, n=n, worker=fields.get("worker"))
+    result = await run_in_threadpool(ctx.fleet.pool, grow=True, n=n, worker=fields.get("worker"))
     return answer(request, fields, result, f"pool grown by {n}")
 
 
@@ -116,5 +117,5 @@ async def pool_grow(request: Request, ctx: Ctx) -> Response:
 async def pool_shrink(request: Request, ctx: Ctx) -> Response:
     fields = await body(request)
     n = _count(fields)
-    result = ctx.fleet.pool(grow=False, n=n, worker=fields.get("worker"))
+    result = await run_in_threadpool(ctx.fleet.pool, grow=False, n=n, worker=fields.get("worker"))
     return answer(request, fields, result, f"pool shrunk by {n}")

@@ -54,6 +54,11 @@ def create_app(*, app: App, history: History, kube: KubeSource | None, settings:
     for router in (api_tasks.router, api_fleet.router, actions.router, pages.router):
         web.include_router(router)
     _add_login(web, authenticator)
+
+    @web.get("/healthz", include_in_schema=False)
+    def healthz() -> PlainTextResponse:
+        """For probes: no auth, nothing about the fleet (it answers at the root and under the prefix)."""
+        return PlainTextResponse("ok")
     _add_error_handlers(web)
 
     @web.middleware("http")

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+import jinja2
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.templating import Jinja2Templates
 from starlette.requests import Request
@@ -44,7 +45,9 @@ def seconds(value: float | None) -> str:
 
 
 def make_templates(directory: str) -> Jinja2Templates:
-    templates = Jinja2Templates(directory=directory)
+    """Our templates, every value HTML-escaped (task args and reasons are whatever a producer sent)."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(directory), autoescape=True)
+    templates = Jinja2Templates(env=env)
     templates.env.filters["ts"] = ts
     templates.env.filters["seconds"] = seconds
     return templates
