@@ -55,7 +55,7 @@ def behind_nginx(request: pytest.FixtureRequest, fleet: Fleet) -> Iterator[tuple
     forwarded = request.param == "forwarded-prefix"
     process = DashboardProcess(broker=fleet.broker_url, backend=fleet.backend_url, app="tests.control_tasks:app",
                                url_prefix="" if forwarded else PREFIX,
-                               extra=["--trust-forwarded-headers"] if forwarded else []).start()
+                               extra=["--trust-proxy-headers"] if forwarded else []).start()
     try:
         try:
             proxy = NginxProxy(upstream_port=process.port, prefix=PREFIX, strip_prefix=forwarded)
