@@ -144,6 +144,8 @@ def retention_s(args: argparse.Namespace) -> float:
 @console.command
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Handle ``taskfleet dashboard``: serve until SIGINT/SIGTERM (0), or refuse a bad setup (1)."""
+    from taskfleet import brokers
+    from taskfleet.dashboard.history.ingester import Ingester
     from taskfleet.dashboard.history.settings import HistorySettings
     from taskfleet.dashboard.history.store import HistoryStore
     from taskfleet.dashboard.web.app import create_app
@@ -156,13 +158,17 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     path = history_path(args, environ, app.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     kube = _kube(args) if args.kube or args.namespaces else None
-    history = HistoryStore(HistorySettings(path=str(path), retention_s=retention_s(args)))
-    ingester = _start_ingester(app, history, kube)
+    history_settings = HistorySettings(path=str(path), retention_s=retention_s(args))
+    history = HistoryStore(history_settings)
+    # The ingester's broker is its own: a connection is never shared between threads.
+    ingest_broker = brokers.connect(app.settings.broker_settings())
+    ingester = Ingester(app, ingest_broker, history, history_settings, kube=kube)
+    ingester.start()
     try:
         serve(create_app(app=app, history=history, kube=kube, settings=settings), settings=settings)
     finally:
-        if ingester is not None:
-            ingester.stop()
+        ingester.stop()
+        ingest_broker.close()
         history.close()
         if kube is not None:
             kube.close()
@@ -177,15 +183,3 @@ def _kube(args: argparse.Namespace) -> Any:
     except ImportError as exc:
         raise CommandFailed(f"--kube needs the kubernetes extra: {exc}") from exc
     return KubeReader.connect(namespaces=args.namespaces, kubeconfig=args.kubeconfig)
-
-
-def _start_ingester(app: Any, history: Any, kube: Any) -> Any:
-    """The history's ingester thread (events, queue depths, replicas), started; None before it is built."""
-    try:
-        from taskfleet.dashboard.history.ingester import Ingester  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        console.say("[yellow]the history ingester is not part of this build: the history stays empty[/]")
-        return None
-    ingester = Ingester(app=app, store=history, kube=kube)
-    ingester.start()
-    return ingester
