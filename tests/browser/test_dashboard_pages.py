@@ -8,6 +8,7 @@ requests must stay on the dashboard's origin (the ``open_page`` fixture checks i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page
@@ -60,20 +61,25 @@ def shown_states(page: Page) -> dict[str, str]:
             for i in range(rows.count())}
 
 
-def test_the_workers_page_lists_the_registrys_workers(fleet: Fleet, dashboard: DashboardProcess,
-                                                      open_page: OpenPage) -> None:
+def test_the_workers_page_lists_the_registrys_workers_and_the_task_each_child_runs(
+        fleet: Fleet, dashboard: DashboardProcess, open_page: OpenPage, tmp_path: Path) -> None:
+    # Given a task running on one child for a few seconds
+    running = tasks.slow_record.delay(str(tmp_path / "slow.txt"), 4.0)
     records = fleet.app.control.workers()
     assert records, "the fleet's worker has a heartbeat"
+    [record] = records
+    row_selector = f"[data-testid=worker-row][data-worker='{record.id}']"
+    # Then the page lists the registry's workers, with the running task on its child
     page = reload_until(open_page(dashboard), dashboard.url + "workers",
-                        lambda p: p.locator("[data-testid=worker-row]").count() == len(records))
+                        lambda p: p.locator(f"{row_selector} a[href$='/tasks/{running.id}']").count() == 1)
     rows = page.locator("[data-testid=worker-row]")
     assert {rows.nth(i).get_attribute("data-worker") for i in range(rows.count())} == {r.id for r in records}
-    [record] = records
-    row = page.locator(f"[data-testid=worker-row][data-worker='{record.id}']")
-    assert row.locator("[data-field=busy]").inner_text().strip().endswith(f"/{record.concurrency}")
+    row = page.locator(row_selector)
+    assert row.locator("[data-field=busy]").inner_text().strip() == f"1/{record.concurrency}"
     assert QUEUE in row.inner_text()
     assert row.locator("[data-testid=child]").count() == record.concurrency
     screenshot(page, "workers")
+    assert running.get(timeout=15) == "done"
 
 
 def test_the_queues_page_shows_the_brokers_depths(fleet: Fleet, sent: Sent, dashboard: DashboardProcess,
