@@ -28,9 +28,9 @@ def accept_dialogs(page: Page) -> Page:
 
 def test_a_revoked_delayed_task_is_revoked_and_never_runs(fleet: Fleet, dashboard: DashboardProcess,
                                                           open_page: OpenPage, tmp_path: Path) -> None:
-    # Given a task due in 4 seconds, listed by the dashboard
+    # Given a task due in a few seconds, listed by the dashboard
     marker = tmp_path / "ran.txt"
-    result = tasks.record.apply_async((str(marker), "should not run"), countdown=4)
+    result = tasks.record.apply_async((str(marker), "should not run"), countdown=6)
     page = accept_dialogs(open_page(dashboard))
     reload_until(page, dashboard.url + f"tasks/{result.id}",
                  lambda p: p.locator("[data-testid=revoke]").count() == 1)
@@ -43,6 +43,25 @@ def test_a_revoked_delayed_task_is_revoked_and_never_runs(fleet: Fleet, dashboar
                  lambda p: p.locator("[data-testid=task-state]").inner_text() == "REVOKED")
     wait_for(lambda: fleet.broker.queue_depth("tests").delayed == 0, 15, message="the task stayed delayed")
     assert not marker.exists()
+
+
+def test_terminating_a_running_task_kills_its_child_and_the_worker_goes_on(fleet: Fleet, dashboard: DashboardProcess,
+                                                                           open_page: OpenPage, tmp_path: Path) -> None:
+    # Given a task running for a long time, shown STARTED
+    marker = tmp_path / "slow.txt"
+    running = tasks.slow_record.delay(str(marker), 60.0)
+    page = accept_dialogs(open_page(dashboard))
+    reload_until(page, dashboard.url + f"tasks/{running.id}",
+                 lambda p: p.locator("[data-testid=task-state]").inner_text() == "STARTED")
+    # When the admin terminates it from its page
+    page.click("[data-testid=terminate]")
+    assert "terminated" in page.locator("[data-testid=done]").inner_text()
+    # Then it ends REVOKED without finishing, and the worker runs the next task
+    wait_for(lambda: running.state == "REVOKED", 15, message="the running task was not terminated")
+    assert tasks.add.delay(1, 2).get(timeout=15) == 3
+    assert [line.split()[0] for line in marker.read_text().splitlines()] == ["start"]
+    reload_until(page, dashboard.url + f"tasks/{running.id}",
+                 lambda p: p.locator("[data-testid=task-state]").inner_text() == "REVOKED")
 
 
 def test_a_rate_limit_set_on_the_actions_page_is_in_force_on_the_workers(fleet: Fleet, dashboard: DashboardProcess,

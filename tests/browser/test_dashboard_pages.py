@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Page
@@ -183,6 +184,20 @@ def test_the_overview_counts_what_finished(sent: Sent, dashboard: DashboardProce
     assert int(page.locator("[data-testid=total-failed]").inner_text()) >= 1
     page.wait_for_selector("[data-testid=chart-throughput] canvas")
     screenshot(page, "overview")
+
+
+def test_a_page_loads_its_assets_and_data_from_the_dashboard_alone(sent: Sent, dashboard: DashboardProcess,
+                                                                   open_page: OpenPage) -> None:
+    page = open_page(dashboard)
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    page.goto(dashboard.url)
+    page.wait_for_selector("[data-testid=chart-throughput] canvas")
+    page.wait_for_load_state("networkidle")
+    paths = {urlsplit(u).path for u in urls}
+    assert any(p.startswith("/static/vendor/uPlot") for p in paths), paths
+    assert any(p.startswith("/api/") for p in paths), paths  # the charts' data
+    assert {f"{urlsplit(u).scheme}://{urlsplit(u).netloc}" for u in urls} == {dashboard.origin}
 
 
 def test_the_read_only_role_sees_no_action_and_its_post_is_refused(fleet: Fleet, sent: Sent,
