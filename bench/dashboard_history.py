@@ -112,6 +112,7 @@ def main() -> int:
     cli.add_argument("--runs", type=int, default=7)
     cli.add_argument("--path", default=None, help="the history file (default: a temporary one)")
     cli.add_argument("--keep", action="store_true", help="keep the file; with an existing --path, skip the fill")
+    cli.add_argument("--prune", action="store_true", help="then time a prune that drops the oldest 10%%")
     args = cli.parse_args()
     folder = tempfile.mkdtemp(prefix="taskfleet-history-bench-")
     path = args.path or os.path.join(folder, "history.db")
@@ -172,6 +173,19 @@ def main() -> int:
         print(f"{label:<32}{median:>10.2f}{worst:>10.2f}{rows:>6}")
     print(f"\noldest hour's first page: {len(oldest.tasks)} rows; peak RSS: {peak_rss_mb():.0f} MB")
     store.close()
+    if args.prune:
+        keep = int(args.tasks * 0.9)
+        pruner = HistoryStore(HistorySettings(path=path, max_tasks=keep))
+        idle = HistoryStore(HistorySettings(path=path))
+        t0 = time.perf_counter()
+        nothing = idle.prune(now=now)
+        idle_ms = (time.perf_counter() - t0) * 1000
+        idle.close()
+        t0 = time.perf_counter()
+        dropped = pruner.prune(now=now)
+        print(f"prune with nothing to drop: {idle_ms:.0f} ms ({nothing}); prune to {keep:,} tasks: dropped "
+              f"{dropped:,} in {time.perf_counter() - t0:.1f} s")
+        pruner.close()
     if not args.keep and args.path is None:
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(path + suffix):

@@ -85,7 +85,7 @@ def make_client(fleet_app: App, history: FakeHistory) -> ClientFactory:
     def make(*, settings: DashboardSettings | None = None, kube: FakeKube | None = None,
              **client_options: Any) -> TestClient:
         web = create_app(app=fleet_app, history=history, kube=kube, settings=settings or DashboardSettings())
-        return TestClient(web, **client_options)
+        return TestClient(web, **{"base_url": "http://127.0.0.1"} | client_options)
     return make
 
 
@@ -106,4 +106,4 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-SAME_ORIGIN = {"Origin": "http://testserver"}
+SAME_ORIGIN = {"Origin": "http://127.0.0.1"}

@@ -63,6 +63,21 @@ def test_a_task_row_follows_its_events_whatever_order_they_arrive_in(store: Hist
     assert task.first_seen_at == T0
     assert [e.type for e in store.timeline("t1")] == [
         "task-sent", "task-received", "task-started", "task-succeeded"]
+    # And it moved back in the history's order, its text index with it
+    assert ids(store, until=T0) == ["t1"]
+    assert ids(store, text="(1, 2)") == ["t1"]
+
+
+def test_a_task_sent_that_comes_a_batch_later_moves_the_task_back_to_its_first_event(store: HistoryStore) -> None:
+    store.apply_events(run("t1", T0 + 10))
+    store.apply_events(run("t2", T0 + 5))
+    store.apply_events([ev("task-sent", "t1", T0, name="app.add", args="(1, 2)", kwargs="{}", retries=0)])
+    assert ids(store) == ["t2", "t1"]
+    assert ids(store, until=T0 + 1) == ["t1"]
+    assert ids(store, text="(1, 2)") == ["t2", "t1"]
+    task = store.task("t1")
+    assert task is not None
+    assert (task.state, task.first_seen_at) == (model.SUCCESS, T0)
 
 
 def test_an_end_that_arrives_before_its_start_still_wins(store: HistoryStore) -> None:
@@ -267,7 +282,10 @@ def test_histogram_percentiles_are_the_middle_of_the_bin_they_fall_in() -> None:
     for runtime in (0.001, 0.002, 0.004, 1.0):
         b = histogram.bin_of(runtime)
         counts[b] = counts.get(b, 0) + 1
-    assert histogram.decode(histogram.encode(counts)) == counts
+    assert histogram.counts_of(histogram.unpack_int(histogram.pack(counts))) == counts
+    assert histogram.pack({}) == b""
+    assert histogram.counts_of(histogram.unpack_int(histogram.pack({histogram.BINS - 1: 2**39}))) == {
+        histogram.BINS - 1: 2**39}
     p50, p100 = histogram.percentiles(counts, (0.5, 1.0))
     assert p50 is not None
     assert 0.002 / 1.2 <= p50 <= 0.002 * 1.2
@@ -364,3 +382,15 @@ def test_a_closed_store_refuses_reads_and_writes(tmp_path: Path) -> None:
         store.apply_events(run("t1", T0))
     with pytest.raises(HistoryError):
         store.task("t1")
+
+
+def test_reads_from_threads_that_come_and_go_reuse_the_same_connections(varied: HistoryStore) -> None:
+    # Given a web server whose worker threads end when idle and new ones start (as anyio's do)
+    import threading
+
+    for _ in range(20):
+        reader = threading.Thread(target=lambda: varied.tasks(model.TaskQuery()))
+        reader.start()
+        reader.join()
+    # Then the history did not open a connection per thread: memory stays flat
+    assert len(varied._readers) == 1

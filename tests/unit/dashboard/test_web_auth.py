@@ -148,7 +148,7 @@ def test_a_post_without_origin_or_referer_is_refused_unless_it_carries_a_bearer_
         make_client: ClientFactory) -> None:
     client = make_client(settings=auth_settings())
     assert client.post("/api/actions/pool-grow", json={"n": 1}, headers=basic("alice")).status_code == 403
-    referer = basic("alice") | {"Referer": "http://testserver/actions"}
+    referer = basic("alice") | {"Referer": "http://127.0.0.1/actions"}
     assert client.post("/api/actions/pool-grow", json={"n": 1}, headers=referer).status_code == 200
 
 
@@ -166,3 +166,9 @@ def test_no_credential_appears_in_any_answer(make_client: ClientFactory, fleet_a
     text = client.get(path, headers=bearer(ADMIN_TOKEN)).text
     for secret in (ADMIN_TOKEN, READ_TOKEN, PASSWORD, SECRET_BROKER_PASSWORD):
         assert secret not in text
+
+
+def test_without_auth_a_foreign_host_name_is_refused_against_dns_rebinding(make_client: ClientFactory) -> None:
+    client = make_client(base_url="http://evil.example")
+    assert client.get("/api/tasks").status_code == 403
+    assert make_client(base_url="http://localhost:5555").get("/api/tasks").status_code == 200

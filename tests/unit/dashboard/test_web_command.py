@@ -79,3 +79,32 @@ def test_kube_flags_as_the_chart_passes_them() -> None:
     args = parse("--kube-namespace", "a", "--kube-namespace", "b")
     assert args.namespaces == ["a", "b"]
     assert parse("--kube-all-namespaces").kube
+
+
+def test_the_command_serves_the_app_over_its_history_file_and_stops_the_ingester(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from starlette.testclient import TestClient
+
+    from taskfleet.dashboard.history import ingester
+    from taskfleet.dashboard.web import server
+
+    served: list[int] = []
+    stopped: list[bool] = []
+
+    def fake_serve(web: object, *, settings: object) -> None:
+        served.append(TestClient(web, base_url="http://127.0.0.1").get("/api/tasks").status_code)  # type: ignore[arg-type]
+
+    real_stop = ingester.Ingester.stop
+
+    def stop(self: ingester.Ingester, timeout: float = 10.0) -> bool:
+        stopped.append(True)
+        return real_stop(self, timeout)
+
+    monkeypatch.setattr(server, "serve", fake_serve)
+    monkeypatch.setattr(ingester.Ingester, "stop", stop)
+    history = tmp_path / "history.sqlite3"
+    args = parse("--broker", f"sqlite:///{tmp_path / 'broker.db'}", "--history", str(history), "--retention", "1d")
+    assert run(args, {}) == 0
+    assert served == [200]
+    assert stopped == [True]
+    assert history.exists()

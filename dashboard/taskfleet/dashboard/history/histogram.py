@@ -3,7 +3,8 @@ p99 come from merging a few of them, never from scanning tasks.
 
 Bins grow by a factor of 2^(1/4) (about 19%) from 1 µs: a percentile is the geometric middle of its bin, within
 about 9% of the true value, whatever the runtimes' range (1 µs to about 38 h; longer ones fall in the last bin).
-Stored sparse, as text ``"bin:count,bin:count"``: a minute of one task's runs touches only a few bins.
+Stored packed (``pack``): the counts from the lowest to the highest non-empty bin, 40 bits each, read as one big
+integer so that merging a day of minutes is 1,440 integer additions.
 """
 
 from __future__ import annotations
@@ -31,23 +32,55 @@ def bin_value_s(index: int) -> float:
     return FLOOR_S * 2 ** ((index + 0.5) / BINS_PER_OCTAVE)
 
 
-def encode(counts: Mapping[int, int]) -> str:
-    return ",".join(f"{b}:{n}" for b, n in sorted(counts.items()) if n)
+#: Bits per bin in a packed histogram: up to about 10^12 runs per bin in one sum.
+LANE_BITS = 40
+_LANE_BYTES = LANE_BITS // 8
+_LANE_MASK = (1 << LANE_BITS) - 1
 
 
-def decode(text: str | None) -> dict[int, int]:
-    """The counts of an encoded histogram; an empty dict for None or empty text."""
-    counts: dict[int, int] = {}
-    if text:
-        for part in text.split(","):
-            b, _, n = part.partition(":")
-            counts[int(b)] = counts.get(int(b), 0) + int(n)
-    return counts
+def pack(counts: Mapping[int, int]) -> bytes:
+    """A histogram as stored: its lowest non-empty bin (one byte), then each bin from there to the highest non-empty
+    one as a 40-bit little-endian count. Empty: no bytes."""
+    return pack_int(as_int(counts))
 
 
-def merge_into(total: dict[int, int], counts: Mapping[int, int]) -> None:
+def as_int(counts: Mapping[int, int]) -> int:
+    """The counts as one integer, bin ``b`` in bits ``40*b`` to ``40*b+39``: adding two such integers adds the
+    histograms bin by bin, in C (a day of minutes merges in about a millisecond)."""
+    total = 0
     for b, n in counts.items():
-        total[b] = total.get(b, 0) + n
+        total += n << (LANE_BITS * b)
+    return total
+
+
+def unpack_int(blob: bytes | None) -> int:
+    """A stored histogram as one integer (``as_int``); 0 for an empty one."""
+    if not blob:
+        return 0
+    return int.from_bytes(blob[1:], "little") << (LANE_BITS * blob[0])
+
+
+def pack_int(total: int) -> bytes:
+    if total <= 0:
+        return b""
+    low = (total & -total).bit_length() - 1  # the lowest set bit
+    lo = low // LANE_BITS
+    lanes = total >> (LANE_BITS * lo)
+    size = -(-lanes.bit_length() // LANE_BITS) * _LANE_BYTES
+    return bytes([lo]) + lanes.to_bytes(size, "little")
+
+
+def counts_of(total: int) -> dict[int, int]:
+    """The bins of a histogram integer (``as_int``)."""
+    counts: dict[int, int] = {}
+    b = 0
+    while total:
+        n = total & _LANE_MASK
+        if n:
+            counts[b] = n
+        total >>= LANE_BITS
+        b += 1
+    return counts
 
 
 def percentiles(counts: Mapping[int, int], quantiles: Iterable[float]) -> list[float | None]:

@@ -101,8 +101,9 @@ class Ingester:
                         cursor, loaded = self._store.load_cursor(), True
                     cursor = self.ingest_page(cursor)
                     backoff = FIRST_BACKOFF_S
-                except (TaskfleetError, OSError) as exc:
-                    log.warning("history: reading events failed (%s); again in %.1f s", exc, backoff)
+                except Exception as exc:  # broker, file or a bug: logged, retried, never fatal
+                    log.warning("history: reading events failed (%s); again in %.1f s", exc, backoff,
+                                exc_info=not isinstance(exc, (TaskfleetError, OSError)))
                     self._close_fleet()
                     self._stop.wait(backoff)
                     backoff = min(MAX_BACKOFF_S, backoff * 2)

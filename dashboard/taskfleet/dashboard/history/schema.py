@@ -47,7 +47,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS timeline_task ON timeline (task_id, timestamp,
 CREATE TABLE IF NOT EXISTS outcomes (
     name TEXT NOT NULL, queue TEXT NOT NULL, minute INTEGER NOT NULL,
     succeeded INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0, retried INTEGER NOT NULL DEFAULT 0,
-    runtimes TEXT NOT NULL DEFAULT '',
+    runtimes BLOB NOT NULL DEFAULT x'',  -- histogram.pack
     PRIMARY KEY (name, queue, minute)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS outcomes_minute ON outcomes (minute);
@@ -65,19 +65,20 @@ CREATE INDEX IF NOT EXISTS scale_samples_name ON scale_samples (namespace, name,
 """
 
 
-def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+#: KiB of page cache of the writing connection, and of each reading one.
+WRITE_CACHE_KIB = 16_384
+READ_CACHE_KIB = 4096
+
+
+def connect(path: str, *, cache_kib: int = WRITE_CACHE_KIB) -> sqlite3.Connection:
     """A connection to the history file: WAL (readers never wait for the writer), ``synchronous=NORMAL`` (a power cut
     may lose the last batches, which the saved cursor then reads again), autocommit off by default: the store opens
     its transactions itself."""
-    if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
-    else:
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA busy_timeout = 10000")
-    if not readonly:
-        conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA cache_size = -16000")  # 16 MB of pages per connection
+    conn.execute(f"PRAGMA cache_size = -{int(cache_kib)}")
     return conn
 
 

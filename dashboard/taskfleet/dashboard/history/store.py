@@ -1,9 +1,10 @@
 """``HistoryStore``: the dashboard's durable history, one SQLite file (WAL), read by the web app (``model.History``)
 and written by the ingester (``apply_events``, samples, the stream cursor, ``prune``).
 
-One connection writes, under a lock (the ingester's thread, in practice); each reading thread has its own
-connection, so pages are served while a batch is written (WAL: readers see the last committed batch). Nothing but
-the connections stays in memory; SQLite's page cache is bounded per connection (``schema.connect``).
+One connection writes, under a lock (the ingester's thread, in practice); reads borrow a connection from a small pool
+(one per concurrent reader, returned after each query, whichever thread asks), so pages are served while a batch is
+written (WAL: readers see the last committed batch). Nothing but the connections stays in memory; SQLite's page
+cache is bounded per connection (``schema.connect``).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ class HistoryStore:
     def __init__(self, settings: HistorySettings) -> None:
         self.settings = settings
         self._write_lock = threading.Lock()
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._idle: list[sqlite3.Connection] = []  # reading connections not in use
+        self._readers: list[sqlite3.Connection] = []  # every reading connection
         self._readers_lock = threading.Lock()
         self._closed = False
         try:
@@ -108,6 +109,7 @@ class HistoryStore:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+            self._idle.clear()
             self._writer.close()
 
     # -- plumbing --
@@ -122,21 +124,27 @@ class HistoryStore:
             except sqlite3.Error as exc:
                 raise HistoryError(f"writing the history failed: {exc}") from exc
 
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            with self._readers_lock:
-                if self._closed:
-                    raise HistoryError("the history store is closed")
-                conn = schema.connect(self.settings.path)
-                conn.execute("PRAGMA query_only = 1")
-                self._readers.append(conn)
-            self._local.conn = conn
+    def _borrow(self) -> sqlite3.Connection:
+        with self._readers_lock:
+            if self._closed:
+                raise HistoryError("the history store is closed")
+            if self._idle:
+                return self._idle.pop()
+        conn = schema.connect(self.settings.path, cache_kib=schema.READ_CACHE_KIB)
+        conn.execute("PRAGMA query_only = 1")
+        with self._readers_lock:
+            self._readers.append(conn)
         return conn
 
     def _read(self, fn: Callable[Concatenate[sqlite3.Connection, _P], _T], *args: _P.args,
               **kwargs: _P.kwargs) -> _T:
         try:
-            return fn(self._reader(), *args, **kwargs)
+            conn = self._borrow()
+            try:
+                return fn(conn, *args, **kwargs)
+            finally:
+                with self._readers_lock:
+                    if not self._closed:
+                        self._idle.append(conn)
         except sqlite3.Error as exc:
             raise HistoryError(f"reading the history failed: {exc}") from exc

@@ -88,25 +88,38 @@ def _apply(conn: sqlite3.Connection, events: Sequence[Mapping[str, Any]]) -> Non
     if not accepted:
         return
     rows, old = _load(conn, sorted({task_id for (_, task_id, _), _ in accepted}))
+    seen = _timeline_keys(conn, sorted(old))  # a task without a row has no timeline yet
     outcomes: dict[tuple[str, str, int], _Outcome] = {}
+    timeline: list[tuple[Any, ...]] = []
     for (kind, task_id, timestamp), event in accepted:
-        if conn.execute("SELECT 1 FROM timeline WHERE task_id = ? AND timestamp = ? AND type = ?",
-                        (task_id, timestamp, kind)).fetchone() is not None:
+        key = (task_id, timestamp, kind)
+        if key in seen:
             continue  # applied already (the stream read again): counted once
+        seen.add(key)
         row = rows.get(task_id)
         if row is None:
             row = rows[task_id] = merge.new_row(task_id, timestamp)
         detail = merge.apply(row, kind, timestamp, event)
         worker = event.get("worker")
-        conn.execute("INSERT INTO timeline (task_id, type, timestamp, worker, retries, detail) "
-                     "VALUES (?, ?, ?, ?, ?, ?)",
-                     (task_id, kind, timestamp, worker if isinstance(worker, str) else None,
-                      _attempt_of(event, row), detail))
+        timeline.append((task_id, kind, timestamp, worker if isinstance(worker, str) else None,
+                         _attempt_of(event, row), detail))
         if kind in _OUTCOME_OF:
             _count(outcomes, kind, timestamp, event, row)
+    conn.executemany("INSERT INTO timeline (task_id, type, timestamp, worker, retries, detail) "
+                     "VALUES (?, ?, ?, ?, ?, ?)", timeline)
     for task_id, row in rows.items():
         _write(conn, row, old.get(task_id))
     _write_outcomes(conn, outcomes)
+
+
+def _timeline_keys(conn: sqlite3.Connection, task_ids: list[str]) -> set[tuple[str, float, str]]:
+    """(task id, timestamp, type) of the events already kept for ``task_ids``."""
+    keys: set[tuple[str, float, str]] = set()
+    for start in range(0, len(task_ids), _LOOKUP_CHUNK):
+        chunk = task_ids[start:start + _LOOKUP_CHUNK]
+        keys.update(conn.execute("SELECT task_id, timestamp, type FROM timeline "
+                                 f"WHERE task_id IN ({', '.join('?' * len(chunk))})", chunk))
+    return keys
 
 
 def _attempt_of(event: Mapping[str, Any], row: Mapping[str, Any]) -> int:
@@ -189,17 +202,16 @@ def _write_outcomes(conn: sqlite3.Connection, outcomes: Mapping[tuple[str, str, 
     for key, outcome in outcomes.items():
         stored = conn.execute("SELECT runtimes FROM outcomes WHERE name = ? AND queue = ? AND minute = ?",
                               key).fetchone()
-        runtimes = outcome.runtimes
+        runtimes = histogram.as_int(outcome.runtimes)
         if stored is not None:
-            runtimes = histogram.decode(stored[0])
-            histogram.merge_into(runtimes, outcome.runtimes)
+            runtimes += histogram.unpack_int(stored[0])
         succeeded, failed, retried = outcome.counts
         conn.execute(
             "INSERT INTO outcomes (name, queue, minute, succeeded, failed, retried, runtimes) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name, queue, minute) DO UPDATE SET "
             "succeeded = succeeded + excluded.succeeded, failed = failed + excluded.failed, "
             "retried = retried + excluded.retried, runtimes = excluded.runtimes",
-            (*key, succeeded, failed, retried, histogram.encode(runtimes)))
+            (*key, succeeded, failed, retried, histogram.pack_int(runtimes)))
 
 
 def record_queue_samples(conn: sqlite3.Connection, samples: Sequence[model.QueueSample]) -> None:

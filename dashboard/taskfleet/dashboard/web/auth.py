@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
-from taskfleet.dashboard.settings import ADMIN, READ_ONLY, AuthSettings
+from taskfleet.dashboard.settings import ADMIN, READ_ONLY, AuthSettings, is_loopback
 
 #: The cookie the login form sets with a token (HttpOnly, SameSite=Strict, scoped to the dashboard's path).
 TOKEN_COOKIE = "taskfleet_dashboard_token"
@@ -65,6 +65,7 @@ class Authenticator:
         admin."""
         auth = self.auth
         if not auth.enabled:
+            self._check_loopback_host(request)
             return Principal("local", ADMIN, "loopback")
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
@@ -86,6 +87,13 @@ class Authenticator:
             if name:
                 return Principal(name, self._proxy_role(request), "proxy")
         raise NotAuthenticated(basic=bool(auth.basic_users))
+
+    def _check_loopback_host(self, request: Request) -> None:
+        """Without auth, only a loopback ``Host`` is served: a page elsewhere whose name is rebound to 127.0.0.1
+        (DNS rebinding) sends its own name as ``Host``, and is refused."""
+        host = urlsplit(f"//{request.headers.get('host', '')}").hostname or ""
+        if not is_loopback(host):
+            raise Forbidden(f"no auth is configured, so only a loopback Host is served, not {host!r}")
 
     def token_role(self, token: str) -> str | None:
         """The role a token gives, or None (every configured token is compared, in constant time)."""
