@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, BrowserContext, Page
 
 from taskfleet import App
 from taskfleet.brokers import Broker, connect
@@ -114,7 +114,7 @@ def open_page(chromium: Browser) -> Iterator[OpenPage]:
     """Factory: ``open_page(dashboard, role="admin")`` is a new browser context (its own cookies) signed in with
     the role's token (``admin``, ``read-only``, or ``none``), at 1280x800. At the end, every request of every page
     must have gone to the dashboard's own origin (or ``origin=`` when a proxy is in front)."""
-    opened: list[tuple[object, RequestLog, str]] = []
+    opened: list[tuple[BrowserContext, RequestLog, str]] = []
 
     def open_(dashboard: DashboardProcess, *, role: str = "admin", origin: str | None = None) -> Page:
         tokens = {"admin": dashboard.admin_token, "read-only": dashboard.read_token}
@@ -128,7 +128,7 @@ def open_page(chromium: Browser) -> Iterator[OpenPage]:
 
     yield open_
     for context, log, origin in opened:
-        context.close()  # type: ignore[attr-defined]
+        context.close()
         assert log.origins() <= {origin}, f"requests left the dashboard's origin {origin}: {sorted(log.origins())}"
 
 

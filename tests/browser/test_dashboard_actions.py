@@ -135,7 +135,12 @@ def test_purge_asks_for_confirmation_and_then_empties_the_queue(fleet: Fleet, da
     page.fill("[data-testid=purge-confirm]", PARKED)
     # When the admin says no to the confirmation, nothing is deleted
     answers: list[Dialog] = []
-    page.once("dialog", lambda dialog: (answers.append(dialog), dialog.dismiss()))
+
+    def say_no(dialog: Dialog) -> None:
+        answers.append(dialog)
+        dialog.dismiss()
+
+    page.once("dialog", say_no)
     page.click("[data-testid=purge]")
     assert answers, "purge did not ask for confirmation"
     assert fleet.broker.queue_depth(PARKED).ready == ready
