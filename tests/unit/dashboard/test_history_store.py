@@ -114,6 +114,19 @@ def test_a_retried_task_keeps_its_id_and_counts_its_retries(store: HistoryStore)
     assert store.tasks(model.TaskQuery()).tasks == [task]
 
 
+def test_a_retry_that_arrives_after_the_next_attempts_received_does_not_count_twice(store: HistoryStore) -> None:
+    # Given the second attempt's child sent its events before the first attempt's child sent task-retried
+    received, started, retried = run("t1", T0, end="task-retried", exception="OSError: flake")
+    store.apply_events([received, started])
+    store.apply_events([ev("task-received", "t1", T0 + 1, name="app.add", worker="w2:2", retries=1),
+                        ev("task-started", "t1", T0 + 1, name="app.add", worker="w2:2")])
+    store.apply_events([retried])
+    # Then the task is in its second attempt, retried once
+    task = store.task("t1")
+    assert task is not None
+    assert (task.state, task.retries, task.worker) == (model.STARTED, 1, "w2:2")
+
+
 def test_the_next_attempts_start_wins_over_a_retry_even_before_its_received_arrives(store: HistoryStore) -> None:
     store.apply_events(run("t1", T0, end="task-retried"))
     store.apply_events([ev("task-started", "t1", T0 + 5, name="app.add", worker="w2:2")])
@@ -292,6 +305,8 @@ def test_histogram_percentiles_are_the_middle_of_the_bin_they_fall_in() -> None:
     assert p100 is not None
     assert 1 / 1.2 <= p100 <= 1.2
     assert histogram.percentiles({}, (0.5,)) == [None]
+    assert histogram.percentiles_of(histogram.as_int(counts), (0.5, 1.0)) == [p50, p100]
+    assert histogram.percentiles_of(0, (0.5,)) == [None]
     assert histogram.bin_of(0.0) == 0
     assert histogram.bin_of(1e9) == histogram.BINS - 1
 

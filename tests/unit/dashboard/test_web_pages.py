@@ -33,7 +33,8 @@ def test_the_overview_sums_the_buckets_and_holds_the_charts(client: TestClient) 
 
 def test_the_overview_filters_by_task_name_and_queue(client: TestClient, history: FakeHistory) -> None:
     client.get("/", params={"name": "tests.add", "queue": "default"})
-    assert (history.bucket_calls[-1]["name"], history.bucket_calls[-1]["queue"]) == ("tests.add", "default")
+    totals = history.bucket_calls[0]
+    assert (totals["name"], totals["queue"]) == ("tests.add", "default")
 
 
 def test_the_queues_page_shows_counts_and_a_queues_dead_letters_with_reasons(client: TestClient) -> None:
@@ -124,3 +125,10 @@ def test_pages_send_a_content_security_policy_that_allows_only_our_own_assets(cl
     policy = client.get("/").headers["content-security-policy"]
     assert "default-src 'self'" in policy
     assert "frame-ancestors 'none'" in policy
+
+
+def test_the_overview_breaks_outcomes_down_per_task_name_and_per_queue(client: TestClient) -> None:
+    text = client.get("/").text
+    assert 'data-task="tests.add"' in text
+    assert 'data-queue="default"' in text
+    assert 'href="/?name=tests.add&amp;range_s=3600"' in text

@@ -2,8 +2,9 @@
 
 The state is the latest attempt's: an event carrying a higher ``retries`` than the row's attempt starts a new one;
 within an attempt a later stage wins (sent < received < started < retried < the ends), so a late ``task-sent``
-never overwrites SUCCESS. Events without ``retries`` (started, the ends) belong to the row's current attempt, except
-that anything newer than a RETRY is the next attempt's. Other fields fill in: the first non-empty value stays,
+never overwrites SUCCESS. Events without ``retries`` (started, the ends) belong to the row's current attempt, unless
+they happened before it was received (an earlier attempt's, arriving late: they never win); anything newer than a
+RETRY is the next attempt's. Other fields fill in: the first non-empty value stays,
 except the worker, result and error, which are the winning event's.
 """
 
@@ -65,6 +66,13 @@ def new_row(task_id: str, timestamp: float) -> dict[str, Any]:
     return row
 
 
+def _earlier_attempt(row: Mapping[str, Any], timestamp: float) -> bool:
+    """Whether an event without ``retries`` happened before the current attempt was received: it is an earlier
+    attempt's (two children's batches reach the stream in either order)."""
+    received: float | None = row["received_at"]
+    return row["attempt"] > 0 and received is not None and timestamp < received
+
+
 def _wins(row: Mapping[str, Any], state: str, attempt: int | None, timestamp: float) -> bool:
     current_attempt: int = row["attempt"]
     if attempt is not None and attempt != current_attempt:
@@ -72,6 +80,8 @@ def _wins(row: Mapping[str, Any], state: str, attempt: int | None, timestamp: fl
     current: str = row["state"]
     if current_attempt < 0:  # nothing decided yet
         return True
+    if attempt is None and _earlier_attempt(row, timestamp):
+        return False
     if attempt is None and current == model.RETRY and timestamp > row["state_ts"]:
         return True  # the next attempt's started or end, before its received arrived
     return (RANK[state], timestamp) >= (RANK[current], row["state_ts"])
@@ -104,7 +114,9 @@ def apply(row: dict[str, Any], kind: str, timestamp: float, fields: Mapping[str,
             row["traceback"] = _text(fields.get("traceback"))
             row["result"] = _text(fields.get("result"))
     if state == model.RETRY:
-        row["retries"] = max(row["retries"], (attempt if attempt is not None else max(row["attempt"], 0)) + 1)
+        if attempt is None:
+            attempt = max(row["attempt"], 0) - (1 if _earlier_attempt(row, timestamp) else 0)
+        row["retries"] = max(row["retries"], attempt + 1)
     _times(row, kind, timestamp, fields)
     return _detail(kind, fields)
 

@@ -127,7 +127,7 @@ def buckets(conn: sqlite3.Connection, *, since: float, until: float, step_s: flo
             runs[i] += histogram.unpack_int(runtimes)
     result = []
     for i in range(count):
-        p50, p95, p99 = histogram.percentiles(histogram.counts_of(runs[i]), (0.5, 0.95, 0.99))
+        p50, p95, p99 = histogram.percentiles_of(runs[i], (0.5, 0.95, 0.99))
         result.append(model.Bucket(start=(first + i * step_min) * 60.0, succeeded=sums[i][0], failed=sums[i][1],
                                    retried=sums[i][2], p50_s=p50, p95_s=p95, p99_s=p99))
     return result

@@ -79,6 +79,22 @@ def _queues(ctx: Ctx) -> tuple[list[dict[str, Any]], str | None]:
         return [], f"the broker did not answer: {exc}"
 
 
+#: Rows of the overview's per-task and per-queue tables.
+MAX_BREAKDOWN_ROWS = 20
+
+
+def summary(ctx: Ctx, *, since: float, until: float, name: str | None = None,
+            queue: str | None = None) -> dict[str, Any]:
+    """Totals over ``since``..``until`` as one bucket (so the percentiles are over the whole range)."""
+    buckets = ctx.history.buckets(since=since, until=until, step_s=max(until - since, 1.0), name=name, queue=queue)
+    ok, failed = sum(b.succeeded for b in buckets), sum(b.failed for b in buckets)
+    p95 = [b.p95_s for b in buckets if b.p95_s is not None]
+    return {"name": name, "queue": queue, "succeeded": ok, "failed": failed,
+            "retried": sum(b.retried for b in buckets),
+            "failure_rate": f"{100 * failed / (ok + failed):.1f}%" if ok + failed else NONE,
+            "p95_s": max(p95) if p95 else None}
+
+
 @router.get("/")
 def overview(request: Request, ctx: Ctx, name: str = "", queue: str = "", range_s: int = 3600) -> Response:
     range_s = range_s if any(range_s == r for r, _ in RANGES) else 3600
@@ -89,10 +105,13 @@ def overview(request: Request, ctx: Ctx, name: str = "", queue: str = "", range_
     totals = {"succeeded": ok, "failed": failed, "retried": sum(b.retried for b in buckets),
               "failure_rate": f"{100 * failed / (ok + failed):.1f}%" if ok + failed else NONE}
     queues, error = _queues(ctx)
+    names = ctx.history.task_names()
+    by_task = [summary(ctx, since=since, until=until, name=n) for n in names[:MAX_BREAKDOWN_ROWS]]
+    by_queue = [summary(ctx, since=since, until=until, queue=q["queue"]) for q in queues[:MAX_BREAKDOWN_ROWS]]
     stats_query = urlencode({k: v for k, v in (("name", name), ("queue", queue)) if v} | {"range_s": range_s})
     return render(request, "overview.html", page="overview", title="Overview", totals=totals, error=error,
-                  task_names=ctx.history.task_names(), queue_names=[q["queue"] for q in queues], name=name,
-                  queue=queue, range_s=range_s, ranges=RANGES, stats_query=stats_query)
+                  task_names=names, queue_names=[q["queue"] for q in queues], name=name, queue=queue,
+                  range_s=range_s, ranges=RANGES, stats_query=stats_query, by_task=by_task, by_queue=by_queue)
 
 
 @router.get("/queues")
