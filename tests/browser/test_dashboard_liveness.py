@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 PREFIX = "/ops/taskfleet"
 #: The pages of the navigation bar, by their path under the dashboard's root.
-PAGES = ("", "queues", "workers", "tasks", "actions")
+PAGES = ("", "queues", "workers", "tasks", "autoscaling", "actions")
 
 
 def test_a_worker_killed_with_sigkill_leaves_the_workers_page_by_itself(fleet: Fleet, dashboard: DashboardProcess,
