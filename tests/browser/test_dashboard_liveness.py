@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
+from playwright.sync_api import Browser
 
 from tests import tasks
 from tests.browser.conftest import QUEUE, Fleet, OpenPage
-from tests.support.browser import reload_until
+from tests.support.browser import VIEWPORT, reload_until, serve_html
 from tests.support.dashboard import DashboardProcess, NginxProxy
 from tests.support.servers import ServerUnavailable, require_server
 from tests.support.waiting import wait_for
@@ -110,3 +111,38 @@ def test_a_browser_signs_in_with_the_login_form_and_gets_its_role(dashboard: Das
     page.locator("form button[type=submit], form input[type=submit]").first.click()
     page.goto(dashboard.url + "workers")
     assert page.locator("[data-testid=who]").get_attribute("data-role") == "read-only"
+
+
+def test_a_page_on_another_origin_cannot_make_a_signed_in_browser_act(chromium: Browser, fleet: Fleet,
+                                                                      dashboard: DashboardProcess) -> None:
+    # Given an admin signed in with the login form (a cookie session) and a queue with a message
+    queue = "parked-csrf"
+    tasks.add.apply_async((1, 1), queue=queue)
+    assert fleet.broker.queue_depth(queue).ready == 1
+    context = chromium.new_context(viewport=VIEWPORT)
+    try:
+        page = context.new_page()
+        page.goto(dashboard.url + "login")
+        page.fill("input[name=token]", dashboard.admin_token)
+        page.locator("form button[type=submit], form input[type=submit]").first.click()
+        page.goto(dashboard.url + "actions")
+        assert page.locator("[data-testid=who]").get_attribute("data-role") == "admin"
+        # When a page elsewhere submits a purge form to the dashboard in the same browser
+        hostile = (f"<form method=post action='{dashboard.url}api/actions/purge'>"
+                   f"<input name=queue value={queue}><input name=confirm value={queue}></form>"
+                   "<script>document.forms[0].submit()</script>")
+        with serve_html(hostile) as elsewhere:
+            with page.expect_response(dashboard.url + "api/actions/purge") as answer:
+                page.goto(elsewhere + "/")
+            # Then the dashboard refuses it and the queue keeps its message
+            assert answer.value.status == 403
+        assert fleet.broker.queue_depth(queue).ready == 1
+        # While the same session may act from the dashboard's own page
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.goto(dashboard.url + f"queues?dead={queue}")
+        page.fill("[data-testid=purge-confirm]", queue)
+        page.click("[data-testid=purge]")
+        assert "purged 1" in page.locator("[data-testid=done]").inner_text()
+        assert fleet.broker.queue_depth(queue).ready == 0
+    finally:
+        context.close()

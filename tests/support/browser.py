@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -97,3 +99,30 @@ def cells(page: Page, row_selector: str) -> dict[str, str]:
     fields = row.locator("[data-field]")
     return {fields.nth(i).get_attribute("data-field") or "": fields.nth(i).inner_text().strip()
             for i in range(fields.count())}
+
+
+@contextmanager
+def serve_html(html: str) -> Iterator[str]:
+    """Serve ``html`` at ``/`` of a private HTTP server on 127.0.0.1 (another origin than the dashboard's, as a
+    hostile site would be); yields its origin."""
+    body = html.encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
