@@ -7,7 +7,9 @@ requests must stay on the dashboard's origin (the ``open_page`` fixture checks i
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -162,6 +164,17 @@ def test_the_filters_narrow_the_list_and_the_next_page_continues_it(sent: Sent, 
     page.fill("[data-testid=filter-text]", "(7, 1000)")
     page.click("[data-testid=filter-submit]")
     assert set(shown_states(page)) == {sent.many[7].id}
+    # And the time range bounds the list (the form's times are UTC)
+    an_hour_ago = datetime.fromtimestamp(time.time() - 3600, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    for since, until, listed in ((an_hour_ago, "", True), ("2099-01-01T00:00:00", "", False),
+                                 ("", "2000-01-01T00:00:00", False)):
+        page.goto(dashboard.url + "tasks")
+        page.fill("[data-testid=filter-task-id]", sent.failed.id)
+        page.fill("[data-testid=filter-since]", since)
+        page.fill("[data-testid=filter-until]", until)
+        page.click("[data-testid=filter-submit]")
+        assert shown_states(page) == ({sent.failed.id: "FAILURE"} if listed else {}), (since, until)
+        assert page.locator("[data-testid=no-tasks]").count() == (0 if listed else 1)
     # And the pages of a name's tasks, followed to the end, hold each task once
     page.goto(dashboard.url + "tasks")
     page.fill("[data-testid=filter-name]", tasks.add.name)
