@@ -114,8 +114,8 @@ def main() -> int:
     cli.add_argument("--keep", action="store_true", help="keep the file; with an existing --path, skip the fill")
     cli.add_argument("--prune", action="store_true", help="then time a prune that drops the oldest 10%%")
     args = cli.parse_args()
-    folder = tempfile.mkdtemp(prefix="taskfleet-history-bench-")
-    path = args.path or os.path.join(folder, "history.db")
+    folder = None if args.path else tempfile.mkdtemp(prefix="taskfleet-history-bench-")
+    path = args.path or os.path.join(str(folder), "history.db")
     fill = not (args.keep and os.path.exists(path))
     store = HistoryStore(HistorySettings(path=path))
     now = time.time()
@@ -186,7 +186,7 @@ def main() -> int:
         print(f"prune with nothing to drop: {idle_ms:.0f} ms ({nothing}); prune to {keep:,} tasks: dropped "
               f"{dropped:,} in {time.perf_counter() - t0:.1f} s")
         pruner.close()
-    if not args.keep and args.path is None:
+    if not args.keep and folder is not None:
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(path + suffix):
                 os.remove(path + suffix)
