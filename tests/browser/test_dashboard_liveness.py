@@ -56,8 +56,9 @@ def behind_nginx(request: pytest.FixtureRequest, fleet: Fleet) -> Iterator[tuple
     forwarded = request.param == "forwarded-prefix"
     process = DashboardProcess(broker=fleet.broker_url, backend=fleet.backend_url, app="tests.control_tasks:app",
                                url_prefix="" if forwarded else PREFIX,
-                               extra=["--trust-proxy-headers"] if forwarded else []).start()
+                               extra=["--trust-proxy-headers"] if forwarded else [])
     try:
+        process.start()
         try:
             proxy = NginxProxy(upstream_port=process.port, prefix=PREFIX, strip_prefix=forwarded)
         except ServerUnavailable as exc:
