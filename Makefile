@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
-servers: ## Install the broker server binaries integration tests need (starts none)
+servers: ## Install the broker servers, chromium and nginx that integration and browser tests need (starts none)
 	bash scripts/ensure-servers.sh
 
 # Cached outside the repo, keyed by version (~/.cache/taskfleet/k8sbin/...): ~15-20 min cold, a no-op afterwards.
@@ -76,14 +76,14 @@ lint: venv ## ruff check, mypy (strict) and the import-linter layering contracts
 
 # The realnode builds run niced in the background during the other tiers (their own process group, killed if those
 # fail); the realnode tier waits for them, then runs inside netns-run.sh, where nothing reaches the network.
-test: venv servers testbin lint ## Lint, then unit, integration, e2e, chaos and realnode tests (what CI runs)
+test: venv servers testbin lint ## Lint, then unit, integration, browser, e2e, chaos and realnode tests (what CI runs)
 	@set -e; builds=; log=build/realnode-builds.log; \
 	if $(REALNODE_ABLE); then \
 	  bash scripts/ensure-servers.sh $(REALNODE_TOOLS); mkdir -p build; \
 	  setsid nice -n 19 bash -c '$(REALNODE_BUILDS)' >$$log 2>&1 & builds=$$!; \
 	  trap 'kill -- -$$builds 2>/dev/null || true' EXIT; \
 	fi; \
-	$(PYTEST) --durations=10 $(PYTEST_ARGS) tests/unit tests/integration tests/e2e tests/chaos; \
+	$(PYTEST) --durations=10 $(PYTEST_ARGS) tests/unit tests/integration tests/browser tests/e2e tests/chaos; \
 	if [ -n "$$builds" ]; then \
 	  started=$$(date +%s); wait $$builds || { tail -n 40 $$log; exit 1; }; \
 	  echo "realnode: waited $$(( $$(date +%s) - started )) s for the node binaries and images"; \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make sure the broker server binaries that integration tests need are installed.
+# Make sure the broker server binaries (and the browser) that integration tests need are installed.
 #
 # It never starts a server: each test session starts private ones on free loopback ports and stops them. Missing
 # binaries are installed from Debian's packages when we are root. Otherwise it says what is missing and fails only
@@ -12,6 +12,10 @@ set -euo pipefail
 SERVERS=(
   "redis-server:redis-server"
   "rabbitmq-server:rabbitmq-server"
+  # The dashboard's browser tests (tests/browser): headless Chromium, and nginx as the reverse proxy in front of
+  # the dashboard's path prefix.
+  "chromium:chromium"
+  "nginx:nginx"
 )
 
 if (($# > 0)); then
