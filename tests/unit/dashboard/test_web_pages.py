@@ -105,6 +105,15 @@ def test_a_read_only_user_sees_no_action_forms(make_client: ClientFactory) -> No
     assert 'id="revoke-form"' not in client.get("/tasks/t0", headers=bearer(READ_TOKEN)).text
 
 
+def test_a_task_offers_only_the_actions_its_state_allows(client: TestClient) -> None:
+    # A task not yet received may be revoked, not terminated (no child runs it); a finished one offers neither
+    waiting, finished = client.get("/tasks/c1").text, client.get("/tasks/t0").text
+    assert 'id="revoke-form"' in waiting
+    assert 'id="terminate-form"' not in waiting
+    assert 'id="revoke-form"' not in finished
+    assert 'id="terminate-form"' not in finished
+
+
 def test_a_form_post_redirects_back_with_what_was_done(client: TestClient, fleet_app: App) -> None:
     response = client.post("/api/actions/requeue", data={"queue": "mail", "next": "/queues?dead=mail"},
                            headers={"Origin": "http://127.0.0.1"}, follow_redirects=False)

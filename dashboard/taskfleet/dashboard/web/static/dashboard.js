@@ -49,7 +49,9 @@
     if (charts[id]) { charts[id].destroy(); }
     el.textContent = "";
     var series = [{}].concat(labels.map(function (label, i) {
-      return { label: label, stroke: colors[i % colors.length], width: 1.5, spanGaps: true };
+      // Points too: a series with one bucket of data between empty ones has no line to draw.
+      return { label: label, stroke: colors[i % colors.length], width: 1.5, spanGaps: true,
+               points: { show: true, size: 4 } };
     }));
     charts[id] = new window.uPlot({ width: width, height: 220, series: series, scales: { x: { time: true } } }, data, el);
   }
