@@ -4,42 +4,20 @@ the request log the other tests assert on."""
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from playwright.sync_api import Browser
 
-from tests.support.browser import CHROMIUM, VIEWPORT, RequestLog
-
-
-class _Page(BaseHTTPRequestHandler):
-    """``/`` is a page that loads ``/asset.js`` from the same origin; anything else is a tiny script."""
-
-    def do_GET(self) -> None:
-        body = (b"<html><body><h1>harness</h1><script src='/asset.js'></script></body></html>" if self.path == "/"
-                else b"document.body.dataset.loaded = 'yes';")
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html" if self.path == "/" else "text/javascript")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+from tests.support.browser import CHROMIUM, VIEWPORT, RequestLog, serve_html
 
 
 @pytest.fixture
 def local_site() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    """``/`` is a page that loads ``/asset.js`` from the same origin."""
+    with serve_html("<html><body><h1>harness</h1><script src='/asset.js'></script></body></html>",
+                    assets={"/asset.js": ("text/javascript", "document.body.dataset.loaded = 'yes';")}) as origin:
+        yield origin
 
 
 def test_the_browser_is_debians_chromium_not_a_playwright_download(chromium: Browser) -> None:

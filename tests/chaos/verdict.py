@@ -80,6 +80,16 @@ def hit(run: Run, faults: list[Fault]) -> Fault | None:
     return None
 
 
+def killed_before_its_ack(run: Run, faults: list[Fault]) -> bool:
+    """Whether ``run``'s process was killed after its final state was stored but before its batched ack could have
+    gone out (``ACK_WINDOW_S``): its redelivery is counted (docs/brokers.md: so that it is recognised by its stored
+    state and acked unrun), so it counts towards ``max_deliveries`` without running again."""
+    fin = _fin(run)
+    return math.isfinite(fin) and any(
+        f.kind in (KILL_CHILD, KILL_WORKER, POISON_KILL) and run.pid in f.pids and fin <= f.begin <= fin + ACK_WINDOW_S
+        for f in faults)
+
+
 def judge(broker: str, *, sent: list[Sent], ledger: Ledger, faults: list[Fault], dead: list[DeadLetter],
           poison: list[Poison], states: dict[str, str], max_deliveries: int, lease_brokers: bool,
           clock_offset: float) -> Verdict:
@@ -180,7 +190,7 @@ def check_dead_letters(v: Verdict, sent: list[Sent], ledger: Ledger, faults: lis
         if s.kind not in HEALTHY_KINDS or d is None:
             continue
         runs = ledger.runs.get((s.task_id, 0), [])
-        interrupted = sum(1 for r in runs if hit(r, faults) is not None)
+        interrupted = sum(1 for r in runs if hit(r, faults) is not None or killed_before_its_ack(r, faults))
         dead_at = d.dead_at - clock_offset
         nearby = sum(1 for f in worker_faults if f.begin <= dead_at and f.end >= s.begin)
         if interrupted + nearby < max_deliveries:

@@ -18,6 +18,7 @@ import pytest
 from tests.support.chart import Helm, operator_container, service_account_kubeconfig
 from tests.support.k8s import ControlPlane
 from tests.support.operator import CRD, OperatorProcess
+from tests.support.servers import ServerUnavailable, require_server
 
 RBAC_MODES = ("cluster-wide", "namespaced")
 #: Namespaces the namespaced operator watches: at least the number of operator tests in one module.
@@ -35,6 +36,17 @@ def crd(kube: ControlPlane) -> ControlPlane:
 def helm(kube: ControlPlane) -> Iterator[Helm]:
     """The real helm against the control plane, with a private config/cache directory."""
     tool = Helm(kube)
+    yield tool
+    tool.close()
+
+
+@pytest.fixture(scope="module")
+def offline_helm() -> Iterator[Helm]:
+    """helm without a cluster (lint and template need none)."""
+    try:
+        tool = Helm()
+    except ServerUnavailable as exc:
+        require_server(str(exc))
     yield tool
     tool.close()
 

@@ -3,7 +3,6 @@ it: the CRD copy and the plain manifests for people without Helm."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +16,10 @@ from tests.support.chart import (
     MANIFESTS_RELEASE,
     Helm,
 )
-from tests.support.servers import ServerUnavailable, require_server
 
 pytestmark = pytest.mark.e2e
 
 AGGREGATE_LABEL_PREFIX = "rbac.authorization.k8s.io/aggregate-to-"
-
-
-@pytest.fixture(scope="module")
-def offline_helm() -> Iterator[Helm]:
-    """helm without a cluster (lint and template need none)."""
-    try:
-        tool = Helm()
-    except ServerUnavailable as exc:
-        require_server(str(exc))
-    yield tool
-    tool.close()
 
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

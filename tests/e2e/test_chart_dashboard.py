@@ -5,13 +5,11 @@ tests/e2e/test_dashboard_kube.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.support.chart import CHART, Helm
-from tests.support.servers import ServerUnavailable, require_server
 
 pytestmark = pytest.mark.e2e
 
@@ -20,16 +18,6 @@ READ_RULES = [
     {"apiGroups": ["taskfleet.io"], "resources": ["taskqueues"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
 ]
-
-
-@pytest.fixture(scope="module")
-def offline_helm() -> Iterator[Helm]:
-    try:
-        tool = Helm()
-    except ServerUnavailable as exc:
-        require_server(str(exc))
-    yield tool
-    tool.close()
 
 
 def dashboard_docs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:

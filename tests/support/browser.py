@@ -8,7 +8,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -102,15 +102,17 @@ def cells(page: Page, row_selector: str) -> dict[str, str]:
 
 
 @contextmanager
-def serve_html(html: str) -> Iterator[str]:
+def serve_html(html: str, *, assets: Mapping[str, tuple[str, str]] | None = None) -> Iterator[str]:
     """Serve ``html`` at ``/`` of a private HTTP server on 127.0.0.1 (another origin than the dashboard's, as a
-    hostile site would be); yields its origin."""
-    body = html.encode()
+    hostile site would be), and each of ``assets`` (path -> content type, text) at its path; yields its origin."""
+    files = {"/": ("text/html; charset=utf-8", html)} | dict(assets or {})
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            content_type, text = files.get(self.path, files["/"])
+            body = text.encode()
             self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

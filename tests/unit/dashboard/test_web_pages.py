@@ -114,6 +114,14 @@ def test_a_task_offers_only_the_actions_its_state_allows(client: TestClient) -> 
     assert 'id="terminate-form"' not in finished
 
 
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/", "/\\evil.example/"])
+def test_a_form_post_never_redirects_off_the_dashboard(client: TestClient, target: str) -> None:
+    response = client.post("/api/actions/requeue", data={"queue": "mail", "next": target},
+                           headers={"Origin": "http://127.0.0.1"}, follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"].startswith("/?done=")
+
+
 def test_a_form_post_redirects_back_with_what_was_done(client: TestClient, fleet_app: App) -> None:
     response = client.post("/api/actions/requeue", data={"queue": "mail", "next": "/queues?dead=mail"},
                            headers={"Origin": "http://127.0.0.1"}, follow_redirects=False)

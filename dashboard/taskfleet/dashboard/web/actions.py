@@ -48,7 +48,7 @@ def answer(request: Request, fields: dict[str, str], result: dict[str, Any], don
     if not request.headers.get("content-type", "").startswith(_FORM):
         return JSONResponse(result)
     target = fields.get("next", "/")
-    if not target.startswith("/") or target.startswith("//"):
+    if not target.startswith("/") or target.startswith("//") or "\\" in target:  # a browser reads /\x as //x
         target = "/"
     root = request.scope.get("root_path", "")
     sep = "&" if "?" in target else "?"

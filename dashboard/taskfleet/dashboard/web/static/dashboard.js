@@ -38,7 +38,8 @@
 
   // -- charts (uPlot) ------------------------------------------------------------------------------------------
   var charts = {};
-  function chart(id, el, labels, data) {
+  // opts.stepped: draw each value until the next sample (counts such as replicas), not a slope between samples.
+  function chart(id, el, labels, data, opts) {
     if (!window.uPlot || !el) { return; }
     var colors = ["#2f6fde", "#c62828", "#2e7d32", "#f59e0b", "#7c3aed", "#0891b2", "#db2777", "#4b5563"];
     var width = Math.max(el.clientWidth || 400, 300);
@@ -50,8 +51,12 @@
     el.textContent = "";
     var series = [{}].concat(labels.map(function (label, i) {
       // Points too: a series with one bucket of data between empty ones has no line to draw.
-      return { label: label, stroke: colors[i % colors.length], width: 1.5, spanGaps: true,
-               points: { show: true, size: 4 } };
+      var line = { label: label, stroke: colors[i % colors.length], width: 1.5, spanGaps: true,
+                   points: { show: true, size: 4 } };
+      if (opts && opts.stepped && window.uPlot.paths && window.uPlot.paths.stepped) {
+        line.paths = window.uPlot.paths.stepped({ align: 1 });
+      }
+      return line;
     }));
     charts[id] = new window.uPlot({ width: width, height: 220, series: series, scales: { x: { time: true } } }, data, el);
   }
@@ -162,14 +167,23 @@
         var replicas = tq.samples.map(function (s) { return s.replicas; });
         var desired = tq.samples.map(function (s) { return s.desired; });
         api("/api/queue-samples?since=" + (now - 3600) + "&until=" + now).then(function (qs) {
+          // Each queue's sample nearest in time (within 30 s), summed over the TaskQueue's queues.
           var depth = xs.map(function (t) {
-            var total = null;
+            var nearest = {};
             qs.samples.forEach(function (s) {
-              if (tq.queues.indexOf(s.queue) >= 0 && Math.abs(s.at - t) < 30) { total = (total || 0) + s.ready + (s.in_flight || 0); }
+              var gap = Math.abs(s.at - t);
+              if (tq.queues.indexOf(s.queue) >= 0 && gap < 30 && (!nearest[s.queue] || gap < nearest[s.queue].gap)) {
+                nearest[s.queue] = { gap: gap, depth: s.ready + (s.in_flight || 0) };
+              }
             });
+            var total = null;
+            Object.keys(nearest).forEach(function (q) { total = (total || 0) + nearest[q].depth; });
             return total;
           });
-          if (xs.length) { chart(tq.namespace + "/" + tq.name, el, ["replicas", "desired", "queue depth"], [xs, replicas, desired, depth]); }
+          if (xs.length) {
+            chart(tq.namespace + "/" + tq.name, el, ["replicas", "desired", "queue depth"], [xs, replicas, desired, depth],
+                  { stepped: true });
+          }
         }).catch(function () {});
       });
     }).catch(function () {});
