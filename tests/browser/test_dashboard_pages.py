@@ -233,3 +233,28 @@ def test_the_read_only_role_sees_no_action_and_its_post_is_refused(fleet: Fleet,
     # Then nothing happened
     assert fleet.broker.queue_depth(PARKED).ready == 1
     assert sent.delayed.state != "REVOKED"
+
+
+def test_a_chained_tasks_page_shows_its_workflow_parent_and_children(fleet: Fleet, dashboard: DashboardProcess,
+                                                                    open_page: OpenPage) -> None:
+    # Given a chain of two tasks the fleet ran: add(1, 2) then add(3, 10)
+    last = (tasks.add.s(1, 2) | tasks.add.s(10)).apply_async()
+    assert last.get(timeout=20) == 13
+    first = last.parent
+    assert first is not None
+    page = open_page(dashboard)
+
+    # When the first task's page is shown, Then the next step is its child, and in its workflow
+    reload_until(page, dashboard.url + f"tasks/{first.id}",
+                 lambda p: p.locator("[data-testid=workflow-child]").count() == 1, timeout_s=20)
+    child = page.locator("[data-testid=workflow-child]")
+    assert last.id in child.inner_text()
+    assert "SUCCESS" in child.inner_text()
+    assert any(last.id in m for m in page.locator("[data-testid=workflow-member]").all_inner_texts())
+
+    # And the second task's page, one click away, names the first as its workflow's root
+    page.locator(f"[data-testid=workflow-child] a[href$='tasks/{last.id}']").click()
+    page.wait_for_url(f"**/tasks/{last.id}")
+    assert page.locator("[data-testid=task-state]").inner_text() == "SUCCESS"
+    members = page.locator("[data-testid=workflow-member]").all_inner_texts()
+    assert any(first.id in m and m.startswith("root") for m in members), members
