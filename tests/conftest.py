@@ -11,6 +11,7 @@ in-process stub, ``memory://``). Results go to the session Redis
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,23 @@ TEST_VISIBILITY_TIMEOUT_S = 1.0
 
 MakeBroker = Callable[..., Broker]
 StartWorker = Callable[..., WorkerProcess]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """Debian's headless chromium through Playwright (a ``playwright.sync_api.Browser``), one for the whole session:
+    the browser tests and the e2e Autoscaling page share it, as Playwright's sync API runs one instance per thread.
+    Missing chromium: skipped locally, a failure under CI=true."""
+    from tests.support.browser import launch_chromium
+    from tests.support.servers import ServerUnavailable, require_server
+
+    stack = ExitStack()
+    try:
+        browser = stack.enter_context(launch_chromium())
+    except ServerUnavailable as exc:
+        require_server(str(exc))
+    with stack:
+        yield browser
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +21,9 @@ from playwright.sync_api import Browser, BrowserContext, Page
 from taskfleet import App
 from taskfleet.brokers import Broker, connect
 from taskfleet.settings import BrokerSettings
-from tests.support.browser import ACTION_TIMEOUT_MS, VIEWPORT, RequestLog, launch_chromium
+from tests.support.browser import ACTION_TIMEOUT_MS, VIEWPORT, RequestLog
 from tests.support.dashboard import DashboardProcess
-from tests.support.servers import RedisServer, ServerUnavailable, require_server
+from tests.support.servers import RedisServer
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
 
@@ -51,18 +50,6 @@ class Fleet:
     broker_url: str
     backend_url: str
     worker: WorkerProcess
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Iterator[Browser]:
-    """Debian's headless chromium through Playwright, for the whole session."""
-    stack = ExitStack()
-    try:
-        browser = stack.enter_context(launch_chromium())
-    except ServerUnavailable as exc:
-        require_server(str(exc))
-    with stack:
-        yield browser
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.request import Request, urlopen
@@ -19,25 +18,15 @@ from playwright.sync_api import Browser
 
 from taskfleet import App
 from tests import tasks
-from tests.support.browser import ACTION_TIMEOUT_MS, VIEWPORT, RequestLog, launch_chromium, reload_until
+from tests.support.browser import ACTION_TIMEOUT_MS, VIEWPORT, RequestLog, reload_until
 from tests.support.dashboard import DashboardProcess
 from tests.support.k8s import ControlPlane
 from tests.support.operator import OperatorProcess, apply, create_broker_secret, task_queue, wait_replicas
-from tests.support.servers import ServerUnavailable, require_server
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "dashboard"
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    try:
-        with launch_chromium() as browser:
-            yield browser
-    except ServerUnavailable as exc:
-        require_server(str(exc))
 
 
 def api(dashboard: DashboardProcess, path: str) -> Any:

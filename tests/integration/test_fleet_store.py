@@ -374,7 +374,7 @@ def test_the_stream_keeps_about_the_latest_events_max_len(make_store: MakeStore,
     # "Fleet state")
     kept = read_all_written(make_store(events_max_len=50), b"event-%05d:" % (total - 1))
     assert kept == sorted(kept)
-    assert 50 <= len(kept) <= most_kept(broker_kind, 50, size, 100), len(kept)
+    assert least_kept(broker_kind, 50, size) <= len(kept) <= most_kept(broker_kind, 50, size, 100), len(kept)
 
 
 def most_kept(kind: BrokerKind, events_max_len: int, event_bytes: int, batch: int) -> int:
@@ -389,6 +389,15 @@ def most_kept(kind: BrokerKind, events_max_len: int, event_bytes: int, batch: in
     return events_max_len
 
 
+def least_kept(kind: BrokerKind, events_max_len: int, event_bytes: int) -> int:
+    """The fewest events of ``event_bytes`` a stream capped at ``events_max_len`` keeps once far more were written:
+    the cap, except on RabbitMQ, which drops whole segments and keeps at least the newest full one (a quarter of the
+    cap in bytes; seen keeping 800-2,400 of a 1,000-event cap, fewer on a loaded machine)."""
+    if isinstance(kind, RabbitMQKind):
+        return min(events_max_len, events_max_bytes(events_max_len) // 4 // event_bytes)
+    return events_max_len
+
+
 def test_the_cap_counts_events_not_batches(make_store: MakeStore, broker_kind: BrokerKind) -> None:
     # Given a stream capped at 1000 events
     emitter = make_store(events_max_len=1000)
@@ -399,7 +408,7 @@ def test_the_cap_counts_events_not_batches(make_store: MakeStore, broker_kind: B
 
     # Then about the cap in events is kept, the newest
     kept = read_all_written(make_store(events_max_len=1000), b"event-04999:")
-    assert 1000 <= len(kept) <= most_kept(broker_kind, 1000, 400, 100), len(kept)
+    assert least_kept(broker_kind, 1000, 400) <= len(kept) <= most_kept(broker_kind, 1000, 400, 100), len(kept)
 
 
 def test_a_batch_bigger_than_the_limit_is_paged_exactly(make_store: MakeStore) -> None:
