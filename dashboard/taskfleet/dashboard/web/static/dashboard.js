@@ -158,33 +158,35 @@
     }).catch(function () {});
   }
 
+  // Each queue's sample nearest in time ``t`` (within 30 s), summed over ``queues``; null when none is near.
+  function depthAt(t, queues, samples) {
+    var nearest = {};
+    samples.forEach(function (s) {
+      var gap = Math.abs(s.at - t);
+      if (queues.indexOf(s.queue) >= 0 && gap < 30 && (!nearest[s.queue] || gap < nearest[s.queue].gap)) {
+        nearest[s.queue] = { gap: gap, depth: s.ready + (s.in_flight || 0) };
+      }
+    });
+    var total = null;
+    Object.keys(nearest).forEach(function (q) { total = (total || 0) + nearest[q].depth; });
+    return total;
+  }
+
   function autoscaling() {
     var now = Date.now() / 1000;
-    api("/api/autoscaling?since=" + (now - 3600) + "&until=" + now).then(function (a) {
+    var range = "since=" + (now - 3600) + "&until=" + now;
+    // The queue samples are the same for every TaskQueue: fetched once per refresh, beside the TaskQueues.
+    Promise.all([api("/api/autoscaling?" + range), api("/api/queue-samples?" + range)]).then(function (both) {
+      var a = both[0], qs = both[1];
       a.task_queues.forEach(function (tq) {
         var el = document.querySelector('.scale-chart[data-namespace="' + CSS.escape(tq.namespace) + '"][data-name="' + CSS.escape(tq.name) + '"]');
         var xs = tq.samples.map(function (s) { return s.at; });
+        if (!xs.length) { return; }
         var replicas = tq.samples.map(function (s) { return s.replicas; });
         var desired = tq.samples.map(function (s) { return s.desired; });
-        api("/api/queue-samples?since=" + (now - 3600) + "&until=" + now).then(function (qs) {
-          // Each queue's sample nearest in time (within 30 s), summed over the TaskQueue's queues.
-          var depth = xs.map(function (t) {
-            var nearest = {};
-            qs.samples.forEach(function (s) {
-              var gap = Math.abs(s.at - t);
-              if (tq.queues.indexOf(s.queue) >= 0 && gap < 30 && (!nearest[s.queue] || gap < nearest[s.queue].gap)) {
-                nearest[s.queue] = { gap: gap, depth: s.ready + (s.in_flight || 0) };
-              }
-            });
-            var total = null;
-            Object.keys(nearest).forEach(function (q) { total = (total || 0) + nearest[q].depth; });
-            return total;
-          });
-          if (xs.length) {
-            chart(tq.namespace + "/" + tq.name, el, ["replicas", "desired", "queue depth"], [xs, replicas, desired, depth],
-                  { stepped: true });
-          }
-        }).catch(function () {});
+        var depth = xs.map(function (t) { return depthAt(t, tq.queues, qs.samples); });
+        chart(tq.namespace + "/" + tq.name, el, ["replicas", "desired", "queue depth"], [xs, replicas, desired, depth],
+              { stepped: true });
       });
     }).catch(function () {});
   }
