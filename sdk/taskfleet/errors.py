@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 class TaskfleetError(Exception):
     """Base class of every error Taskfleet raises on purpose."""
@@ -111,6 +113,17 @@ class ClusterError(TaskfleetError):
 
 class ClusterConflict(ClusterError):
     """A write to the Kubernetes API lost a race with another writer (HTTP 409): read again and retry."""
+
+
+def api_server_message(status: object, reason: object, body: str | None) -> str:
+    """The text of a ``ClusterError`` from a failed Kubernetes API call: its status and reason, and the API server's
+    own message (``Status.message`` in ``body``) when there is one. The operator's and the dashboard's Kubernetes
+    adapters both wrap ``ApiException`` with it (this module imports no client library)."""
+    try:
+        message = json.loads(body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return f"Kubernetes API {status} {reason}: {message or body or ''}".strip()
 
 
 class CoordinationError(BrokerError):

@@ -20,7 +20,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from taskfleet.dashboard.model import KubeEvent, TaskQueueView
-from taskfleet.errors import ClusterError
+from taskfleet.errors import ClusterError, api_server_message
 
 GROUP = "taskfleet.io"
 VERSION = "v1alpha1"
@@ -121,7 +121,7 @@ class KubeReader:
         try:
             response = method(*args, **params, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S)
         except ApiException as exc:
-            raise ClusterError(_describe(exc)) from exc
+            raise ClusterError(api_server_message(exc.status, exc.reason, exc.body)) from exc
         except (OSError, urllib3.exceptions.HTTPError, kubernetes.client.exceptions.OpenApiException) as exc:
             raise ClusterError(f"Kubernetes API unreachable: {exc}") from exc
         try:
@@ -188,12 +188,3 @@ def forbidden(exc: ClusterError) -> bool:
 
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _describe(exc: ApiException) -> str:
-    """The API server's own message (``Status.message``) when there is one."""
-    try:
-        message = json.loads(exc.body or "{}").get("message")
-    except (ValueError, AttributeError):
-        message = None
-    return f"Kubernetes API {exc.status} {exc.reason}: {message or exc.body or ''}".strip()

@@ -32,7 +32,7 @@ import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from taskfleet.errors import ClusterConflict, ClusterError, InvalidResource
+from taskfleet.errors import ClusterConflict, ClusterError, InvalidResource, api_server_message
 from taskfleet.operator.cache import Gone, Informer
 from taskfleet.operator.manifests import MANAGER
 from taskfleet.operator.resources import GROUP, KIND, PLURAL, VERSION, Json, SecretKeyRef, TaskQueue
@@ -249,7 +249,8 @@ class Kube:
         try:
             response = method(*args, **options)
         except ApiException as exc:
-            raise (ClusterConflict if exc.status == 409 else ClusterError)(_describe(exc)) from exc
+            error = ClusterConflict if exc.status == 409 else ClusterError
+            raise error(api_server_message(exc.status, exc.reason, exc.body)) from exc
         except (OSError, urllib3.exceptions.HTTPError, kubernetes.client.exceptions.OpenApiException) as exc:
             raise ClusterError(f"Kubernetes API unreachable: {exc}") from exc
         data = response.data
@@ -293,8 +294,8 @@ class _ApiSource:
             response = self._method(*self._args, **options)
         except ApiException as exc:
             if exc.status == 410:
-                raise Gone(_describe(exc)) from exc
-            raise ClusterError(_describe(exc)) from exc
+                raise Gone(api_server_message(exc.status, exc.reason, exc.body)) from exc
+            raise ClusterError(api_server_message(exc.status, exc.reason, exc.body)) from exc
         except (OSError, urllib3.exceptions.HTTPError, kubernetes.client.exceptions.OpenApiException) as exc:
             raise ClusterError(f"Kubernetes API unreachable: {exc}") from exc
         self._response = response
@@ -345,12 +346,3 @@ def forbidden(exc: ClusterError) -> bool:
 def _status(exc: ClusterError) -> int | None:
     cause = exc.__cause__
     return cause.status if isinstance(cause, ApiException) else None
-
-
-def _describe(exc: ApiException) -> str:
-    """The API server's own message (``Status.message``) when there is one."""
-    try:
-        message = json.loads(exc.body or "{}").get("message")
-    except (ValueError, AttributeError):
-        message = None
-    return f"Kubernetes API {exc.status} {exc.reason}: {message or exc.body or ''}".strip()
