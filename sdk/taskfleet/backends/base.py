@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +109,12 @@ class ResultBackend(ABC):
     @abstractmethod
     def get(self, task_id: str) -> ResultRecord | None:
         """The latest record for ``task_id``, or None (PENDING / unknown / expired)."""
+
+    def get_many(self, task_ids: Sequence[str]) -> list[ResultRecord | None]:
+        """The latest record of each of ``task_ids``, in their order (None where ``get`` gives None). One read per
+        id here; a backend overrides it with one round trip for all (the asyncio waiter of
+        ``taskfleet.async_calls`` reads every pending id with it)."""
+        return [self.get(task_id) for task_id in task_ids]
 
     @abstractmethod
     def updates(self, task_id: str, timeout_s: float | None) -> Iterator[ResultRecord]:
