@@ -16,6 +16,7 @@ import pytest
 from taskfleet import App, ResultTimeout, State
 from taskfleet.async_calls import result_waiter
 from taskfleet.backends.base import ResultBackend, ResultRecord
+from taskfleet.canvas.group_result import GroupResult
 from taskfleet.message import Message
 
 
@@ -139,6 +140,23 @@ def test_many_waits_share_one_thread_and_the_loop_keeps_running(app: App) -> Non
     assert values == ids
     assert threads_while_waiting[0] <= 1  # the waiter (none when an idle one of another app just exited)
     assert max(b - a for a, b in itertools.pairwise(ticks)) < 0.1
+
+
+def test_a_group_result_awaits_every_member_and_raises_the_first_failure_in_order(app: App) -> None:
+    backend = _backend(app)
+    backend.store(ResultRecord(task_id="a", state=State.SUCCESS, result=1))
+    _store_later(app, ResultRecord(task_id="b", state=State.SUCCESS, result=2), 0.05)
+    group = GroupResult("g", [app.AsyncResult("a"), app.AsyncResult("b")], app=app)
+
+    assert asyncio.run(group.get_async(timeout=5)) == [1, 2]
+
+    backend.store(ResultRecord(task_id="c", state=State.FAILURE, exc_type="builtins.KeyError", exc_args=["k"]))
+    failing = GroupResult("g2", [app.AsyncResult("c"), app.AsyncResult("never")], app=app)
+    with pytest.raises(KeyError):
+        asyncio.run(failing.get_async(timeout=5))
+    with pytest.raises(ResultTimeout, match="group g2 not ready"):
+        asyncio.run(failing.get_async(timeout=0.05, propagate=False))
+    assert result_waiter(app).pending_count() == 0
 
 
 def test_get_many_reads_each_id_in_order(stub_or_sqlite_backend: ResultBackend) -> None:
