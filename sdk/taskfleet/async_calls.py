@@ -7,13 +7,14 @@ None of them blocks the event loop, and none costs a thread or a connection per 
 - A send runs the blocking publish (``App.send``, ``Task.apply_async``: the same message, routing, retries and
   RabbitMQ confirm as the sync call) on the app's one small thread pool (``SEND_THREADS`` threads), in the caller's
   ``contextvars`` context (so a tracing span of the caller is the parent of the send's).
-- A wait hands its task id to the app's one ``ResultWaiter``: a thread that reads every pending id at once
-  (``ResultBackend.get_many``: one Redis MGET, one SQLite SELECT per 500 ids) and resolves each caller's asyncio
-  future with ``loop.call_soon_threadsafe``. It reads as soon as an id is added, then polls, first after
-  ``MIN_POLL_S`` and backing off to ``MAX_POLL_S`` while nothing finishes, so a result is seen at most about
-  ``MAX_POLL_S`` after it is stored, whatever the number of waits. (The sync ``get()`` on Redis is pushed instead;
-  one pub/sub connection subscribed to every pending id would remove the poll, at the cost of its subscription
-  bookkeeping.) The thread exits ``IDLE_EXIT_S`` after its last pending id.
+- A wait hands its task id to the app's one ``ResultWaiter``: a thread that waits for every pending id at once
+  (``ResultBackend.wait_any``) and resolves each caller's asyncio future with ``loop.call_soon_threadsafe``. On
+  Redis, one connection stays subscribed to the result channel of every pending id, so a result is pushed about
+  one round trip after it is stored (``taskfleet.backends.redis_waits``). Elsewhere (SQLite) it reads every pending
+  id in one query (``ResultBackend.get_many``) as soon as an id is added, then polls, first after ``MIN_POLL_S``
+  and backing off to ``MAX_POLL_S`` while nothing finishes, so a result is seen at most about ``MAX_POLL_S`` after
+  it is stored, whatever the number of waits. ``watch`` wakes the thread through a socket pair, so a new id is
+  taken at once. The thread exits ``IDLE_EXIT_S`` after its last pending id (on Redis, unsubscribed first).
 
 A wait that is cancelled or times out removes its id at once: nothing of it is left in the waiter.
 """
@@ -25,6 +26,7 @@ import contextlib
 import contextvars
 import functools
 import os
+import socket
 import threading
 import weakref
 from collections.abc import Callable
@@ -46,7 +48,8 @@ T = TypeVar("T")
 SEND_THREADS = 4
 #: First pause of the result waiter after an id is added or a result is found (seconds); doubled after each read.
 MIN_POLL_S = 0.002
-#: Longest pause of the result waiter between two reads (seconds): how late, at most, a wait sees a stored result.
+#: Longest pause of the result waiter between two reads (seconds): how late, at most, a wait on a polled backend
+#: (SQLite) sees a stored result. On Redis, only how often its thread wakes while nothing is pushed.
 MAX_POLL_S = 0.05
 #: How long the result waiter's thread stays after its last pending id (seconds) before it exits.
 IDLE_EXIT_S = 5.0
@@ -91,6 +94,10 @@ class ResultWaiter:
         self._pending: dict[str, list[_Waiting]] = {}
         self._added = False  # an id came since the last read: read again at once
         self._thread: threading.Thread | None = None
+        #: Written to by ``watch``, so that the thread, waiting in ``ResultBackend.wait_any``, takes the new id.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
 
     def pending_count(self) -> int:
         """How many waits are pending (each ``watch`` not yet resolved, cancelled or forgotten)."""
@@ -107,6 +114,8 @@ class ResultWaiter:
                 self._thread = threading.Thread(target=self._run, name="taskfleet-result-waiter", daemon=True)
                 self._thread.start()
             self._cond.notify()
+        with contextlib.suppress(BlockingIOError):  # full: the thread has wake-ups enough to read
+            self._wake_w.send(b"\0")
         return waiting.future
 
     def forget(self, task_id: str, future: asyncio.Future[ResultRecord]) -> None:
@@ -115,44 +124,46 @@ class ResultWaiter:
             waiting = [w for w in self._pending.get(task_id, ()) if w.future is not future]
             if waiting:
                 self._pending[task_id] = waiting
-            else:
-                self._pending.pop(task_id, None)
+            elif self._pending.pop(task_id, None) is not None:
+                with contextlib.suppress(BlockingIOError):  # the thread drops the id now (Redis: unsubscribes)
+                    self._wake_w.send(b"\0")
 
     def _run(self) -> None:
         pause_s = MIN_POLL_S
         while True:
             with self._cond:
-                if not self._pending and not self._cond.wait_for(lambda: bool(self._pending), IDLE_EXIT_S):
-                    self._thread = None
-                    return
-                self._added = False
-                task_ids = list(self._pending)
-            found = self._read(task_ids)
+                idle = not self._pending
+            if idle:
+                self._wait_for([], 0.0)  # Redis: unsubscribes from everything before idling
+                with self._cond:
+                    if not self._cond.wait_for(lambda: bool(self._pending), IDLE_EXIT_S):
+                        self._thread = None
+                        return
+            _drain(self._wake_r)  # before the ids are read: a watch after this wakes the wait below
             with self._cond:
-                if found or self._added:
-                    pause_s = MIN_POLL_S
-                if not self._added:
-                    self._cond.wait_for(lambda: self._added, pause_s)
-                pause_s = min(pause_s * 2, MAX_POLL_S)
+                added, self._added = self._added, False
+                task_ids = list(self._pending)
+            if added:
+                pause_s = MIN_POLL_S
+            found = self._wait_for(task_ids, pause_s)
+            pause_s = MIN_POLL_S if found else min(pause_s * 2, MAX_POLL_S)
 
-    def _read(self, task_ids: list[str]) -> bool:
-        """Read ``task_ids`` once and resolve the waits of those ready; True when one was."""
+    def _wait_for(self, task_ids: list[str], timeout_s: float) -> bool:
+        """One ``ResultBackend.wait_any`` for ``task_ids``; resolves the waits of those ready and returns True when
+        one was. An error is handed to every wait, as ``get()`` would raise it."""
         app = self._app()
         backend = None if app is None else app.backend
         try:
             if backend is None:
                 raise RuntimeError("the app of these waits is gone, or has no result backend")
-            records = backend.get_many(task_ids)
+            records = backend.wait_any(task_ids, timeout_s, self._wake_r)
         except Exception as exc:  # noqa: BLE001 - handed to every waiting caller, as get() would raise it
             for task_id in task_ids:
                 self._settle(task_id, exc)
-            return True
-        found = False
-        for task_id, record in zip(task_ids, records, strict=True):
-            if record is not None and record.ready:
-                self._settle(task_id, record)
-                found = True
-        return found
+            return bool(task_ids)
+        for record in records:
+            self._settle(record.task_id, record)
+        return bool(records)
 
     def _settle(self, task_id: str, outcome: ResultRecord | Exception) -> None:
         with self._cond:
@@ -160,6 +171,12 @@ class ResultWaiter:
         for each in waiting:
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
                 each.loop.call_soon_threadsafe(_resolve, each.future, outcome)
+
+
+def _drain(wake: socket.socket) -> None:
+    with contextlib.suppress(BlockingIOError):
+        while wake.recv(4096):
+            pass
 
 
 def _resolve(future: asyncio.Future[ResultRecord], outcome: ResultRecord | Exception) -> None:

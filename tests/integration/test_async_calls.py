@@ -8,11 +8,14 @@ import itertools
 from typing import Any
 
 import pytest
+import redis
 
 from taskfleet import App, ResultTimeout
 from taskfleet.async_calls import result_waiter
+from taskfleet.backends.redis import result_key
 from tests import tasks
 from tests.conftest import StartWorker
+from tests.support.waiting import wait_for
 from tests.tasks import InsufficientFunds
 
 pytestmark = pytest.mark.integration
@@ -67,7 +70,7 @@ def test_get_async_reraises_a_failed_tasks_own_exception(app: App, start_worker:
         asyncio.run(send_and_wait())
 
 
-def test_a_timed_out_or_cancelled_get_async_leaves_nothing_waiting(app: App) -> None:
+def test_a_timed_out_or_cancelled_get_async_leaves_nothing_waiting(app: App, backend_url: str) -> None:
     async def time_out_then_cancel() -> None:
         with pytest.raises(ResultTimeout, match=r"not ready after 0\.1s"):
             await app.AsyncResult("never-sent").get_async(timeout=0.1)
@@ -80,3 +83,10 @@ def test_a_timed_out_or_cancelled_get_async_leaves_nothing_waiting(app: App) -> 
     asyncio.run(time_out_then_cancel())
 
     assert result_waiter(app).pending_count() == 0
+    if backend_url.startswith("redis"):  # and the waiter's connection unsubscribes from its channel
+        probe = redis.Redis.from_url(backend_url)
+        try:
+            wait_for(lambda: probe.pubsub_numsub(result_key("never-sent")) == [(result_key("never-sent").encode(), 0)],
+                     timeout=5)
+        finally:
+            probe.close()
