@@ -171,8 +171,9 @@ class AsyncResult:
     async def get_async(self, timeout: float | None = None, *, propagate: bool = True) -> Any:
         """``get`` for asyncio callers: the same value, exception and ``ResultTimeout``, without blocking the event
         loop. Every pending ``get_async`` of the app in this process shares one waiting thread and one backend
-        connection (``taskfleet.async_calls``): a result is seen at most ``MAX_POLL_S`` (50 ms) after it is
-        stored. Cancelling the await stops the wait at once."""
+        connection (``taskfleet.async_calls``): on Redis the result is pushed to it; SQLite is polled, so a result
+        is seen there at most ``MAX_POLL_S`` (50 ms) after it is stored. Cancelling the await stops the wait at
+        once."""
         from taskfleet.async_calls import wait_ready  # here: sync callers never load it
 
         self._backend()  # ConfigurationError now, as get() raises it, when there is no backend
