@@ -44,6 +44,7 @@ class TaskfleetSystem:
             "track_started": taskfleet_app.noop_result.options.track_started,
             "serializer": "json",
             "batch_api": f"app.send_many (broker.enqueue_many in chunks of {SEND_MANY_CHUNK})",
+            "async_worker": f"taskfleet worker -c {CONCURRENCY} (its default --async-concurrency and prefetch)",
         }
 
     def send(self, kind: Kind) -> None:

@@ -58,5 +58,7 @@ async def io_sleep() -> None:
     if client is None:
         import redis.asyncio
 
-        client = _counters[loop_id] = redis.asyncio.Redis.from_url(os.environ["BENCH_COUNTER_URL"])
+        # A few connections shared by the loop's coroutines (they wait for one), as the peers' threads share theirs.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(os.environ["BENCH_COUNTER_URL"], max_connections=8)
+        client = _counters[loop_id] = redis.asyncio.Redis(connection_pool=pool)
     await client.incr(DONE_KEY)
