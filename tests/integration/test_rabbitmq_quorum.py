@@ -12,12 +12,17 @@ from typing import Any
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
+from taskfleet import App
 from taskfleet.brokers.rabbitmq import RabbitMQBroker
 from taskfleet.errors import BrokerError, ConfigurationError
 from taskfleet.settings import BrokerSettings
+from tests import tasks
+from tests.support.brokers import BrokerKind
 from tests.support.rabbitmq_server import RabbitMQServer
+from tests.support.workers import WorkerProcess
 
 MakeRabbit = Callable[..., RabbitMQBroker]
+StartWorker = Callable[..., WorkerProcess]
 
 
 @pytest.fixture
@@ -120,3 +125,25 @@ def test_our_amqp_calls_are_all_ones_rabbitmq_4_accepts(
     assert any(str(call["args"][0]).startswith("taskfleet.unstarted.") for call in declares)
     assert [c for c in declares if not c.get("durable") and not c.get("exclusive")] == []
     assert [c for name, c in amqp_calls if name == "basic_qos" and c.get("global_qos")] == []
+
+
+@pytest.mark.parametrize("broker_kind", ["rabbitmq"], indirect=True)
+def test_a_worker_given_the_queue_type_in_its_environment_declares_quorum_queues_and_runs_their_tasks(
+    app: App, start_worker: StartWorker, broker_kind: BrokerKind, broker_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a worker started as the operator starts one for spec.broker.rabbitmq.queueType: quorum
+    monkeypatch.setenv("TASKFLEET_TASK_DEFAULT_QUEUE_TYPE", "quorum")
+    start_worker(concurrency=1)
+
+    # When a task is sent to its queue by an app that agrees on the type
+    app.configure(task_default_queue_type="quorum")
+    try:
+        result = tasks.add.delay(2, 3).get(timeout=20)
+    finally:
+        app.configure(task_default_queue_type="classic")  # the test tasks' app is shared by the session
+
+    # Then the worker declared the queue as a quorum queue and ran the task
+    assert result == 5
+    server = broker_kind.server
+    assert isinstance(server, RabbitMQServer)
+    assert server.queue(broker_url.rsplit("/", 1)[1], "tests")["type"] == "quorum"
