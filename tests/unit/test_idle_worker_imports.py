@@ -21,6 +21,23 @@ _OTEL_SDK = ("opentelemetry.sdk", "opentelemetry.trace")
 
 _REDIS_ADAPTERS = ("taskfleet.brokers.redis:RedisBroker", "taskfleet.backends.redis:RedisBackend")
 
+#: What a worker without ``-E`` loads only when asked: Celery's settings table and difflib (unknown settings in a
+#: configuration, ``taskfleet check``), and the task events of ``-E``.
+_ON_DEMAND = ("difflib", "taskfleet.celery_settings", "taskfleet.worker.task_events", "taskfleet.fleet.event_sink")
+
+#: A supervisor that prints its modules where it would fork (no child starts; ``memory://`` needs no server).
+_AT_FORK = """
+from taskfleet.worker import supervisor, worker_command
+supervisor.Supervisor.run = lambda self: 0
+worker_command.resolve_health_port = lambda args, environ: None
+from taskfleet.cli import main
+try:
+    main(["worker", "-A", "tests.tasks:app", "--broker", "memory://", "-c", "1", "--log-format", "json",
+          "-l", "warning"])
+except SystemExit as exit:
+    assert exit.code == 0, exit.code
+"""
+
 
 def _run(code: str) -> set[str]:
     result = subprocess.run([sys.executable, "-c", f"import sys\n{code}\nprint('\\n'.join(sorted(sys.modules)))"],
@@ -69,3 +86,10 @@ def test_a_failed_adapter_import_leaves_the_hidden_modules_importable() -> None:
          "try:\n    schemes.load('taskfleet.brokers.no_such_broker:Broker')\nexcept ImportError:\n    pass\n"
          "assert 'opentelemetry.sdk.metrics' not in sys.modules\n"
          "import opentelemetry.sdk.metrics")
+
+
+def test_an_idle_worker_without_task_events_has_not_loaded_what_only_some_paths_use_when_it_forks() -> None:
+    modules = _run(_AT_FORK)
+
+    assert "taskfleet.worker.child" in modules
+    assert _loaded(modules, *_ON_DEMAND) == []
