@@ -91,8 +91,9 @@ def kind_of(url: str, role: Role) -> Kind:
 def load(path: str) -> Any:
     """What ``path`` (``module:name``) names, its module imported now if it was not."""
     module, _, name = path.partition(":")
-    loaded = sys.modules.get(module)
-    return getattr(loaded if loaded is not None else _import_hiding(module, HIDDEN_WHILE_LOADING), name)
+    if module in sys.modules:  # still through the import system: another thread may be importing it right now
+        return getattr(importlib.import_module(module), name)
+    return getattr(_import_hiding(module, HIDDEN_WHILE_LOADING), name)
 
 
 def _import_hiding(module: str, hidden: tuple[str, ...]) -> Any:
