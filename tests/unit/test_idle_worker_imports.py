@@ -63,6 +63,14 @@ def test_loading_a_redis_adapter_loads_neither_the_opentelemetry_sdk_nor_its_tra
     assert _loaded(modules, *_OTEL_SDK) == []
 
 
+def test_loading_the_rabbitmq_broker_does_not_load_an_http_client() -> None:
+    # its management API client imports urllib.request (http.client, email) when it first asks
+    modules = _run(_load("taskfleet.brokers.rabbitmq:RabbitMQBroker"))
+
+    assert "pika" in modules
+    assert _loaded(modules, "urllib.request", "http.client") == []
+
+
 def test_an_app_that_sets_opentelemetry_up_after_the_broker_loaded_gets_the_sdk() -> None:
     # Given the Redis broker loaded (the SDK hidden meanwhile), when the app then imports the SDK
     modules = _run(f"{_load(_REDIS_ADAPTERS[0])}\nfrom opentelemetry.sdk.metrics import MeterProvider\n"
