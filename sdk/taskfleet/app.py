@@ -28,6 +28,7 @@ from taskfleet.schedules import Schedule, crontab, to_schedule, zone
 from taskfleet.serializers import JSON, Serializer, get_serializer
 from taskfleet.settings import (
     CLASSIC,
+    DEFAULT_CONFIRM_WINDOW,
     DEFAULT_MAX_DECOMPRESSED_BYTES,
     DEFAULT_MAX_DELIVERIES,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -36,6 +37,7 @@ from taskfleet.settings import (
     DEFAULT_SOCKET_TIMEOUT_S,
     DEFAULT_TIMEZONE,
     DEFAULT_VISIBILITY_TIMEOUT_S,
+    PUBLISH_CONFIRMS_WINDOWED,
     AppSettings,
     PublishRetry,
     validate_queue_name,
@@ -77,6 +79,8 @@ class App:
         result_expires_s: float = DEFAULT_RESULT_EXPIRES_S,
         publish_retry: PublishRetry | None = None,
         socket_timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S,
+        broker_publish_confirms: str = PUBLISH_CONFIRMS_WINDOWED,
+        broker_confirm_window: int = DEFAULT_CONFIRM_WINDOW,
         timezone: str = DEFAULT_TIMEZONE,
         result_extended: bool = False,
         beat_schedule: Iterable[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]] = (),
@@ -103,7 +107,8 @@ class App:
             max_decompressed_bytes=max_decompressed_bytes,
             visibility_timeout_s=visibility_timeout_s, max_deliveries=max_deliveries,
             result_expires_s=result_expires_s, publish_retry=publish_retry or PublishRetry(),
-            socket_timeout_s=socket_timeout_s, timezone=timezone, result_extended=result_extended,
+            socket_timeout_s=socket_timeout_s, broker_publish_confirms=broker_publish_confirms,
+            broker_confirm_window=broker_confirm_window, timezone=timezone, result_extended=result_extended,
             worker_send_task_events=worker_send_task_events, task_send_sent_event=task_send_sent_event,
             events_max_len=events_max_len, task_default_queue_type=task_default_queue_type,
         )
@@ -255,8 +260,19 @@ class App:
 
         return Control(self)
 
+    def flush(self, *, timeout_s: float = 30.0) -> None:
+        """Wait up to ``timeout_s`` seconds until every message this process published without waiting
+        (RabbitMQ's ``windowed`` confirms: ``delay``, ``apply_async``, ``send``) is confirmed stored. Raises
+        ``PublishNotConfirmed`` naming those refused since the last report, or still unconfirmed at the deadline;
+        ``BrokerConnectionError`` when the broker cannot be reached to publish them again. A no-op on brokers whose
+        publishes return stored (Redis, SQLite) and before this process has published."""
+        current = self._broker
+        if current is not None and current[0] == os.getpid():
+            current[1].flush(timeout_s=timeout_s)
+
     def close(self) -> None:
-        """Close this process's connections (they reopen on next use)."""
+        """Close this process's connections (they reopen on next use); on RabbitMQ, outstanding windowed publishes
+        are confirmed first (``flush``; what cannot be is logged)."""
         self._producer.close()  # its event store may be on the broker's connection: first
         with self._lock:
             broker, backend = self._broker, self._backend
@@ -390,7 +406,7 @@ class App:
         message = self._producer.message(name, args, kwargs, countdown=countdown, eta=eta, expires=expires,
                                          priority=priority, queue=queue, task_id=task_id, headers=headers,
                                          now=time.time(), serializer=serializer, compression=compression)
-        self._producer.publish(message, retry=PublishRetry.for_call(retry, retry_policy))
+        self._producer.publish(message, retry=PublishRetry.for_call(retry, retry_policy), windowed=True)
         return AsyncResult(message.id, app=self)
 
     async def send_async(self, name: str, args: tuple[Any, ...] | list[Any] = (),

@@ -21,6 +21,17 @@ class BrokerConnectionError(BrokerError, ConnectionError):
     """The broker could not be reached, even after the configured retries."""
 
 
+class PublishNotConfirmed(BrokerError):
+    """Messages published without waiting for their confirm (RabbitMQ's ``windowed`` publisher confirms: ``delay``,
+    ``apply_async``, ``send``) were not stored: refused by RabbitMQ (nack, or unroutable), or still unconfirmed when
+    ``App.flush`` ran out of time. Raised by the next such publish, ``App.flush`` or a worker's ack; ``message_ids``
+    are the messages' broker ids (their task ids)."""
+
+    def __init__(self, text: str, message_ids: tuple[str, ...] = ()) -> None:
+        super().__init__(text)
+        self.message_ids = message_ids
+
+
 class MessageError(TaskfleetError):
     """A message could not be built or read."""
 

@@ -123,26 +123,28 @@ class Producer:
             )
         return data
 
-    def publish(self, message: Message, *, retry: PublishRetry | None = None) -> None:
+    def publish(self, message: Message, *, retry: PublishRetry | None = None, windowed: bool = False) -> None:
         """Encode ``message`` and hand it to the broker (see ``App.publish``), between the publish signals, in a
         span when tracing is on (taskfleet.tracing); ``retry``: this publish's retry policy instead of the app's
-        ``publish_retry``."""
+        ``publish_retry``. ``windowed``: through ``Broker.enqueue_nowait`` (``delay``, ``send``: RabbitMQ collects
+        the confirm later); else ``Broker.enqueue``, stored on return (what a worker needs before it acks)."""
         tracer = tracing.publisher()
         if tracer is None:
-            self._publish(message, retry)
+            self._publish(message, retry, windowed)
         else:
-            tracer.publish(self._app, message, functools.partial(self._publish, retry=retry))
+            tracer.publish(self._app, message, functools.partial(self._publish, retry=retry, windowed=windowed))
 
-    def _publish(self, message: Message, retry: PublishRetry | None) -> None:
+    def _publish(self, message: Message, retry: PublishRetry | None, windowed: bool = False) -> None:
         if before_task_publish.receivers:
             message = announce_publish(message)
         data = self.encode(message)
+        broker = self._app.broker
+        enqueue = broker.enqueue_nowait if windowed else broker.enqueue
         if retry is None:
-            self._app.broker.enqueue(message.queue, message.broker_id, data, priority=message.priority,
-                                     delay_s=message.delay_s())
+            enqueue(message.queue, message.broker_id, data, priority=message.priority, delay_s=message.delay_s())
         else:
-            self._app.broker.enqueue(message.queue, message.broker_id, data, priority=message.priority,
-                                     delay_s=message.delay_s(), retry=retry)
+            enqueue(message.queue, message.broker_id, data, priority=message.priority, delay_s=message.delay_s(),
+                    retry=retry)
         if after_task_publish.receivers:
             announce_published(message)
         if self._app.settings.task_send_sent_event:

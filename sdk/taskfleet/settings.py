@@ -126,6 +126,20 @@ class PublishRetry:
         return float(min(self.backoff_max_s, self.backoff_s * (2.0 ** min(attempt - 1, 62))))
 
 
+#: ``broker_publish_confirms`` values: collect RabbitMQ's confirms of single publishes later, or wait for each.
+PUBLISH_CONFIRMS_WINDOWED, PUBLISH_CONFIRMS_SYNC = "windowed", "sync"
+DEFAULT_CONFIRM_WINDOW = 1000
+
+
+def check_publish_confirms(mode: str, window: int) -> None:
+    """Raise ``ConfigurationError`` for a ``broker_publish_confirms`` mode or ``broker_confirm_window`` out of range."""
+    if mode not in (PUBLISH_CONFIRMS_WINDOWED, PUBLISH_CONFIRMS_SYNC):
+        raise ConfigurationError(f"broker_publish_confirms must be {PUBLISH_CONFIRMS_WINDOWED!r} or "
+                                 f"{PUBLISH_CONFIRMS_SYNC!r}, not {mode!r}")
+    if not isinstance(window, int) or window < 1:
+        raise ConfigurationError(f"broker_confirm_window must be an int >= 1, not {window!r}")
+
+
 #: The keys of Celery's ``retry_policy`` (``PublishRetry.from_policy``).
 _POLICY_KEYS = frozenset({"max_retries", "interval_start", "interval_step", "interval_max"})
 
@@ -150,6 +164,10 @@ class BrokerSettings:
     #: RabbitMQ only: ``classic`` or ``quorum``, the type of every task queue (and dead-letter queue) this broker
     #: declares; see ``AppSettings.task_default_queue_type``. Other brokers ignore it.
     queue_type: str = CLASSIC
+    #: RabbitMQ only: how ``delay``/``apply_async``/``send`` wait for publisher confirms (``AppSettings``).
+    publish_confirms: str = PUBLISH_CONFIRMS_WINDOWED
+    #: RabbitMQ only: most windowed publishes left unconfirmed (``AppSettings``).
+    confirm_window: int = DEFAULT_CONFIRM_WINDOW
 
     def __post_init__(self) -> None:
         check_queue_type(self.queue_type)
@@ -157,6 +175,7 @@ class BrokerSettings:
             raise ConfigurationError("visibility_timeout_s must be >= 1")
         if self.max_deliveries < 1:
             raise ConfigurationError("max_deliveries must be >= 1")
+        check_publish_confirms(self.publish_confirms, self.confirm_window)
 
     def __repr__(self) -> str:  # never print a password
         return f"BrokerSettings(url={mask_url(self.url)!r}, visibility_timeout_s={self.visibility_timeout_s})"
@@ -217,6 +236,14 @@ class AppSettings:
     #: How publishing (``delay``, ``send``, a worker's retries) retries when the broker connection fails.
     publish_retry: PublishRetry = field(default_factory=PublishRetry)
     socket_timeout_s: float = DEFAULT_SOCKET_TIMEOUT_S
+    #: RabbitMQ only: ``windowed`` (default) or ``sync``. ``windowed``: ``delay``, ``apply_async`` and ``send`` return
+    #: once the message is written to the connection; its publisher confirm is collected later, the message kept
+    #: until then (published again after a lost connection); a refusal raises ``PublishNotConfirmed`` on the next
+    #: such call or ``app.flush()``, and the process flushes at exit. ``sync``: each waits for its confirm (about 1 ms
+    #: each). Batches, workflows and a worker's own publishes always wait (docs/brokers.md).
+    broker_publish_confirms: str = PUBLISH_CONFIRMS_WINDOWED
+    #: RabbitMQ only: most windowed publishes (messages) left unconfirmed; a publish past it waits for confirms.
+    broker_confirm_window: int = DEFAULT_CONFIRM_WINDOW
     timezone: str = DEFAULT_TIMEZONE  # IANA name; crontab fields of periodic tasks are read in it
     #: Celery's ``result_extended``: the worker also stores each task's ``args``, ``kwargs`` and ``queue`` in its
     #: result record (``AsyncResult.args``/``.kwargs``/``.queue``; its name and retries are always stored). Off by
@@ -251,6 +278,7 @@ class AppSettings:
             raise ConfigurationError("result_expires_s must be > 0")
         if self.events_max_len < 1:
             raise ConfigurationError("events_max_len must be >= 1")
+        check_publish_confirms(self.broker_publish_confirms, self.broker_confirm_window)
 
     def replace(self, **changes: object) -> AppSettings:
         """A copy with ``changes``; unknown names raise ``TypeError``."""
@@ -270,6 +298,8 @@ class AppSettings:
             publish_retry=self.publish_retry,
             management_url=self.broker_management_url,
             queue_type=self.task_default_queue_type,
+            publish_confirms=self.broker_publish_confirms,
+            confirm_window=self.broker_confirm_window,
         )
 
     def backend_settings(self) -> BackendSettings | None:

@@ -30,6 +30,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 from pika import frame, spec
 from pika.adapters.blocking_connection import BlockingChannel
+from pika.adapters.select_connection import IOLoop, SelectConnection
 
 from tests.support.layout import REPO
 
@@ -114,6 +115,10 @@ def test_the_installed_pika_is_in_the_range_both_extras_pin() -> None:
     (pika.channel.Channel, "_raise_if_not_open", "(self)"),
     (pika.connection.Connection, "_output_marshaled_frames", "(self, marshaled_frames)"),
     (frame.Header, "__init__", "(self, channel_number, body_size, props)"),
+    # ConfirmPublisher.drain: a deadline that fires inside _flush_output (the blocking connection's own timers
+    # fire only in process_data_events)
+    (IOLoop, "call_later", "(self, delay, callback)"),
+    (IOLoop, "remove_timeout", "(self, timeout_handle)"),
 ])
 def test_each_pika_internal_the_publisher_calls_has_the_signature_it_calls_it_with(
     owner: type, name: str, expected: str
@@ -124,6 +129,11 @@ def test_each_pika_internal_the_publisher_calls_has_the_signature_it_calls_it_wi
     assert callable(function), f"pika {pika.__version__} has no {internal} any more; {USED_BY} calls it as {expected}"
     assert shape(function) == expected, (
         f"pika {pika.__version__} changed {internal}: now {shape(function)}, {USED_BY} calls it as {expected}")
+
+
+def test_the_blocking_connections_asynchronous_connection_exposes_its_ioloop() -> None:
+    assert isinstance(getattr(SelectConnection, "ioloop", None), property), (
+        f"pika {pika.__version__}: SelectConnection.ioloop is gone; {USED_BY} (drain) sets its deadline on it")
 
 
 def test_a_blocking_channel_keeps_its_asynchronous_channel_in_impl(channel: pika.channel.Channel) -> None:

@@ -146,6 +146,21 @@ class Broker(ABC):
                 self.enqueue(item.queue, item.message_id, item.data, priority=item.priority, delay_s=item.delay_s,
                              retry=retry)
 
+    def enqueue_nowait(self, queue: str, message_id: str, data: bytes, *, priority: int = 0, delay_s: float = 0.0,
+                       retry: PublishRetry | None = None) -> None:
+        """``enqueue`` for a single call (``delay``, ``send``) that may return before the broker confirmed the
+        message, when the broker works that way (RabbitMQ's ``windowed`` confirms: ``flush`` waits for them and a
+        refusal raises later). Default: ``enqueue``, stored on return."""
+        if retry is None:
+            self.enqueue(queue, message_id, data, priority=priority, delay_s=delay_s)
+        else:
+            self.enqueue(queue, message_id, data, priority=priority, delay_s=delay_s, retry=retry)
+
+    def flush(self, *, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` seconds until every ``enqueue_nowait`` message is stored; raise
+        ``PublishNotConfirmed`` for those that were not. Default: nothing to wait for."""
+        return
+
     @abstractmethod
     def fetch(self, queues: Sequence[str], *, max_messages: int, timeout_s: float) -> list[Delivery]:
         """Lease up to ``max_messages`` ready messages from ``queues`` (highest priority first, queues served

@@ -13,6 +13,12 @@ How the ``Broker`` contract maps onto AMQP:
   returns only when every message is confirmed (refused ones raise, named). Connection errors are retried per
   ``publish_retry`` (for a batch, the messages not confirmed yet). AMQP cannot replace a message by id, so a publish
   retried after a lost confirm may store it twice (at-least-once).
+- ``enqueue_nowait`` (``delay``, ``apply_async``, ``send``) in ``windowed`` confirm mode (the default,
+  ``BrokerSettings.publish_confirms``) writes the message and returns; the link's ``ConfirmWindow`` keeps it until
+  RabbitMQ confirms it (published again on a new connection if the old one is lost first), and a refusal is raised
+  as ``PublishNotConfirmed`` by the next ``enqueue_nowait``, ``flush`` or ``ack``. ``ack`` waits for the window
+  first: a task that published from its body is acked only once those messages are stored. ``close`` and an
+  ``atexit`` hook flush too. ``sync`` mode: ``enqueue_nowait`` is ``enqueue``.
 - ``fetch`` consumes with ``basic.qos`` prefetch = ``max_messages``: at most that many unacked messages per
   consumer connection, all counted as in-flight by RabbitMQ. ``ack`` of several deliveries is one ``basic.ack``
   with ``multiple`` when no other delivery of the connection below them is still held.
@@ -38,6 +44,9 @@ How the ``Broker`` contract maps onto AMQP:
 
 from __future__ import annotations
 
+import atexit
+import logging
+import os
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -60,9 +69,17 @@ from taskfleet.brokers.rabbitmq._consumer import Consumer
 from taskfleet.brokers.rabbitmq._link import AmqpLink, Channels
 from taskfleet.brokers.rabbitmq._management import ManagementApi
 from taskfleet.brokers.rabbitmq._publisher import RETURNED, Publish, describe_refusals
-from taskfleet.errors import BrokerConnectionError, BrokerError
-from taskfleet.settings import BrokerSettings, PublishRetry
+from taskfleet.brokers.rabbitmq._window import Refusal, describe
+from taskfleet.errors import BrokerConnectionError, BrokerError, PublishNotConfirmed
+from taskfleet.settings import PUBLISH_CONFIRMS_WINDOWED, BrokerSettings, PublishRetry
 from taskfleet.urls import mask_url
+
+log = logging.getLogger("taskfleet.broker")
+
+#: How long the ``atexit`` hook waits for outstanding windowed publishes to be confirmed (seconds).
+EXIT_FLUSH_S = 10.0
+#: How long ``close`` and ``ack`` wait for them (seconds).
+CLOSE_FLUSH_S = 10.0
 
 
 class RabbitMQBroker(Broker):
@@ -71,7 +88,11 @@ class RabbitMQBroker(Broker):
     def __init__(self, settings: BrokerSettings) -> None:
         self.settings = settings
         self._masked_url = mask_url(settings.url)
-        self._link = AmqpLink(settings.url, socket_timeout_s=settings.socket_timeout_s)
+        self._link = AmqpLink(settings.url, socket_timeout_s=settings.socket_timeout_s,
+                              confirm_window=settings.confirm_window)
+        self._link.resend = self._resend
+        self._windowed = settings.publish_confirms == PUBLISH_CONFIRMS_WINDOWED
+        self._exit_hook = False  # registered on the first windowed publish
         self._declarations = topo.Declarations(queue_type=settings.queue_type)
         self._consumer = Consumer(self._link, self._declarations, self._confirmed, settings=settings)
         self._management: ManagementApi | None = None
@@ -90,6 +111,75 @@ class RabbitMQBroker(Broker):
         """Publish and wait for RabbitMQ's confirm. See ``Broker.enqueue`` and the module notes."""
         self.enqueue_many([Outgoing(queue, message_id, data, priority, delay_s)], retry=retry)
 
+    def enqueue_nowait(self, queue: str, message_id: str, data: bytes, *, priority: int = 0, delay_s: float = 0.0,
+                       retry: PublishRetry | None = None) -> None:
+        """Windowed mode: write the message and return without waiting for its confirm (see the module notes).
+        Raises ``PublishNotConfirmed`` first if windowed publishes were refused since the last report (this message
+        is then not sent). ``sync`` mode: ``enqueue``."""
+        if not self._windowed:
+            self.enqueue(queue, message_id, data, priority=priority, delay_s=delay_s, retry=retry)
+            return
+        message, ladder = _publish_of(Outgoing(queue, message_id, data, priority, delay_s), self.settings.queue_type)
+        if not self._exit_hook:
+            self._exit_hook = True
+            atexit.register(self._flush_at_exit, os.getpid())
+        queued: list[bool] = []  # one attempt puts the message in the window; a retry only publishes what is there
+
+        def send(ch: Channels) -> None:
+            self._raise_refusals()
+            self._declarations.declare(ch, topo.task_queue_name(queue), ladder=ladder)
+            if not queued:
+                queued.append(True)
+                self._link.window.orphans.append(message)
+            self._resend(ch)
+
+        publish_with_retry(lambda: self._link.call(send, action="publish"), retry or self.settings.publish_retry,
+                           retry_on=(BrokerConnectionError,), target=f"rabbitmq broker {self._masked_url}")
+
+    def flush(self, *, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` seconds until every windowed publish is confirmed (publishing again those a lost
+        connection left unconfirmed); raise ``PublishNotConfirmed`` for refused ones, or ones still unconfirmed."""
+        if not self._windowed or (not self._link.window.outstanding and not self._link.window.refusals):
+            return
+
+        def drain(ch: Channels) -> None:
+            self._resend(ch)
+            if not ch.publisher.drain(timeout_s):
+                window = self._link.window
+                raise PublishNotConfirmed(
+                    f"rabbitmq broker {self._masked_url}: {window.outstanding} published message(s) still "
+                    f"unconfirmed after {timeout_s:g}s")
+            self._raise_refusals()
+
+        self._link.call(drain, action="flush", timeout_s=timeout_s + self.settings.socket_timeout_s)
+
+    def _resend(self, ch: Channels) -> None:
+        """Publish the window's queued and orphaned messages (declaring their queues for this connection)."""
+        window = self._link.window
+        for message in window.orphans:
+            self._declarations.declare(ch, _queue_of(message), ladder=bool(message.exchange))
+        ch.publisher.send(None)
+
+    def _raise_refusals(self) -> None:
+        refusals: list[Refusal] = self._link.window.take_refusals()
+        if refusals:
+            if any(r.reason == RETURNED for r in refusals):
+                self._declarations.forget()
+            ids = tuple(str(r.message.message_id) for r in refusals)
+            raise PublishNotConfirmed(f"rabbitmq broker {self._masked_url}: {describe(refusals)}", ids)
+
+    def _flush_at_exit(self, pid: int) -> None:
+        """``atexit``: confirm what this process published without waiting, for up to ``EXIT_FLUSH_S``; log what
+        could not be (a forked child inherits the hook: only the process that published flushes)."""
+        if os.getpid() == pid and not self._link.closed:
+            self._flush_or_log(EXIT_FLUSH_S, "at exit")
+
+    def _flush_or_log(self, timeout_s: float, when: str) -> None:
+        try:
+            self.flush(timeout_s=timeout_s)
+        except BrokerError as exc:
+            log.error("rabbitmq: published messages not confirmed %s, they may be lost: %s", when, exc)
+
     def enqueue_many(self, items: Sequence[Outgoing], *, retry: PublishRetry | None = None) -> None:
         """Publish a batch pipelined (all of it written, then every confirm awaited once) and return when RabbitMQ
         has confirmed every message. A refused one (nack, or unroutable) raises ``BrokerError`` naming the refused
@@ -99,16 +189,9 @@ class RabbitMQBroker(Broker):
         messages: list[Publish] = []
         queues: dict[str, bool] = {}  # queue -> whether it needs the delay ladder
         for item in items:
-            priority, queue, units = check_priority(item.priority), topo.task_queue_name(item.queue), \
-                topo.delay_units(item.delay_s)
-            topo.check_priority_supported(queue, self.settings.queue_type, priority)
-            if units:
-                messages.append(Publish(topo.delay_level_name(topo.DELAY_LEVELS - 1),
-                                        topo.delay_routing_key(units, queue), item.data, item.message_id, priority))
-                queues[queue] = True
-            else:
-                messages.append(Publish("", queue, item.data, item.message_id, priority))
-                queues.setdefault(queue, False)
+            message, ladder = _publish_of(item, self.settings.queue_type)
+            messages.append(message)
+            queues[item.queue] = queues.get(item.queue, False) or ladder
         if not messages:
             return
         # Ladder users first: declaring the ladder makes the queues declared after it bind to its deliver exchange.
@@ -153,7 +236,11 @@ class RabbitMQBroker(Broker):
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Ack deliveries of this connection; others are no-ops. Returns without waiting for a busy connection
-        (an ack has no reply anyway; one lost with the connection means a redelivery). See ``Broker.ack``."""
+        (an ack has no reply anyway; one lost with the connection means a redelivery). See ``Broker.ack``.
+        Windowed publishes (a task's ``delay`` calls) are confirmed first: ``PublishNotConfirmed`` leaves these
+        deliveries unacked (delivered again), so a follow-up RabbitMQ refused is not lost."""
+        if self._link.window.outstanding or self._link.window.refusals:
+            self.flush(timeout_s=CLOSE_FLUSH_S)
         self._consumer.ack(deliveries)
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
@@ -242,8 +329,23 @@ class RabbitMQBroker(Broker):
         self._link.call(lambda ch: ch.admin.exchange_declare("amq.direct", passive=True), action="ping")
 
     def close(self) -> None:
-        """Close the connection; unacked deliveries go back to their queues."""
+        """Confirm outstanding windowed publishes (up to ``CLOSE_FLUSH_S``; what cannot be is logged), then close
+        the connection; unacked deliveries go back to their queues."""
+        if not self._link.closed and (self._link.window.outstanding or self._link.window.refusals):
+            self._flush_or_log(CLOSE_FLUSH_S, "at close")
         self._link.close()
+
+
+def _publish_of(item: Outgoing, queue_type: str) -> tuple[Publish, bool]:
+    """The AMQP publish of ``item`` and whether its queue needs the delay ladder (checked: raises before anything
+    is sent)."""
+    priority, queue, units = check_priority(item.priority), topo.task_queue_name(item.queue), \
+        topo.delay_units(item.delay_s)
+    topo.check_priority_supported(queue, queue_type, priority)
+    if units:
+        return Publish(topo.delay_level_name(topo.DELAY_LEVELS - 1), topo.delay_routing_key(units, queue), item.data,
+                       item.message_id, priority), True
+    return Publish("", queue, item.data, item.message_id, priority), False
 
 
 def _queue_of(message: Publish) -> str:

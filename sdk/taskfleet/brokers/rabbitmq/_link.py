@@ -17,7 +17,9 @@ starts a new *generation*: deliveries of an older generation can no longer be ac
 back in their queues), and consumers must be started again.
 
 Publishing goes through ``ConfirmPublisher``: a batch is written out whole and its confirms are awaited once, rather
-than one round trip per message.
+than one round trip per message. Windowed publishes (``delay`` in ``windowed`` confirm mode) are not waited for at
+all: the link's ``ConfirmWindow`` keeps them until confirmed, across connections; when a connection is lost with
+some outstanding, the I/O thread reconnects and publishes them again (``resend``), within ``PUMP_S``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from taskfleet.brokers.rabbitmq._publisher import ConfirmPublisher
+from taskfleet.brokers.rabbitmq._window import ConfirmWindow
 from taskfleet.errors import BrokerConnectionError, BrokerError
 from taskfleet.urls import mask_secrets, mask_url
 
@@ -83,9 +86,10 @@ class Channels:
     acks) and ``admin`` (declares and inspection, whose errors close only that channel). Used only by the thread
     driving the connection."""
 
-    def __init__(self, connection: BlockingConnection, generation: int) -> None:
+    def __init__(self, connection: BlockingConnection, generation: int, window: ConfirmWindow | None = None) -> None:
         self.connection = connection
         self.generation = generation
+        self.window = window
         self.consume: BlockingChannel = connection.channel()
         self._publisher: ConfirmPublisher | None = None
         self._admin: BlockingChannel | None = None
@@ -93,7 +97,7 @@ class Channels:
     @property
     def publisher(self) -> ConfirmPublisher:
         if self._publisher is None or not self._publisher.is_open:
-            self._publisher = ConfirmPublisher(self.connection)
+            self._publisher = ConfirmPublisher(self.connection, self.window)
         return self._publisher
 
     @property
@@ -107,7 +111,8 @@ class AmqpLink:
     """A connection to one RabbitMQ URL, driven by whichever thread holds its I/O lock (see the module notes).
     Thread-safe; not shared across ``fork()`` (make a new one in the child)."""
 
-    def __init__(self, url: str, *, socket_timeout_s: float, name: str = "taskfleet") -> None:
+    def __init__(self, url: str, *, socket_timeout_s: float, name: str = "taskfleet",
+                 confirm_window: int = 1000) -> None:
         self.url = url
         self.masked_url = mask_url(url)
         self.socket_timeout_s = socket_timeout_s
@@ -125,6 +130,11 @@ class AmqpLink:
         self._owner_pid = os.getpid()
         self._closed = False
         self._on_socket: Callable[[int], None] | None = None
+        #: Windowed publishes not confirmed yet (touched only by the thread driving the connection).
+        self.window = ConfirmWindow(confirm_window)
+        #: Publishes the window's orphans on a new connection (set by the broker, which declares their queues first);
+        #: the I/O thread calls it while there are orphans.
+        self.resend: Callable[[Channels], None] | None = None
 
     # -- used by any thread ------------------------------------------------------------------------------------
 
@@ -210,6 +220,10 @@ class AmqpLink:
         finally:
             self._io.release()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         """Close the connection and stop the I/O thread. Unacked deliveries go back to their queues."""
         with self._lock:
@@ -275,9 +289,19 @@ class AmqpLink:
                         channels.connection.process_data_events(time_limit=0)
                     except Exception as exc:  # noqa: BLE001 - the I/O thread must outlive anything pika throws
                         self._drop(exc)
+                self._resend_orphans()
         with self._io:
             self._run_calls()  # what was submitted before close() (acks) still runs on the open connection
             self._disconnect()
+
+    def _resend_orphans(self) -> None:
+        """Publish the window's orphans again (reconnecting if needed). When it fails they stay orphans: tried again
+        in ``PUMP_S``, by the next publish or by ``flush``."""
+        resend = self.resend
+        if resend is None or not self.window.orphans or self._closed:
+            return
+        with contextlib.suppress(BrokerError):
+            self._invoke(resend)
 
     def _pump(self, generation: int, time_limit_s: float) -> bool:
         """Run queued calls, then let pika process I/O for up to ``time_limit_s`` (less when something arrives or a
@@ -329,7 +353,7 @@ class AmqpLink:
             self.generation += 1
             if self._on_socket is not None and (fd := socket_fd(connection)) is not None:
                 self._on_socket(fd)
-            self._channels = Channels(connection, self.generation)
+            self._channels = Channels(connection, self.generation, self.window)
         except BaseException:
             with contextlib.suppress(Exception):
                 connection.close()
@@ -343,6 +367,7 @@ class AmqpLink:
 
     def _disconnect(self) -> None:
         channels, self._channels = self._channels, None
+        self.window.channel_lost()  # written, never confirmed: published again on the next connection
         if channels is not None:
             with contextlib.suppress(Exception):
                 channels.connection.close()

@@ -15,6 +15,10 @@ from ``confirmed`` which messages made it). The frames are encoded by ``_frames`
 longer than RabbitMQ takes to store a message) and handed to pika's output buffer ``WRITE_EVERY`` messages at a time.
 Used by the link's I/O owner only (see ``_link``).
 
+Windowed mode (``send``): a single message is written and its confirm is not waited for; a ``ConfirmWindow``
+(``_window``) keeps it until RabbitMQ answers, whenever the connection is next pumped, and the channel's confirms
+and returns are shared between the window's tags and a batch's.
+
 The pika internals this relies on, fenced by tests/unit/test_pika_internals.py (which names whichever one a pika
 release changes) and by the pin in pyproject.toml: ``BlockingChannel._impl`` (the asynchronous channel: its
 ``confirm_delivery``, ``add_on_return_callback``, ``channel_number`` and ``_raise_if_not_open``),
@@ -27,7 +31,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pika
 import pika.frame
@@ -35,6 +39,9 @@ import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from taskfleet.brokers.rabbitmq import _frames as frames
+
+if TYPE_CHECKING:
+    from taskfleet.brokers.rabbitmq._window import ConfirmWindow
 
 #: Most messages ``ConfirmPublisher`` keeps unconfirmed: past it, it waits for confirms down to half of it before
 #: writing more, so its output buffer stays bounded and RabbitMQ's flow control can act.
@@ -104,8 +111,11 @@ class _InFlight:
 class ConfirmPublisher:
     """A channel of ``connection`` in publisher-confirm mode that pipelines (see the module notes)."""
 
-    def __init__(self, connection: BlockingConnection) -> None:
+    def __init__(self, connection: BlockingConnection, window: ConfirmWindow | None = None) -> None:
         self.channel: BlockingChannel = connection.channel()
+        self.window = window
+        if window is not None:
+            window.channel_lost()  # what the previous channel left unconfirmed is sent again on this one
         self._impl = self.channel._impl
         self._tag = 0  # delivery tag of the last message published on this channel
         self._methods: dict[tuple[str, str], bytes] = {}  # (exchange, routing key) -> its basic.publish frame
@@ -153,6 +163,54 @@ class ConfirmPublisher:
             self._batch = None
         return batch.refused
 
+    def send(self, message: Publish | None) -> None:
+        """Windowed publish: write the window's orphans (first) and ``message`` (mandatory), wait only until they
+        are handed to the socket, not for their confirms, which the window collects as the connection is pumped.
+        When the window is full, wait for confirms down to half of it (back-pressure). None: only the orphans."""
+        window = self.window
+        if window is None:
+            raise RuntimeError("send() needs a publisher made with a ConfirmWindow")
+        pending = []
+        try:
+            for queued in [*window.take_orphans(), *([] if message is None else [message])]:
+                pending.append(self._frames(queued))
+                self._tag += 1
+                window.written(self._tag, queued)
+            self._write(pending)
+            if window.full:
+                self.channel._flush_output(lambda: window.outstanding <= window.limit // 2)
+            else:
+                self.channel._flush_output()
+        except BaseException:
+            self._broken = True
+            window.channel_lost()
+            with contextlib.suppress(Exception):
+                self.channel.close()
+            raise
+
+    def drain(self, timeout_s: float) -> bool:
+        """Pump the connection until the window has no message outstanding (written orphans included) or
+        ``timeout_s`` seconds have passed; True when it is empty."""
+        window = self.window
+        if window is None:
+            return True
+        if window.orphans:
+            self.send(None)
+        if not window.outstanding:
+            return True
+        expired: list[bool] = []
+        ioloop = self._impl.connection.ioloop  # its timers run inside _flush_output, unlike the blocking ones
+        timer = ioloop.call_later(max(0.0, timeout_s), lambda: expired.append(True))
+        try:
+            self.channel._flush_output(lambda: not window.outstanding, lambda: bool(expired))
+        except BaseException:
+            self._broken = True
+            window.channel_lost()
+            raise
+        finally:
+            ioloop.remove_timeout(timer)
+        return not window.outstanding
+
     def _frames(self, message: Publish) -> bytes:
         channel = self._impl.channel_number
         key = (message.exchange, message.routing_key)
@@ -179,11 +237,13 @@ class ConfirmPublisher:
             pending.clear()
 
     def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        ack = isinstance(method, pika.spec.Basic.Ack)
+        if self.window is not None:
+            self.window.confirmed(method.delivery_tag, multiple=bool(method.multiple), ack=ack)
         batch = self._batch
         if batch is None:  # a batch abandoned by an exception: its confirms no longer matter
             return
-        method = frame.method
-        ack = isinstance(method, pika.spec.Basic.Ack)
         position = method.delivery_tag - batch.first  # negative: a tag of an abandoned batch
         if method.multiple:
             last = min(position, len(batch.states) - 1)
@@ -197,16 +257,17 @@ class ConfirmPublisher:
         # A return carries no delivery tag, but RabbitMQ sends it before the confirm of the message it returns, so
         # it is the earliest unanswered message of the batch with the same exchange, routing key and message id.
         batch = self._batch
-        if batch is None:
-            return
         key = (method.exchange, method.routing_key, properties.message_id)
-        for position in range(batch.low, len(batch.states)):
-            if batch.states[position] != _PENDING:
-                continue
-            message = batch.messages[batch.indices[position]]
-            if (message.exchange, message.routing_key, message.message_id) == key:
-                batch.states[position] = _RETURNED
-                return
+        if batch is not None:
+            for position in range(batch.low, len(batch.states)):
+                if batch.states[position] != _PENDING:
+                    continue
+                message = batch.messages[batch.indices[position]]
+                if (message.exchange, message.routing_key, message.message_id) == key:
+                    batch.states[position] = _RETURNED
+                    return
+        if self.window is not None:
+            self.window.returned(*key)
 
 
 def describe_refusals(messages: Sequence[Publish], refused: dict[int, str], queue_of: Callable[[Publish], str]) -> str:
