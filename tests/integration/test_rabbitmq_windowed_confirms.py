@@ -86,6 +86,25 @@ def test_a_message_rabbitmq_refuses_to_store_is_raised_by_flush_with_its_id(
     broker.flush(timeout_s=10)
 
 
+def test_a_delivery_whose_task_published_a_refused_message_is_given_back_not_acked(
+    make_rabbit: MakeRabbit, rabbitmq_server: RabbitMQServer, vhost: str
+) -> None:
+    rabbitmq_server.api("PUT", f"/api/policies/{vhost_path(vhost)}/full", {
+        "pattern": "^next$", "definition": {"max-length": 1, "overflow": "reject-publish"}, "apply-to": "queues"})
+    broker = make_rabbit()
+    broker.enqueue("next", "filler", b"x")
+    broker.enqueue("jobs", "cause", b"x")
+    [delivery] = broker.fetch(["jobs"], max_messages=1, timeout_s=5)
+    # Given a task that published a follow-up RabbitMQ refuses
+    broker.enqueue_nowait("next", "follow-up", b"x")
+    # When the worker acks the task's delivery
+    with pytest.raises(PublishNotConfirmed):
+        broker.ack([delivery])
+    # Then the delivery was given back, to run again
+    [again] = broker.fetch(["jobs"], max_messages=1, timeout_s=5)
+    assert again.message_id == "cause"
+
+
 def test_an_unroutable_message_is_raised_by_the_next_publish(
     make_rabbit: MakeRabbit, rabbitmq_server: RabbitMQServer, vhost: str
 ) -> None:

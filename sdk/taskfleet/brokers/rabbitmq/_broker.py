@@ -237,10 +237,15 @@ class RabbitMQBroker(Broker):
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Ack deliveries of this connection; others are no-ops. Returns without waiting for a busy connection
         (an ack has no reply anyway; one lost with the connection means a redelivery). See ``Broker.ack``.
-        Windowed publishes (a task's ``delay`` calls) are confirmed first: ``PublishNotConfirmed`` leaves these
-        deliveries unacked (delivered again), so a follow-up RabbitMQ refused is not lost."""
+        Windowed publishes (a task's ``delay`` calls) are confirmed first; when they are not (``PublishNotConfirmed``,
+        raised) these deliveries are given back instead (``nack``: delivered again), so that a follow-up RabbitMQ
+        refused is not lost with its acked cause."""
         if self._link.window.outstanding or self._link.window.refusals:
-            self.flush(timeout_s=CLOSE_FLUSH_S)
+            try:
+                self.flush(timeout_s=CLOSE_FLUSH_S)
+            except PublishNotConfirmed:
+                self._consumer.nack(deliveries)
+                raise
         self._consumer.ack(deliveries)
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
