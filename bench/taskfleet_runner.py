@@ -39,7 +39,7 @@ class TaskfleetSystem:
             "worker": f"taskfleet worker -c {CONCURRENCY} --prefetch {self.args.prefetch} (health server on)",
             "prefetch_per_child": self.args.prefetch,
             "acks": "after the task runs (at-least-once)",
-            "publisher_confirms": True if self.args.broker == "rabbitmq" else None,
+            "publisher_confirms": "windowed (delay), awaited (batch API)" if self.args.broker == "rabbitmq" else None,
             "result_backend": "sqlite (same file)" if self.args.broker == "sqlite" else "redis",
             "track_started": taskfleet_app.noop_result.options.track_started,
             "serializer": "json",

@@ -402,7 +402,8 @@ class App:
     ) -> AsyncResult:
         """Send task ``name`` without importing its code (``app.send("billing.charge", args=(42,))``).
         Options as for ``Task.apply_async``; ``task_routes`` apply by name. Returns once the broker has stored the
-        message."""
+        message; on RabbitMQ with ``broker_publish_confirms="windowed"`` (the default), once it is written, its
+        confirm collected later (``flush``; docs/brokers.md)."""
         message = self._producer.message(name, args, kwargs, countdown=countdown, eta=eta, expires=expires,
                                          priority=priority, queue=queue, task_id=task_id, headers=headers,
                                          now=time.time(), serializer=serializer, compression=compression)

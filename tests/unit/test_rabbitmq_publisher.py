@@ -14,6 +14,7 @@ from pika import frame, spec
 
 from taskfleet.brokers.rabbitmq import _publisher as rabbitmq_publisher
 from taskfleet.brokers.rabbitmq._publisher import NACKED, RETURNED, ConfirmPublisher, Publish
+from taskfleet.brokers.rabbitmq._window import ConfirmWindow
 
 #: How the fake broker answers the messages written since its last answer: a list of (tag, kind) with kind
 #: "ack", "ack+" (multiple), "nack", "nack+" or "return" (a basic.return, to be followed by an ack), in order.
@@ -186,3 +187,50 @@ def test_a_batch_larger_than_the_window_waits_for_confirms_before_writing_more(
 
     assert (refused, confirmed) == ({}, [True] * 10)
     assert broker.flushes > 2
+
+
+# -- windowed publishes (``send``): confirms collected later, in a ``ConfirmWindow`` -------------------------------
+
+
+def test_a_windowed_message_is_kept_until_its_confirm_and_a_nack_becomes_a_refusal() -> None:
+    answers: list[list[tuple[int, str]]] = [[], [(1, "ack"), (2, "nack")]]  # nothing at first, then both
+    broker = FakeBroker(script=lambda tags: answers.pop(0) if answers else [])
+    window = ConfirmWindow(10)
+    publisher = ConfirmPublisher(broker, window)  # type: ignore[arg-type]
+
+    publisher.send(batch(1)[0])
+    assert window.outstanding == 1  # returned without its confirm
+    publisher.send(batch(2)[1])
+
+    assert window.outstanding == 0
+    assert [r.message.message_id for r in window.take_refusals()] == ["m1"]
+
+
+def test_windowed_messages_and_a_batch_share_the_channels_delivery_tags() -> None:
+    broker = FakeBroker(script=lambda tags: [(tags[-1], "ack+")] if tags[-1] > 1 else [])
+    window = ConfirmWindow(10)
+    publisher = ConfirmPublisher(broker, window)  # type: ignore[arg-type]
+    publisher.send(Publish("", "q", b"body", "single", 0))
+
+    confirmed = [False] * 3
+    refused = publisher.publish(batch(3), confirmed)
+
+    assert (refused, confirmed) == ({}, [True] * 3)
+    assert window.outstanding == 0  # the batch's multiple ack confirmed the windowed message (tag 1) too
+
+
+def test_a_lost_connection_while_sending_leaves_every_message_in_the_window_in_order() -> None:
+    broker = FakeBroker(script=lambda tags: [])
+    window = ConfirmWindow(10)
+    publisher = ConfirmPublisher(broker, window)  # type: ignore[arg-type]
+    publisher.send(batch(1)[0])
+
+    def lose(*waiters: Callable[[], bool]) -> None:
+        raise Lost
+
+    broker._flush_output = lose  # type: ignore[method-assign]
+    with pytest.raises(Lost):
+        publisher.send(batch(2)[1])
+
+    assert not publisher.is_open
+    assert [m.message_id for m in window.take_orphans()] == ["m0", "m1"]  # published again on the next channel

@@ -160,6 +160,17 @@ class RabbitMQBroker(Broker):
             self._declarations.declare(ch, _queue_of(message), ladder=bool(message.exchange))
         ch.publisher.send(None)
 
+    def _await_window(self) -> None:
+        """Read your writes: wait (up to ``CLOSE_FLUSH_S``) until this process's windowed publishes are confirmed,
+        so that counting or purging a queue right after ``delay`` sees the message. Refusals are left for the next
+        publish or ``flush`` to raise."""
+        if self._link.window.outstanding:
+            def drain(ch: Channels) -> None:
+                self._resend(ch)
+                ch.publisher.drain(CLOSE_FLUSH_S)
+
+            self._link.call(drain, action="confirm", timeout_s=CLOSE_FLUSH_S + self.settings.socket_timeout_s)
+
     def _raise_refusals(self) -> None:
         refusals: list[Refusal] = self._link.window.take_refusals()
         if refusals:
@@ -283,6 +294,7 @@ class RabbitMQBroker(Broker):
         ladder's TTL queues dead-letter a message into its task queue when it is due, with no consumer needed, so a
         due message is counted as ready."""
         topo.task_queue_name(queue)
+        self._await_window()
         dead = self._passive_count(topo.dead_queue_name(queue))
         if self._management is not None:
             counts = self._management.queue_counts(queue)
@@ -320,7 +332,7 @@ class RabbitMQBroker(Broker):
         """Delete the ready messages of ``queue`` (delayed ones still in the ladder arrive later). Returns how
         many were deleted."""
         topo.task_queue_name(queue)
-
+        self._await_window()
         return self._link.call(lambda ch: _message_count(lambda: ch.admin.queue_purge(queue)), action="purge")
 
     def queues(self) -> list[str]:

@@ -170,12 +170,15 @@ class ConfirmPublisher:
         window = self.window
         if window is None:
             raise RuntimeError("send() needs a publisher made with a ConfirmWindow")
-        pending = []
+        queued = [*window.take_orphans(), *([] if message is None else [message])]
+        pending: list[bytes] = []
+        registered = 0  # of ``queued``, those in the window under their tag (``_write`` empties ``pending``)
         try:
-            for queued in [*window.take_orphans(), *([] if message is None else [message])]:
-                pending.append(self._frames(queued))
+            for each in queued:
+                pending.append(self._frames(each))
                 self._tag += 1
-                window.written(self._tag, queued)
+                window.written(self._tag, each)
+                registered += 1
             self._write(pending)
             if window.full:
                 self.channel._flush_output(lambda: window.outstanding <= window.limit // 2)
@@ -183,7 +186,8 @@ class ConfirmPublisher:
                 self.channel._flush_output()
         except BaseException:
             self._broken = True
-            window.channel_lost()
+            window.channel_lost()  # the written ones first, then those not reached: nothing leaves the window
+            window.orphans.extend(queued[registered:])
             with contextlib.suppress(Exception):
                 self.channel.close()
             raise
