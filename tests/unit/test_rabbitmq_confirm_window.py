@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from taskfleet import App
 from taskfleet.brokers.rabbitmq._publisher import Publish
 from taskfleet.brokers.rabbitmq._window import NACKED, RETURNED, ConfirmWindow, Refusal, describe
+from taskfleet.errors import ConfigurationError
 
 
 def _message(n: int, queue: str = "jobs") -> Publish:
@@ -77,3 +79,19 @@ def test_describe_counts_the_refusals_by_reason_and_names_the_first_ids() -> Non
     text = describe(refusals)
     assert text.startswith("8 published message(s) were not stored (1 unroutable (queue deleted?), 7 refused")
     assert "m0, m1, m2, m3, m4 and 3 more" in text
+
+
+def test_the_confirm_settings_are_checked_and_reach_the_broker_settings() -> None:
+    with pytest.raises(ConfigurationError, match="broker_publish_confirms"):
+        App("x", broker="amqp://h", broker_publish_confirms="later")
+    with pytest.raises(ConfigurationError, match="broker_confirm_window"):
+        App("x", broker="amqp://h", broker_confirm_window=0)
+    settings = App("x", broker="amqp://h", broker_publish_confirms="sync", broker_confirm_window=7).settings
+    assert (settings.broker_settings().publish_confirms, settings.broker_settings().confirm_window) == ("sync", 7)
+
+
+def test_flush_is_a_no_op_where_publishes_return_stored() -> None:
+    app = App("x", broker="memory://")
+    app.flush(timeout_s=0)  # before any publish: connects nothing
+    app.send("x.anything")
+    app.flush(timeout_s=0)
