@@ -46,6 +46,7 @@ in it by the SIGTERM handler) and the child, instead of draining as a plain SIGT
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import signal
 import socket
@@ -53,6 +54,7 @@ import threading
 import time
 from multiprocessing.connection import Connection
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from taskfleet import signals, tracing
 from taskfleet.app import App
@@ -70,6 +72,9 @@ from taskfleet.worker.runtime_state import RuntimeState
 from taskfleet.worker.settings import WorkerSettings
 from taskfleet.worker.settler import Settler
 from taskfleet.worker.task_events import TaskEvents
+
+if TYPE_CHECKING:
+    from taskfleet.worker.async_runner import AsyncRunner
 
 log = get_logger("taskfleet.worker")
 
@@ -124,6 +129,8 @@ class Child:
         self.parent_pid = os.getppid()
         self._thread_stop = threading.Event()
         self._executor: Executor | None = None
+        #: The event loop of an app with ``async def`` tasks (taskfleet.worker.async_runner); None otherwise.
+        self._async: AsyncRunner | None = None  # typed for the checker; imported by _loop_async
         self._start_reported = False
         #: Held by the thread taking deliveries in (the main thread's fetch, the background thread's take of the
         #: buffered ones) until they are held and reported: they are held and numbered in the order they arrived.
@@ -156,7 +163,10 @@ class Child:
         reason = "stopped"
         clean = False
         try:
-            reason = self._loop(broker, executor, settler)
+            if any(inspect.iscoroutinefunction(task.fn) for task in self.app.tasks.values()):
+                reason = self._loop_async(broker, executor, settler)
+            else:
+                reason = self._loop(broker, executor, settler)
             clean = True
         except TaskTerminated:
             log.info("task terminated: child exits", slot=self.index)
@@ -184,12 +194,12 @@ class Child:
             log.warning("could not hand the broker connection to the supervisor", error=str(exc))
 
     def _on_start(self, started: Started) -> None:
-        if self.output is not None:
+        running = self.holdings.running()  # None for an async task: several run at once (async_loop)
+        if self.output is not None and running is not None:
             self.output.begin_task(started.task_id, started.task)
         if self._events is not None:
             self._events.started(started)
         # Only a hard time limit needs the supervisor to know at once; everything else it learns in batches.
-        running = self.holdings.running()
         if running is not None:  # shared memory, no event: the supervisor reads it for heartbeats and inspect
             self.progress.describe(running.seq, started.task_id, started.task, time.time())
         if started.time_limit_s and running is not None:
@@ -228,6 +238,15 @@ class Child:
                 if settings.max_memory_per_child_mb and rss_mb() > settings.max_memory_per_child_mb:
                     return "max_memory"
         return "stopped"
+
+    def _loop_async(self, broker: Broker, executor: Executor, settler: Settler) -> str:
+        """The loop of an app with ``async def`` tasks (taskfleet.worker.async_loop): up to ``async_concurrency``
+        deliveries at once. Imported here: asyncio costs a sync worker's child about 2 MiB."""
+        from taskfleet.worker.async_loop import AsyncChildLoop
+        from taskfleet.worker.async_runner import AsyncRunner
+
+        self._async = AsyncRunner(self.settings.async_concurrency)
+        return AsyncChildLoop(self, broker, executor, settler, self._async).run()
 
     def _lease_held(self, broker: Broker, settler: Settler, running: Held) -> bool:
         """Whether ``running``, about to start, is still leased to this child; if not it is dropped unrun. Asks the
@@ -324,6 +343,8 @@ class Child:
                             self._settle_running(seq, settler)
                     case events.Revoke(items):
                         self.runtime.revoked.add(items)
+                    case events.CancelTasks(task_ids) if self._async is not None:
+                        self._async.cancel(task_ids)  # coroutines revoked with terminate: cancelled, child lives
                     case events.Limits(overrides):
                         self.runtime.limits.apply(overrides)
                     case events.Consume(queues):

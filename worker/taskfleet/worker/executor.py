@@ -167,13 +167,18 @@ class Executor:
         try:
             return self._run(delivery, began)
         except (BrokerError, ResultError) as exc:  # BrokerConnectionError is a BrokerError
-            log.warning("could not finish message, it will be redelivered", message_id=delivery.message_id,
-                        error=str(exc))
-            return Outcome(Leave(str(exc)), DROPPED, "?", time.perf_counter() - began)
+            return self.left(delivery, exc, began)
+
+    @staticmethod
+    def left(delivery: Delivery, exc: BrokerError | ResultError, began: float) -> Outcome:
+        """A broker or backend error stopped ``delivery`` before its outcome was stored: ``Leave``."""
+        log.warning("could not finish message, it will be redelivered", message_id=delivery.message_id,
+                    error=str(exc))
+        return Outcome(Leave(str(exc)), DROPPED, "?", time.perf_counter() - began)
 
     def _run(self, delivery: Delivery, began: float) -> Outcome:
         admitted = self.admit(delivery, began)
-        return admitted if isinstance(admitted, Outcome) else self._execute(admitted)
+        return admitted if isinstance(admitted, Outcome) else self.execute(admitted)
 
     def admit(self, delivery: Delivery, began: float) -> Outcome | Admitted:
         """Decode and check ``delivery``: its ``Outcome`` when it is not to run (bad input, a duplicate, revoked,
@@ -235,7 +240,8 @@ class Executor:
                   delay_s=round(deferral.delay_s, 3))
         return Outcome(ACK_RETRIED, DEFERRED, msg.task, time.perf_counter() - began, task_id=msg.id)
 
-    def _execute(self, admitted: Admitted) -> Outcome:
+    def execute(self, admitted: Admitted) -> Outcome:
+        """Run a sync task's body with its soft time limit (SIGALRM), then ``conclude``."""
         begun = self.begin(admitted)
         msg = admitted.message
         try:
