@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 from taskfleet import Task
 from taskfleet.errors import SoftTimeLimitExceeded
 from tests.support.ledger import append
 from tests.tasks import app
 
-__all__ = ["app", "async_flaky", "async_hard_limited", "async_nap", "async_napper", "async_soft_limited"]
+__all__ = ["app", "async_blocker", "async_flaky", "async_hard_limited", "async_nap", "async_napper",
+           "async_soft_limited"]
 
 
 @app.task
@@ -53,3 +55,9 @@ async def async_flaky(self: Task[str], path: str) -> str:
     if self.request.retries == 0:
         self.retry(countdown=0.1)
     return "ok"
+
+
+@app.task(time_limit=1)
+async def async_blocker() -> None:
+    """Blocks its loop far past its hard limit (a sync sleep in a coroutine): only killing the child stops it."""
+    time.sleep(20)

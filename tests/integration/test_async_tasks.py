@@ -64,3 +64,24 @@ def test_limits_retries_sync_tasks_and_terminate_behave_as_for_sync_tasks(
     depth = app.broker.queue_depth("tests")  # (RabbitMQ's management API counts a few seconds late)
     wait_for(lambda: (app.broker.queue_depth("tests").ready, app.broker.queue_depth("tests").in_flight) == (0, 0),
              15, message=f"messages left behind: {depth}")
+
+
+@pytest.mark.parametrize("broker_kind", ["redis", "rabbitmq"], indirect=True)
+def test_a_coroutine_blocking_the_loop_past_its_hard_limit_gets_its_child_killed_and_nothing_is_lost(
+        app: App, start_worker: StartWorker, tmp_path: Path) -> None:
+    ledger = str(tmp_path / "ledger")
+    worker = start_worker(app=ASYNC_APP, concurrency=1)
+    # Given a coroutine awaiting beside one that blocks the loop (a sync sleep) past its 1 s hard limit
+    napping = async_tasks.async_napper.delay(ledger, 0.5)
+    wait_for(lambda: tasks.lines(ledger) != [], 15, message="the napping coroutine did not start")
+    blocker = async_tasks.async_blocker.delay()
+    # Then the supervisor kills the child: the blocker FAILS with TimeLimitExceeded and is not run again
+    with pytest.raises(TimeLimitExceeded):
+        blocker.get(timeout=20)
+    # And the other coroutine, interrupted with its child, is delivered again and finishes
+    napping.get(timeout=20)
+    assert "end" in [line.split()[0] for line in tasks.lines(ledger)]
+    assert async_tasks.async_nap.delay(0).get(timeout=15) > 0
+    assert any("cannot be cancelled" in str(line.get("event")) for line in worker.logs())
+    wait_for(lambda: (app.broker.queue_depth("tests").ready, app.broker.queue_depth("tests").in_flight) == (0, 0),
+             15, message="messages left behind")

@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 log = get_logger("taskfleet.worker")
 
+#: A coroutine still running this long (seconds) after its hard limit cancelled it cannot be stopped from the loop:
+#: the supervisor is told, and kills the child as it does a sync task past its hard limit (``report_stuck``).
+STUCK_GRACE_S = 1.0
 #: While coroutines run and no delivery waits, the loop wakes at least this often (seconds) to fetch more: the
 #: latency a new message may wait for a free slot, and a broker poll per wake-up when the queues are empty.
 BUSY_POLL_S = 0.02
@@ -61,6 +64,9 @@ class AsyncChildLoop:
         self.runner = runner
         self._active: set[asyncio.Task[None]] = set()
         self._done = 0
+        #: The async deliveries running, by task id (for ``report_stuck``).
+        self._bodies: dict[str, tuple[Held, str]] = {}
+        self._stuck_reported = False
 
     def run(self) -> str:
         return self.runner.loop.run_until_complete(self._serve())
@@ -124,6 +130,7 @@ class AsyncChildLoop:
             self._settle(held, admitted)
             return
         if is_async_task(admitted.task):
+            self._bodies[admitted.message.id] = (held, admitted.message.task)
             task = self.runner.loop.create_task(self._run_async(held, run_async_task(self.executor, self.runner,
                                                                                       admitted)))
             self._active.add(task)
@@ -140,7 +147,10 @@ class AsyncChildLoop:
         self._settle(held, outcome)
 
     async def _run_async(self, held: Held, running: Coroutine[Any, Any, Outcome]) -> None:
-        outcome = await running
+        try:
+            outcome = await running
+        finally:
+            self._bodies.pop(held.delivery.message_id, None)
         self._settle(held, outcome)
 
     def _settle(self, held: Held, outcome: Outcome) -> None:
@@ -160,6 +170,26 @@ class AsyncChildLoop:
         watermark = self.child.holdings.finish_concurrent(held.seq)
         if watermark > self.child.progress.finished:
             self.child.progress.finish(watermark)
+
+    def report_stuck(self) -> None:
+        """The background thread, every tick: a coroutine past its hard limit by ``STUCK_GRACE_S`` is reported to
+        the supervisor as a task past its hard limit (``Started`` with no time left), which stores its FAILURE and
+        kills the child; its message is then acked (or, on RabbitMQ, recognised by the FAILURE when it comes back)
+        and every other delivery of the child goes back to the queue (at-least-once). Once per child; not while a
+        sync task runs inline (the supervisor watches that one, and it is what blocks the loop)."""
+        if self._stuck_reported or self.child.holdings.running() is not None:
+            return
+        for task_id in self.runner.overdue(STUCK_GRACE_S):
+            entry = self._bodies.get(task_id)
+            if entry is None:
+                continue
+            held, task = entry
+            log.error("a coroutine runs past its hard time limit and cannot be cancelled (a blocking call in an "
+                      "async task?): the child is killed", task_id=task_id, task=task, seq=held.seq)
+            self._stuck_reported = True
+            self.child.reporter.send(events.Started(held.seq, held.delivery.message_id, held.delivery.queue,
+                                                    task_id, task, 0.0))
+            return
 
     def _recycle_reason(self) -> str | None:
         """``max_tasks`` or ``max_memory`` when this child is due to be replaced (it finishes what runs first)."""

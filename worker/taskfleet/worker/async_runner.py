@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+import time
 from collections.abc import Coroutine, Generator, Iterable
 from typing import Any
 
@@ -84,6 +85,8 @@ class AsyncRunner:
         self.concurrency = concurrency
         self.loop = asyncio.new_event_loop()
         self._bodies: dict[str, tuple[asyncio.Task[Any], list[str]]] = {}
+        #: task id -> when its hard limit is up (``time.monotonic``, the loop's clock), for ``overdue``
+        self._deadlines: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -109,6 +112,8 @@ class AsyncRunner:
             timers.append(self.loop.call_later(hard_limit_s, self._stop, body, why, "hard"))
         with self._lock:
             self._bodies[task_id] = (body, why)
+            if hard_limit_s:
+                self._deadlines[task_id] = time.monotonic() + hard_limit_s
         try:
             await asyncio.wait([body])
         finally:
@@ -116,6 +121,7 @@ class AsyncRunner:
                 timer.cancel()
             with self._lock:
                 self._bodies.pop(task_id, None)
+                self._deadlines.pop(task_id, None)
         if body.cancelled():
             if why and why[0] == "terminated":
                 raise Terminated(f"task {task_id} was terminated by a revoke")
@@ -123,6 +129,14 @@ class AsyncRunner:
                 raise TimeLimitExceeded(f"task {task_id} exceeded its hard time limit of {hard_limit_s}s: cancelled")
             raise RuntimeError(f"task {task_id}'s coroutine was cancelled by its own code")
         return body.result()
+
+    def overdue(self, grace_s: float) -> list[str]:
+        """The task ids still running ``grace_s`` past their hard limit: the cancellation did not end them, so the
+        loop is blocked (a sync call in a coroutine) or the coroutine swallowed it. Thread-safe: the child's
+        background thread asks, since a blocked loop cannot."""
+        now = time.monotonic()
+        with self._lock:
+            return [task_id for task_id, deadline in self._deadlines.items() if now >= deadline + grace_s]
 
     def cancel(self, task_ids: Iterable[str]) -> None:
         """Cancel the running bodies of ``task_ids`` (revoked with terminate). Thread-safe; unknown ids are

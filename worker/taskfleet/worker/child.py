@@ -52,6 +52,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -131,6 +132,8 @@ class Child:
         self._executor: Executor | None = None
         #: The event loop of an app with ``async def`` tasks (taskfleet.worker.async_runner); None otherwise.
         self._async: AsyncRunner | None = None  # typed for the checker; imported by _loop_async
+        #: The async loop's check for a coroutine it cannot stop, run by the background thread every tick.
+        self._watch_loop: Callable[[], None] | None = None
         self._start_reported = False
         #: Held by the thread taking deliveries in (the main thread's fetch, the background thread's take of the
         #: buffered ones) until they are held and reported: they are held and numbered in the order they arrived.
@@ -246,7 +249,9 @@ class Child:
         from taskfleet.worker.async_runner import AsyncRunner
 
         self._async = AsyncRunner(self.settings.async_concurrency)
-        return AsyncChildLoop(self, broker, executor, settler, self._async).run()
+        loop = AsyncChildLoop(self, broker, executor, settler, self._async)
+        self._watch_loop = loop.report_stuck
+        return loop.run()
 
     def _lease_held(self, broker: Broker, settler: Settler, running: Held) -> bool:
         """Whether ``running``, about to start, is still leased to this child; if not it is dropped unrun. Asks the
@@ -329,6 +334,8 @@ class Child:
                 self.reporter.send(events.BEAT)
                 next_beat = now + HEARTBEAT_INTERVAL_S
             self._serve_commands(settler)
+            if self._watch_loop is not None:
+                self._watch_loop()
 
     def _serve_commands(self, settler: Settler) -> None:
         """Commands from the supervisor (module notes)."""
@@ -359,6 +366,10 @@ class Child:
         executor = self._executor
         if executor is not None and running is not None and running.seq == seq:
             executor.follow_up_timed_out(running.delivery)  # a workflow's follow-ups go first
+        elif executor is not None and self._watch_loop is not None:  # a coroutine the loop could not stop
+            for held in self.holdings.held():
+                if held.seq == seq:  # its follow-ups; the supervisor acks it when the child is gone
+                    executor.follow_up_timed_out(held.delivery)
         task = self.progress.running_task()
         if self._events is not None and running is not None and task is not None and task.seq == seq:
             self._events.killed(running.delivery, task, terminated=self._terminating == seq)
