@@ -85,3 +85,21 @@ def test_a_coroutine_blocking_the_loop_past_its_hard_limit_gets_its_child_killed
     assert any("cannot be cancelled" in str(line.get("event")) for line in worker.logs())
     wait_for(lambda: (app.broker.queue_depth("tests").ready, app.broker.queue_depth("tests").in_flight) == (0, 0),
              15, message="messages left behind")
+
+
+@pytest.mark.parametrize("broker_kind", ["redis"], indirect=True)
+def test_a_child_never_runs_more_coroutines_at_once_than_its_async_concurrency(
+        app: App, start_worker: StartWorker, tmp_path: Path) -> None:
+    ledger = str(tmp_path / "ledger")
+    # Given a worker whose one child may run 5 coroutines at once
+    start_worker(app=ASYNC_APP, concurrency=1, extra=["--async-concurrency", "5"])
+    # When 20 tasks that each await 0.3 s are sent
+    results = [async_tasks.async_napper.delay(ledger, 0.3) for _ in range(20)]
+    for result in results:
+        result.get(timeout=30)
+    # Then at most 5 ran at any moment, and 5 did at some moment
+    running, most = 0, 0
+    for line in tasks.lines(ledger):
+        running += 1 if line.split()[0] == "start" else -1
+        most = max(most, running)
+    assert most == 5

@@ -144,6 +144,8 @@ class AsyncChildLoop:
         finally:
             if child.output is not None:
                 child.output.end_task()
+            # No longer the task the supervisor may terminate, though coroutines started before it still run.
+            child.progress.describe(0, "", "", 0.0)
         self._settle(held, outcome)
 
     async def _run_async(self, held: Held, running: Coroutine[Any, Any, Outcome]) -> None:
