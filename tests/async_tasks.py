@@ -12,7 +12,7 @@ from taskfleet.errors import SoftTimeLimitExceeded
 from tests.support.ledger import append
 from tests.tasks import app
 
-__all__ = ["app", "async_blocker", "async_flaky", "async_hard_limited", "async_nap", "async_napper",
+__all__ = ["app", "async_add", "async_blocker", "async_flaky", "async_hard_limited", "async_nap", "async_napper",
            "async_soft_limited"]
 
 
@@ -21,6 +21,13 @@ async def async_nap(seconds: float) -> int:
     """Awaits ``seconds`` of simulated I/O; returns the child's pid."""
     await asyncio.sleep(seconds)
     return os.getpid()
+
+
+@app.task
+async def async_add(x: int, y: int) -> int:
+    """``x + y``, after an await: a workflow step."""
+    await asyncio.sleep(0.01)
+    return x + y
 
 
 @app.task(bind=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from taskfleet import App, State
+from taskfleet import App, State, chain
 from taskfleet.errors import TimeLimitExceeded
 from tests import async_tasks, tasks
 from tests.conftest import StartWorker
@@ -42,8 +42,9 @@ def test_limits_retries_sync_tasks_and_terminate_behave_as_for_sync_tasks(
     soft = async_tasks.async_soft_limited.delay()
     hard = async_tasks.async_hard_limited.delay()
     flaky = async_tasks.async_flaky.delay(ledger)
-    # Then a sync task runs in the same child meanwhile
+    # Then a sync task runs in the same child meanwhile, and a chain of an async step and a sync one
     assert tasks.add.delay(2, 3).get(timeout=15) == 5
+    assert chain(async_tasks.async_add.s(1, 2), tasks.add.s(10)).apply_async().get(timeout=15) == 13
     # And the soft limit is raised into its coroutine, which cleans up and returns
     assert soft.get(timeout=15) == "cleaned up"
     # And the hard limit cancels its coroutine: FAILURE with TimeLimitExceeded, the child lives on
