@@ -63,6 +63,9 @@ class AsyncChildLoop:
         self.settler = settler
         self.runner = runner
         self._active: set[asyncio.Task[None]] = set()
+        #: Set when an active delivery finishes: what ``_next_finished`` waits on (one future, not a callback on
+        #: each of hundreds of tasks per wake-up as ``asyncio.wait`` would add).
+        self._finished_one: asyncio.Future[None] | None = None
         self._done = 0
         #: The async deliveries running, by task id (for ``report_stuck``).
         self._bodies: dict[str, tuple[Held, str]] = {}
@@ -80,7 +83,7 @@ class AsyncChildLoop:
             if child.stopping or reason is not None:
                 if not self._active:
                     return reason or "stopped"
-                await asyncio.wait(self._active, return_when=asyncio.FIRST_COMPLETED)
+                await self._next_finished(None)
                 self.settler.flush()
                 continue
             self.settler.flush()
@@ -100,10 +103,27 @@ class AsyncChildLoop:
                     break
                 self._start(held)
             if self._active:
-                await asyncio.wait(self._active, timeout=BUSY_POLL_S, return_when=asyncio.FIRST_COMPLETED)
+                await self._next_finished(BUSY_POLL_S)
             else:
                 await asyncio.sleep(0)
             reason = self._recycle_reason()
+
+    async def _next_finished(self, timeout_s: float | None) -> None:
+        """Until an active delivery finishes, or ``timeout_s`` (None: no limit)."""
+        loop = self.runner.loop
+        waiter = self._finished_one = loop.create_future()
+        timer = loop.call_later(timeout_s, _resolve, waiter) if timeout_s is not None else None
+        try:
+            await waiter
+        finally:
+            self._finished_one = None
+            if timer is not None:
+                timer.cancel()
+
+    def _on_finished(self, task: asyncio.Task[None]) -> None:
+        self._active.discard(task)
+        if self._finished_one is not None:
+            _resolve(self._finished_one)
 
     def _fetch(self, max_messages: int, timeout_s: float) -> None:
         child = self.child
@@ -134,7 +154,7 @@ class AsyncChildLoop:
             task = self.runner.loop.create_task(self._run_async(held, run_async_task(self.executor, self.runner,
                                                                                       admitted)))
             self._active.add(task)
-            task.add_done_callback(self._active.discard)
+            task.add_done_callback(self._on_finished)
             return
         child.holdings.run_inline(held)
         try:
@@ -203,3 +223,8 @@ class AsyncChildLoop:
         if settings.max_memory_per_child_mb and rss_mb() > settings.max_memory_per_child_mb:
             return "max_memory"
         return None
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
