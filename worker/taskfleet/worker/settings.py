@@ -46,7 +46,8 @@ class WorkerSettings:
     #: Queues the children consume, at least one, served fairly with the highest priority first; the CLI defaults to
     #: the app's ``default_queue``.
     queues: tuple[str, ...]
-    #: Child processes forked, each running one task at a time; at least 1. A child that exits is respawned. Default:
+    #: Child processes forked, each running one task at a time (``async def`` tasks: up to ``async_concurrency``);
+    #: at least 1. A child that exits is respawned. Default:
     #: the CPUs this process may use (its CPU affinity and its cgroup's CPU limit, rounded up; see
     #: ``taskfleet.worker.cpus``), not the host's CPU count: 2 in a pod limited to 2 CPUs on a 64-CPU node.
     concurrency: int = field(default_factory=usable_cpus)
