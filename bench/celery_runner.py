@@ -85,6 +85,10 @@ class CelerySystem:
                    *WORKER_FLAGS, "-Q", QUEUE, "-l", "WARNING", "-n", "bench@%h"]
         return command, worker_env(self.env)
 
+    def async_worker_command(self) -> tuple[list[str], dict[str, str]]:
+        """The async scenario's worker: the same pool as every scenario's, running the blocking-sleep task."""
+        return self.worker_command()
+
     def round_trip(self, timeout_s: float) -> None:
         self.mod.noop_result.delay().get(timeout=timeout_s)
 
@@ -108,7 +112,8 @@ class CelerySystem:
         self.producer_app.close()
 
     def _task(self, kind: Kind) -> Any:
-        return {"noop": self.mod.noop, "payload": self.mod.payload, "result": self.mod.noop_result}[kind]
+        return {"noop": self.mod.noop, "payload": self.mod.payload, "result": self.mod.noop_result,
+                "io": self.mod.io_sleep}[kind]
 
 
 

@@ -72,6 +72,10 @@ class DramatiqSystem:
                    "-Q", QUEUE]
         return command, worker_env(self.env)
 
+    def async_worker_command(self) -> tuple[list[str], dict[str, str]]:
+        """The async scenario's worker: the same pool as every scenario's, running the blocking-sleep task."""
+        return self.worker_command()
+
     def round_trip(self, timeout_s: float) -> None:
         self.mod.noop_result.send().get_result(block=True, timeout=int(timeout_s * 1000))
 
@@ -82,7 +86,8 @@ class DramatiqSystem:
         self.mod.broker.close()
 
     def _actor(self, kind: Kind) -> Any:
-        return {"noop": self.mod.noop, "payload": self.mod.payload, "result": self.mod.noop_result}[kind]
+        return {"noop": self.mod.noop, "payload": self.mod.payload, "result": self.mod.noop_result,
+                "io": self.mod.io_sleep}[kind]
 
 
 def main() -> None:

@@ -61,6 +61,7 @@ METRICS = (
     Metric("rtt.p99_ms", "round trip p99", "ms", False, "latency"),
     Metric("events_cost.off_per_s", "drain, no-op, events off (events scenario)", "/s", True, "throughput"),
     Metric("events_cost.on_per_s", "drain, no-op, events on (-E)", "/s", True, "throughput"),
+    Metric("async_io.per_s", "async I/O, 2,000 tasks x 100 ms (async scenario)", "/s", True, "throughput"),
     Metric("chord_1000.seconds", "chord of 1,000 no-ops, apply to body result", "s", False, "latency"),
     Metric("chain_100.seconds", "chain of 100 tasks, apply to last result", "s", False, "latency"),
     Metric("idle_memory.rss_mb", "idle worker RSS, whole tree", "MiB", False, "memory"),
@@ -148,6 +149,34 @@ def footnotes(report: dict[str, Any]) -> list[str]:
                          f"{cost['on_over_off']:.0%} of drain without (medians of {len(cost['rounds'])} rounds each; "
                          f"{verdict} the {cost['floor']:.0%} floor); worker CPU "
                          f"{cost.get('worker_cpu_s_off')} s without, {cost.get('worker_cpu_s_on')} s with")
+    notes.extend(_async_notes(report))
+    return notes
+
+
+#: What the issue asks of the async scenario (bench/async_io.py): Taskfleet at least this multiple of the best peer.
+ASYNC_TARGET_OVER_BEST_PEER = 10.0
+
+
+def _async_notes(report: dict[str, Any]) -> list[str]:
+    """Per broker: the async scenario's verdict (Taskfleet against the best peer), and any failure of it."""
+    notes = []
+    for broker, by_system in report["results"].items():
+        title = BROKER_TITLES.get(broker, broker)
+        runs = {s: r["async_io"] for s, r in by_system.items() if isinstance(r.get("async_io"), dict)}
+        notes.extend(f"async I/O on {title}: {s} failed: {r['error']}" for s, r in runs.items() if "error" in r)
+        ours = runs.get("taskfleet", {}).get("per_s")
+        peers = {s: r["per_s"] for s, r in runs.items() if s in PEERS and "per_s" in r}
+        if ours is None or not peers:
+            continue
+        best = max(peers, key=lambda s: peers[s])
+        times = ours / peers[best] if peers[best] else float("inf")
+        verdict = "meets" if times >= ASYNC_TARGET_OVER_BEST_PEER else "BELOW"
+        notes.append(f"async I/O on {title}: Taskfleet {ours:,.0f}/s is {times:.1f}x the best peer ({best}, "
+                     f"{peers[best]:,.0f}/s); {verdict} the {ASYNC_TARGET_OVER_BEST_PEER:.0f}x target")
+    if any("async_io" in r for by_system in report["results"].values() for r in by_system.values()):
+        notes.append("async I/O = 2,000 tasks that each wait 100 ms (Taskfleet: async def + asyncio.sleep on -c 2, "
+                     "default --async-concurrency; peers: time.sleep on their pools), tasks / time from the first "
+                     "message taken to the 2,000th task finished (each task INCRs one Redis counter)")
     return notes
 
 

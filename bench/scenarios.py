@@ -16,7 +16,11 @@ adapter and calls ``runner_main``; the scenarios then run in this order on one b
    (in alternating order); the medians are compared (``on_over_off``; the median, not the best, since on a shared
    machine one undisturbed drain of either kind would decide a best-of), and the worker trees' CPU seconds too.
 
-``--only events`` runs the last scenario alone.
+8. ``async_io`` (``bench/async_io.py``; systems with ``async_worker_command``, on Redis and RabbitMQ): 2,000 tasks
+   that each wait 100 ms of simulated I/O, pre-queued, drained; tasks/s from the first message taken to the last
+   task finished.
+
+``--only events`` runs scenario 7 alone, ``--only async`` scenario 8.
 
 Standard library only: the peers' runners import this on .bench-venv.
 """
@@ -33,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from bench.async_io import run_async_io
 from bench.measure import (
     IDLE_SETTLE_S,
     Depth,
@@ -61,7 +66,9 @@ EVENT_ROUNDS = 5
 #: What the issue asks of task events: drain with them on at least this fraction of drain with them off.
 EVENTS_COST_FLOOR = 0.8
 
-Kind = Literal["noop", "payload", "result"]
+#: ``io``: the async scenario's task (``bench/async_io.py``), which waits 100 ms of simulated I/O.
+Kind = Literal["noop", "payload", "result", "io"]
+ONLY = ("all", "events", "async")
 BROKERS = ("redis", "rabbitmq", "sqlite")
 
 
@@ -108,14 +115,17 @@ def worker_env(extra: dict[str, str]) -> dict[str, str]:
 
 
 def run_scenarios(system: System, *, tasks: int, rtt_count: int, logs: Path,
-                  log: Callable[[str], None], only: str = "all") -> dict[str, Any]:
-    """Every scenario on ``system`` (``only="events"``: the events cost alone); returns the measurements (see the
-    module docstring)."""
+                  log: Callable[[str], None], only: str = "all", counter_url: str | None = None) -> dict[str, Any]:
+    """Every scenario on ``system`` (``only="events"``: the events cost alone, ``"async"``: the async scenario
+    alone, which needs the Redis of ``counter_url``); returns the measurements (see the module docstring)."""
     out: dict[str, Any] = {"settings": system.settings(), "tasks": tasks}
     wait_empty(system.depth)  # a fresh server or vhost: anything here would spoil the drains
     if only == "events":
         if hasattr(system, "events_worker_command"):
             out["events_cost"] = events_cost(system, tasks, logs, log)
+        return out
+    if only == "async":
+        _async_io(system, out, counter_url, logs, log)
         return out
 
     seconds = timed(lambda: [system.send("noop") for _ in range(tasks)])
@@ -150,7 +160,22 @@ def run_scenarios(system: System, *, tasks: int, rtt_count: int, logs: Path,
             f"{out['chain_100']['seconds']} s")
     if hasattr(system, "events_worker_command"):
         out["events_cost"] = events_cost(system, tasks, logs, log)
+    _async_io(system, out, counter_url, logs, log)
     return out
+
+
+def _async_io(system: System, out: dict[str, Any], counter_url: str | None, logs: Path,
+              log: Callable[[str], None]) -> None:
+    """The async scenario into ``out["async_io"]`` when the system has it and a counter Redis is at hand; its
+    failure is recorded there (``{"error": ...}``) rather than losing the run's other figures."""
+    if counter_url is None or not hasattr(system, "async_worker_command"):
+        return
+    wait_empty(system.depth)
+    try:
+        out["async_io"] = run_async_io(system, counter_url=counter_url, cwd=APPS_DIR, logs=logs, log=log)
+    except Exception as exc:  # noqa: BLE001 - recorded in the report, with the worker's log tail
+        out["async_io"] = {"error": f"{type(exc).__name__}: {exc}"[-1500:]}
+        log(f"async I/O failed: {out['async_io']['error']}")
 
 
 def events_cost(system: Any, tasks: int, logs: Path, log: Callable[[str], None]) -> dict[str, Any]:
@@ -219,8 +244,8 @@ def runner_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--rtt-count", type=int, required=True)
     parser.add_argument("--logs", type=Path, required=True, help="directory for the workers' logs")
     parser.add_argument("--out", type=Path, required=True, help="JSON file for the measurements")
-    parser.add_argument("--only", choices=("all", "events"), default="all",
-                        help="events: only the events-cost scenario")
+    parser.add_argument("--only", choices=ONLY, default="all",
+                        help="events: only the events-cost scenario; async: only the async I/O scenario")
     return parser
 
 
@@ -235,7 +260,7 @@ def runner_main(parser: argparse.ArgumentParser, build: Callable[[argparse.Names
 
     try:
         result = run_scenarios(system, tasks=args.tasks, rtt_count=args.rtt_count, logs=args.logs, log=log,
-                               only=args.only)
+                               only=args.only, counter_url=None if args.broker == "sqlite" else args.backend_url)
     finally:
         system.close()
     args.out.write_text(json.dumps(result, indent=2))

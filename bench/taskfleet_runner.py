@@ -21,7 +21,8 @@ from taskfleet.worker.settings import DEFAULT_PREFETCH as WORKER_DEFAULT_PREFETC
 DEFAULT_PREFETCH = WORKER_DEFAULT_PREFETCH
 CONCURRENCY = 2
 
-_TASKS = {"noop": taskfleet_app.noop, "payload": taskfleet_app.payload, "result": taskfleet_app.noop_result}
+_TASKS = {"noop": taskfleet_app.noop, "payload": taskfleet_app.payload, "result": taskfleet_app.noop_result,
+          "io": taskfleet_app.io_sleep}
 
 
 
@@ -43,6 +44,7 @@ class TaskfleetSystem:
             "track_started": taskfleet_app.noop_result.options.track_started,
             "serializer": "json",
             "batch_api": f"app.send_many (broker.enqueue_many in chunks of {SEND_MANY_CHUNK})",
+            "async_worker": f"taskfleet worker -c {CONCURRENCY} (its default --async-concurrency and prefetch)",
         }
 
     def send(self, kind: Kind) -> None:
@@ -59,14 +61,19 @@ class TaskfleetSystem:
     def purge(self) -> None:
         self.app.broker.purge(QUEUE)
 
-    def worker_command(self) -> tuple[list[str], dict[str, str]]:
+    def worker_command(self, *, prefetch: bool = True) -> tuple[list[str], dict[str, str]]:
         command = [
             sys.executable, "-P", "-m", "taskfleet", "worker", "-A", "taskfleet_app:app", "-Q", QUEUE,
-            "-c", str(CONCURRENCY), "--prefetch", str(self.args.prefetch), "--broker", self.args.broker_url,
-            "--result-backend", self.args.backend_url, "-l", "warning", "--log-format", "json",
-            "--health-host", "127.0.0.1", "--health-port", "0",
+            "-c", str(CONCURRENCY), *(("--prefetch", str(self.args.prefetch)) if prefetch else ()),
+            "--broker", self.args.broker_url, "--result-backend", self.args.backend_url, "-l", "warning",
+            "--log-format", "json", "--health-host", "127.0.0.1", "--health-port", "0",
         ]
         return command, worker_env({})
+
+    def async_worker_command(self) -> tuple[list[str], dict[str, str]]:
+        """The async scenario's worker: ``-c 2`` with the worker's own defaults for everything else (prefetch and
+        ``--async-concurrency`` included, which the worker may size together)."""
+        return self.worker_command(prefetch=False)
 
     def events_worker_command(self) -> tuple[list[str], dict[str, str]]:
         """The worker of ``worker_command`` with task events on (``-E``): the events-cost scenario."""

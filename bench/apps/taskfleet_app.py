@@ -3,9 +3,16 @@ import path."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+from typing import Any
+
 from taskfleet import App
 
 QUEUE = "bench"
+#: The async scenario's simulated I/O per task, seconds (bench/async_io.py's ``IO_S``), and its finish counter.
+IO_S = 0.1
+DONE_KEY = "bench:async:done"
 
 #: Broker and result backend come from the worker's --broker/--result-backend and the runner's ``configure``.
 app = App("bench", default_queue=QUEUE)
@@ -36,3 +43,22 @@ def add_one(x: int) -> int:
 def count(results: list[object]) -> int:
     """A chord body: how many header results it got."""
     return len(results)
+
+
+#: One redis.asyncio client per event loop of this process (a client belongs to the loop it was made on).
+_counters: dict[int, Any] = {}
+
+
+@app.task(ignore_result=True)
+async def io_sleep() -> None:
+    """The async scenario: 100 ms of simulated I/O, then one INCR of the finish counter (``BENCH_COUNTER_URL``)."""
+    await asyncio.sleep(IO_S)
+    loop_id = id(asyncio.get_running_loop())
+    client = _counters.get(loop_id)
+    if client is None:
+        import redis.asyncio
+
+        # A few connections shared by the loop's coroutines (they wait for one), as the peers' threads share theirs.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(os.environ["BENCH_COUNTER_URL"], max_connections=8)
+        client = _counters[loop_id] = redis.asyncio.Redis(connection_pool=pool)
+    await client.incr(DONE_KEY)

@@ -43,6 +43,7 @@ from taskfleet.signature import Signature
 from taskfleet.task import Task, TaskOptions, TaskOptionsKwargs, check_option_names, check_task_class
 
 if TYPE_CHECKING:
+    from taskfleet.async_calls import SendOptions
     from taskfleet.fleet.control import Control
 
 R = TypeVar("R")
@@ -389,6 +390,14 @@ class App:
                                          now=time.time(), serializer=serializer, compression=compression)
         self._producer.publish(message, retry=PublishRetry.for_call(retry, retry_policy))
         return AsyncResult(message.id, app=self)
+
+    async def send_async(self, name: str, args: tuple[Any, ...] | list[Any] = (),
+                         kwargs: Mapping[str, Any] | None = None, **options: Unpack[SendOptions]) -> AsyncResult:
+        """``send`` for asyncio callers: the same options (unknown ones raise ``TypeError``), sent without blocking
+        the event loop (the publish runs on the app's send threads, ``taskfleet.async_calls``)."""
+        from taskfleet.async_calls import run_send  # here: sync callers never load it
+
+        return await run_send(self, lambda: self.send(name, args, kwargs, **options))
 
     def send_many(
         self,

@@ -166,17 +166,18 @@ class AsyncResult:
         this returns; an exception it raises propagates out of ``get``.
         """
         on_update = None if on_message is None else (lambda record: on_message(state_update(record)))
-        record = self._backend().wait(self.id, timeout, on_update)
-        if record.state is State.SUCCESS:
-            return record.result
-        exc: BaseException
-        if record.state is State.REVOKED:
-            exc = TaskRevoked(record.exc_message or f"task {self.id} was revoked")
-        else:
-            exc = exception_from_record(record)
-        if propagate:
-            raise exc
-        return exc
+        return outcome_of(self._backend().wait(self.id, timeout, on_update), propagate=propagate)
+
+    async def get_async(self, timeout: float | None = None, *, propagate: bool = True) -> Any:
+        """``get`` for asyncio callers: the same value, exception and ``ResultTimeout``, without blocking the event
+        loop. Every pending ``get_async`` of the app in this process shares one waiting thread and one backend
+        connection (``taskfleet.async_calls``): on Redis the result is pushed to it; SQLite is polled, so a result
+        is seen there at most ``MAX_POLL_S`` (50 ms) after it is stored. Cancelling the await stops the wait at
+        once."""
+        from taskfleet.async_calls import wait_ready  # here: sync callers never load it
+
+        self._backend()  # ConfigurationError now, as get() raises it, when there is no backend
+        return outcome_of(await wait_ready(self.app, self.id, timeout), propagate=propagate)
 
     def wait(self, timeout: float | None = None, *, propagate: bool = True,
              on_message: Callable[[StateUpdate], None] | None = None) -> Any:
@@ -202,6 +203,20 @@ class AsyncResult:
         ``expires_s`` (default: the result expiry), so a worker started later honours it (``app.control.revoke``)."""
         return self.app.control.revoke(self.id, terminate=terminate, signal=signal, expires_s=expires_s,
                                        reply=reply, timeout=timeout)
+
+
+def outcome_of(record: ResultRecord, *, propagate: bool) -> Any:
+    """What ``get`` returns (or raises, with ``propagate``) for a ready ``record``."""
+    if record.state is State.SUCCESS:
+        return record.result
+    exc: BaseException
+    if record.state is State.REVOKED:
+        exc = TaskRevoked(record.exc_message or f"task {record.task_id} was revoked")
+    else:
+        exc = exception_from_record(record)
+    if propagate:
+        raise exc
+    return exc
 
 
 def info_of(record: ResultRecord) -> Any:

@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypedDict, TypeVar, Unpack
 
 from taskfleet.backends.base import ResultRecord
 from taskfleet.errors import ConfigurationError, Retry
@@ -21,6 +21,7 @@ from taskfleet.states import READY_STATES, to_state
 
 if TYPE_CHECKING:
     from taskfleet.app import App
+    from taskfleet.async_calls import ApplyOptions
     from taskfleet.canvas.primitives import Chunks, Node
     from taskfleet.result import AsyncResult
 
@@ -274,6 +275,19 @@ class Task(TaskHooks, Generic[R]):
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
         """Send the task to a worker with these arguments; shorthand for ``apply_async(args, kwargs)``."""
         return self.apply_async(args, kwargs)
+
+    async def delay_async(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """``delay`` for asyncio callers: the same message, sent without blocking the event loop (the publish runs
+        on the app's send threads, ``taskfleet.async_calls``)."""
+        return await self.send_async(args, kwargs)
+
+    async def send_async(self, args: tuple[Any, ...] | list[Any] = (), kwargs: Mapping[str, Any] | None = None,
+                         **options: Unpack[ApplyOptions]) -> AsyncResult:
+        """``apply_async`` for asyncio callers: the same options (unknown ones raise ``TypeError``), sent without
+        blocking the event loop. Cancelling the await does not take back a publish already started."""
+        from taskfleet.async_calls import run_send  # here: sync callers never load it
+
+        return await run_send(self.app, lambda: self.apply_async(args, kwargs, **options))
 
     def apply_async(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -296,3 +297,25 @@ def test_an_updates_iteration_given_up_midway_leaves_its_connection_ready_for_th
         assert clients_of_db(stats, 4) == 2, "the listening connection was kept, not replaced"
     finally:
         stats.close()
+
+
+def test_wait_any_reads_what_was_stored_and_is_pushed_what_is_stored_later(backend: RedisBackend) -> None:
+    # Given one id already done and one whose result comes 50 ms into the wait
+    wake, waker = socket.socketpair()
+    backend.store(ResultRecord(task_id="done", state=SUCCESS, result=1))
+    assert [r.task_id for r in backend.wait_any(["done", "later"], 5.0, wake)] == ["done"]
+    thread, _ = store_later(backend, ResultRecord(task_id="later", state=SUCCESS, result=2), 0.05)
+
+    # When the waiter waits for it with a long timeout, Then the pushed record ends the wait long before it
+    began = time.monotonic()
+    assert [r.result for r in backend.wait_any(["later"], 5.0, wake)] == [2]
+    assert time.monotonic() - began < 2.0
+    thread.join()
+
+    # And a byte on the wake socket ends a wait with nothing ready
+    waker.send(b"\0")
+    began = time.monotonic()
+    assert backend.wait_any(["never"], 5.0, wake) == []
+    assert time.monotonic() - began < 2.0
+    wake.close()
+    waker.close()

@@ -73,6 +73,12 @@ def test_a_connection_sends_packed_commands(conn: Any) -> None:
           what="Connection.send_packed_command(command)")
 
 
+def test_a_connection_shows_its_socket_and_sends_without_a_health_check(conn: Any) -> None:
+    # taskfleet/backends/redis_waits.py selects on the socket beside its wake-up socket
+    assert has(conn, "_sock", what="Connection._sock") is None  # never connected here
+    takes(conn.send_packed_command, "check_health", what="Connection.send_packed_command(check_health=...)")
+
+
 def test_a_connection_reads_replies_and_pushes(conn: Any) -> None:
     takes(has(conn, "read_response", what="Connection.read_response"), "push_request",
           what="Connection.read_response(push_request=...)")

@@ -3,9 +3,11 @@ polled), optionally seeing every state update on the way (``updates``, ``wait(on
 
 from __future__ import annotations
 
+import select
+import socket
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,6 +111,23 @@ class ResultBackend(ABC):
     @abstractmethod
     def get(self, task_id: str) -> ResultRecord | None:
         """The latest record for ``task_id``, or None (PENDING / unknown / expired)."""
+
+    def get_many(self, task_ids: Sequence[str]) -> list[ResultRecord | None]:
+        """The latest record of each of ``task_ids``, in their order (None where ``get`` gives None). One read per
+        id here; a backend overrides it with one round trip for all (the asyncio waiter of
+        ``taskfleet.async_calls`` reads every pending id with it)."""
+        return [self.get(task_id) for task_id in task_ids]
+
+    def wait_any(self, task_ids: Sequence[str], timeout_s: float, wake: socket.socket) -> list[ResultRecord]:
+        """The ready records (SUCCESS, FAILURE, REVOKED) among ``task_ids``; when none is ready yet, first waits for
+        one up to ``timeout_s`` seconds, or until ``wake`` is readable (its caller has new ids): possibly none.
+        For one thread, which calls it again and again with every id it waits for (the asyncio result waiter of
+        ``taskfleet.async_calls``). Here: one ``get_many`` and, when nothing is ready, a wait on ``wake`` (so the
+        caller polls); Redis waits for the records pushed to it instead."""
+        ready = [record for record in self.get_many(task_ids) if record is not None and record.ready]
+        if not ready and timeout_s > 0:
+            select.select([wake], [], [], timeout_s)
+        return ready
 
     @abstractmethod
     def updates(self, task_id: str, timeout_s: float | None) -> Iterator[ResultRecord]:

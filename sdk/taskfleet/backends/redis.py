@@ -20,8 +20,9 @@ a record whose message arrives after its reply; a pushed record equal to the las
 
 from __future__ import annotations
 
+import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -40,6 +41,7 @@ from taskfleet._connections.redis import (
 from taskfleet.backends.base import ResultBackend, ResultRecord
 from taskfleet.backends.joins import ChordPart, JoinDecision
 from taskfleet.backends.redis_joins import CHORD_PART_LUA, chord_keys, group_key, read_decision
+from taskfleet.backends.redis_waits import ManyWaits
 from taskfleet.errors import ResultError, ResultTimeout
 from taskfleet.serializers import get_serializer
 from taskfleet.settings import BackendSettings
@@ -68,6 +70,7 @@ class RedisBackend(ResultBackend):
         self._hot = HotConnections(self._client)
         self._listeners = HotConnections(self._client, protocol=3)
         self._chord_script = EvalSha(CHORD_PART_LUA)
+        self._many_waits = ManyWaits(self._listeners.take)
 
     def store(self, record: ResultRecord) -> None:
         """Save ``record`` for ``result_expires_s`` and push it to every waiter (one round trip). STARTED, which
@@ -91,6 +94,29 @@ class RedisBackend(ResultBackend):
             if isinstance(data, ResponseError):
                 raise data
         return self._decode(data)
+
+    def get_many(self, task_ids: Sequence[str]) -> list[ResultRecord | None]:
+        """The stored records of ``task_ids`` (None where there is none), with one MGET."""
+        if not task_ids:
+            return []
+        with self._translate("get"):
+            (values,) = self._hot.call(pack("MGET", *(result_key(task_id) for task_id in task_ids)))
+            if isinstance(values, ResponseError):
+                raise values
+        return [self._decode(data) for data in values]
+
+    def wait_any(self, task_ids: Sequence[str], timeout_s: float, wake: socket.socket) -> list[ResultRecord]:
+        """``ResultBackend.wait_any``, pushed: one connection subscribed to every id's channel
+        (``taskfleet.backends.redis_waits``), so a record is seen about one round trip after it is stored."""
+        with self._translate("wait"):
+            try:
+                found = self._many_waits.wait([result_key(task_id).encode() for task_id in task_ids], timeout_s,
+                                              wake)
+            except BaseException:
+                self._many_waits.reset()
+                raise
+        records = [self._decode(data) for data in found.values()]
+        return [record for record in records if record is not None and record.ready]
 
     def updates(self, task_id: str, timeout_s: float | None) -> Iterator[ResultRecord]:
         """Yield ``task_id``'s records as they are stored, until a ready one (``ResultBackend.updates``): the stored
@@ -162,6 +188,7 @@ class RedisBackend(ResultBackend):
 
     def close(self) -> None:
         """Close every pooled connection."""
+        self._many_waits.reset()
         self._listeners.close()
         self._hot.close()
         self._client.close()

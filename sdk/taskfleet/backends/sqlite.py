@@ -21,7 +21,7 @@ updates a second) skips the oldest ones.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from taskfleet._connections.sqlite import SQLiteDatabase
@@ -38,6 +38,8 @@ MIN_POLL_S = 0.005
 MAX_POLL_S = 0.1
 #: Expired rows are deleted once every this many stores of a process (an indexed range delete).
 PRUNE_EVERY = 256
+#: Task ids read per query by ``get_many`` (SQLite allows 32,766 parameters; a smaller chunk keeps each read short).
+GET_MANY_CHUNK = 500
 #: Non-final records kept per task in ``tf_result_updates`` for waiters that poll (the newest ones).
 KEEP_UPDATES = 100
 
@@ -154,6 +156,17 @@ class SQLiteBackend(ResultBackend):
         if row is None:
             return None
         return ResultRecord.decode(bytes(row[0]), accept=self.settings.accept_content)
+
+    def get_many(self, task_ids: Sequence[str]) -> list[ResultRecord | None]:
+        """The stored records of ``task_ids`` (None where there is none): one read per ``GET_MANY_CHUNK`` ids."""
+        found: dict[str, bytes] = {}
+        with self._db.read("get") as conn:
+            for start in range(0, len(task_ids), GET_MANY_CHUNK):
+                chunk = list(task_ids[start:start + GET_MANY_CHUNK])
+                marks = ",".join("?" * len(chunk))
+                query = f"SELECT task_id, data FROM tf_results WHERE task_id IN ({marks}) AND expires_at_ms > ?"
+                found.update((row[0], bytes(row[1])) for row in conn.execute(query, (*chunk, _now_ms())))
+        return [None if task_id not in found else self._decode(found[task_id]) for task_id in task_ids]
 
     def wait(self, task_id: str, timeout_s: float | None,
              on_update: Callable[[ResultRecord], None] | None = None) -> ResultRecord:

@@ -66,6 +66,26 @@ class GroupResult:
 
     join = get
 
+    async def get_async(self, timeout: float | None = None, *, propagate: bool = True) -> list[Any]:
+        """``get`` for asyncio callers (``AsyncResult.get_async``): every member awaited at once, through the app's
+        one result waiter; the same list, the same first failure in the group's order, the same ``ResultTimeout``.
+        Whatever is still waiting when it returns or raises is cancelled."""
+        import asyncio  # here: sync callers never load it
+
+        waits = [asyncio.ensure_future(result.get_async(propagate=propagate)) for result in self.results]
+        scope = asyncio.timeout(timeout)
+        try:
+            async with scope:
+                return [await wait for wait in waits]
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            raise ResultTimeout(f"group {self.id} not ready after {timeout}s") from None
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+
     def ready(self) -> bool:
         """True once every result is ready (SUCCESS, FAILURE or REVOKED)."""
         return all(result.ready() for result in self.results)
