@@ -142,3 +142,29 @@ def test_the_finished_watermark_stays_below_every_delivery_still_in_progress() -
     # Then nothing counts as finished until the first does, and the unstarted fourth stays above the watermark
     assert holdings.finish_concurrent(one.seq) == 3
     assert [h.seq for h in holdings.held()] == [4]
+
+
+def test_the_executor_hands_async_tasks_to_its_coroutine_runner_and_runs_sync_ones_itself(memory_app: App) -> None:
+    from taskfleet.worker.async_execution import run_async_task
+    from taskfleet.worker.executor import Executor
+    from taskfleet.worker.outcomes import Admitted, Outcome
+    from tests import async_tasks, tasks
+
+    runner = AsyncRunner(4)
+    handed: list[str] = []
+
+    def run_coroutine(admitted: Admitted) -> Outcome:
+        handed.append(admitted.message.task)
+        return runner.loop.run_until_complete(run_async_task(executor, runner, admitted))
+
+    executor = Executor(memory_app, memory_app.backend, on_start=lambda started: None, run_coroutine=run_coroutine)
+    # Given an async task and a sync one queued
+    awaited, called = async_tasks.async_add.delay(2, 3), tasks.add.delay(4, 5)
+    # When the executor runs both deliveries
+    outcomes = [executor.run(d) for d in memory_app.broker.fetch(["tests"], max_messages=2, timeout_s=0)]
+    runner.close()
+    # Then the async one went through the coroutine runner, the sync one did not, and both results are stored
+    assert [o.outcome for o in outcomes] == ["success", "success"]
+    assert handed == [async_tasks.async_add.name]
+    assert awaited.get(timeout=1) == 5
+    assert called.get(timeout=1) == 9

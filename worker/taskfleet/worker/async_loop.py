@@ -1,6 +1,9 @@
-"""The main loop of a worker child whose app has ``async def`` tasks: up to ``async_concurrency`` deliveries in
+"""The main loop of a worker child that has met an ``async def`` task: up to ``async_concurrency`` deliveries in
 progress at once on the child's event loop (taskfleet.worker.async_runner), instead of one at a time
-(taskfleet.worker.child's loop, which an app of sync tasks only keeps).
+(taskfleet.worker.child's loop). A child starts in that sync loop and runs no event loop at all until its first
+async task (``Child._run_coroutine``), which this loop then starts first; from then on, for the rest of its life,
+it runs this loop.
+So a worker whose app has async tasks but is sent only sync ones behaves, and costs, exactly as before.
 
 Each delivery is checked as in a sync child (its lease, then ``Executor.admit``: revoked, expired, duplicate, rate
 limit). An ``async def`` task then runs as an asyncio task of its own (taskfleet.worker.async_execution), and the
@@ -35,7 +38,7 @@ from taskfleet.worker.async_runner import AsyncRunner, is_async_task
 from taskfleet.worker.executor import Executor
 from taskfleet.worker.holdings import Held, lease_clock
 from taskfleet.worker.logging import get_logger
-from taskfleet.worker.outcomes import Outcome
+from taskfleet.worker.outcomes import Admitted, Outcome
 from taskfleet.worker.settler import Settler
 
 if TYPE_CHECKING:
@@ -56,7 +59,7 @@ class AsyncChildLoop:
     reason, as ``Child._loop`` does."""
 
     def __init__(self, child: Child, broker: Broker, executor: Executor, settler: Settler,
-                 runner: AsyncRunner) -> None:
+                 runner: AsyncRunner, *, done: int = 0, first: tuple[Held, Admitted] | None = None) -> None:
         self.child = child
         self.broker = broker
         self.executor = executor
@@ -66,10 +69,11 @@ class AsyncChildLoop:
         #: Set when an active delivery finishes: what ``_next_finished`` waits on (one future, not a callback on
         #: each of hundreds of tasks per wake-up as ``asyncio.wait`` would add).
         self._finished_one: asyncio.Future[None] | None = None
-        self._done = 0
+        self._done = done  # tasks this child finished (max_tasks_per_child)
         #: The async deliveries running, by task id (for ``report_stuck``).
         self._bodies: dict[str, tuple[Held, str]] = {}
         self._stuck_reported = False
+        self._first = first  # admitted by the sync loop, in progress: started first
 
     def run(self) -> str:
         return self.runner.loop.run_until_complete(self._serve())
@@ -79,6 +83,9 @@ class AsyncChildLoop:
         capacity = self.runner.concurrency
         backoff_s = 0.1
         reason: str | None = None
+        if self._first is not None:
+            self._start_async(*self._first)
+            self._first = None
         while True:
             if child.stopping or reason is not None:
                 if not self._active:
@@ -150,11 +157,7 @@ class AsyncChildLoop:
             self._settle(held, admitted)
             return
         if is_async_task(admitted.task):
-            self._bodies[admitted.message.id] = (held, admitted.message.task)
-            task = self.runner.loop.create_task(self._run_async(held, run_async_task(self.executor, self.runner,
-                                                                                      admitted)))
-            self._active.add(task)
-            task.add_done_callback(self._on_finished)
+            self._start_async(held, admitted)
             return
         child.holdings.run_inline(held)
         try:
@@ -167,6 +170,13 @@ class AsyncChildLoop:
             # No longer the task the supervisor may terminate, though coroutines started before it still run.
             child.progress.describe(0, "", "", 0.0)
         self._settle(held, outcome)
+
+    def _start_async(self, held: Held, admitted: Admitted) -> None:
+        self._bodies[admitted.message.id] = (held, admitted.message.task)
+        task = self.runner.loop.create_task(self._run_async(held, run_async_task(self.executor, self.runner,
+                                                                                  admitted)))
+        self._active.add(task)
+        task.add_done_callback(self._on_finished)
 
     async def _run_async(self, held: Held, running: Coroutine[Any, Any, Outcome]) -> None:
         try:

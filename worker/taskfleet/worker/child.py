@@ -46,7 +46,6 @@ in it by the SIGTERM handler) and the child, instead of draining as a plain SIGT
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import signal
 import socket
@@ -64,7 +63,7 @@ from taskfleet.errors import BrokerError
 from taskfleet.fleet.records import worker_id
 from taskfleet.worker import events
 from taskfleet.worker.events import Reporter
-from taskfleet.worker.executor import Executor, Started
+from taskfleet.worker.executor import Admitted, Executor, Outcome, Started
 from taskfleet.worker.holdings import Held, Holdings, Lease, lease_clock
 from taskfleet.worker.log_redirect import Redirect, redirect_stdouts
 from taskfleet.worker.logging import get_logger
@@ -100,6 +99,17 @@ def rss_mb() -> float:
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
+#: What ``Child._loop`` returns when the child ran its first ``async def`` task: go on in the async loop.
+_ASYNC = "async"
+
+
+class _FirstCoroutine(Exception):
+    """Raised by ``Child._run_coroutine`` through the executor: the child meets its first ``async def`` task."""
+
+    def __init__(self, admitted: Admitted) -> None:
+        super().__init__(admitted.message.task)
+        self.admitted = admitted
+
 
 class TaskTerminated(BaseException):  # not an Exception, so a task cannot catch it
     """Raised in the running task by the signal of a terminate: the task ends here, and so does the child."""
@@ -130,8 +140,11 @@ class Child:
         self.parent_pid = os.getppid()
         self._thread_stop = threading.Event()
         self._executor: Executor | None = None
-        #: The event loop of an app with ``async def`` tasks (taskfleet.worker.async_runner); None otherwise.
-        self._async: AsyncRunner | None = None  # typed for the checker; imported by _loop_async
+        #: The event loop of a child that met an ``async def`` task (taskfleet.worker.async_runner); None before.
+        self._async: AsyncRunner | None = None  # made by _loop_async, at the first async task
+        #: The first async task's delivery, admitted by the sync loop: the async loop starts it.
+        self._first: tuple[Held, Admitted] | None = None
+        self._done = 0  # tasks finished by the sync loop (max_tasks_per_child counts on in the async one)
         #: The async loop's check for a coroutine it cannot stop, run by the background thread every tick.
         self._watch_loop: Callable[[], None] | None = None
         self._start_reported = False
@@ -153,7 +166,8 @@ class Child:
         broker = self.app.broker
         if self.handover is not None:
             broker.watch_connections(self._hand_over)
-        executor = Executor(self.app, self.app.backend, on_start=self._on_start, runtime=self.runtime)
+        executor = Executor(self.app, self.app.backend, on_start=self._on_start, runtime=self.runtime,
+                            run_coroutine=self._run_coroutine)
         settler = Settler(broker, self.reporter)
         self._executor = executor
         if self.settings.send_task_events:
@@ -166,10 +180,9 @@ class Child:
         reason = "stopped"
         clean = False
         try:
-            if any(inspect.iscoroutinefunction(task.fn) for task in self.app.tasks.values()):
+            reason = self._loop(broker, executor, settler)
+            if reason == _ASYNC:  # it ran its first async def task: on with many at once (docs/async.md)
                 reason = self._loop_async(broker, executor, settler)
-            else:
-                reason = self._loop(broker, executor, settler)
             clean = True
         except TaskTerminated:
             log.info("task terminated: child exits", slot=self.index)
@@ -234,22 +247,34 @@ class Child:
                     self.holdings.finish()
                     continue
                 if not self._run_one(executor, settler, running):
+                    if self._first is not None:
+                        return _ASYNC
                     continue
                 done += 1
+                self._done = done
                 if settings.max_tasks_per_child and done >= settings.max_tasks_per_child:
                     return "max_tasks"
                 if settings.max_memory_per_child_mb and rss_mb() > settings.max_memory_per_child_mb:
                     return "max_memory"
         return "stopped"
 
+    def _run_coroutine(self, admitted: Admitted) -> Outcome:
+        """The executor's way to run an ``async def`` task in the sync loop: not here. The first one a child meets
+        switches it to the async loop, which starts it (``_loop`` returns ``_ASYNC``). Until then the child runs no
+        event loop: an app with async tasks costs its sync tasks nothing (asyncio alone is about 2 MiB per child),
+        and they keep their ``--prefetch``."""
+        raise _FirstCoroutine(admitted)
+
     def _loop_async(self, broker: Broker, executor: Executor, settler: Settler) -> str:
-        """The loop of an app with ``async def`` tasks (taskfleet.worker.async_loop): up to ``async_concurrency``
-        deliveries at once. Imported here: asyncio costs a sync worker's child about 2 MiB."""
+        """The loop of a child that met an ``async def`` task (taskfleet.worker.async_loop): up to
+        ``async_concurrency`` deliveries at once, for the rest of its life."""
         from taskfleet.worker.async_loop import AsyncChildLoop
         from taskfleet.worker.async_runner import AsyncRunner
 
+        assert self._first is not None
         self._async = AsyncRunner(self.settings.async_concurrency)
-        loop = AsyncChildLoop(self, broker, executor, settler, self._async)
+        self.holdings.run_concurrently()  # the first async task's delivery, started by the sync loop
+        loop = AsyncChildLoop(self, broker, executor, settler, self._async, done=self._done, first=self._first)
         self._watch_loop = loop.report_stuck
         return loop.run()
 
@@ -292,6 +317,9 @@ class Child:
         self.progress.start(running.seq)
         try:
             outcome = executor.run(running.delivery)
+        except _FirstCoroutine as first:  # admitted, not begun: the async loop starts it (``_run_coroutine``)
+            self._first = (running, first.admitted)
+            return False
         finally:
             if self.output is not None:
                 self.output.end_task()  # its partial lines, before the next task's

@@ -31,9 +31,9 @@ returned.
 
 from __future__ import annotations
 
+import inspect
 import signal
 import time
-import traceback
 from collections.abc import Callable
 from functools import partial
 from types import FrameType
@@ -81,6 +81,7 @@ from taskfleet.worker.outcomes import (
     Leave,
     Outcome,
     Started,
+    exception_fields,
 )
 from taskfleet.worker.rate_gate import Deferral, admit
 from taskfleet.worker.runtime_state import RuntimeState
@@ -120,22 +121,6 @@ def keeps_results(task: Task[Any] | None) -> bool:
     return task is None or not task.options.ignore_result
 
 
-def exception_fields(exc: BaseException, serialize: Callable[[Any], bytes]) -> dict[str, Any]:
-    """The result-record fields that describe ``exc`` (args kept only when they serialize)."""
-    exc_type = type(exc)
-    try:
-        args: list[Any] | None = list(exc.args)
-        serialize(args)
-    except Exception:  # noqa: BLE001 - unserializable args: rebuild from the message instead
-        args = None
-    return {
-        "exc_type": f"{exc_type.__module__}.{exc_type.__qualname__}",
-        "exc_message": str(exc),
-        "exc_args": args,
-        "traceback": "".join(traceback.format_exception(exc)),
-    }
-
-
 def _raise_soft_limit(signum: int, frame: FrameType | None) -> None:
     raise SoftTimeLimitExceeded("soft time limit exceeded")
 
@@ -146,8 +131,12 @@ class Executor:
     revoked ids and limits the control commands change (none by default)."""
 
     def __init__(self, app: App, backend: ResultBackend | None, on_start: Callable[[Started], None], *,
-                 runtime: RuntimeState | None = None) -> None:
+                 runtime: RuntimeState | None = None,
+                 run_coroutine: Callable[[Admitted], Outcome] | None = None) -> None:
         self.app = app
+        #: Runs an ``async def`` task to its end (the child's event loop, taskfleet.worker.async_runner); None:
+        #: called as a sync task (its coroutine is the result).
+        self.run_coroutine = run_coroutine
         self.runtime = runtime if runtime is not None else RuntimeState()
         self.backend = backend
         self.on_start = on_start
@@ -178,7 +167,11 @@ class Executor:
 
     def _run(self, delivery: Delivery, began: float) -> Outcome:
         admitted = self.admit(delivery, began)
-        return admitted if isinstance(admitted, Outcome) else self.execute(admitted)
+        if isinstance(admitted, Outcome):
+            return admitted
+        if self.run_coroutine is not None and inspect.iscoroutinefunction(admitted.task.fn):
+            return self.run_coroutine(admitted)
+        return self.execute(admitted)
 
     def admit(self, delivery: Delivery, began: float) -> Outcome | Admitted:
         """Decode and check ``delivery``: its ``Outcome`` when it is not to run (bad input, a duplicate, revoked,

@@ -109,6 +109,13 @@ class Holdings:
             self._active[held.seq] = held
             return held
 
+    def run_concurrently(self) -> None:
+        """The running delivery (started by the sync loop) goes on as one of several in progress (an async child)."""
+        with self._lock:
+            if self._running is not None:
+                self._active[self._running.seq] = self._running
+            self._running = None
+
     def run_inline(self, held: Held) -> None:
         """``held``, in progress, runs a sync task inline now: it is ``running`` (its hard time limit, a terminate
         and the give-back of prefetched messages work as in a sync child) until ``finish_concurrent``."""

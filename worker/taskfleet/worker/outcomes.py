@@ -1,10 +1,13 @@
 """What the executor decides for a delivery (taskfleet.worker.executor): the ``Outcome`` and its decision for the
 settler (``Ack``, ``AckRetried``, ``DeadLetter``, ``Leave``), the metrics outcome names, and the steps of a run
-(``Admitted``, ``Begun``, ``Started``) that the sync path and the async one (taskfleet.worker.async_execution) share.
+(``Admitted``, ``Begun``, ``Started``) that the sync path and the async one (taskfleet.worker.async_execution) share,
+and the result-record fields of an exception (``exception_fields``).
 """
 
 from __future__ import annotations
 
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -104,3 +107,19 @@ class Outcome:
     error: BaseException | None = None
     detail: str | None = None
     message: Message | None = None
+
+
+def exception_fields(exc: BaseException, serialize: Callable[[Any], bytes]) -> dict[str, Any]:
+    """The result-record fields that describe ``exc`` (args kept only when they serialize)."""
+    exc_type = type(exc)
+    try:
+        args: list[Any] | None = list(exc.args)
+        serialize(args)
+    except Exception:  # noqa: BLE001 - unserializable args: rebuild from the message instead
+        args = None
+    return {
+        "exc_type": f"{exc_type.__module__}.{exc_type.__qualname__}",
+        "exc_message": str(exc),
+        "exc_args": args,
+        "traceback": "".join(traceback.format_exception(exc)),
+    }

@@ -53,10 +53,10 @@ class WorkerSettings:
     concurrency: int = field(default_factory=usable_cpus)
     prefetch: int = DEFAULT_PREFETCH
     prefetch_release_s: float = DEFAULT_PREFETCH_RELEASE_S
-    #: ``async def`` tasks a child runs at once on its event loop (docs/async.md); a child of an app with async
-    #: tasks leases up to this many messages per fetch instead of ``prefetch``. The default, 256: two children of
+    #: ``async def`` tasks a child runs at once on its event loop (docs/async.md); a child that has met an async
+    #: task leases up to this many messages per fetch instead of ``prefetch``. The default, 256: two children of
     #: tasks awaiting 100 ms serve about 5,000 tasks/s on paper (2 x 256 / 0.1 s), and 256 sockets per child stay
-    #: well inside the usual 1,024 open-file limit. Unused by an app without async tasks.
+    #: well inside the usual 1,024 open-file limit. Unused until a child meets an async task.
     async_concurrency: int = DEFAULT_ASYNC_CONCURRENCY
     #: A child exits after finishing this many tasks and a fresh one is forked in its place, bounding slow leaks.
     #: None: never.
