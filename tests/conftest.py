@@ -20,7 +20,15 @@ import pytest
 from taskfleet import App
 from taskfleet.brokers import Broker, connect
 from taskfleet.settings import BrokerSettings
-from tests.support.brokers import ALL_KIND_NAMES, BrokerKind, RabbitMQKind, RedisKind, SQLiteKind, StubKind
+from tests.support.brokers import (
+    ALL_KIND_NAMES,
+    BrokerKind,
+    RabbitMQKind,
+    RabbitMQQuorumKind,
+    RedisKind,
+    SQLiteKind,
+    StubKind,
+)
 from tests.support.k8s import ControlPlane
 from tests.support.rabbitmq_server import RabbitMQServer
 from tests.support.servers import RedisServer, serve
@@ -85,6 +93,8 @@ def broker_kind(request: pytest.FixtureRequest) -> BrokerKind:
         return SQLiteKind(request.getfixturevalue("tmp_path"))
     if request.param == "stub":
         return StubKind()
+    if request.param == "rabbitmq-quorum":
+        return RabbitMQQuorumKind(request.getfixturevalue("rabbitmq_server"))
     return RabbitMQKind(request.getfixturevalue("rabbitmq_server"))
 
 

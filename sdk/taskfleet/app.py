@@ -27,6 +27,7 @@ from taskfleet.routing import Routes, TaskRoutes
 from taskfleet.schedules import Schedule, crontab, to_schedule, zone
 from taskfleet.serializers import JSON, Serializer, get_serializer
 from taskfleet.settings import (
+    CLASSIC,
     DEFAULT_MAX_DECOMPRESSED_BYTES,
     DEFAULT_MAX_DELIVERIES,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -85,6 +86,7 @@ class App:
         worker_send_task_events: bool = False,
         task_send_sent_event: bool = False,
         events_max_len: int = DEFAULT_EVENTS_MAX_LEN,
+        task_default_queue_type: str = CLASSIC,
     ) -> None:
         if not name or not isinstance(name, str):
             raise ConfigurationError("App needs a non-empty name, e.g. App('billing')")
@@ -103,7 +105,7 @@ class App:
             result_expires_s=result_expires_s, publish_retry=publish_retry or PublishRetry(),
             socket_timeout_s=socket_timeout_s, timezone=timezone, result_extended=result_extended,
             worker_send_task_events=worker_send_task_events, task_send_sent_event=task_send_sent_event,
-            events_max_len=events_max_len,
+            events_max_len=events_max_len, task_default_queue_type=task_default_queue_type,
         )
         #: Task modules imported when a worker, beat or ``taskfleet check`` starts (``import_tasks``).
         self.discovery = Discovery(include=[include] if isinstance(include, str) else list(include))

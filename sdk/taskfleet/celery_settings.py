@@ -59,6 +59,9 @@ CELERY_SETTINGS: dict[str, CelerySetting] = {
     "task_queues": CelerySetting(None, "queues need no declaration: a worker consumes what -Q names"),
     "task_create_missing_queues": CelerySetting(None, "queues are always created on first use"),
     "task_default_priority": CelerySetting("@app.task(priority=)", "0-9; 9 runs first on every broker"),
+    "task_default_queue_type": _key("TASK_DEFAULT_QUEUE_TYPE", "classic or quorum, RabbitMQ only; for every task "
+                                    "queue the app declares, not only the default one; quorum refuses priorities"),
+    "worker_detect_quorum_queues": CelerySetting(None, "never needed: Taskfleet's basic.qos is never global"),
     "task_queue_max_priority": CelerySetting(None, "every queue has priorities 0-9; 9 runs first (on Redis, Celery "
                                                    "runs 0 first)"),
     "task_default_exchange": CelerySetting(None, "no exchanges to configure"),

@@ -11,14 +11,12 @@ one of ours: an unknown one is a ``ConfigurationError`` that names it, and one t
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import re
 from collections.abc import Callable, Collection, Mapping
 from datetime import timedelta
 from typing import Any
 
-from taskfleet.celery_settings import explain_celery_name
 from taskfleet.errors import ConfigurationError
 from taskfleet.settings import PublishRetry
 
@@ -106,6 +104,10 @@ def _value(source: object, name: str) -> Any:
 
 
 def _unknown(key: str, prefix: str, known: Mapping[str, str]) -> str:
+    import difflib  # deferred with Celery's table: only a configuration naming unknown settings needs them
+
+    from taskfleet.celery_settings import explain_celery_name
+
     name = key[len(prefix):]
     celery = explain_celery_name(name.lower())
     if celery is not None:

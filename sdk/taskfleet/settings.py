@@ -46,6 +46,13 @@ DEFAULT_TIMEZONE = "UTC"
 ENV_BROKER_URL = "TASKFLEET_BROKER_URL"
 ENV_RESULT_BACKEND = "TASKFLEET_RESULT_BACKEND"
 ENV_BROKER_MANAGEMENT_URL = "TASKFLEET_BROKER_MANAGEMENT_URL"
+#: Celery's ``task_default_queue_type`` as an environment variable (``classic`` or ``quorum``): what a TaskQueue's
+#: ``spec.broker.rabbitmq.queueType`` sets on its workers.
+ENV_TASK_DEFAULT_QUEUE_TYPE = "TASKFLEET_TASK_DEFAULT_QUEUE_TYPE"
+#: RabbitMQ queue types a task queue can be declared as (``AppSettings.task_default_queue_type``).
+CLASSIC = "classic"
+QUORUM = "quorum"
+QUEUE_TYPES = (CLASSIC, QUORUM)
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 
@@ -140,8 +147,12 @@ class BrokerSettings:
     #: RabbitMQ only: the management HTTP API (``http://user:pass@host:15672``), used to count in-flight messages
     #: and list queues. Without it ``queue_depth`` can count only ready messages.
     management_url: str | None = None
+    #: RabbitMQ only: ``classic`` or ``quorum``, the type of every task queue (and dead-letter queue) this broker
+    #: declares; see ``AppSettings.task_default_queue_type``. Other brokers ignore it.
+    queue_type: str = CLASSIC
 
     def __post_init__(self) -> None:
+        check_queue_type(self.queue_type)
         if self.visibility_timeout_s < 1:
             raise ConfigurationError("visibility_timeout_s must be >= 1")
         if self.max_deliveries < 1:
@@ -220,8 +231,14 @@ class AppSettings:
     #: workflows) emit ``task-sent`` for every message they publish, one broker call per publish or batch.
     task_send_sent_event: bool = False
     events_max_len: int = DEFAULT_EVENTS_MAX_LEN
+    #: Celery's ``task_default_queue_type``, RabbitMQ only: ``classic`` (default) or ``quorum``, the type of every
+    #: task queue this app declares (Celery's applies to its default queue). Quorum queues are replicated across a
+    #: RabbitMQ cluster, but have no priorities (sending with ``priority`` > 0 raises ``ConfigurationError``) and a
+    #: classic queue cannot become one in place: every app and worker using a queue must agree (docs/brokers.md).
+    task_default_queue_type: str = CLASSIC
 
     def __post_init__(self) -> None:
+        check_queue_type(self.task_default_queue_type)
         validate_queue_name(self.default_queue)
         zone(self.timezone)
         validate_accept(self.serializer, self.accept_content, allow_pickle=self.allow_pickle)
@@ -252,6 +269,7 @@ class AppSettings:
             socket_timeout_s=self.socket_timeout_s,
             publish_retry=self.publish_retry,
             management_url=self.broker_management_url,
+            queue_type=self.task_default_queue_type,
         )
 
     def backend_settings(self) -> BackendSettings | None:
@@ -271,10 +289,20 @@ class AppSettings:
         return f"AppSettings(broker_url={broker!r}, result_backend_url={backend!r}, serializer={self.serializer!r})"
 
 
+def check_queue_type(queue_type: str) -> str:
+    """``queue_type`` when it is a RabbitMQ queue type Taskfleet declares (``QUEUE_TYPES``), else
+    ``ConfigurationError``."""
+    if queue_type not in QUEUE_TYPES:
+        raise ConfigurationError(f"task_default_queue_type must be one of {', '.join(QUEUE_TYPES)}, "
+                                 f"not {queue_type!r}")
+    return queue_type
+
+
 def settings_from_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The ``App`` keyword arguments that ``environ`` sets (call this at an entrypoint only):
     ``TASKFLEET_BROKER_URL`` -> ``broker``, ``TASKFLEET_BROKER_MANAGEMENT_URL`` -> ``broker_management_url``,
-    ``TASKFLEET_RESULT_BACKEND`` -> ``result_backend``."""
+    ``TASKFLEET_RESULT_BACKEND`` -> ``result_backend``, ``TASKFLEET_TASK_DEFAULT_QUEUE_TYPE`` ->
+    ``task_default_queue_type``."""
     found: dict[str, str] = {}
     if environ.get(ENV_BROKER_URL):
         found["broker"] = environ[ENV_BROKER_URL]
@@ -282,4 +310,6 @@ def settings_from_env(environ: Mapping[str, str]) -> dict[str, str]:
         found["broker_management_url"] = environ[ENV_BROKER_MANAGEMENT_URL]
     if environ.get(ENV_RESULT_BACKEND):
         found["result_backend"] = environ[ENV_RESULT_BACKEND]
+    if environ.get(ENV_TASK_DEFAULT_QUEUE_TYPE):
+        found["task_default_queue_type"] = environ[ENV_TASK_DEFAULT_QUEUE_TYPE]
     return found

@@ -58,6 +58,10 @@ def status_of(kube: ControlPlane, namespace: str, name: str) -> dict[str, object
         pytest.param({"broker": {"url": "redis://redis:6379/0",
                                  "urlFrom": {"secretKeyRef": {"name": "b", "key": "url"}}}},
                      "set exactly one of broker.url or broker.urlFrom", id="two-brokers"),
+        pytest.param({"broker": {"url": "amqp://rabbitmq:5672/", "rabbitmq": {"queueType": "stream"}}},
+                     'Unsupported value: "stream": supported values: "classic", "quorum"', id="queue-type"),
+        pytest.param({"broker": {"url": "redis://redis:6379/0", "rabbitmq": {"queueType": "quorum"}}},
+                     "broker.rabbitmq applies to a RabbitMQ broker only", id="rabbitmq-on-redis"),
         pytest.param({"worker": {"image": "w:1"}}, 'spec.worker.app: Required value', id="no-app"),
     ],
 )

@@ -230,6 +230,17 @@ class RabbitMQKind(BrokerKind):
         time.sleep(0.5)  # the client's I/O thread reads the close at once; leave it time to drop the connection
 
 
+class RabbitMQQuorumKind(RabbitMQKind):
+    """RabbitMQ with quorum task queues (``queue_type="quorum"``): what a quorum queue changes is only priorities,
+    which it refuses (tests/integration/test_rabbitmq_quorum.py), so it runs the conformance subset without them
+    (tests/integration/test_broker_conformance_quorum.py)."""
+
+    name = "rabbitmq-quorum"
+
+    def broker_settings(self, url: str, **overrides: Any) -> dict[str, Any]:
+        return super().broker_settings(url, **{"queue_type": "quorum", **overrides})
+
+
 class SQLiteKind(BrokerKind):
     """SQLite: a new database file per test in the test's temporary directory; no server, exact counts."""
 

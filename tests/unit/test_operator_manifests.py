@@ -18,6 +18,7 @@ from taskfleet.operator.manifests import (
     worker_deployment,
 )
 from taskfleet.operator.resources import Json, TaskQueue, parse_task_queue
+from taskfleet.settings import settings_from_env
 
 UID = "5f0c7a1e-3b1d-4e5a-9c8e-2d6f1a7b9c01"
 #: What the broker Secret holds; the Deployment must only ever point at it.
@@ -173,6 +174,19 @@ def test_a_plain_broker_url_becomes_a_plain_env_value() -> None:
     # Then the URL is set as a value
     assert env["TASKFLEET_BROKER_URL"] == {"name": "TASKFLEET_BROKER_URL", "value": "redis://redis.messaging:6379/0"}
     assert "TASKFLEET_BROKER_MANAGEMENT_URL" not in env
+
+
+def test_a_rabbitmq_queue_type_reaches_the_worker_as_its_task_default_queue_type() -> None:
+    # Given a TaskQueue that opts in to quorum queues
+    tq = parse_task_queue(_body(broker={"url": "amqp://rabbitmq:5672/", "rabbitmq": {"queueType": "quorum"}}))
+
+    # When the Deployment is built
+    env = _env(worker_deployment(tq, replicas=1))
+
+    # Then the worker's entrypoint reads it as its app's setting
+    environ = {"TASKFLEET_TASK_DEFAULT_QUEUE_TYPE": env["TASKFLEET_TASK_DEFAULT_QUEUE_TYPE"]["value"]}
+    assert settings_from_env(environ) == {"task_default_queue_type": "quorum"}
+    assert "TASKFLEET_TASK_DEFAULT_QUEUE_TYPE" not in _env(worker_deployment(parse_task_queue(_body()), replicas=1))
 
 
 def test_user_env_comes_after_the_broker_and_pod_env(tq: TaskQueue) -> None:

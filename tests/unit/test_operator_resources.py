@@ -114,6 +114,10 @@ def test_worker_defaults_apply_when_unset() -> None:
             BrokerRef(url_from=SecretKeyRef("broker", "url"), management_url_from=SecretKeyRef("broker", "management")),
             id="secret references",
         ),
+        pytest.param({"url": "amqp://rabbitmq:5672/", "rabbitmq": {"queueType": "quorum"}},
+                     BrokerRef(url="amqp://rabbitmq:5672/", queue_type="quorum"), id="quorum queues"),
+        pytest.param({"url": "amqp://rabbitmq:5672/", "rabbitmq": {}}, BrokerRef(url="amqp://rabbitmq:5672/"),
+                     id="no queue type: the app's"),
     ],
 )
 def test_the_broker_is_read(broker: Json, expected: BrokerRef) -> None:
@@ -176,6 +180,8 @@ def _delete(path: str) -> Callable[[Json], None]:
         pytest.param(_set("broker", {"url": "amqp://app:hunter2@rabbitmq:5672/"}), "spec.broker.url",
                      id="a password in a plain broker url"),
         pytest.param(_set("broker", {"url": ""}), "spec.broker.url", id="an empty broker url"),
+        pytest.param(_set("broker", {"url": "amqp://rabbitmq/", "rabbitmq": {"queueType": "stream"}}),
+                     "spec.broker.rabbitmq.queueType", id="an unknown queue type"),
         pytest.param(_set("paused", "false"), "spec.paused", id="a string where a bool belongs"),
         pytest.param(_set("autoscaling.enabled", 1), "spec.autoscaling.enabled", id="an int where a bool belongs"),
     ],

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from taskfleet.operator.resources import GROUP, KIND, VERSION, Json, TaskQueue
+from taskfleet.settings import ENV_TASK_DEFAULT_QUEUE_TYPE
 
 #: The worker's /healthz, /readyz and /metrics port inside the pod.
 HEALTH_PORT = 8000
@@ -75,7 +76,8 @@ def worker_command(tq: TaskQueue) -> list[str]:
 
 
 def broker_env(tq: TaskQueue) -> list[Json]:
-    """The broker settings as env vars: read from the Secret by the kubelet, never copied into the Deployment."""
+    """The broker settings as env vars: the URLs read from the Secret by the kubelet, never copied into the
+    Deployment; the RabbitMQ queue type as it is (the worker reads it as its app's ``task_default_queue_type``)."""
     broker = tq.broker
     if broker.url_from is not None:
         env: list[Json] = [{"name": "TASKFLEET_BROKER_URL", "valueFrom": broker.url_from.env_source()}]
@@ -83,6 +85,8 @@ def broker_env(tq: TaskQueue) -> list[Json]:
         env = [{"name": "TASKFLEET_BROKER_URL", "value": broker.url}]
     if broker.management_url_from is not None:
         env.append({"name": "TASKFLEET_BROKER_MANAGEMENT_URL", "valueFrom": broker.management_url_from.env_source()})
+    if broker.queue_type is not None:
+        env.append({"name": ENV_TASK_DEFAULT_QUEUE_TYPE, "value": broker.queue_type})
     return env
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from taskfleet.errors import ConfigurationError, InvalidResource
 from taskfleet.operator.scaling import ScalingPolicy
-from taskfleet.settings import validate_queue_name
+from taskfleet.settings import QUEUE_TYPES, validate_queue_name
 
 GROUP = "taskfleet.io"
 VERSION = "v1alpha1"
@@ -53,6 +53,8 @@ class BrokerRef:
     url: str | None = None
     url_from: SecretKeyRef | None = None
     management_url_from: SecretKeyRef | None = None
+    #: ``rabbitmq.queueType``: ``classic`` or ``quorum``, the workers' ``task_default_queue_type``; None: the app's.
+    queue_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +158,20 @@ def _broker(raw: Mapping[str, Any]) -> BrokerRef:
         url=url,
         url_from=url_from,
         management_url_from=_secret_source(raw.get("managementUrlFrom"), "spec.broker.managementUrlFrom"),
+        queue_type=_queue_type(raw.get("rabbitmq")),
     )
+
+
+def _queue_type(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    queue_type = raw.get("queueType") if isinstance(raw, Mapping) else None
+    if queue_type is None:
+        return None
+    if queue_type not in QUEUE_TYPES:
+        raise InvalidResource(f"spec.broker.rabbitmq.queueType: must be one of {', '.join(QUEUE_TYPES)}, "
+                              f"not {queue_type!r}")
+    return str(queue_type)
 
 
 def _secret_source(raw: Any, path: str) -> SecretKeyRef | None:

@@ -14,6 +14,7 @@ The table is fixed: there are no dotted plug-in paths in settings.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,6 +28,14 @@ if TYPE_CHECKING:
     from taskfleet.brokers.beat_store import BeatStore
     from taskfleet.brokers.fleet_store import FleetStore
     from taskfleet.settings import BackendSettings, BrokerSettings
+
+#: Optional modules hidden while an adapter (and its client library) is first imported, so that the library takes
+#: the branch it takes when they are not installed. redis-py 8 imports OpenTelemetry's metrics SDK at import only to
+#: annotate its provider manager (``redis.observability.providers``; its OTel metrics import the SDK again when
+#: turned on): about 2 MiB in each worker process, and it brings ``opentelemetry.trace``, which sets off this
+#: process's tracing detection (``taskfleet.tracing``) with no tracer configured. Already imported (the app set
+#: OpenTelemetry up first), nothing is hidden; imported later, it loads as usual.
+HIDDEN_WHILE_LOADING = ("opentelemetry.sdk.metrics",)
 
 #: What a URL is asked to serve (a field of ``Kind``).
 Role = Literal["broker", "backend", "beat_store", "fleet_store"]
@@ -82,7 +91,23 @@ def kind_of(url: str, role: Role) -> Kind:
 def load(path: str) -> Any:
     """What ``path`` (``module:name``) names, its module imported now if it was not."""
     module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
+    if module in sys.modules:  # still through the import system: another thread may be importing it right now
+        return getattr(importlib.import_module(module), name)
+    return getattr(_import_hiding(module, HIDDEN_WHILE_LOADING), name)
+
+
+def _import_hiding(module: str, hidden: tuple[str, ...]) -> Any:
+    """``module`` imported with the not-yet-imported modules of ``hidden`` made unimportable meanwhile (a None
+    entry in ``sys.modules`` makes ``import`` raise ImportError); the entries are removed again afterwards."""
+    placed = [name for name in hidden if name not in sys.modules]
+    for name in placed:
+        sys.modules[name] = None  # type: ignore[assignment]  # the import system's documented "not importable"
+    try:
+        return importlib.import_module(module)
+    finally:
+        for name in placed:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
 
 
 def connect_broker(settings: BrokerSettings) -> Broker:

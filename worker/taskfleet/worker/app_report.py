@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from taskfleet.app import App
-from taskfleet.celery_settings import explain_celery_name
 from taskfleet.config import config_names
 from taskfleet.urls import mask_secrets
 from taskfleet.worker.logging import Logger
@@ -72,6 +71,8 @@ def warn_unregistered(app: App, log: Logger) -> None:
 
 def celery_findings(app: App) -> list[CeleryFinding]:
     """Celery's settings in the configuration the app read (outside its namespace, so not applied)."""
+    from taskfleet.celery_settings import explain_celery_name  # deferred: only ``taskfleet check`` asks
+
     found: list[CeleryFinding] = []
     for given, resolved, namespace in app.config_read:
         prefix = f"{namespace}_" if namespace else None

@@ -71,7 +71,9 @@ from taskfleet.worker.progress import Progress
 from taskfleet.worker.runtime_state import RuntimeState
 from taskfleet.worker.settings import WorkerSettings
 from taskfleet.worker.settler import Settler
-from taskfleet.worker.task_events import TaskEvents
+
+if TYPE_CHECKING:
+    from taskfleet.worker.task_events import TaskEvents
 
 if TYPE_CHECKING:
     from taskfleet.worker.async_runner import AsyncRunner
@@ -171,6 +173,8 @@ class Child:
         settler = Settler(broker, self.reporter)
         self._executor = executor
         if self.settings.send_task_events:
+            from taskfleet.worker.task_events import TaskEvents  # -E only: not in an idle worker without it
+
             self._events = TaskEvents.for_app(self.app, worker=worker_id(pid=self.parent_pid))
         thread = threading.Thread(target=self._background, args=(broker, settler), name="taskfleet-lease", daemon=True)
         thread.start()

@@ -72,7 +72,7 @@ class RabbitMQBroker(Broker):
         self.settings = settings
         self._masked_url = mask_url(settings.url)
         self._link = AmqpLink(settings.url, socket_timeout_s=settings.socket_timeout_s)
-        self._declarations = topo.Declarations()
+        self._declarations = topo.Declarations(queue_type=settings.queue_type)
         self._consumer = Consumer(self._link, self._declarations, self._confirmed, settings=settings)
         self._management: ManagementApi | None = None
         if settings.management_url:
@@ -101,6 +101,7 @@ class RabbitMQBroker(Broker):
         for item in items:
             priority, queue, units = check_priority(item.priority), topo.task_queue_name(item.queue), \
                 topo.delay_units(item.delay_s)
+            topo.check_priority_supported(queue, self.settings.queue_type, priority)
             if units:
                 messages.append(Publish(topo.delay_level_name(topo.DELAY_LEVELS - 1),
                                         topo.delay_routing_key(units, queue), item.data, item.message_id, priority))

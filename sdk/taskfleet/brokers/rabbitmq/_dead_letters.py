@@ -138,4 +138,13 @@ def dead_letter(queue: str, props: pika.BasicProperties, body: bytes) -> DeadLet
     except ValueError:
         dead_at = 0.0
     return DeadLetter(queue=_text(headers.get(QUEUE_HEADER, queue)), message_id=props.message_id or "",
-                      reason=_text(headers.get(REASON_HEADER, "?")), data=body, dead_at=dead_at)
+                      reason=_text(headers.get(REASON_HEADER) or _rabbitmq_reason(headers)), data=body, dead_at=dead_at)
+
+
+def _rabbitmq_reason(headers: dict[str, Any]) -> str:
+    """The reason of a message RabbitMQ dead-lettered itself (a quorum queue's ``delivery-limit``), from the first
+    ``x-death`` entry; ``?`` when there is none."""
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict) and deaths[0].get("reason"):
+        return f"dead-lettered by rabbitmq: {_text(deaths[0]['reason'])}"
+    return "?"

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
-from urllib.request import Request, urlopen
 
 from taskfleet.errors import BrokerConnectionError, BrokerError, ConfigurationError
 from taskfleet.urls import mask_secrets, mask_url
@@ -56,6 +55,10 @@ class ManagementApi:
         return [str(item["name"]) for item in body or []]
 
     def _get(self, path: str) -> Any:
+        # deferred: urllib.request brings http.client and email (~1.7 MiB in each worker process), and only the
+        # management API calls (queue counts and names) use it
+        from urllib.request import Request, urlopen
+
         request = Request(self._base + path, headers={"Authorization": self._auth, "Accept": "application/json"})
         try:
             with urlopen(request, timeout=self._timeout_s) as response:
