@@ -67,16 +67,15 @@ from taskfleet.worker.executor import Admitted, Executor, Outcome, Started
 from taskfleet.worker.holdings import Held, Holdings, Lease, lease_clock
 from taskfleet.worker.log_redirect import Redirect, redirect_stdouts
 from taskfleet.worker.logging import get_logger
+from taskfleet.worker.outcomes import FirstCoroutine
 from taskfleet.worker.progress import Progress
 from taskfleet.worker.runtime_state import RuntimeState
 from taskfleet.worker.settings import WorkerSettings
 from taskfleet.worker.settler import Settler
 
 if TYPE_CHECKING:
-    from taskfleet.worker.task_events import TaskEvents
-
-if TYPE_CHECKING:
     from taskfleet.worker.async_runner import AsyncRunner
+    from taskfleet.worker.task_events import TaskEvents
 
 log = get_logger("taskfleet.worker")
 
@@ -103,14 +102,6 @@ def rss_mb() -> float:
 
 #: What ``Child._loop`` returns when the child ran its first ``async def`` task: go on in the async loop.
 _ASYNC = "async"
-
-
-class _FirstCoroutine(Exception):
-    """Raised by ``Child._run_coroutine`` through the executor: the child meets its first ``async def`` task."""
-
-    def __init__(self, admitted: Admitted) -> None:
-        super().__init__(admitted.message.task)
-        self.admitted = admitted
 
 
 class TaskTerminated(BaseException):  # not an Exception, so a task cannot catch it
@@ -142,12 +133,11 @@ class Child:
         self.parent_pid = os.getppid()
         self._thread_stop = threading.Event()
         self._executor: Executor | None = None
-        #: The event loop of a child that met an ``async def`` task (taskfleet.worker.async_runner); None before.
-        self._async: AsyncRunner | None = None  # made by _loop_async, at the first async task
-        #: The first async task's delivery, admitted by the sync loop: the async loop starts it.
+        #: After the first ``async def`` task (docs/async.md): the event loop, that task's delivery (admitted by the
+        #: sync loop, started by the async one), the tasks done before, and the background thread's stuck check.
+        self._async: AsyncRunner | None = None
         self._first: tuple[Held, Admitted] | None = None
-        self._done = 0  # tasks finished by the sync loop (max_tasks_per_child counts on in the async one)
-        #: The async loop's check for a coroutine it cannot stop, run by the background thread every tick.
+        self._done = 0
         self._watch_loop: Callable[[], None] | None = None
         self._start_reported = False
         #: Held by the thread taking deliveries in (the main thread's fetch, the background thread's take of the
@@ -263,11 +253,9 @@ class Child:
         return "stopped"
 
     def _run_coroutine(self, admitted: Admitted) -> Outcome:
-        """The executor's way to run an ``async def`` task in the sync loop: not here. The first one a child meets
-        switches it to the async loop, which starts it (``_loop`` returns ``_ASYNC``). Until then the child runs no
-        event loop: an app with async tasks costs its sync tasks nothing (asyncio alone is about 2 MiB per child),
-        and they keep their ``--prefetch``."""
-        raise _FirstCoroutine(admitted)
+        """The executor's way to run an ``async def`` task in the sync loop: the first one switches the child to the
+        async loop, which starts it. Until then no event loop: sync tasks cost as before (asyncio is ~2 MiB)."""
+        raise FirstCoroutine(admitted)
 
     def _loop_async(self, broker: Broker, executor: Executor, settler: Settler) -> str:
         """The loop of a child that met an ``async def`` task (taskfleet.worker.async_loop): up to
@@ -321,7 +309,7 @@ class Child:
         self.progress.start(running.seq)
         try:
             outcome = executor.run(running.delivery)
-        except _FirstCoroutine as first:  # admitted, not begun: the async loop starts it (``_run_coroutine``)
+        except FirstCoroutine as first:  # admitted, not begun: the async loop starts it (``_run_coroutine``)
             self._first = (running, first.admitted)
             return False
         finally:

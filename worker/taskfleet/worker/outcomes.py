@@ -123,3 +123,12 @@ def exception_fields(exc: BaseException, serialize: Callable[[Any], bytes]) -> d
         "exc_args": args,
         "traceback": "".join(traceback.format_exception(exc)),
     }
+
+
+class FirstCoroutine(Exception):
+    """Raised through the executor by a sync child's ``run_coroutine`` (taskfleet.worker.child): it meets its
+    first ``async def`` task, ``admitted``, and switches to the async loop to run it."""
+
+    def __init__(self, admitted: Admitted) -> None:
+        super().__init__(admitted.message.task)
+        self.admitted = admitted
