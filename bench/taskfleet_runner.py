@@ -15,10 +15,8 @@ import taskfleet_app
 from bench.measure import Depth
 from bench.scenarios import QUEUE, Kind, runner_main, runner_parser, task_args, worker_env
 from taskfleet.producer import SEND_MANY_CHUNK
-from taskfleet.worker.settings import DEFAULT_PREFETCH as WORKER_DEFAULT_PREFETCH
+from taskfleet.worker.settings import default_prefetch
 
-#: The worker's documented default (docs/configuration.md); --prefetch overrides it for experiments.
-DEFAULT_PREFETCH = WORKER_DEFAULT_PREFETCH
 CONCURRENCY = 2
 
 _TASKS = {"noop": taskfleet_app.noop, "payload": taskfleet_app.payload, "result": taskfleet_app.noop_result,
@@ -33,11 +31,13 @@ class TaskfleetSystem:
         self.args = args
         self.app = taskfleet_app.app
         self.app.configure(broker=args.broker_url, result_backend=args.backend_url)
+        #: --prefetch, else the worker's own default for this broker (docs/configuration.md).
+        self.prefetch: int = args.prefetch if args.prefetch is not None else default_prefetch(args.broker_url)
 
     def settings(self) -> dict[str, Any]:
         return {
-            "worker": f"taskfleet worker -c {CONCURRENCY} --prefetch {self.args.prefetch} (health server on)",
-            "prefetch_per_child": self.args.prefetch,
+            "worker": f"taskfleet worker -c {CONCURRENCY} --prefetch {self.prefetch} (health server on)",
+            "prefetch_per_child": self.prefetch,
             "acks": "after the task runs (at-least-once)",
             "publisher_confirms": "windowed (delay), awaited (batch API)" if self.args.broker == "rabbitmq" else None,
             "result_backend": "sqlite (same file)" if self.args.broker == "sqlite" else "redis",
@@ -64,7 +64,7 @@ class TaskfleetSystem:
     def worker_command(self, *, prefetch: bool = True) -> tuple[list[str], dict[str, str]]:
         command = [
             sys.executable, "-P", "-m", "taskfleet", "worker", "-A", "taskfleet_app:app", "-Q", QUEUE,
-            "-c", str(CONCURRENCY), *(("--prefetch", str(self.args.prefetch)) if prefetch else ()),
+            "-c", str(CONCURRENCY), *(("--prefetch", str(self.prefetch)) if prefetch else ()),
             "--broker", self.args.broker_url, "--result-backend", self.args.backend_url, "-l", "warning",
             "--log-format", "json", "--health-host", "127.0.0.1", "--health-port", "0",
         ]
@@ -101,7 +101,8 @@ class TaskfleetSystem:
 
 def main() -> None:
     parser = runner_parser(__doc__ or "")
-    parser.add_argument("--prefetch", type=int, default=DEFAULT_PREFETCH, help="worker --prefetch")
+    parser.add_argument("--prefetch", type=int, default=None,
+                        help="worker --prefetch (default: the worker's default for the broker)")
     runner_main(parser, TaskfleetSystem)
 
 

@@ -51,6 +51,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -62,16 +63,18 @@ from taskfleet.errors import BrokerError
 from taskfleet.fleet.records import worker_id
 from taskfleet.worker import events
 from taskfleet.worker.events import Reporter
-from taskfleet.worker.executor import Executor, Started
+from taskfleet.worker.executor import Admitted, Executor, Outcome, Started
 from taskfleet.worker.holdings import Held, Holdings, Lease, lease_clock
 from taskfleet.worker.log_redirect import Redirect, redirect_stdouts
 from taskfleet.worker.logging import get_logger
+from taskfleet.worker.outcomes import FirstCoroutine
 from taskfleet.worker.progress import Progress
 from taskfleet.worker.runtime_state import RuntimeState
 from taskfleet.worker.settings import WorkerSettings
 from taskfleet.worker.settler import Settler
 
 if TYPE_CHECKING:
+    from taskfleet.worker.async_runner import AsyncRunner
     from taskfleet.worker.task_events import TaskEvents
 
 log = get_logger("taskfleet.worker")
@@ -96,6 +99,9 @@ def rss_mb() -> float:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+#: What ``Child._loop`` returns when the child ran its first ``async def`` task: go on in the async loop.
+_ASYNC = "async"
 
 
 class TaskTerminated(BaseException):  # not an Exception, so a task cannot catch it
@@ -127,6 +133,12 @@ class Child:
         self.parent_pid = os.getppid()
         self._thread_stop = threading.Event()
         self._executor: Executor | None = None
+        #: After the first ``async def`` task (docs/async.md): the event loop, that task's delivery (admitted by the
+        #: sync loop, started by the async one), the tasks done before, and the background thread's stuck check.
+        self._async: AsyncRunner | None = None
+        self._first: tuple[Held, Admitted] | None = None
+        self._done = 0
+        self._watch_loop: Callable[[], None] | None = None
         self._start_reported = False
         #: Held by the thread taking deliveries in (the main thread's fetch, the background thread's take of the
         #: buffered ones) until they are held and reported: they are held and numbered in the order they arrived.
@@ -146,7 +158,8 @@ class Child:
         broker = self.app.broker
         if self.handover is not None:
             broker.watch_connections(self._hand_over)
-        executor = Executor(self.app, self.app.backend, on_start=self._on_start, runtime=self.runtime)
+        executor = Executor(self.app, self.app.backend, on_start=self._on_start, runtime=self.runtime,
+                            run_coroutine=self._run_coroutine)
         settler = Settler(broker, self.reporter)
         self._executor = executor
         if self.settings.send_task_events:
@@ -162,6 +175,8 @@ class Child:
         clean = False
         try:
             reason = self._loop(broker, executor, settler)
+            if reason == _ASYNC:  # it ran its first async def task: on with many at once (docs/async.md)
+                reason = self._loop_async(broker, executor, settler)
             clean = True
         except TaskTerminated:
             log.info("task terminated: child exits", slot=self.index)
@@ -189,12 +204,12 @@ class Child:
             log.warning("could not hand the broker connection to the supervisor", error=str(exc))
 
     def _on_start(self, started: Started) -> None:
-        if self.output is not None:
+        running = self.holdings.running()  # None for an async task: several run at once (async_loop)
+        if self.output is not None and running is not None:
             self.output.begin_task(started.task_id, started.task)
         if self._events is not None:
             self._events.started(started)
         # Only a hard time limit needs the supervisor to know at once; everything else it learns in batches.
-        running = self.holdings.running()
         if running is not None:  # shared memory, no event: the supervisor reads it for heartbeats and inspect
             self.progress.describe(running.seq, started.task_id, started.task, time.time())
         if started.time_limit_s and running is not None:
@@ -226,13 +241,34 @@ class Child:
                     self.holdings.finish()
                     continue
                 if not self._run_one(executor, settler, running):
+                    if self._first is not None:
+                        return _ASYNC
                     continue
                 done += 1
+                self._done = done
                 if settings.max_tasks_per_child and done >= settings.max_tasks_per_child:
                     return "max_tasks"
                 if settings.max_memory_per_child_mb and rss_mb() > settings.max_memory_per_child_mb:
                     return "max_memory"
         return "stopped"
+
+    def _run_coroutine(self, admitted: Admitted) -> Outcome:
+        """The executor's way to run an ``async def`` task in the sync loop: the first one switches the child to the
+        async loop, which starts it. Until then no event loop: sync tasks cost as before (asyncio is ~2 MiB)."""
+        raise FirstCoroutine(admitted)
+
+    def _loop_async(self, broker: Broker, executor: Executor, settler: Settler) -> str:
+        """The loop of a child that met an ``async def`` task (taskfleet.worker.async_loop): up to
+        ``async_concurrency`` deliveries at once, for the rest of its life."""
+        from taskfleet.worker.async_loop import AsyncChildLoop
+        from taskfleet.worker.async_runner import AsyncRunner
+
+        assert self._first is not None
+        self._async = AsyncRunner(self.settings.async_concurrency)
+        self.holdings.run_concurrently()  # the first async task's delivery, started by the sync loop
+        loop = AsyncChildLoop(self, broker, executor, settler, self._async, done=self._done, first=self._first)
+        self._watch_loop = loop.report_stuck
+        return loop.run()
 
     def _lease_held(self, broker: Broker, settler: Settler, running: Held) -> bool:
         """Whether ``running``, about to start, is still leased to this child; if not it is dropped unrun. Asks the
@@ -273,6 +309,9 @@ class Child:
         self.progress.start(running.seq)
         try:
             outcome = executor.run(running.delivery)
+        except FirstCoroutine as first:  # admitted, not begun: the async loop starts it (``_run_coroutine``)
+            self._first = (running, first.admitted)
+            return False
         finally:
             if self.output is not None:
                 self.output.end_task()  # its partial lines, before the next task's
@@ -315,6 +354,8 @@ class Child:
                 self.reporter.send(events.BEAT)
                 next_beat = now + HEARTBEAT_INTERVAL_S
             self._serve_commands(settler)
+            if self._watch_loop is not None:
+                self._watch_loop()
 
     def _serve_commands(self, settler: Settler) -> None:
         """Commands from the supervisor (module notes)."""
@@ -329,6 +370,8 @@ class Child:
                             self._settle_running(seq, settler)
                     case events.Revoke(items):
                         self.runtime.revoked.add(items)
+                    case events.CancelTasks(task_ids) if self._async is not None:
+                        self._async.cancel(task_ids)  # coroutines revoked with terminate: cancelled, child lives
                     case events.Limits(overrides):
                         self.runtime.limits.apply(overrides)
                     case events.Consume(queues):
@@ -343,6 +386,10 @@ class Child:
         executor = self._executor
         if executor is not None and running is not None and running.seq == seq:
             executor.follow_up_timed_out(running.delivery)  # a workflow's follow-ups go first
+        elif executor is not None and self._watch_loop is not None:  # a coroutine the loop could not stop
+            for held in self.holdings.held():
+                if held.seq == seq:  # its follow-ups; the supervisor acks it when the child is gone
+                    executor.follow_up_timed_out(held.delivery)
         task = self.progress.running_task()
         if self._events is not None and running is not None and task is not None and task.seq == seq:
             self._events.killed(running.delivery, task, terminated=self._terminating == seq)

@@ -10,8 +10,8 @@ broker's buffer while a task ran), ``Done`` per ack batch (with the metrics samp
 ``Released`` and ``Dropped`` when deliveries leave without an ack, ``Started`` and ``Finished`` around a task with a
 hard time limit only, ``Settled`` after the ``Settle`` command, ``Beat`` every second and ``Exiting`` last.
 Supervisor → child: ``Settle``; and the control commands' changes: ``Revoke`` (new revoked ids), ``Terminate``
-(the running task was revoked with terminate), ``Limits`` (the runtime rate and time limits) and ``Consume`` (the
-queues to fetch from).
+(the running task was revoked with terminate), ``CancelTasks`` (task ids revoked with terminate: a coroutine
+running one is cancelled), ``Limits`` (the runtime rate and time limits) and ``Consume`` (the queues to fetch from).
 """
 
 from __future__ import annotations
@@ -122,6 +122,14 @@ class Revoke:
 
 
 @dataclass(frozen=True, slots=True)
+class CancelTasks:
+    """Supervisor → child: these task ids were revoked with terminate; a child running one as a coroutine cancels
+    it (its REVOKED stored, its delivery acked, the child lives on). A sync task gets ``Terminate`` instead."""
+
+    task_ids: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Terminate:
     """Supervisor → child: the running delivery ``seq`` was revoked with terminate and its REVOKED state is stored;
     ack it as ``Settle`` does, then end at the signal that follows (the task is not finished)."""
@@ -144,7 +152,7 @@ class Consume:
 
 
 Event = Ready | Fetched | Done | Released | Dropped | Started | Finished | Settled | Beat | Exiting
-Command = Settle | Revoke | Terminate | Limits | Consume
+Command = Settle | Revoke | Terminate | CancelTasks | Limits | Consume
 
 BEAT = Beat()
 

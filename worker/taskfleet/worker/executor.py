@@ -31,11 +31,10 @@ returned.
 
 from __future__ import annotations
 
+import inspect
 import signal
 import time
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from types import FrameType
 from typing import Any
@@ -62,104 +61,64 @@ from taskfleet.task import Request, Task
 from taskfleet.worker.followups import Failure, FollowUps
 from taskfleet.worker.lifecycle import TaskRun, task_run
 from taskfleet.worker.logging import get_logger
+from taskfleet.worker.outcomes import (
+    ACK,
+    ACK_RETRIED,
+    DEAD_LETTERED,
+    DEFERRED,
+    DROPPED,
+    DUPLICATE,
+    FAILURE,
+    RETRY,
+    REVOKED,
+    SUCCESS,
+    Ack,
+    AckRetried,
+    Admitted,
+    Begun,
+    DeadLetter,
+    Decision,
+    Leave,
+    Outcome,
+    Started,
+    exception_fields,
+)
 from taskfleet.worker.rate_gate import Deferral, admit
 from taskfleet.worker.runtime_state import RuntimeState
 
+#: The decision types live in taskfleet.worker.outcomes; the settler, the child and the tests import them from here.
+__all__ = [
+    "ACK",
+    "ACK_RETRIED",
+    "DEAD_LETTERED",
+    "DEFERRED",
+    "DROPPED",
+    "DUPLICATE",
+    "FAILURE",
+    "RETRY",
+    "REVOKED",
+    "SUCCESS",
+    "Ack",
+    "AckRetried",
+    "Admitted",
+    "Begun",
+    "DeadLetter",
+    "Decision",
+    "Executor",
+    "Leave",
+    "Outcome",
+    "Started",
+    "exception_fields",
+    "keeps_results",
+]
+
 log = get_logger("taskfleet.worker")
-
-SUCCESS = "success"
-FAILURE = "failure"
-RETRY = "retry"
-REVOKED = "revoked"
-DEFERRED = "deferred"  # over its rate limit: published again for its slot
-DEAD_LETTERED = "dead_lettered"
-DUPLICATE = "duplicate"
-DROPPED = "dropped"  # left to be delivered again: not a metrics outcome
-
-
-@dataclass(frozen=True, slots=True)
-class Started:
-    """What the supervisor needs to enforce a hard time limit on a running task."""
-
-    message_id: str
-    queue: str
-    task_id: str
-    task: str
-    time_limit_s: float | None
-    #: The decoded message (a reference, for its ``task-received`` event: taskfleet.worker.task_events).
-    message: Message | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    """Ack: the final state is stored (or was found stored). The ack may be batched."""
-
-
-@dataclass(frozen=True, slots=True)
-class AckRetried:
-    """Ack at once: the next attempt is published and the RETRY state stored. Never deferred."""
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """Move the message to the dead-letter list with ``reason``."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Leave:
-    """Settle nothing: the message could not be finished (``error``) and is delivered again when its lease runs
-    out."""
-
-    error: str
-
-
-Decision = Ack | AckRetried | DeadLetter | Leave
-ACK = Ack()
-ACK_RETRIED = AckRetried()
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The end of one delivery: what must become of its message, and its metrics (outcome, task name, runtime).
-    The rest is what a task event tells (taskfleet.worker.task_events), kept as references so that nothing is
-    built when events are off: the task id (None when the message did not decode), the task's return value, the
-    exception it failed or retried with, for a revoked task why (``expired``, ``revoked``), and the decoded
-    message (None when it did not decode)."""
-
-    decision: Decision
-    outcome: str
-    task: str
-    runtime_s: float
-    task_id: str | None = None
-    result: Any = None
-    error: BaseException | None = None
-    detail: str | None = None
-    message: Message | None = None
-
 
 def keeps_results(task: Task[Any] | None) -> bool:
     """The ``ignore_result`` rule, the one place it is applied: nothing is stored for a task registered with
     ``ignore_result=True`` (no STARTED, RETRY or final state, nor a hard time limit's FAILURE), so a redelivery of
     it cannot be recognised as finished. An unregistered task (``None``) has its FAILURE stored."""
     return task is None or not task.options.ignore_result
-
-
-def exception_fields(exc: BaseException, serialize: Callable[[Any], bytes]) -> dict[str, Any]:
-    """The result-record fields that describe ``exc`` (args kept only when they serialize)."""
-    exc_type = type(exc)
-    try:
-        args: list[Any] | None = list(exc.args)
-        serialize(args)
-    except Exception:  # noqa: BLE001 - unserializable args: rebuild from the message instead
-        args = None
-    return {
-        "exc_type": f"{exc_type.__module__}.{exc_type.__qualname__}",
-        "exc_message": str(exc),
-        "exc_args": args,
-        "traceback": "".join(traceback.format_exception(exc)),
-    }
 
 
 def _raise_soft_limit(signum: int, frame: FrameType | None) -> None:
@@ -172,8 +131,12 @@ class Executor:
     revoked ids and limits the control commands change (none by default)."""
 
     def __init__(self, app: App, backend: ResultBackend | None, on_start: Callable[[Started], None], *,
-                 runtime: RuntimeState | None = None) -> None:
+                 runtime: RuntimeState | None = None,
+                 run_coroutine: Callable[[Admitted], Outcome] | None = None) -> None:
         self.app = app
+        #: Runs an ``async def`` task to its end (the child's event loop, taskfleet.worker.async_runner); None:
+        #: called as a sync task (its coroutine is the result).
+        self.run_coroutine = run_coroutine
         self.runtime = runtime if runtime is not None else RuntimeState()
         self.backend = backend
         self.on_start = on_start
@@ -193,11 +156,26 @@ class Executor:
         try:
             return self._run(delivery, began)
         except (BrokerError, ResultError) as exc:  # BrokerConnectionError is a BrokerError
-            log.warning("could not finish message, it will be redelivered", message_id=delivery.message_id,
-                        error=str(exc))
-            return Outcome(Leave(str(exc)), DROPPED, "?", time.perf_counter() - began)
+            return self.left(delivery, exc, began)
+
+    @staticmethod
+    def left(delivery: Delivery, exc: BrokerError | ResultError, began: float) -> Outcome:
+        """A broker or backend error stopped ``delivery`` before its outcome was stored: ``Leave``."""
+        log.warning("could not finish message, it will be redelivered", message_id=delivery.message_id,
+                    error=str(exc))
+        return Outcome(Leave(str(exc)), DROPPED, "?", time.perf_counter() - began)
 
     def _run(self, delivery: Delivery, began: float) -> Outcome:
+        admitted = self.admit(delivery, began)
+        if isinstance(admitted, Outcome):
+            return admitted
+        if self.run_coroutine is not None and inspect.iscoroutinefunction(admitted.task.fn):
+            return self.run_coroutine(admitted)
+        return self.execute(admitted)
+
+    def admit(self, delivery: Delivery, began: float) -> Outcome | Admitted:
+        """Decode and check ``delivery``: its ``Outcome`` when it is not to run (bad input, a duplicate, revoked,
+        expired, deferred), else the ``Admitted`` task to run. Broker and backend errors propagate."""
         if len(delivery.data) > self.max_bytes:
             return self._dead("?", f"oversized message: {len(delivery.data)} bytes > "
                                    f"max_message_bytes={self.max_bytes}", began)
@@ -235,7 +213,7 @@ class Executor:
         admitted = admit(msg, task.options, self.runtime)
         if isinstance(admitted, Deferral):
             return self._defer(delivery, msg, admitted, began)
-        return self._execute(delivery, admitted, task, began, workflow)
+        return Admitted(delivery, admitted, task, began, workflow)
 
     def _revoke(self, delivery: Delivery, msg: Message, workflow: Workflow | None, reason: str, why: str,
                 began: float) -> Outcome:
@@ -255,44 +233,57 @@ class Executor:
                   delay_s=round(deferral.delay_s, 3))
         return Outcome(ACK_RETRIED, DEFERRED, msg.task, time.perf_counter() - began, task_id=msg.id)
 
-    def _execute(self, delivery: Delivery, msg: Message, task: Task[Any], began: float,
-                 workflow: Workflow | None = None) -> Outcome:
+    def execute(self, admitted: Admitted) -> Outcome:
+        """Run a sync task's body with its soft time limit (SIGALRM), then ``conclude``."""
+        begun = self.begin(admitted)
+        msg = admitted.message
+        try:
+            if begun.soft_limit_s:
+                signal.setitimer(signal.ITIMER_REAL, begun.soft_limit_s)
+            try:
+                value = admitted.task.run_with_request(begun.request, msg.args, msg.kwargs)
+            except Exception as exc:  # noqa: BLE001 - the task's own failure is data, not a worker error
+                return self.conclude(admitted, begun, error=exc)
+            finally:
+                if begun.soft_limit_s:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+            return self.conclude(admitted, begun, value=value)
+        finally:
+            if begun.run:
+                begun.run.postrun()
+
+    def begin(self, admitted: Admitted) -> Begun:
+        """What comes before the task body: its request, hooks (``prerun``, ``before_start``), STARTED when tracked,
+        ``on_start``, and its time limits now. The caller runs the body, then ``conclude``, then ``run.postrun``."""
+        delivery, msg, task = admitted.delivery, admitted.message, admitted.task
         request = Request(
             id=msg.id, task=msg.task, args=msg.args, kwargs=msg.kwargs, retries=msg.retries, queue=msg.queue,
             headers=msg.headers, eta=msg.eta, expires=msg.expires, root_id=msg.root_id or msg.id,
             parent_id=msg.parent_id, delivery_count=delivery.delivery_count, called_directly=False,
         )
         run = task_run(task, request)  # None for a plain task: no hook or signal to call
-        if run is None:
-            return self._run_task(delivery, msg, task, request, run, began, workflow)
-        run.prerun()
-        try:
-            return self._run_task(delivery, msg, task, request, run, began, workflow)
-        finally:
-            run.postrun()
-
-    def _run_task(self, delivery: Delivery, msg: Message, task: Task[Any], request: Request, run: TaskRun | None,
-                  began: float, workflow: Workflow | None) -> Outcome:
-        opts = task.options
-        soft_limit_s, hard_limit_s = self.runtime.limits.time_limits(msg.task, opts)
-        if opts.track_started:
+        if run:
+            run.prerun()
+        soft_limit_s, hard_limit_s = self.runtime.limits.time_limits(msg.task, task.options)
+        if task.options.track_started:
             self._store(msg, State.STARTED)
         self.on_start(Started(delivery.message_id, delivery.queue, msg.id, msg.task, hard_limit_s, msg))
         if run:
             run.before_start()
-        if soft_limit_s:
-            signal.setitimer(signal.ITIMER_REAL, soft_limit_s)
-        try:
-            value = task.run_with_request(request, msg.args, msg.kwargs)
-        except Retry as exc:
-            return self._retry(delivery, msg, task, exc, run, began, workflow)
-        except Exception as exc:  # noqa: BLE001 - the task's own failure is data, not a worker error
-            if opts.autoretry_for and isinstance(exc, opts.autoretry_for):
-                return self._retry(delivery, msg, task, Retry(exc=exc), run, began, workflow)
-            return self._fail(delivery, msg, exc, run, began, workflow)
-        finally:
-            if soft_limit_s:
-                signal.setitimer(signal.ITIMER_REAL, 0)
+        return Begun(request, run, soft_limit_s, hard_limit_s)
+
+    def conclude(self, admitted: Admitted, begun: Begun, *, value: Any = None,
+                 error: Exception | None = None) -> Outcome:
+        """After the task body returned ``value`` or raised ``error``: retry, fail or store the success (with its
+        follow-ups and hooks), and decide."""
+        delivery, msg, task, began, workflow = admitted
+        run = begun.run
+        if isinstance(error, Retry):
+            return self._retry(delivery, msg, task, error, run, began, workflow)
+        if error is not None:
+            if task.options.autoretry_for and isinstance(error, task.options.autoretry_for):
+                return self._retry(delivery, msg, task, Retry(exc=error), run, began, workflow)
+            return self._fail(delivery, msg, error, run, began, workflow)
         runtime = time.perf_counter() - began
         try:
             self._store(msg, State.SUCCESS, result=value)
@@ -305,6 +296,12 @@ class Executor:
         log.info("task succeeded", task_id=msg.id, task=msg.task, queue=delivery.queue,
                  runtime_ms=round(runtime * 1000, 3))
         return Outcome(ACK, SUCCESS, msg.task, runtime, task_id=msg.id, result=value, message=msg)
+
+    def terminated(self, admitted: Admitted) -> Outcome:
+        """A running coroutine cancelled by a revoke with terminate: REVOKED, the workflow's failure follow-ups, ack
+        (as the supervisor settles a terminated sync task)."""
+        delivery, msg, _, began, workflow = admitted
+        return self._revoke(delivery, msg, workflow, "terminated by a revoke", "terminated", began)
 
     def _retry(self, delivery: Delivery, msg: Message, task: Task[Any], reason: Retry, run: TaskRun | None,
                began: float, workflow: Workflow | None) -> Outcome:

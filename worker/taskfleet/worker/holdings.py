@@ -63,6 +63,9 @@ class Holdings:
         self._lock = threading.Lock()
         self._waiting: deque[Held] = deque()
         self._running: Held | None = None
+        #: An async child's deliveries in progress at once (taskfleet.worker.async_loop), by seq; ``_running`` is
+        #: then the sync task among them running inline, if any.
+        self._active: dict[int, Held] = {}
         self._running_since = 0.0
         self._last_seq = 0
         #: seq -> when its lease was last confirmed (``lease_clock``), None when uncertain; for every held delivery
@@ -96,6 +99,41 @@ class Holdings:
                 self._forget(self._running.seq)
             self._running = None
 
+    def start_concurrent(self) -> Held | None:
+        """The next waiting delivery, started beside those in progress (an async child): held until
+        ``finish_concurrent``; ``running`` names it only while ``run_inline`` says it runs inline."""
+        with self._lock:
+            if not self._waiting:
+                return None
+            held = self._waiting.popleft()
+            self._active[held.seq] = held
+            return held
+
+    def run_concurrently(self) -> None:
+        """The running delivery (started by the sync loop) goes on as one of several in progress (an async child)."""
+        with self._lock:
+            if self._running is not None:
+                self._active[self._running.seq] = self._running
+            self._running = None
+
+    def run_inline(self, held: Held) -> None:
+        """``held``, in progress, runs a sync task inline now: it is ``running`` (its hard time limit, a terminate
+        and the give-back of prefetched messages work as in a sync child) until ``finish_concurrent``."""
+        with self._lock:
+            self._running = held
+            self._running_since = time.monotonic()
+
+    def finish_concurrent(self, seq: int) -> int:
+        """Delivery ``seq`` is settled. Returns the highest seq up to which every delivery is finished or no longer
+        held (what ``Progress.finish`` may say: a dead child's supervisor acks what is at or below it)."""
+        with self._lock:
+            if self._active.pop(seq, None) is not None:
+                self._forget(seq)
+            if self._running is not None and self._running.seq == seq:
+                self._running = None
+            unfinished = [h.seq for h in self._waiting] + list(self._active)
+            return min(unfinished) - 1 if unfinished else self._last_seq
+
     def waiting(self) -> int:
         """How many unstarted deliveries wait."""
         with self._lock:
@@ -109,9 +147,10 @@ class Holdings:
         return [h.delivery for h in self.held()]
 
     def held(self) -> list[Held]:
-        """The waiting deliveries, then the running one."""
+        """The waiting deliveries, then those in progress (the running one; an async child's several)."""
         with self._lock:
-            return [*self._waiting, *([self._running] if self._running else [])]
+            running = [self._running] if self._running and self._running.seq not in self._active else []
+            return [*self._waiting, *self._active.values(), *running]
 
     def take_waiting(self, *, if_running_longer_than_s: float | None = None,
                      on_taken: Callable[[list[Held]], None] | None = None) -> list[Held]:

@@ -14,8 +14,18 @@ from taskfleet.worker.cpus import usable_cpus
 #: trips for short tasks (on Redis a fetch and an ack per 8 tasks: about twice the no-op drain rate of 4, measured
 #: with `make bench`, docs/benchmarks.md); small enough that a burst of medium tasks is not queued up behind one
 #: another in one child while its siblings idle. Prefetched messages count as in-flight, so a busy worker never
-#: hides a backlog, and a long task gives the rest back (see ``prefetch_release_s``).
+#: hides a backlog, and a long task gives the rest back (see ``prefetch_release_s``). On RabbitMQ the CLI's default is
+#: 32 instead (``DEFAULT_PREFETCH_RABBITMQ``: fewer windows, each of which costs a round trip).
 DEFAULT_PREFETCH = 8
+#: ``async def`` tasks in progress at once per child (``WorkerSettings.async_concurrency``).
+DEFAULT_ASYNC_CONCURRENCY = 256
+#: The CLI's default prefetch on RabbitMQ (amqp://, amqps://). RabbitMQ pushes the next deliveries only once it has
+#: the acks of the last ones, so every window costs the child an idle round trip, a Fetched and a Done event to the
+#: supervisor and an ack frame; at 8 that was about 0.05 ms of worker CPU per no-op task (0.17 ms at 8, 0.13 at 16,
+#: 0.12 at 32, 0.11 at 64: docs/bench-notes-rabbitmq.md). Work still spreads: a child running one task past
+#: ``prefetch_release_s`` gives its unstarted messages back, and prefetched messages count as in-flight (unacked)
+#: for the operator's scaling.
+DEFAULT_PREFETCH_RABBITMQ = 32
 #: A child that has been running one task this long gives its unstarted prefetched messages back to the queue, so a
 #: long task never makes short ones wait in one child while another child idles.
 DEFAULT_PREFETCH_RELEASE_S = 0.5
@@ -37,6 +47,13 @@ DEFAULT_TERMINATE_GRACE_S = 5.0
 LogFormat = Literal["json", "console", "auto"]
 
 
+def default_prefetch(broker_url: str) -> int:
+    """The worker's default ``prefetch`` for a broker URL: ``DEFAULT_PREFETCH_RABBITMQ`` on RabbitMQ,
+    ``DEFAULT_PREFETCH`` elsewhere."""
+    scheme = broker_url.partition(":")[0].lower()
+    return DEFAULT_PREFETCH_RABBITMQ if scheme in ("amqp", "amqps") else DEFAULT_PREFETCH
+
+
 @dataclass(frozen=True, kw_only=True)
 class WorkerSettings:
     """How one ``taskfleet worker`` process tree runs."""
@@ -44,12 +61,18 @@ class WorkerSettings:
     #: Queues the children consume, at least one, served fairly with the highest priority first; the CLI defaults to
     #: the app's ``default_queue``.
     queues: tuple[str, ...]
-    #: Child processes forked, each running one task at a time; at least 1. A child that exits is respawned. Default:
+    #: Child processes forked, each running one task at a time (``async def`` tasks: up to ``async_concurrency``);
+    #: at least 1. A child that exits is respawned. Default:
     #: the CPUs this process may use (its CPU affinity and its cgroup's CPU limit, rounded up; see
     #: ``taskfleet.worker.cpus``), not the host's CPU count: 2 in a pod limited to 2 CPUs on a 64-CPU node.
     concurrency: int = field(default_factory=usable_cpus)
     prefetch: int = DEFAULT_PREFETCH
     prefetch_release_s: float = DEFAULT_PREFETCH_RELEASE_S
+    #: ``async def`` tasks a child runs at once on its event loop (docs/async.md); a child that has met an async
+    #: task leases up to this many messages per fetch instead of ``prefetch``. The default, 256: two children of
+    #: tasks awaiting 100 ms serve about 5,000 tasks/s on paper (2 x 256 / 0.1 s), and 256 sockets per child stay
+    #: well inside the usual 1,024 open-file limit. Unused until a child meets an async task.
+    async_concurrency: int = DEFAULT_ASYNC_CONCURRENCY
     #: A child exits after finishing this many tasks and a fresh one is forked in its place, bounding slow leaks.
     #: None: never.
     max_tasks_per_child: int | None = None
@@ -105,6 +128,8 @@ class WorkerSettings:
             raise ConfigurationError("concurrency must be >= 1")
         if self.prefetch < 1:
             raise ConfigurationError("prefetch must be >= 1")
+        if self.async_concurrency < 1:
+            raise ConfigurationError("async_concurrency must be >= 1")
         if self.max_tasks_per_child is not None and self.max_tasks_per_child < 1:
             raise ConfigurationError("max_tasks_per_child must be >= 1")
         if self.max_memory_per_child_mb is not None and self.max_memory_per_child_mb <= 0:

@@ -124,6 +124,8 @@ class Steering:
             self.send_all(events.Revoke([(t, e) for t, e in self.sup.runtime.revoked.items() if t in wanted]))
             log.info("tasks revoked", task_ids=new[:20], count=len(new))
         by_id = {r.task_id: r for r in revocations if r.terminate}
+        if by_id:  # a child running one as a coroutine cancels it (taskfleet.worker.async_runner)
+            self.send_all(events.CancelTasks(list(by_id)))
         terminated = []
         for rec in list(self.sup.children.values()):
             running = rec.progress.running_task() if by_id and rec.terminating is None else None

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import pika
 import pika.exceptions
@@ -37,9 +37,9 @@ CONSUMER_TIMEOUT_MS = 2**31 - 1
 PublishConfirmed = Callable[[Channels, Publish], None]
 
 
-@dataclass(frozen=True, slots=True)
-class _Receipt:
-    """Which connection of which broker object delivered a message, and its delivery tag there."""
+class _Receipt(NamedTuple):
+    """Which connection of which broker object delivered a message, and its delivery tag there. A named tuple:
+    immutable and cheap to build, one per delivery (see ``RawDelivery``)."""
 
     link: AmqpLink
     generation: int
@@ -353,6 +353,8 @@ class Consumer:
 
 
 def _int(value: Any) -> int:
+    if value is None:  # the usual case (no such header): no exception raised and caught per delivery
+        return 0
     try:
         return max(0, int(value))
     except (TypeError, ValueError):

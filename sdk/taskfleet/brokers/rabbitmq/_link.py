@@ -34,8 +34,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import pika
@@ -69,9 +68,9 @@ if logging.getLogger("pika").level == logging.NOTSET:
     logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
-@dataclass(frozen=True, slots=True)
-class RawDelivery:
-    """A message pushed to one of this link's consumers."""
+class RawDelivery(NamedTuple):
+    """A message pushed to one of this link's consumers. A named tuple: immutable, and built per delivery about five
+    times faster than a frozen dataclass (whose ``__init__`` goes through ``object.__setattr__``)."""
 
     generation: int
     consumer_tag: str
