@@ -57,6 +57,18 @@ def _ctl(server: RabbitMQServer, *args: str) -> None:
                    stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=True)
 
 
+def _memory_limit(server: RabbitMQServer) -> int:
+    """The node's memory high watermark in bytes (its statistics appear a moment after it starts)."""
+    found: list[int] = []
+
+    def read() -> bool:
+        found.extend(int(node["mem_limit"]) for node in server.api("GET", "/api/nodes") if "mem_limit" in node)
+        return bool(found)
+
+    wait_for(read, timeout=15, interval=0.2, message="the management API reports no mem_limit")
+    return found[0]
+
+
 def test_windowed_publishes_return_before_their_confirm_and_flush_waits_for_every_one(
     make_rabbit: MakeRabbit, rabbitmq_server: RabbitMQServer, vhost: str
 ) -> None:
@@ -129,7 +141,7 @@ def test_messages_unconfirmed_when_the_server_closes_the_connection_are_publishe
     broker = make_rabbit()
     broker.enqueue("jobs", "m0", b"x")  # declared, connected
     # Given publishes RabbitMQ does not confirm yet (a memory alarm blocks publishers)
-    limit = int(rabbitmq_server.api("GET", "/api/nodes")[0]["mem_limit"])
+    limit = _memory_limit(rabbitmq_server)
     _ctl(rabbitmq_server, "set_vm_memory_high_watermark", "0")
     try:
         for i in range(1, 50):
