@@ -148,7 +148,11 @@ def test_messages_unconfirmed_when_the_server_closes_the_connection_are_publishe
             broker.enqueue_nowait("jobs", f"m{i}", b"x")
         assert broker._link.window.outstanding == 49
         # When the server closes the connection
-        for connection in rabbitmq_server.api("GET", f"/api/vhosts/{vhost_path(vhost)}/connections"):
+        connections: list[dict[str, Any]] = []
+        wait_for(lambda: connections.extend(rabbitmq_server.api(
+            "GET", f"/api/vhosts/{vhost_path(vhost)}/connections")) or connections, timeout=15, interval=0.2,
+            message="the management API lists the client's connection")  # a moment after it opens
+        for connection in connections:
             rabbitmq_server.api("DELETE", f"/api/connections/{vhost_path(connection['name'])}")
         wait_for(lambda: broker._link.generation > 2, timeout=10, message="the link notices and reconnects")
     finally:
