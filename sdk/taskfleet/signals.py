@@ -23,7 +23,9 @@ What each signal is sent with, and where (see docs/progress-hooks-signals.md):
   ``Message.to_dict()``, whose changes are not sent; ``headers``: the message's headers, which a
   ``before_task_publish`` receiver may change, to carry a trace context, say, and the message is sent with them;
   ``exchange`` ``""``; ``routing_key``: the queue): around each message ``delay``, ``send``, ``send_many``, a
-  workflow and a worker's retry or workflow follow-up publish, on the publishing thread.
+  workflow and a worker's retry or workflow follow-up publish, on the publishing thread. ``after_task_publish``
+  fires once the broker has the message, except for ``delay``/``send`` on RabbitMQ with windowed confirms (the
+  default, docs/brokers.md): there it fires once the message is written, before its confirm, as Celery's does.
 
 Checking for receivers is one dict lookup (``signal.receivers``), and nothing is built for a signal no receiver is
 connected to.
