@@ -16,7 +16,9 @@ separate queues and workers (docs/async.md).
 The child fetches up to ``async_concurrency`` messages at a time (the same count each time: on RabbitMQ it is the
 consumer's prefetch, which a change would re-declare), when nothing waits and at least an eighth of its capacity is
 free, so a child holds at most about twice ``async_concurrency`` deliveries. Acks are batched as in a sync child:
-``Settler.flush`` after each wake-up of the loop, and by the background thread when overdue.
+``Settler.flush`` after each wake-up of the loop, and by the background thread when overdue. A finish wakes the
+loop ``SETTLE_BATCH_S`` later (unless few deliveries are left running), so the finishes of those milliseconds share
+one ack call, one ``Done`` event and one fetch: an ack still goes out only after its coroutine finished.
 
 Finished deliveries are reported to ``Progress`` as a watermark: every delivery up to it is settled or no longer
 held (``Holdings.finish_concurrent``), so the supervisor of a child killed with coroutines in flight acks only
@@ -52,6 +54,9 @@ STUCK_GRACE_S = 1.0
 #: While coroutines run and no delivery waits, the loop wakes at least this often (seconds) to fetch more: the
 #: latency a new message may wait for a free slot, and a broker poll per wake-up when the queues are empty.
 BUSY_POLL_S = 0.02
+#: After a delivery finishes, the loop waits this long (seconds) for others to finish before it flushes their acks
+#: and fetches more, so that one ack call and one fetch serve many deliveries (unless few are left running).
+SETTLE_BATCH_S = 0.005
 
 
 class AsyncChildLoop:
@@ -69,6 +74,7 @@ class AsyncChildLoop:
         #: Set when an active delivery finishes: what ``_next_finished`` waits on (one future, not a callback on
         #: each of hundreds of tasks per wake-up as ``asyncio.wait`` would add).
         self._finished_one: asyncio.Future[None] | None = None
+        self._wake_pending = False  # a wake-up of ``_finished_one`` is scheduled (``SETTLE_BATCH_S``)
         self._done = done  # tasks this child finished (max_tasks_per_child)
         #: The async deliveries running, by task id (for ``report_stuck``).
         self._bodies: dict[str, tuple[Held, str]] = {}
@@ -119,6 +125,7 @@ class AsyncChildLoop:
         """Until an active delivery finishes, or ``timeout_s`` (None: no limit)."""
         loop = self.runner.loop
         waiter = self._finished_one = loop.create_future()
+        self._wake_pending = False
         timer = loop.call_later(timeout_s, _resolve, waiter) if timeout_s is not None else None
         try:
             await waiter
@@ -129,8 +136,16 @@ class AsyncChildLoop:
 
     def _on_finished(self, task: asyncio.Task[None]) -> None:
         self._active.discard(task)
-        if self._finished_one is not None:
-            _resolve(self._finished_one)
+        waiter = self._finished_one
+        if waiter is None or self._wake_pending:
+            return
+        if len(self._active) < max(1, self.runner.concurrency // 8):  # nearly idle: no reason to wait for more
+            _resolve(waiter)
+            return
+        # One wake-up per ``SETTLE_BATCH_S`` at most, not one per finish: each costs a flush (an ack call and a
+        # ``Done`` event) and perhaps a fetch, which then carry the batch's deliveries at once.
+        self._wake_pending = True
+        self.runner.loop.call_later(SETTLE_BATCH_S, _resolve, waiter)
 
     def _fetch(self, max_messages: int, timeout_s: float) -> None:
         child = self.child

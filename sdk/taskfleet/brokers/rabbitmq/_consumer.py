@@ -261,10 +261,15 @@ class Consumer:
         # ``_on_message``: RabbitMQ numbers them in the order it sends them). The others are acked one by one.
         oldest = min((tag for generation, tag in self._unsettled if generation == ch.generation), default=None)
         covered = len(tags) if oldest is None else bisect.bisect_left(tags, oldest)
-        if covered:
-            ch.consume.basic_ack(tags[covered - 1], multiple=covered > 1)
-        for tag in tags[covered:]:
-            ch.consume.basic_ack(tag)
+        acks = [(tags[covered - 1], covered > 1)] if covered else []
+        acks += [(tag, False) for tag in tags[covered:]]
+        # Queued on the asynchronous channel under it (pika internals, as in _publisher.py) and written at once by
+        # the last one: ``BlockingChannel.basic_ack`` flushes the socket per call, a write per ack (the async loop
+        # finishes deliveries out of order, so few are covered by ``multiple``).
+        for tag, multiple in acks[:-1]:
+            ch.consume._impl.basic_ack(delivery_tag=tag, multiple=multiple)
+        if acks:
+            ch.consume.basic_ack(acks[-1][0], multiple=acks[-1][1])
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
         """``RabbitMQBroker.release``: stop consuming, then give back these deliveries and the unstarted ones;
