@@ -111,10 +111,11 @@ def test_a_cancelled_get_async_leaves_nothing_waiting(app: App) -> None:
 
 
 def test_many_waits_share_one_thread_and_the_loop_keeps_running(app: App) -> None:
-    # Given 200 results stored 0.3 s after their waits start
+    # Given 200 results stored 1 s after their waits start (by one thread: 200 timer threads waking at once would
+    # measure the GIL, not the waits)
     ids = [f"t{i}" for i in range(200)]
-    for task_id in ids:
-        _store_later(app, ResultRecord(task_id=task_id, state=State.SUCCESS, result=task_id), 0.3)
+    records = [ResultRecord(task_id=task_id, state=State.SUCCESS, result=task_id) for task_id in ids]
+    threading.Timer(1.0, lambda: [_backend(app).store(record) for record in records]).start()
     ticks: list[float] = []
     threads_while_waiting: list[int] = []
     threads_before = threading.active_count()
@@ -136,10 +137,11 @@ def test_many_waits_share_one_thread_and_the_loop_keeps_running(app: App) -> Non
     # When they are all awaited at once in one loop
     values = asyncio.run(wait_all())
 
-    # Then each gets its own value, through one waiter thread, and the loop ticked throughout
+    # Then each gets its own value, through one waiter thread, and the loop ticked throughout: a wait that blocked
+    # the loop would stop the ticker for the whole second (a loaded machine delays a tick by tens of ms)
     assert values == ids
     assert threads_while_waiting[0] <= 1  # the waiter (none when an idle one of another app just exited)
-    assert max(b - a for a, b in itertools.pairwise(ticks)) < 0.1
+    assert max(b - a for a, b in itertools.pairwise(ticks)) < 0.5
 
 
 def test_a_group_result_awaits_every_member_and_raises_the_first_failure_in_order(app: App) -> None:
