@@ -90,7 +90,8 @@ class Supervisor:
         #: Work other threads hand to the main loop (``call_soon``), run at its next tick.
         self._soon: SimpleQueue[Callable[[], None]] = SimpleQueue()
         #: Run once the first children are forked, before the main loop: what only the supervisor needs (the health
-        #: server, prometheus_client) is started there, so the first children never hold its modules.
+        #: server, prometheus_client) is started there, so the first children never hold its modules (children
+        #: forked later, the replacements, inherit them, in pages shared copy-on-write with the supervisor).
         self.after_first_fork: list[Callable[[], None]] = []
 
     # -- connections of the supervisor itself --------------------------------------------------------------------
