@@ -4,9 +4,9 @@
                                      [--tasks 20000] [--rtt-count 300] [--quick] [--markdown]
 
 For each broker, each system runs every scenario (bench/scenarios.py) in turn, on a fresh slot of private servers,
-in its own runner process (Taskfleet on .venv, the peers on .bench-venv, created on first use). The report goes to
-bench/results/<timestamp>.json and .png, the workers' logs to bench/results/<timestamp>-logs/. docs/benchmarks.md
-explains the scenarios and the peers' settings.
+in its own runner process (Taskfleet on .bench-taskfleet-venv, the peers on .bench-venv, both created on first
+use). The report goes to bench/results/<timestamp>.json and .png, the workers' logs to
+bench/results/<timestamp>-logs/. docs/benchmarks.md explains the scenarios and the peers' settings.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import peers_env, report
+from bench import peers_env, report, taskfleet_env
 from bench.servers import BenchServers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"smoke run: {QUICK_TASKS} tasks and {QUICK_RTT} round trips (overrides both)")
     parser.add_argument("--taskfleet-prefetch", type=int, default=None,
                         help="taskfleet worker --prefetch (default: the worker's own default)")
+    parser.add_argument("--taskfleet-venv", choices=("runtime", "dev"), default="runtime",
+                        help="runtime: run Taskfleet from .bench-taskfleet-venv (taskfleet[redis,rabbitmq], as users "
+                             "install it; made on first use); dev: from this interpreter's venv (.venv)")
     parser.add_argument("--celery-prefetch-multiplier", type=int, default=64, help="worker_prefetch_multiplier")
     parser.add_argument("--peer-confirms", action="store_true",
                         help="turn on publisher confirms for the peers on RabbitMQ (Taskfleet always confirms)")
@@ -139,6 +142,23 @@ def _bench_venv(*, needed_by: list[str], png: bool) -> Path | None:
         return None
 
 
+def _taskfleet_python(which: str) -> Path:
+    """Taskfleet's interpreter: ``runtime``, the runtime-only venv (docs/benchmarks.md says why), or ``dev``, this
+    one (.venv)."""
+    if which == "dev":
+        return Path(sys.executable)
+    try:
+        return taskfleet_env.ensure_taskfleet_venv()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        raise SystemExit(f"cannot make {taskfleet_env.TASKFLEET_VENV.name} (--taskfleet-venv dev runs .venv): "
+                         f"{exc}") from exc
+
+
+def _venv_name(python: Path) -> str:
+    """The venv of ``python`` as the report names it, e.g. ``.bench-taskfleet-venv``."""
+    return python.parent.parent.name
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.from_json:
@@ -152,10 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     logs_root = RESULTS_DIR / f"{stamp}-logs"
     peers = [s for s in args.systems if s in report.PEERS] if set(args.brokers) & set(PEER_BROKERS) else []
     bench_python = _bench_venv(needed_by=peers, png=not args.no_png)
-    pythons = {"taskfleet": Path(sys.executable)}
+    taskfleet_python = _taskfleet_python(args.taskfleet_venv) if "taskfleet" in args.systems else None
+    pythons = {"taskfleet": taskfleet_python or Path(sys.executable)}
     if bench_python is not None:
         pythons.update({p: bench_python for p in report.PEERS})
     versions = {"python": platform.python_version()}
+    if taskfleet_python is not None:
+        versions.update(taskfleet_env.taskfleet_versions(taskfleet_python))
     if bench_python is not None:
         versions.update(peers_env.installed_versions(bench_python))
     results: dict[str, dict[str, Any]] = {}
@@ -178,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     full = {
         "meta": {
             "timestamp": stamp, "host": host_info(), "tasks": args.tasks, "rtt_count": args.rtt_count,
-            "concurrency": 2, "quick": args.quick, "only": args.only, "taskfleet_commit": taskfleet_commit(),
+            "concurrency": 2, "quick": args.quick, "taskfleet_venv": _venv_name(pythons["taskfleet"]),
+            "only": args.only, "taskfleet_commit": taskfleet_commit(),
             "versions": versions,
             "duration_s": round(time.perf_counter() - began, 1), "command": sys.argv,
         },

@@ -2,7 +2,8 @@
 
 Versions are pinned so two runs months apart compare the same peers; a stamp file records what was installed, and
 the venv is rebuilt only when ``REQUIREMENTS`` changes. The peers' workers and producers run on this interpreter;
-Taskfleet runs on .venv's. Both are the same CPython (the venv is made from .venv's base interpreter).
+Taskfleet runs on .bench-taskfleet-venv (bench/taskfleet_env.py). All are the same CPython (each venv is made from
+.venv's base interpreter).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import subprocess
 import sys
 import venv
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,9 +58,10 @@ def ensure_bench_venv(*, log: bool = True) -> Path:
     return python
 
 
-def installed_versions(python: Path) -> dict[str, str]:
-    """``{distribution: version}`` of the pinned packages as installed in ``python``'s environment."""
-    names = [r.split("[")[0].split("==")[0] for r in REQUIREMENTS]
+def installed_versions(python: Path, names: Sequence[str] | None = None) -> dict[str, str]:
+    """``{distribution: version}`` of ``names`` (default: the pinned packages) as installed in ``python``'s
+    environment."""
+    names = list(names) if names is not None else [r.split("[")[0].split("==")[0] for r in REQUIREMENTS]
     code = (
         "import json, sys\nfrom importlib.metadata import version\n"
         "print(json.dumps({n: version(n) for n in sys.argv[1:]}))"

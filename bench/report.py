@@ -139,6 +139,10 @@ def footnotes(report: dict[str, Any]) -> list[str]:
             notes.append(f"{system}: {settings}")
     meta = report["meta"]
     notes.append("versions: " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items()))
+    if venv_name := meta.get("taskfleet_venv"):
+        what = ("taskfleet[redis,rabbitmq] only, as users install it" if venv_name == ".bench-taskfleet-venv"
+                else "the development venv, with every dev tool")
+        notes.append(f"taskfleet ran from {venv_name} ({what})")
     notes.append("drain = tasks / time from the first message taken to an empty queue (worker start-up excluded; "
                  "on RabbitMQ 'empty' means no ready message, with at most the prefetch window still running)")
     for broker, by_system in report["results"].items():

@@ -39,6 +39,28 @@ except SystemExit as exit:
 """
 
 
+#: What only the supervisor needs once its children run: the health server and the metrics it renders.
+_SUPERVISOR_ONLY = ("prometheus_client", "http.server", "socketserver", "wsgiref", "taskfleet.worker.health")
+
+#: A worker with a health port (any free one): the modules at its first fork, then those it holds once it serves.
+_FIRST_FORK_WITH_HEALTH_PORT = """
+from taskfleet.worker import supervisor
+at_fork = []
+supervisor.Supervisor._spawn = lambda self, slot: at_fork.append(set(sys.modules))
+def tick(self):  # no child ran: stop at once, after the health server started
+    assert self.metrics.render()[0].startswith(b"#"), "the health server serves prometheus metrics"
+    self.draining = True
+supervisor.Supervisor._tick = tick
+from taskfleet.cli import main
+try:
+    main(["worker", "-A", "tests.tasks:app", "--broker", "memory://", "-c", "1", "--health-port", "0",
+          "--log-format", "json", "-l", "warning"])
+except SystemExit as exit:
+    assert exit.code == 0, exit.code
+print("\\n".join(f"at-fork:{m}" for m in sorted(at_fork[0])))
+"""
+
+
 def _run(code: str) -> set[str]:
     result = subprocess.run([sys.executable, "-c", f"import sys\n{code}\nprint('\\n'.join(sorted(sys.modules)))"],
                             cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
@@ -101,3 +123,15 @@ def test_an_idle_worker_without_task_events_has_not_loaded_what_only_some_paths_
 
     assert "taskfleet.worker.child" in modules
     assert _loaded(modules, *_ON_DEMAND) == []
+
+
+def test_a_worker_serving_health_checks_forks_its_first_children_before_it_loads_the_server_and_prometheus() -> None:
+    # Given a worker with a health port, when it forks its first child, then the child gets neither the health
+    # server nor prometheus_client; the supervisor loads them right after, to serve
+    modules = _run(_FIRST_FORK_WITH_HEALTH_PORT)
+    at_fork = {m.removeprefix("at-fork:") for m in modules if m.startswith("at-fork:")}
+
+    assert "taskfleet.worker.child" in at_fork
+    assert _loaded(at_fork, *_SUPERVISOR_ONLY) == []
+    assert "prometheus_client" in modules
+    assert "http.server" in modules

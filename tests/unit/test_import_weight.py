@@ -104,12 +104,6 @@ def test_a_worker_without_a_health_port_loads_neither_prometheus_nor_an_http_ser
     assert _loaded(modules, "prometheus_client", "http.server", "wsgiref") == []
 
 
-def test_a_worker_with_a_health_port_serves_prometheus_metrics() -> None:
-    modules = _worker_modules(health_port=True)
-
-    assert {"prometheus_client", "http.server"} <= modules
-
-
 def test_beat_loads_neither_the_supervisor_nor_the_operator() -> None:
     modules = _run(f"import sys\nfrom taskfleet.cli import main\ntry:\n    main(['beat', '-A', 'tests.tasks:app', "
                    f"'--list', '--log-format', 'json'])\nexcept SystemExit:\n    {_PRINT_MODULES}")

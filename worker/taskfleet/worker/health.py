@@ -39,10 +39,15 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> None:
+    def __init__(self, host: str, port: int, handler: type[BaseHTTPRequestHandler],
+                 listening: socket.socket | None = None) -> None:
         if ":" in host:
             self.address_family = socket.AF_INET6
-        super().__init__((host, port), handler)
+        super().__init__((host, port), handler, bind_and_activate=listening is None)
+        if listening is not None:  # already bound and listening (taskfleet.worker.health_socket)
+            self.socket.close()
+            self.socket = listening
+            self.server_address = listening.getsockname()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A failed request (e.g. the client hung up) is worth a debug line, not a traceback on stderr."""
@@ -107,14 +112,18 @@ class HealthServer:
         liveness: returns ``(alive, reason)``; ``GET /healthz`` answers 200 ``ok`` or 503 ``reason``.
         readiness: the same for ``GET /readyz``.
         metrics: returns ``(body, content_type)`` for ``GET /metrics``, e.g. ``WorkerMetrics.render``.
+        listening: a socket already bound and listening (``host`` and ``port`` then only name it), e.g. from
+            ``taskfleet.worker.health_socket.bind_health_socket``; ``stop`` closes it.
 
     The callables run on the server's request threads, so they must be thread-safe and quick.
     """
 
     def __init__(
-        self, *, host: str, port: int, liveness: Probe, readiness: Probe, metrics: MetricsSource
+        self, *, host: str, port: int, liveness: Probe, readiness: Probe, metrics: MetricsSource,
+        listening: socket.socket | None = None,
     ) -> None:
         self._host = host
+        self._listening = listening
         self._requested_port = port
         self._handler = _handler_class(liveness, readiness, metrics)
         self._server: _Server | None = None
@@ -140,7 +149,7 @@ class HealthServer:
         """
         if self._server is not None:
             raise RuntimeError("the health server is already started")
-        server = _Server(self._host, self._requested_port, self._handler)
+        server = _Server(self._host, self._requested_port, self._handler, self._listening)
         thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": _POLL_INTERVAL_S},

@@ -89,6 +89,10 @@ class Supervisor:
         self.tally = Tally()
         #: Work other threads hand to the main loop (``call_soon``), run at its next tick.
         self._soon: SimpleQueue[Callable[[], None]] = SimpleQueue()
+        #: Run once the first children are forked, before the main loop: what only the supervisor needs (the health
+        #: server, prometheus_client) is started there, so the first children never hold its modules (children
+        #: forked later, the replacements, inherit them, in pages shared copy-on-write with the supervisor).
+        self.after_first_fork: list[Callable[[], None]] = []
 
     # -- connections of the supervisor itself --------------------------------------------------------------------
 
@@ -116,6 +120,7 @@ class Supervisor:
         self.steering.refresh_revocations()  # before the fork: children start with them
         for slot in range(self.concurrency):
             self._spawn(slot)
+        self._run_after_first_fork()
         while self.children or not self.draining:
             self._tick()
         self.metrics.set_children(0)
@@ -125,6 +130,13 @@ class Supervisor:
             if closable is not None:
                 closable.close()
         return 0
+
+    def _run_after_first_fork(self) -> None:
+        for fn in self.after_first_fork:
+            try:
+                fn()
+            except Exception:  # the children run already: a supervisor-only extra must not orphan them
+                log.exception("starting a supervisor-only service after the first fork failed")
 
     def stop(self) -> None:
         """Drain and stop, as SIGTERM does (the ``shutdown`` command)."""

@@ -37,14 +37,17 @@ from taskfleet.worker.settings import (
 )
 
 if TYPE_CHECKING:
+    import socket
+
     from taskfleet.worker.beat import BeatThread
     from taskfleet.worker.control_server import ControlServer
+    from taskfleet.worker.health import HealthServer
     from taskfleet.worker.heartbeat import Heartbeat, RecordHook
     from taskfleet.worker.supervisor import Supervisor
 
-# What the supervisor has imported when it forks is in each child too, so ``run`` imports beat (``--beat``), the
-# health server and prometheus_client (a health port) only when they are used. The supervisor itself is imported
-# there too: ``taskfleet beat`` imports this module for its helpers.
+# What the supervisor has imported when it forks is in each child too, so ``run`` imports beat (``--beat``) only
+# when it is used, and the health server and prometheus_client (a health port) only after the first fork. The
+# supervisor itself is imported there too: ``taskfleet beat`` imports this module for its helpers.
 
 ENV_HEALTH_PORT = "TASKFLEET_HEALTH_PORT"
 #: Celery's ``worker_send_task_events`` as an environment variable (``1``/``true``/``0``/``false``...): what ``-E``
@@ -197,34 +200,37 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return ExitCode.BROKER_UNREACHABLE
     from taskfleet.worker.supervisor import Supervisor
 
-    # A container default that turns out to be busy is given up only when the server starts, below: then these
-    # metrics are counted and never served (the price of binding the port after the supervisor exists).
-    served = settings.health_port is not None
-    metrics = WorkerMetrics() if served else UnservedWorkerMetrics()
+    # The port is bound now (a busy one is an error before any child starts) and served once the first children
+    # are forked: they never hold http.server or prometheus_client (see taskfleet.worker.health_socket).
+    listening = None
+    if health_port is not None:
+        from taskfleet.worker.health_socket import bind_health_socket
+
+        try:
+            listening = bind_health_socket(host=settings.health_host, port=health_port.port,
+                                           required=health_port.explicit, log=log)
+        except ConfigurationError as exc:
+            log.error("cannot serve health checks", error=str(exc))
+            return ExitCode.BAD_CONFIG
+    served = listening is not None
+    # Beat's metrics share the worker's registry from the start; without beat, prometheus_client waits for the fork.
+    metrics = WorkerMetrics() if served and args.beat else UnservedWorkerMetrics()
     try:
         beat = _embedded_beat(app, args, metrics, served=served)
     except TaskfleetError as exc:
         log.error("cannot start beat", error=str(exc))
         return ExitCode.BAD_CONFIG
     supervisor = Supervisor(app, settings, metrics)
-    health = None
-    if health_port is not None:
-        from taskfleet.worker.health import start_health_server
-
-        try:
-            health = start_health_server(host=settings.health_host, port=health_port.port,
-                                         required=health_port.explicit, liveness=supervisor.liveness,
-                                         readiness=supervisor.readiness, metrics=metrics.render, log=log)
-        except ConfigurationError as exc:
-            log.error("cannot serve health checks", error=str(exc))
-            return ExitCode.BAD_CONFIG
+    health = _LateHealth(supervisor, listening, settings.health_host)
+    if listening is not None:
+        supervisor.after_first_fork.append(health.start)
     fleet = WorkerFleet.start(supervisor, on_record=_worker_events(app, supervisor))  # before "worker starting":
     # from then on it answers control requests
     backend_url = app.settings.result_backend_url
     log.info("worker starting", worker=fleet.control.worker, app=app.name, queues=list(settings.queues),
              concurrency=settings.concurrency, prefetch=settings.prefetch, broker=mask_url(broker_settings.url),
              result_backend=mask_url(backend_url) if backend_url else None, tasks=sorted(app.tasks),
-             health_port=health.port if health else None, pid=os.getpid())
+             health_port=health.port, pid=os.getpid())
     warn_unregistered(app, log)
     beat.start()
     try:
@@ -232,8 +238,43 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     finally:
         beat.stop()
         fleet.stop()
-        if health is not None:
-            health.stop()
+        health.stop()
+
+
+class _LateHealth:
+    """The worker's health server, on a socket bound before the first fork and served after it (``start``, run by
+    the supervisor once its first children are forked); ``listening`` None: no server."""
+
+    def __init__(self, supervisor: Supervisor, listening: socket.socket | None, host: str) -> None:
+        self._supervisor, self._listening, self._host = supervisor, listening, host
+        self._server: HealthServer | None = None
+
+    @property
+    def port(self) -> int | None:
+        """The bound TCP port (the one picked for ``--health-port 0``), or None without a server."""
+        return None if self._listening is None else int(self._listening.getsockname()[1])
+
+    def start(self) -> None:
+        """Create the worker's Prometheus metrics (its counts so far are its children's, re-set) and serve."""
+        if self._listening is None:
+            return
+        from taskfleet.worker.health import HealthServer
+
+        sup = self._supervisor
+        if isinstance(sup.metrics, UnservedWorkerMetrics):  # nobody counted yet (no --beat)
+            sup.metrics = WorkerMetrics()
+            sup.metrics.set_children(len(sup.children))
+        metrics = sup.metrics
+        self._server = HealthServer(host=self._host, port=self.port or 0, liveness=sup.liveness,
+                                    readiness=sup.readiness, metrics=metrics.render, listening=self._listening)
+        self._server.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket (also when the server never started)."""
+        if self._server is not None:
+            self._server.stop()
+        elif self._listening is not None:
+            self._listening.close()
 
 
 #: At start, how long the worker waits for its control listener before it says it started (and goes on anyway):
