@@ -6,45 +6,25 @@ testable)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
 from taskfleet import App
-from taskfleet.brokers.rabbitmq import RabbitMQBroker
 from taskfleet.errors import BrokerError, ConfigurationError
-from taskfleet.settings import BrokerSettings
 from tests import tasks
+from tests.integration.conftest import MakeRabbit
 from tests.support.brokers import BrokerKind
 from tests.support.rabbitmq_server import RabbitMQServer
 from tests.support.workers import WorkerProcess
 
-MakeRabbit = Callable[..., RabbitMQBroker]
 StartWorker = Callable[..., WorkerProcess]
 
 
-@pytest.fixture
-def vhost(rabbitmq_server: RabbitMQServer) -> Iterator[str]:
-    name = rabbitmq_server.new_vhost()
-    yield name
-    rabbitmq_server.delete_vhost(name)
 
 
-@pytest.fixture
-def make_rabbit(rabbitmq_server: RabbitMQServer, vhost: str) -> Iterator[MakeRabbit]:
-    """``make_rabbit(**settings)``: a RabbitMQ broker on the test's vhost, closed after the test."""
-    made: list[RabbitMQBroker] = []
-
-    def make(**settings: Any) -> RabbitMQBroker:
-        broker = RabbitMQBroker(BrokerSettings(url=rabbitmq_server.vhost_url(vhost), **settings))
-        made.append(broker)
-        return broker
-
-    yield make
-    for broker in made:
-        broker.close()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import os
 import signal
 import time
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,30 +17,14 @@ from taskfleet.brokers.base import Delivery
 from taskfleet.brokers.rabbitmq import RabbitMQBroker
 from taskfleet.brokers.rabbitmq._topology import credit_queue_name
 from taskfleet.errors import BrokerError
-from taskfleet.settings import BrokerSettings
 from tests import tasks
 from tests.conftest import StartWorker
-from tests.support.rabbitmq_server import RabbitMQServer
 from tests.support.waiting import wait_for
 from tests.support.workers import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def make_rabbit(rabbitmq_server: RabbitMQServer) -> Iterator[Any]:
-    vhost = rabbitmq_server.new_vhost()
-    made: list[RabbitMQBroker] = []
-
-    def make(**settings: Any) -> RabbitMQBroker:
-        broker = RabbitMQBroker(BrokerSettings(url=rabbitmq_server.vhost_url(vhost), **settings))
-        made.append(broker)
-        return broker
-
-    yield make
-    for broker in made:
-        broker.close()
-    rabbitmq_server.delete_vhost(vhost)
 
 
 def _fetch(broker: RabbitMQBroker, count: int, timeout_s: float = 5.0, prefetch: int | None = None) -> list[Delivery]:

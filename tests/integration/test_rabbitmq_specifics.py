@@ -4,53 +4,33 @@ behaviour every broker shares is in test_broker_conformance.py."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pika
 import pytest
 
 from taskfleet.brokers.base import Delivery, Outgoing
-from taskfleet.brokers.rabbitmq import RabbitMQBroker
 from taskfleet.brokers.rabbitmq._consumer import LOST_HEADER
 from taskfleet.brokers.rabbitmq._dead_letters import REASON_HEADER
 from taskfleet.errors import BrokerError
-from taskfleet.settings import BrokerSettings
+from tests.integration.conftest import MakeRabbit
 from tests.support.rabbitmq_server import RabbitMQServer
 from tests.support.waiting import wait_for
-
-MakeRabbit = Callable[..., RabbitMQBroker]
-
-
-@pytest.fixture
-def vhost(rabbitmq_server: RabbitMQServer) -> Iterator[str]:
-    name = rabbitmq_server.new_vhost()
-    yield name
-    rabbitmq_server.delete_vhost(name)
-
-
-@pytest.fixture
-def make_rabbit(rabbitmq_server: RabbitMQServer, vhost: str) -> Iterator[MakeRabbit]:
-    """``make_rabbit(query="", management=True, **settings)``: a RabbitMQ broker on the test's vhost."""
-    made: list[RabbitMQBroker] = []
-
-    def make(*, query: str = "", management: bool = True, **settings: Any) -> RabbitMQBroker:
-        url = rabbitmq_server.vhost_url(vhost) + (f"?{query}" if query else "")
-        broker = RabbitMQBroker(BrokerSettings(
-            url=url, management_url=rabbitmq_server.management_url if management else None, **settings))
-        made.append(broker)
-        return broker
-
-    yield make
-    for broker in made:
-        broker.close()
 
 
 def _raw_channel(server: RabbitMQServer, vhost: str) -> tuple[pika.BlockingConnection, Any]:
     connection = pika.BlockingConnection(pika.URLParameters(server.vhost_url(vhost)))
     return connection, connection.channel()
+
+
+@pytest.fixture
+def make_rabbit(make_rabbit: MakeRabbit) -> MakeRabbit:
+    """The shared ``make_rabbit`` (tests/integration/conftest.py) with the management API unless a test says
+    ``management=False``."""
+    return functools.partial(make_rabbit, management=True)
 
 
 def test_task_queues_are_durable_priority_queues_with_their_own_dead_letter_queue(

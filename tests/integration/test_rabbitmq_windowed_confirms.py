@@ -8,40 +8,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pika
 import pytest
 
-from taskfleet.brokers.rabbitmq import RabbitMQBroker
 from taskfleet.errors import PublishNotConfirmed
-from taskfleet.settings import BrokerSettings
+from tests.integration.conftest import MakeRabbit
 from tests.support.rabbitmq_server import RabbitMQServer, vhost_path
 from tests.support.waiting import wait_for
-
-MakeRabbit = Callable[..., RabbitMQBroker]
-
-
-@pytest.fixture
-def vhost(rabbitmq_server: RabbitMQServer) -> Iterator[str]:
-    name = rabbitmq_server.new_vhost()
-    yield name
-    rabbitmq_server.delete_vhost(name)
-
-
-@pytest.fixture
-def make_rabbit(rabbitmq_server: RabbitMQServer, vhost: str) -> Iterator[MakeRabbit]:
-    made: list[RabbitMQBroker] = []
-
-    def make(**settings: Any) -> RabbitMQBroker:
-        broker = RabbitMQBroker(BrokerSettings(url=rabbitmq_server.vhost_url(vhost), **settings))
-        made.append(broker)
-        return broker
-
-    yield make
-    for broker in made:
-        broker.close()
 
 
 def _ready(server: RabbitMQServer, vhost: str, queue: str) -> int:
