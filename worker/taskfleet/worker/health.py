@@ -14,8 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from taskfleet.errors import ConfigurationError
 from taskfleet.urls import mask_secrets
+from taskfleet.worker.health_socket import port_unavailable
 from taskfleet.worker.logging import Logger, get_logger
 
 __all__ = ["DEFAULT_CHECK_TIMEOUT_S", "HealthServer", "check_health"]
@@ -224,10 +224,6 @@ def start_health_server(*, host: str, port: int, required: bool, liveness: Probe
     try:
         health.start()
     except OSError as exc:
-        if required:
-            raise ConfigurationError(f"cannot serve health checks on {host}:{port}: {exc} (choose another "
-                                     "--health-port or TASKFLEET_HEALTH_PORT, or 0 for any free port)") from exc
-        log.warning("health checks not served: their default port is in use", host=host, port=port, error=str(exc),
-                    hint="set --health-port or TASKFLEET_HEALTH_PORT to serve them (0: any free port)")
+        port_unavailable(exc, host=host, port=port, required=required, log=log)
         return None
     return health

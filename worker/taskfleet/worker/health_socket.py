@@ -14,7 +14,7 @@ import socket
 from taskfleet.errors import ConfigurationError
 from taskfleet.worker.logging import Logger
 
-__all__ = ["bind_health_socket"]
+__all__ = ["bind_health_socket", "port_unavailable"]
 
 #: Connections the kernel queues before the server accepts them (probes arriving before it starts, in ms).
 _BACKLOG = 16
@@ -36,12 +36,22 @@ def bind_health_socket(*, host: str, port: int, required: bool, log: Logger) -> 
         sock.listen(_BACKLOG)
     except OSError as exc:
         sock.close()
-        if required:
-            raise ConfigurationError(f"cannot serve health checks on {host}:{port}: {exc} (choose another "
-                                     "--health-port or TASKFLEET_HEALTH_PORT, or 0 for any free port)") from exc
-        log.warning("health checks not served: their default port is in use", host=host, port=port, error=str(exc),
-                    hint="set --health-port or TASKFLEET_HEALTH_PORT to serve them (0: any free port)")
+        port_unavailable(exc, host=host, port=port, required=required, log=log)
         return None
     # A child must not keep the port bound after the supervisor is gone.
     os.register_at_fork(after_in_child=sock.close)
     return sock
+
+
+def port_unavailable(exc: OSError, *, host: str, port: int, required: bool, log: Logger) -> None:
+    """What a health port that cannot be bound (``exc``) means: an error for a ``required`` one, a warning for the
+    container default (the process runs without health checks).
+
+    Raises:
+        ConfigurationError: ``required`` (the caller logs it and exits with ``ExitCode.BAD_CONFIG``).
+    """
+    if required:
+        raise ConfigurationError(f"cannot serve health checks on {host}:{port}: {exc} (choose another "
+                                 "--health-port or TASKFLEET_HEALTH_PORT, or 0 for any free port)") from exc
+    log.warning("health checks not served: their default port is in use", host=host, port=port, error=str(exc),
+                hint="set --health-port or TASKFLEET_HEALTH_PORT to serve them (0: any free port)")
