@@ -1,5 +1,5 @@
 """Where a RabbitMQ drain's CPU goes: ``python bench/run.py -m bench.rabbitmq_cpu [--tasks 20000] [--prefetch 8,32]
-[--systems taskfleet,dramatiq]`` (docs/bench-notes-rabbitmq.md).
+[--systems taskfleet,dramatiq]`` (docs/benchmarks.md, "RabbitMQ drain").
 
 On one private RabbitMQ node, for Taskfleet at each ``--prefetch`` and for each peer: N no-ops are queued, then
 drained by a fresh 2-process worker; the CPU seconds (user + system, Linux /proc) of the worker's supervisor, of its
