@@ -27,7 +27,8 @@ REQUIREMENTS = (
     "matplotlib==3.11.2",
 )
 PIP_TIMEOUT_S = 900.0
-_STAMP = BENCH_VENV / ".bench-requirements"
+#: The file in a venv recording what was installed into it.
+_STAMP_NAME = ".bench-requirements"
 
 
 def bench_python() -> Path:
@@ -40,21 +41,31 @@ def ensure_bench_venv(*, log: bool = True) -> Path:
 
     Raises ``RuntimeError`` with pip's output when the install fails (no index access, say).
     """
-    wanted = "\n".join(REQUIREMENTS) + "\n"
-    python = bench_python()
-    if python.exists() and _STAMP.exists() and _STAMP.read_text() == wanted:
+    return ensure_venv(BENCH_VENV, list(REQUIREMENTS), wanted="\n".join(REQUIREMENTS) + "\n",
+                       what=", ".join(REQUIREMENTS) if log else None)
+
+
+def ensure_venv(path: Path, pip_args: Sequence[str], *, wanted: str, what: str | None) -> Path:
+    """Create the venv at ``path`` (from the running interpreter's base) and ``pip install`` ``pip_args`` into it
+    from the checkout's root, unless its stamp file already holds ``wanted``; then write the stamp. Prints a line
+    naming ``what`` is installed (None: silent). Returns the venv's python.
+
+    Raises ``RuntimeError`` with pip's output when the install fails (no index access, say).
+    """
+    python, stamp = path / "bin" / "python", path / _STAMP_NAME
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
         return python
-    if log:
-        print(f"creating {BENCH_VENV.relative_to(ROOT)} with {', '.join(REQUIREMENTS)} ...", flush=True)
+    if what is not None:
+        print(f"installing {what} into {path.relative_to(ROOT)} ...", flush=True)
     if not python.exists():
-        venv.EnvBuilder(with_pip=True, clear=True).create(BENCH_VENV)
+        venv.EnvBuilder(with_pip=True, clear=True).create(path)
     result = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *REQUIREMENTS],
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *pip_args],
         cwd=ROOT, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False,
     )
     if result.returncode != 0:
-        raise RuntimeError(f"pip install into {BENCH_VENV} failed:\n{result.stdout[-2000:]}{result.stderr[-4000:]}")
-    _STAMP.write_text(wanted)
+        raise RuntimeError(f"pip install into {path} failed:\n{result.stdout[-2000:]}{result.stderr[-4000:]}")
+    stamp.write_text(wanted)
     return python
 
 

@@ -11,12 +11,10 @@ installed; the venv is brought up to date when that, or pyproject.toml, changes.
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import sys
-import venv
 from pathlib import Path
 
-from bench.peers_env import PIP_TIMEOUT_S, REQUIREMENTS, installed_versions
+from bench.peers_env import REQUIREMENTS, ensure_venv, installed_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKFLEET_VENV = ROOT / ".bench-taskfleet-venv"
@@ -27,7 +25,6 @@ EXTRAS = "redis,rabbitmq"
 CLIENT_PINS = tuple(r for r in REQUIREMENTS if r.startswith(("redis==", "pika==")))
 #: The distributions whose versions a report records (``taskfleet:<name>``).
 REPORTED = ("taskfleet", "redis", "pika", "orjson", "structlog", "prometheus-client")
-_STAMP = TASKFLEET_VENV / ".bench-requirements"
 
 
 def taskfleet_python() -> Path:
@@ -46,22 +43,8 @@ def ensure_taskfleet_venv(*, log: bool = True) -> Path:
 
     Raises ``RuntimeError`` with pip's output when the install fails (no index access, say).
     """
-    wanted, python = _wanted(), taskfleet_python()
-    if python.exists() and _STAMP.exists() and _STAMP.read_text() == wanted:
-        return python
-    if log:
-        print(f"installing taskfleet[{EXTRAS}] into {TASKFLEET_VENV.relative_to(ROOT)} ...", flush=True)
-    if not python.exists():
-        venv.EnvBuilder(with_pip=True, clear=True).create(TASKFLEET_VENV)
-    result = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", f".[{EXTRAS}]",
-         *CLIENT_PINS],
-        cwd=ROOT, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"pip install into {TASKFLEET_VENV} failed:\n{result.stdout[-2000:]}{result.stderr[-4000:]}")
-    _STAMP.write_text(wanted)
-    return python
+    return ensure_venv(TASKFLEET_VENV, ["-e", f".[{EXTRAS}]", *CLIENT_PINS], wanted=_wanted(),
+                       what=f"taskfleet[{EXTRAS}]" if log else None)
 
 
 def taskfleet_versions(python: Path) -> dict[str, str]:
