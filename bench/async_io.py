@@ -23,14 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.apps.io_work import DONE_KEY, IO_S
 from bench.measure import DRAIN_TIMEOUT_S, Depth, Worker, rate, tree_cpu_s
 
 #: Tasks of the async scenario (the issue's figure).
 ASYNC_TASKS = 2_000
-#: Simulated I/O per task, seconds (each bench app's ``IO_S`` must match).
-IO_S = 0.1
-#: The Redis key every finished task increments.
-DONE_KEY = "bench:async:done"
 #: The scenario fails when no task has finished for this long (seconds): e.g. a worker that cannot run the task.
 STALL_S = 30.0
 #: How often the runner reads the queue depth and the counter (seconds): small next to a ~1 s drain.

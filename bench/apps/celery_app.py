@@ -9,15 +9,11 @@ events, no rate limits, JSON, results only for the tasks that need them.
 from __future__ import annotations
 
 import os
-import time
-from typing import Any
 
 from celery import Celery
+from io_work import blocking_io_then_count
 
 QUEUE = "bench"
-#: The async scenario's simulated I/O per task, seconds (bench/async_io.py's ``IO_S``), and its finish counter.
-IO_S = 0.1
-DONE_KEY = "bench:async:done"
 #: The Optimizing guide suggests "64 or 128" for lots of short tasks; 64 here (BENCH_CELERY_PREFETCH overrides).
 PREFETCH_MULTIPLIER = int(os.environ.get("BENCH_CELERY_PREFETCH", "64"))
 #: Publisher confirms on RabbitMQ (kombu's ``confirm_publish``): off by default, like Celery's; BENCH_PEER_CONFIRMS=1
@@ -70,17 +66,9 @@ def count(results: list[object]) -> int:
     return len(results)
 
 
-_counter: Any = None
-
 
 @app.task(name="bench.io_sleep", ignore_result=True)
 def io_sleep() -> None:
     """The async scenario: 100 ms of simulated I/O the way this pool runs it (a blocking sleep), then one INCR of
     the finish counter (``BENCH_COUNTER_URL``)."""
-    global _counter  # one client per worker process, made on first use
-    time.sleep(IO_S)
-    if _counter is None:
-        import redis
-
-        _counter = redis.Redis.from_url(os.environ["BENCH_COUNTER_URL"])
-    _counter.incr(DONE_KEY)
+    blocking_io_then_count()

@@ -9,17 +9,13 @@ for the result-storing actor.
 from __future__ import annotations
 
 import os
-import time
-from typing import Any
 
 import dramatiq
 from dramatiq.results import Results
 from dramatiq.results.backends import RedisBackend
+from io_work import blocking_io_then_count
 
 QUEUE = "bench"
-#: The async scenario's simulated I/O per task, seconds (bench/async_io.py's ``IO_S``), and its finish counter.
-IO_S = 0.1
-DONE_KEY = "bench:async:done"
 BROKER_URL = os.environ.get("BENCH_BROKER_URL", "redis://127.0.0.1:6379/0")
 #: Publisher confirms on RabbitMQ (``confirm_delivery``): off by default, like Dramatiq's; BENCH_PEER_CONFIRMS=1
 #: turns them on to compare against Taskfleet's always-confirmed publishes.
@@ -53,17 +49,9 @@ def noop_result() -> None:
     return None
 
 
-_counter: Any = None
-
 
 @dramatiq.actor(queue_name=QUEUE)
 def io_sleep() -> None:
     """The async scenario: 100 ms of simulated I/O the way this pool runs it (a blocking sleep), then one INCR of
     the finish counter (``BENCH_COUNTER_URL``)."""
-    global _counter  # one client per worker process, made on first use
-    time.sleep(IO_S)
-    if _counter is None:
-        import redis
-
-        _counter = redis.Redis.from_url(os.environ["BENCH_COUNTER_URL"])
-    _counter.incr(DONE_KEY)
+    blocking_io_then_count()

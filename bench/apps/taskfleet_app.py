@@ -7,12 +7,11 @@ import asyncio
 import os
 from typing import Any
 
+from io_work import DONE_KEY, IO_S
+
 from taskfleet import App
 
 QUEUE = "bench"
-#: The async scenario's simulated I/O per task, seconds (bench/async_io.py's ``IO_S``), and its finish counter.
-IO_S = 0.1
-DONE_KEY = "bench:async:done"
 
 #: Broker and result backend come from the worker's --broker/--result-backend and the runner's ``configure``.
 app = App("bench", default_queue=QUEUE)
