@@ -44,6 +44,12 @@ def _memory_limit(server: RabbitMQServer) -> int:
     return found[0]
 
 
+def _refuse_past_one_message(server: RabbitMQServer, vhost: str, queue: str) -> None:
+    """A policy making ``queue`` refuse (nack) publishes past one message (taskfleet declares its own arguments)."""
+    server.api("PUT", f"/api/policies/{vhost_path(vhost)}/full", {
+        "pattern": f"^{queue}$", "definition": {"max-length": 1, "overflow": "reject-publish"}, "apply-to": "queues"})
+
+
 def test_windowed_publishes_return_before_their_confirm_and_flush_waits_for_every_one(
     make_rabbit: MakeRabbit, rabbitmq_server: RabbitMQServer, vhost: str
 ) -> None:
@@ -60,8 +66,7 @@ def test_a_message_rabbitmq_refuses_to_store_is_raised_by_flush_with_its_id(
     make_rabbit: MakeRabbit, rabbitmq_server: RabbitMQServer, vhost: str
 ) -> None:
     # Given a queue that refuses publishes past one message (a policy: taskfleet declares its own arguments)
-    rabbitmq_server.api("PUT", f"/api/policies/{vhost_path(vhost)}/full", {
-        "pattern": "^jobs$", "definition": {"max-length": 1, "overflow": "reject-publish"}, "apply-to": "queues"})
+    _refuse_past_one_message(rabbitmq_server, vhost, "jobs")
     broker = make_rabbit()
     broker.enqueue("jobs", "first", b"x")
     # When a second message is published without waiting
@@ -76,8 +81,7 @@ def test_a_message_rabbitmq_refuses_to_store_is_raised_by_flush_with_its_id(
 def test_a_delivery_whose_task_published_a_refused_message_is_given_back_not_acked(
     make_rabbit: MakeRabbit, rabbitmq_server: RabbitMQServer, vhost: str
 ) -> None:
-    rabbitmq_server.api("PUT", f"/api/policies/{vhost_path(vhost)}/full", {
-        "pattern": "^next$", "definition": {"max-length": 1, "overflow": "reject-publish"}, "apply-to": "queues"})
+    _refuse_past_one_message(rabbitmq_server, vhost, "next")
     broker = make_rabbit()
     broker.enqueue("next", "filler", b"x")
     broker.enqueue("jobs", "cause", b"x")
