@@ -20,8 +20,9 @@ three stream queues (``_streams``) for the registry, the revocations and the eve
   ``events_max_len * ASSUMED_EVENT_BYTES`` (512 B), at least ``MIN_EVENTS_BYTES`` (1 MiB), and RabbitMQ drops whole
   segments (a quarter of the cap) when a new one starts. So it keeps about ``events_max_len`` events of 512 bytes
   (a packed event takes its bytes plus one; the per-message overhead is shared by the batch), more of smaller
-  ones, never more than 1.25 times the cap in bytes, and at least the newest full segment (a quarter of the cap:
-  on a loaded machine it was seen keeping 80% of the cap's events). ``emit_events`` writes in one write without
+  ones, never more than 1.25 times the cap in bytes, and at least the newest batch (RabbitMQ writes what arrives
+  together as one chunk, so a loaded server can close a segment well past its size: dropping it once left 30% of
+  the cap's events). ``emit_events`` writes in one write without
   waiting for confirms. The cursor is the stream offset of the last message read (markers included),
   ``"<offset>:<n>"`` when a page ended after the first ``n`` events of that message. A cap declared first by another
   store (another ``events_max_len``) stays as it was.
