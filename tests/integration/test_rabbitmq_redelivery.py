@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from taskfleet import App
-from taskfleet.brokers.base import Delivery
+from taskfleet.brokers.base import Delivery, Outgoing
 from taskfleet.brokers.rabbitmq import RabbitMQBroker
 from taskfleet.brokers.rabbitmq._topology import credit_queue_name
 from taskfleet.errors import BrokerError
@@ -106,6 +106,42 @@ def test_fetch_buffered_counts_a_redelivery_as_fetch_does(make_rabbit: Any) -> N
     wait_for(lambda: _take_into(got, holds) >= 1, timeout=5, interval=0.05, message="m came back")
     assert [(d.message_id, d.delivery_count) for d in got] == [("m", 2)]
     assert n.delivery_count == 1
+
+
+# -- a clean stop counts nothing ---------------------------------------------------------------------------------
+
+
+def test_closing_gives_back_uncounted_what_rabbitmq_pushed_and_no_fetch_took(make_rabbit: Any) -> None:
+    """A child that stops cleanly (drain, recycling) closes its broker while its consumer's buffer may hold messages
+    pushed since its last fetch: they were never started, so they must not come back counted as lost."""
+    stops, next_one = make_rabbit(), make_rabbit()
+    stops.enqueue("work", "m0", b"x")
+    [m0] = _fetch(stops, 1, prefetch=4)
+    stops.ack([m0])
+    for i in range(1, 4):
+        stops.enqueue("work", f"m{i}", b"x")
+    time.sleep(1.5)  # the I/O thread pumps the connection every 0.5 s: m1..m3 wait in the buffer, unfetched
+
+    stops.close()
+
+    got = _fetch(next_one, 3)
+    assert sorted((d.message_id, d.delivery_count) for d in got) == [("m1", 1), ("m2", 1), ("m3", 1)]
+
+
+def test_releasing_while_rabbitmq_is_still_pushing_counts_nothing(make_rabbit: Any) -> None:
+    """Releasing cancels the consumer while RabbitMQ may still be pushing to it. pika rejects (requeues) what arrives
+    between the cancel and its reply, which would come back flagged as redelivered and be counted: those are kept
+    and given back uncounted like the rest."""
+    releases, next_one = make_rabbit(), make_rabbit()
+    releases.enqueue_many([Outgoing(queue="work", message_id=f"m{i}", data=b"x" * 2000) for i in range(400)])
+    first = releases.fetch(["work"], max_messages=400, timeout_s=5)  # what has arrived so far; more on the way
+    assert 0 < len(first) < 400, "the fetch should return while RabbitMQ is still pushing"
+
+    releases.release(first)
+
+    got = _fetch(next_one, 400, timeout_s=15, prefetch=400)
+    assert len(got) == 400
+    assert {d.delivery_count for d in got} == {1}, sorted(d.message_id for d in got if d.delivery_count > 1)
 
 
 # -- credits: a supervisor vouching for a dead child's unstarted deliveries --------------------------------------

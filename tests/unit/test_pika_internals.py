@@ -226,3 +226,18 @@ def test_a_connection_exposes_its_socket_where_the_link_reads_it() -> None:
     used_by = "taskfleet/brokers/rabbitmq/_link.py (socket_fd)"
     assert "self._transport = transport" in inspect.getsource(base_connection.BaseConnection), used_by
     assert "self._sock = sock" in inspect.getsource(io_services_utils._AsyncTransportBase.__init__), used_by
+
+
+def test_a_channel_hands_each_delivery_to_its_own_on_deliver_and_rejects_a_cancelled_consumers() -> None:
+    """``Consumer._keep_late_deliveries`` replaces ``Channel._on_deliver`` on the instance to hold what arrives for
+    a consumer it cancelled: pika rejects (requeues) that before the cancel's reply, to come back flagged as
+    redelivered and be counted as a lost delivery. The override only works while pika dispatches through the
+    instance attribute with these arguments."""
+    used_by = "taskfleet/brokers/rabbitmq/_consumer.py (Consumer._keep_late_deliveries)"
+    channel_source = inspect.getsource(pika.channel.Channel)
+    assert "self._on_deliver(*response)" in channel_source, f"pika {pika.__version__}: {used_by}"
+    assert shape(pika.channel.Channel._on_deliver) == "(self, method_frame, header_frame, body)", (
+        f"pika {pika.__version__} changed Channel._on_deliver: now {shape(pika.channel.Channel._on_deliver)}; "
+        f"{used_by} replaces it")
+    assert "self.basic_reject(method_frame.method.delivery_tag)" in inspect.getsource(
+        pika.channel.Channel._on_deliver), f"pika {pika.__version__} no longer rejects there; {used_by} may be moot"

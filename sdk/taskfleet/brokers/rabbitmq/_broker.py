@@ -31,7 +31,9 @@ How the ``Broker`` contract maps onto AMQP:
   deliveries in the ``x-taskfleet-lost`` header and acked, so the count survives; past ``max_deliveries`` it goes to
   the dead-letter queue instead. ``release`` also republishes (not counted), so a released message goes to the tail
   of its priority, not the head.
-  A redelivery still in a consumer's buffer when it gives its buffer back is counted there.
+  A redelivery still in a consumer's buffer when it gives its buffer back is counted there. A clean stop counts
+  nothing: what arrives while consumers are being cancelled is kept (pika would reject it, to come back flagged as
+  redelivered), and ``close`` first gives back, uncounted, what RabbitMQ pushed and no fetch took.
 - A delivery can only be settled on the connection that received it; ``ack`` and ``nack`` from another process (a
   supervisor for a dead child) are no-ops. ``release`` from another process leaves a *credit* per delivery (a queue
   ``taskfleet.unstarted.<hash>`` holding its count): the redelivery that carries that count is then delivered
@@ -347,7 +349,12 @@ class RabbitMQBroker(Broker):
 
     def close(self) -> None:
         """Confirm outstanding windowed publishes (up to ``CLOSE_FLUSH_S``; what cannot be is logged), then close
-        the connection; unacked deliveries go back to their queues."""
+        the connection; unacked deliveries go back to their queues. What RabbitMQ pushed to a consumer and no fetch
+        took goes back first, uncounted (``Consumer.stop``)."""
+        try:
+            self._consumer.stop()
+        except BrokerError as exc:  # the connection is going anyway: RabbitMQ takes them back, counted
+            log.warning("rabbitmq: could not give back unfetched deliveries before closing: %s", exc)
         if not self._link.closed and (self._link.window.outstanding or self._link.window.refusals):
             self._flush_or_log(CLOSE_FLUSH_S, "at close")
         self._link.close()

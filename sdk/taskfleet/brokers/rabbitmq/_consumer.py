@@ -68,6 +68,8 @@ class Consumer:
         self._publish = publish
         self._consuming: _Consuming | None = None
         self._cancel_hooked = 0
+        #: consumer tags of this connection that were cancelled or are being cancelled (``_keep_late_deliveries``)
+        self._stopped_tags: set[str] = set()
         #: consumer tag -> queue, for every consumer of this connection (buffered deliveries may outlive theirs)
         self._tag_queues: dict[str, str] = {}
         #: (generation, delivery tag) of deliveries not settled yet. Settling a tag twice would make RabbitMQ close
@@ -140,6 +142,7 @@ class Consumer:
             self._tag_queues[tag] = name
         if self._cancel_hooked != ch.generation:
             ch.consume.add_on_cancel_callback(lambda _frame: self._forget_consumers())
+            self._keep_late_deliveries(ch)
             self._cancel_hooked = ch.generation
         self._consuming = _Consuming(ch.generation, names, prefetch, tags)
 
@@ -148,11 +151,30 @@ class Consumer:
         if consuming is None or consuming.generation != ch.generation:
             self._tag_queues = {}
             return
-        # Take in what has already arrived: pika nacks (requeues) deliveries still undispatched at cancel, and
-        # those would come back flagged as redelivered and be counted.
+        # Take in what has already arrived: pika rejects (requeues) a consumer's deliveries still undispatched at
+        # cancel, and those would come back flagged as redelivered and be counted as lost.
         ch.connection.process_data_events(0)
+        # What arrives for them from now on is taken in by ``_keep_late_deliveries``, not rejected or dropped.
+        self._stopped_tags.update(consuming.tags)
         for tag in consuming.tags:
             ch.consume.basic_cancel(tag)
+
+    def _keep_late_deliveries(self, ch: Channels) -> None:
+        """Once per connection: a delivery for a consumer of ours that is being cancelled, or is cancelled (a quorum
+        queue may deliver after the cancel's reply), is buffered and held like the rest. pika would reject it (to
+        come back flagged as redelivered, counted as lost) or drop it unsettled (held until the connection closes,
+        then counted). pika internals: ``Channel._on_deliver``, fenced by tests/unit/test_pika_internals.py."""
+        impl = ch.consume._impl
+        deliver = impl._on_deliver
+        stopped = self._stopped_tags = set()
+
+        def on_deliver(method_frame: Any, header_frame: Any, body: bytes) -> None:
+            if method_frame.method.consumer_tag in stopped:
+                self._on_message(ch.consume, method_frame.method, header_frame.properties, body)
+            else:
+                deliver(method_frame, header_frame, body)
+
+        impl._on_deliver = on_deliver
 
     def _on_message(self, channel: Any, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
         self._unsettled.add((self._link.generation, method.delivery_tag))
@@ -278,6 +300,16 @@ class Consumer:
         self.credit([d for d in deliveries if self._receipt(d) is None])
         if own:
             self._link.call(lambda ch: self._give_back(ch, own), action="release")
+
+    def stop(self) -> None:
+        """Before a clean close: stop consuming and give back, uncounted, what RabbitMQ pushed and no fetch took.
+        Closing with them held would return them flagged as redelivered, counted as lost, though nothing started
+        them (a child that drains or is recycled holds up to a prefetch of them). What a fetch returned and nobody
+        settled is left to the close, which gives it back counted."""
+        consuming = self._consuming
+        if consuming is None or self._link.closed or consuming.generation != self._link.generation:
+            return
+        self._link.call(lambda ch: self._give_back(ch, []), action="stop consuming")
 
     def _give_back(self, ch: Channels, deliveries: Sequence[Delivery]) -> None:
         consuming = self._consuming
