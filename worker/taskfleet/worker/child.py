@@ -84,6 +84,8 @@ HEARTBEAT_INTERVAL_S = 1.0
 #: slow task after fast ones does not hold their acks back.
 ACK_DELAY_MAX_S = 0.05
 _TICK_S = 0.05
+#: The signals that stop a child (SIGINT is ignored there): blocked while it is forked, until its handler is set.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 #: Task events (``-E``) collected by the hooks go out at most this often, in one broker call: a live view stays live,
 #: and a broker that writes each call as a transaction (SQLite) pays for few of them.
 EVENTS_FLUSH_S = 0.25
@@ -155,6 +157,7 @@ class Child:
     def run(self) -> str:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the supervisor decides
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked since the fork (``Supervisor._spawn``)
         broker = self.app.broker
         if self.handover is not None:
             broker.watch_connections(self._hand_over)

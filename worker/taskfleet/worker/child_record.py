@@ -44,6 +44,7 @@ class ChildRecord:
     kill_at: float = 0.0  # when to SIGKILL a child past its hard time limit, settled or not
     settled: bool = False  # the child acked its timed-out message itself
     kill_sent: bool = False
+    stop_sent: bool = False  # SIGTERM sent for a drain (a child forked as it began gets its own at the next tick)
     killed_in_drain: bool = False
     terminating: Termination | None = None  # its running task was revoked with terminate (taskfleet.worker.steering)
 

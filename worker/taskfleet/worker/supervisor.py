@@ -36,7 +36,7 @@ from taskfleet.errors import TaskfleetError, TimeLimitExceeded
 from taskfleet.states import State
 from taskfleet.worker import events
 from taskfleet.worker.broker_sockets import BrokerSockets
-from taskfleet.worker.child import child_main
+from taskfleet.worker.child import STOP_SIGNALS, child_main
 from taskfleet.worker.child_record import ChildRecord, Running, forget, settled_by_supervisor
 from taskfleet.worker.executor import exception_fields, keeps_results
 from taskfleet.worker.logging import get_logger
@@ -148,10 +148,17 @@ class Supervisor:
             self.drain_deadline = time.monotonic() + self.settings.drain_timeout_s
             log.info("draining: no new tasks; running ones may finish", signal=signal.Signals(signum).name,
                      drain_timeout_s=self.settings.drain_timeout_s, running=self._running_count())
-            for rec in self.children.values():
-                self._signal(rec, signal.SIGTERM)
+            self._stop_children()
         else:
             self.force_stop = True
+
+    def _stop_children(self) -> None:
+        """SIGTERM every child not sent one yet. Also run at each tick of a drain: the signal handler may have run
+        while a child was being forked, before it was recorded, and that child must not wait out the drain timeout."""
+        for rec in self.children.values():
+            if not rec.stop_sent:
+                rec.stop_sent = True
+                self._signal(rec, signal.SIGTERM)
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the main loop at its next tick (within about ``_LOOP_TICK_S``); safe from any thread. The
@@ -179,6 +186,8 @@ class Supervisor:
         now = time.monotonic()
         self._enforce_time_limits(now)
         self.steering.tick(now)
+        if self.draining:
+            self._stop_children()
         if self.draining and self.children and (self.force_stop or now >= self.drain_deadline):
             log.warning("drain timeout or second signal: stopping children; their messages are given back",
                         running=self._running_count())
@@ -232,7 +241,13 @@ class Supervisor:
         process = self._ctx.Process(target=child_main, args=(self.app, settings, theirs, slot, progress,
                                                              sockets.theirs, inherited, self.runtime),
                                     name=f"taskfleet-child-{slot}", daemon=False)
-        process.start()
+        # Forked with stop signals blocked: the child unblocks them once its own handler is set (``Child.run``), so
+        # a SIGTERM sent to it in between is not taken by the supervisor's handler it inherited.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         theirs.close()
         sockets.forked()
         now = time.monotonic()
