@@ -15,7 +15,7 @@ import taskfleet_app
 from bench.measure import Depth
 from bench.scenarios import QUEUE, Kind, runner_main, runner_parser, task_args, worker_env
 from taskfleet.producer import SEND_MANY_CHUNK
-from taskfleet.worker.settings import DEFAULT_PREFETCH
+from taskfleet.worker.settings import default_prefetch
 
 CONCURRENCY = 2
 
@@ -31,8 +31,8 @@ class TaskfleetSystem:
         self.args = args
         self.app = taskfleet_app.app
         self.app.configure(broker=args.broker_url, result_backend=args.backend_url)
-        #: --prefetch, else the worker's own default (docs/configuration.md).
-        self.prefetch: int = args.prefetch if args.prefetch is not None else DEFAULT_PREFETCH
+        #: --prefetch, else the worker's own default for this broker (docs/configuration.md).
+        self.prefetch: int = args.prefetch if args.prefetch is not None else default_prefetch(args.broker_url)
 
     def settings(self) -> dict[str, Any]:
         return {

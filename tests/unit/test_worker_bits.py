@@ -24,7 +24,7 @@ from taskfleet.worker.child import Child
 from taskfleet.worker.holdings import SAFE_LEASE_FRACTION, Held, Holdings, Lease, lease_certain, lease_clock
 from taskfleet.worker.loader import AppImportError, load_app, prepare_app
 from taskfleet.worker.progress import Progress, sort_leftovers
-from taskfleet.worker.settings import WorkerSettings
+from taskfleet.worker.settings import DEFAULT_PREFETCH, DEFAULT_PREFETCH_RABBITMQ, WorkerSettings, default_prefetch
 from tests import tasks
 
 # -- load_app ----------------------------------------------------------------------------------------------------
@@ -152,6 +152,17 @@ def test_worker_settings_accept_sensible_values() -> None:
 
 def test_worker_concurrency_defaults_to_at_least_one() -> None:
     assert WorkerSettings(queues=("default",)).concurrency >= 1
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("amqp://guest:guest@rabbit:5672/%2F", DEFAULT_PREFETCH_RABBITMQ),
+    ("AMQPS://rabbit/vhost", DEFAULT_PREFETCH_RABBITMQ),
+    ("redis://localhost:6379/0", DEFAULT_PREFETCH),
+    ("sqlite:///tmp/tf.db", DEFAULT_PREFETCH),
+    ("", DEFAULT_PREFETCH),
+])
+def test_the_default_prefetch_is_larger_on_rabbitmq_only(url: str, expected: int) -> None:
+    assert default_prefetch(url) == expected
 
 
 # -- Holdings ----------------------------------------------------------------------------------------------------

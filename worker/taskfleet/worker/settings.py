@@ -14,12 +14,18 @@ from taskfleet.worker.cpus import usable_cpus
 #: trips for short tasks (on Redis a fetch and an ack per 8 tasks: about twice the no-op drain rate of 4, measured
 #: with `make bench`, docs/benchmarks.md); small enough that a burst of medium tasks is not queued up behind one
 #: another in one child while its siblings idle. Prefetched messages count as in-flight, so a busy worker never
-#: hides a backlog, and a long task gives the rest back (see ``prefetch_release_s``). A larger window costs less per
-#: task (on RabbitMQ 0.17 ms of worker CPU per no-op at 8, 0.12 at 32: docs/benchmarks.md) but puts more messages at
-#: stake when a whole worker dies: each one it held comes back counted towards ``max_deliveries``, started or not.
+#: hides a backlog, and a long task gives the rest back (see ``prefetch_release_s``). On RabbitMQ the CLI's default is
+#: 32 instead (``DEFAULT_PREFETCH_RABBITMQ``: fewer windows, each of which costs a round trip).
 DEFAULT_PREFETCH = 8
 #: ``async def`` tasks in progress at once per child (``WorkerSettings.async_concurrency``).
 DEFAULT_ASYNC_CONCURRENCY = 256
+#: The CLI's default prefetch on RabbitMQ (amqp://, amqps://). RabbitMQ pushes the next deliveries only once it has
+#: the acks of the last ones, so every window costs the child an idle round trip, a Fetched and a Done event to the
+#: supervisor and an ack frame; at 8 that was about 0.05 ms of worker CPU per no-op task (0.17 ms at 8, 0.13 at 16,
+#: 0.12 at 32, 0.11 at 64: docs/bench-notes-rabbitmq.md). Work still spreads: a child running one task past
+#: ``prefetch_release_s`` gives its unstarted messages back, and prefetched messages count as in-flight (unacked)
+#: for the operator's scaling.
+DEFAULT_PREFETCH_RABBITMQ = 32
 #: A child that has been running one task this long gives its unstarted prefetched messages back to the queue, so a
 #: long task never makes short ones wait in one child while another child idles.
 DEFAULT_PREFETCH_RELEASE_S = 0.5
@@ -40,6 +46,12 @@ DEFAULT_TERMINATE_GRACE_S = 5.0
 
 LogFormat = Literal["json", "console", "auto"]
 
+
+def default_prefetch(broker_url: str) -> int:
+    """The worker's default ``prefetch`` for a broker URL: ``DEFAULT_PREFETCH_RABBITMQ`` on RabbitMQ,
+    ``DEFAULT_PREFETCH`` elsewhere."""
+    scheme = broker_url.partition(":")[0].lower()
+    return DEFAULT_PREFETCH_RABBITMQ if scheme in ("amqp", "amqps") else DEFAULT_PREFETCH
 
 
 @dataclass(frozen=True, kw_only=True)

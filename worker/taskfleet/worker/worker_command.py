@@ -31,7 +31,9 @@ from taskfleet.worker.settings import (
     DEFAULT_DRAIN_TIMEOUT_S,
     DEFAULT_HEALTH_PORT_IN_CONTAINER,
     DEFAULT_PREFETCH,
+    DEFAULT_PREFETCH_RABBITMQ,
     WorkerSettings,
+    default_prefetch,
 )
 
 if TYPE_CHECKING:
@@ -65,7 +67,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], 
     p.add_argument("-c", "--concurrency", type=int, default=cpus.usable_cpus(),
                    help="child processes (default: the CPUs this process may use: its CPU affinity and its cgroup's "
                         "CPU limit, rounded up; 2 in a pod limited to 2 CPUs)")
-    p.add_argument("--prefetch", type=int, default=DEFAULT_PREFETCH, help="messages leased per child fetch")
+    p.add_argument("--prefetch", type=int, default=None,
+                   help=f"messages leased per child fetch (default: {DEFAULT_PREFETCH_RABBITMQ} on RabbitMQ, "
+                        f"{DEFAULT_PREFETCH} on the other brokers)")
     p.add_argument("--async-concurrency", type=int, default=DEFAULT_ASYNC_CONCURRENCY, metavar="N",
                    help="async def tasks each child runs at once on its event loop (docs/async.md)")
     p.add_argument("--max-tasks-per-child", type=int, default=None, help="recycle a child after N tasks")
@@ -178,7 +182,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         queues = tuple(q.strip() for q in args.queues.split(",") if q.strip()) if args.queues else (
             app.settings.default_queue,)
         settings = WorkerSettings(
-            queues=queues, concurrency=args.concurrency, prefetch=args.prefetch,
+            queues=queues, concurrency=args.concurrency, prefetch=_prefetch(args.prefetch, app),
             async_concurrency=args.async_concurrency,
             max_tasks_per_child=args.max_tasks_per_child, max_memory_per_child_mb=args.max_memory_per_child,
             drain_timeout_s=args.drain_timeout, broker_connect_timeout_s=args.broker_timeout,
@@ -383,3 +387,7 @@ def wait_for_broker(settings: BrokerSettings, timeout_s: float) -> bool:
     finally:
         broker.close()
 
+
+def _prefetch(flag: int | None, app: App) -> int:
+    """``--prefetch``, else the default for the app's broker (``default_prefetch``: larger on RabbitMQ)."""
+    return flag if flag is not None else default_prefetch(app.settings.broker_url or "")
