@@ -22,7 +22,7 @@ DEFAULT_ASYNC_CONCURRENCY = 256
 #: The CLI's default prefetch on RabbitMQ (amqp://, amqps://). RabbitMQ pushes the next deliveries only once it has
 #: the acks of the last ones, so every window costs the child an idle round trip, a Fetched and a Done event to the
 #: supervisor and an ack frame; at 8 that was about 0.05 ms of worker CPU per no-op task (0.17 ms at 8, 0.13 at 16,
-#: 0.12 at 32, 0.11 at 64: docs/bench-notes-rabbitmq.md). Work still spreads: a child running one task past
+#: 0.12 at 32, 0.11 at 64: docs/benchmarks.md). Work still spreads: a child running one task past
 #: ``prefetch_release_s`` gives its unstarted messages back, and prefetched messages count as in-flight (unacked)
 #: for the operator's scaling.
 DEFAULT_PREFETCH_RABBITMQ = 32
