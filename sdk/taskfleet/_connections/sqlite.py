@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -129,18 +130,41 @@ class SQLiteDatabase:
         parent = os.path.dirname(self.path)
         if parent:
             os.makedirs(parent, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            # NORMAL in WAL mode: a commit survives a process crash; only an OS crash may lose the last ones.
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.executescript(self._schema)
-        except BaseException:
-            conn.close()
-            raise
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            try:
+                self._prepare(conn)
+                break
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                # Processes opening a new file at once: one may find it locked while another switches it to WAL,
+                # where SQLite does not wait (busy_timeout or not). Open again until the busy timeout.
+                if not _busy(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+            except BaseException:
+                conn.close()
+                raise
         self._conn, self._pid = conn, os.getpid()
         return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        # NORMAL in WAL mode: a commit survives a process crash; only an OS crash may lose the last ones.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        # The schema under the write lock taken up front (BEGIN IMMEDIATE waits for it): in WAL mode a statement that
+        # turns a read into a write on a snapshot another process has just changed fails at once instead.
+        conn.executescript(f"BEGIN IMMEDIATE;\n{self._schema}\nCOMMIT;")
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused because another connection holds a lock (SQLITE_BUSY or SQLITE_LOCKED)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _forget_inherited_connections() -> None:
