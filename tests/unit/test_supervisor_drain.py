@@ -35,9 +35,9 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     proc.wait()
 
 
-def _child(proc: subprocess.Popen[bytes]) -> Any:
+def _child(pid: int) -> Any:
     """The part of a ``ChildRecord`` a drain's signals use."""
-    return SimpleNamespace(process=SimpleNamespace(pid=proc.pid), stop_sent=False)
+    return SimpleNamespace(process=SimpleNamespace(pid=pid), stop_sent=False)
 
 
 def test_a_child_recorded_after_the_drain_began_gets_its_sigterm_at_the_next_tick(
@@ -45,7 +45,7 @@ def test_a_child_recorded_after_the_drain_began_gets_its_sigterm_at_the_next_tic
     # Given a drain that began while a child was being forked (no child recorded yet)
     sup._on_stop_signal(signal.SIGTERM, None)
     # When that child is recorded and the supervisor's loop runs its drain step
-    sup.children[0] = _child(sleeper)
+    sup.children[0] = _child(sleeper.pid)
     sup._stop_children()
 
     # Then the child got its SIGTERM
@@ -57,7 +57,7 @@ def test_each_child_gets_one_sigterm_however_many_ticks_the_drain_takes(sup: Sup
     sent: list[tuple[int, int]] = []
     sup._signal = lambda rec, signum: sent.append((rec.process.pid, signum))  # type: ignore[method-assign]
     sup._on_stop_signal(signal.SIGTERM, None)
-    sup.children[0] = SimpleNamespace(process=SimpleNamespace(pid=4242), stop_sent=False)
+    sup.children[0] = _child(4242)
 
     for _ in range(3):
         sup._stop_children()
