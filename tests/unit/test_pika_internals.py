@@ -241,3 +241,81 @@ def test_a_channel_hands_each_delivery_to_its_own_on_deliver_and_rejects_a_cance
         f"{used_by} replaces it")
     assert "self.basic_reject(method_frame.method.delivery_tag)" in inspect.getsource(
         pika.channel.Channel._on_deliver), f"pika {pika.__version__} no longer rejects there; {used_by} may be moot"
+
+
+class WatchRecorder:
+    """The I/O services a pika transport asks to watch its socket: which watches are on."""
+
+    def __init__(self) -> None:
+        self.readers: set[int] = set()
+        self.writers: set[int] = set()
+
+    def set_reader(self, fd: int, _on_readable: Callable[[], None]) -> None:
+        self.readers.add(fd)
+
+    def set_writer(self, fd: int, _on_writable: Callable[[], None]) -> None:
+        self.writers.add(fd)
+
+    def remove_writer(self, fd: int) -> bool:
+        self.writers.discard(fd)
+        return True
+
+
+@pytest.fixture
+def plaintext_transport() -> Any:
+    """pika's plain-TCP transport on one end of a socket pair: (transport, its watches, the other end)."""
+    import socket
+
+    from pika.adapters.utils import io_services_utils
+
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    watches = WatchRecorder()
+    transport = io_services_utils._AsyncPlaintextTransport(ours, object(), watches)  # type: ignore[arg-type]
+    yield transport, watches, theirs
+    ours.close()
+    theirs.close()
+
+
+def test_a_plaintext_transport_sends_its_buffer_when_told_the_socket_is_writable(plaintext_transport: Any) -> None:
+    """``ConfirmPublisher._push`` writes a windowed publish from the calling thread: it checks that the connection's
+    ``_transport`` is pika's ``_AsyncPlaintextTransport``, that ``get_write_buffer_size`` has something, and calls
+    ``_on_socket_writable``, which must send the buffer now and stop watching for writability, as pika's poll would.
+    Otherwise the message waits for the next pump (up to ``PUMP_S``)."""
+    from pika.adapters import base_connection
+
+    used_by = "taskfleet/brokers/rabbitmq/_publisher.py (ConfirmPublisher._push)"
+    transport, watches, theirs = plaintext_transport
+    fd = transport._sock.fileno()
+    assert "self._transport = transport" in inspect.getsource(base_connection.BaseConnection), used_by
+
+    frames = b"\x01a basic.publish and its frames\xce"
+    transport.write(frames)
+    unchanged = f"pika {pika.__version__}: a plaintext transport's write() no longer buffers and watches for " \
+        f"writability; {used_by} relies on both"
+    assert transport.get_write_buffer_size() == len(frames), unchanged
+    assert fd in watches.writers, unchanged
+    transport._on_socket_writable()
+
+    assert theirs.recv(100) == frames, (
+        f"pika {pika.__version__}: _AsyncPlaintextTransport._on_socket_writable no longer sends the buffer; {used_by}")
+    assert transport.get_write_buffer_size() == 0, used_by
+    assert fd not in watches.writers, used_by
+
+
+def test_a_plaintext_transport_keeps_what_the_socket_did_not_take(plaintext_transport: Any) -> None:
+    """When the socket's buffer is full the rest stays in pika's buffer, still watched: pika's next poll (the
+    publisher's ``_flush_output``) sends it, so nothing is lost or reordered."""
+    transport, watches, theirs = plaintext_transport
+    big = bytes(range(256)) * 40_000  # 10 MB: more than a socket pair's buffers hold
+
+    transport.write(big)
+    transport._on_socket_writable()
+
+    left = transport.get_write_buffer_size()
+    assert 0 < left < len(big)
+    assert transport._sock.fileno() in watches.writers
+    received = bytearray()
+    while len(received) < len(big) - left:
+        received += theirs.recv(1 << 20)
+    assert bytes(received) == big[: len(big) - left]

@@ -37,6 +37,7 @@ import pika
 import pika.frame
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport as PlaintextTransport
 
 from taskfleet.brokers.rabbitmq import _frames as frames
 
@@ -183,7 +184,8 @@ class ConfirmPublisher:
             if window.full:
                 self.channel._flush_output(lambda: window.outstanding <= window.limit // 2)
             else:
-                self.channel._flush_output()
+                self._push()
+                self.channel._flush_output()  # what the socket did not take at once (nothing, usually)
         except BaseException:
             self._broken = True
             window.channel_lost()  # the written ones first, then those not reached: nothing leaves the window
@@ -239,6 +241,15 @@ class ConfirmPublisher:
             self._impl._raise_if_not_open()
             self._impl.connection._output_marshaled_frames([b"".join(pending)])
             pending.clear()
+
+    def _push(self) -> None:
+        """Send pika's output buffer to the socket now, from this thread, instead of in pika's next poll, which
+        would first read and dispatch whatever waits on the socket (the confirms of earlier messages): the message
+        is on the wire about 0.07 ms sooner. The confirms are read by the next pump. Plain TCP only (pika's
+        transport sends until the socket would block and keeps the rest); over TLS the poll writes."""
+        transport: Any = getattr(self._impl.connection, "_transport", None)
+        if type(transport) is PlaintextTransport and transport.get_write_buffer_size():
+            transport._on_socket_writable()
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
