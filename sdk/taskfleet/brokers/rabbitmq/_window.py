@@ -2,11 +2,11 @@
 in ``windowed`` publisher-confirm mode (``BrokerSettings.publish_confirms``).
 
 A windowed publish is written out and returns; its confirm is read later, whenever the link's connection is pumped
-(the next publish, the I/O thread every ``PUMP_S``, ``flush``). Until then the message is kept here, by its delivery
-tag on the current publisher channel, so that nothing is lost without a trace:
+(the I/O thread every ``PUMP_S``, a publish that finds the window full, a batch, ``flush``). Until then the message
+is kept here, by its delivery tag on the current publisher channel, so that nothing is lost without a trace:
 
 - ``basic.ack`` forgets it (``multiple`` every tag up to it); ``basic.nack``, or a ``basic.return`` before the ack
-  (mandatory and unroutable), records it as a ``Refusal``, which the next publish or ``flush`` raises;
+  (mandatory and unroutable), records it as a ``Refusal``, which the next publish after it or ``flush`` raises;
 - a channel or connection lost before its confirm makes it an *orphan*: published again, first thing, on the next
   channel (at-least-once: RabbitMQ may have stored the first copy, so a duplicate is possible, a loss is not).
 
