@@ -6,9 +6,9 @@ holds from its ``Fetched`` events and what it settled from ``Done``, ``Released`
 when it dies, which of those it had finished, was running or never started from the ``Progress`` they share.
 
 A live child settles its own messages (its ``Settler``); the supervisor settles only a dead child's leftovers
-(``_give_back``). Past a hard time limit it stores the FAILURE and sends the child ``Settle``: only the child's
-connection may ack the running message. It never shares a live broker connection with a child (each opens its own
-after ``fork()``); its own is used only for hand-backs, time-limit results and readiness.
+(taskfleet.worker.child_exit). Past a hard time limit it stores the FAILURE and sends the child ``Settle``: only the
+child's connection may ack the running message. It never shares a live broker connection with a child (each opens
+its own after ``fork()``); its own is used only for hand-backs, time-limit results and readiness.
 
 The control commands change it at runtime through its ``steering`` (taskfleet.worker.steering: revocations and
 terminate, limits, queues, pool size); what its children must know of them (``runtime``: the revoked ids, the
@@ -37,12 +37,13 @@ from taskfleet.states import State
 from taskfleet.worker import events
 from taskfleet.worker.broker_sockets import BrokerSockets
 from taskfleet.worker.child import STOP_SIGNALS, child_main
-from taskfleet.worker.child_record import ChildRecord, Running, forget, settled_by_supervisor
+from taskfleet.worker.child_exit import exit_reason, give_back
+from taskfleet.worker.child_record import ChildRecord, Running, forget
 from taskfleet.worker.executor import exception_fields, keeps_results
 from taskfleet.worker.logging import get_logger
 from taskfleet.worker.metrics import WorkerMetrics
 from taskfleet.worker.orphans import reap_orphans
-from taskfleet.worker.progress import Progress, sort_leftovers
+from taskfleet.worker.progress import Progress
 from taskfleet.worker.rate_limiter import LocalRateLimiter
 from taskfleet.worker.runtime_state import RuntimeState
 from taskfleet.worker.settings import WorkerSettings
@@ -331,10 +332,10 @@ class Supervisor:
         del self.children[rec.slot]
         self.metrics.set_children(len(self.children))
         lived_s = time.monotonic() - rec.spawned
-        reason = self._exit_reason(rec)
+        reason = exit_reason(rec, draining=self.draining)
         rec.sockets.take()  # sent just before it died
         try:
-            self._give_back(rec)
+            give_back(self.broker, rec)
         finally:
             rec.sockets.close()  # only now may the broker take back what the child held
         if reason != "stopped":
@@ -346,46 +347,6 @@ class Supervisor:
             backoff = min(_RESPAWN_BACKOFF_MAX_S, max(0.5, backoff * 2)) if reason == "crashed" and lived_s < 2 else 0
             self._respawn_backoff[rec.slot] = backoff
             self._respawn_at[rec.slot] = time.monotonic() + backoff
-
-    def _exit_reason(self, rec: ChildRecord) -> str:
-        code = rec.process.exitcode
-        if rec.killed_for is not None:
-            return "time_limit"
-        if rec.terminating is not None and rec.terminating.signal_sent:
-            log.info("child replaced after terminating a revoked task", slot=rec.slot, pid=rec.process.pid,
-                     task_id=rec.terminating.task_id)
-            return "revoked"
-        if rec.exit_reason in ("max_tasks", "max_memory"):
-            log.info("child recycled", slot=rec.slot, reason=rec.exit_reason, pid=rec.process.pid)
-            return rec.exit_reason
-        if rec.exit_reason == "stopped" and code == 0:
-            return "stopped"
-        if self.draining and rec.killed_in_drain:
-            return "stopped"
-        log.error("child died unexpectedly; its messages are given back", slot=rec.slot, pid=rec.process.pid,
-                  exitcode=code, held=len(rec.held))
-        return "crashed"
-
-    def _give_back(self, rec: ChildRecord) -> None:
-        """Settle what a dead child held: what it finished (its acks were pending) and a timed-out task (its FAILURE
-        is stored) are acked, the interrupted task goes back counted, the unstarted ones uncounted."""
-        if not rec.held:
-            return
-        left = sort_leftovers(rec.held, finished_upto=rec.progress.finished, running=rec.progress.running(),
-                              timed_out=settled_by_supervisor(rec))
-        try:
-            if left.finished:
-                # Redis and SQLite ack from here; on brokers that cannot settle another connection's delivery the
-                # redelivery finds the stored final state and is acked unrun (an ignore_result task runs again).
-                self.broker.ack(left.finished)
-            if left.interrupted and rec.killed_in_drain:
-                self.broker.release(left.interrupted)
-            elif left.interrupted:
-                self.broker.nack(left.interrupted)
-            if left.unstarted:
-                self.broker.release(left.unstarted)
-        except TaskfleetError as exc:
-            log.warning("could not give messages back; they return when their leases expire", error=str(exc))
 
     def _fail_time_limit(self, running: Running) -> None:
         runtime = time.monotonic() - running.started
