@@ -1,5 +1,5 @@
-"""What the supervisor makes of a child that has exited: the reason it counts in
-``taskfleet_worker_child_restarts_total``, and what becomes of each message the child held."""
+"""What the supervisor makes of a child that has exited: the reason it counts in ``taskfleet_child_restarts_total``,
+and what becomes of each message the child held."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """What the supervisor makes of a child that has exited: why it ended (``exit_reason``, logged when it is news) and
 what becomes of the messages it held (``give_back``).
 
-The reasons are those of ``taskfleet_worker_child_restarts_total``: ``time_limit`` (killed past a hard time limit),
-``revoked`` (killed by a terminate), ``max_tasks`` and ``max_memory`` (recycled), ``stopped`` (a clean stop or a
-drain) and ``crashed`` (anything else: its messages are given back, and it is respawned with a backoff).
+The reasons: ``time_limit`` (killed past a hard time limit), ``revoked`` (killed by a terminate), ``max_tasks`` and
+``max_memory`` (recycled), ``crashed`` (anything else: respawned with a backoff when it dies young), each counted by
+``taskfleet_child_restarts_total``, and ``stopped`` (a clean stop or a drain), which is not.
 """
 
 from __future__ import annotations
