@@ -261,9 +261,20 @@ class WatchRecorder:
         return True
 
 
+class ReceivingProtocol:
+    """The protocol side of a pika transport (the connection, in pika): what it was handed."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    def data_received(self, data: bytes) -> None:
+        self.received.append(data)
+
+
 @pytest.fixture
 def plaintext_transport() -> Any:
-    """pika's plain-TCP transport on one end of a socket pair: (transport, its watches, the other end)."""
+    """pika's plain-TCP transport on one end of a socket pair: (transport, its watches, the other end); what it
+    reads goes to ``transport._protocol`` (a ``ReceivingProtocol``)."""
     import socket
 
     from pika.adapters.utils import io_services_utils
@@ -271,7 +282,7 @@ def plaintext_transport() -> Any:
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
     watches = WatchRecorder()
-    transport = io_services_utils._AsyncPlaintextTransport(ours, object(), watches)  # type: ignore[arg-type]
+    transport = io_services_utils._AsyncPlaintextTransport(ours, ReceivingProtocol(), watches)  # type: ignore[arg-type]
     yield transport, watches, theirs
     ours.close()
     theirs.close()
@@ -319,3 +330,21 @@ def test_a_plaintext_transport_keeps_what_the_socket_did_not_take(plaintext_tran
     while len(received) < len(big) - left:
         received += theirs.recv(1 << 20)
     assert bytes(received) == big[: len(big) - left]
+
+
+def test_a_plaintext_transport_reads_what_has_arrived_when_told_the_socket_is_readable(
+        plaintext_transport: Any) -> None:
+    """``ConfirmPublisher._read_confirms`` calls ``_on_socket_readable`` right after a windowed publish: it must hand
+    what has arrived (the confirms) to the connection and return, without waiting, when nothing more has. Otherwise
+    the confirms wait for the next pump, and a lost connection publishes their messages a second time."""
+    used_by = "taskfleet/brokers/rabbitmq/_publisher.py (ConfirmPublisher._read_confirms)"
+    transport, _watches, theirs = plaintext_transport
+    theirs.sendall(b"\x01basic.ack frames\xce")
+
+    transport._on_socket_readable()
+    transport._on_socket_readable()  # nothing more: returns at once
+
+    assert b"".join(transport._protocol.received) == b"\x01basic.ack frames\xce", (
+        f"pika {pika.__version__}: _AsyncPlaintextTransport._on_socket_readable no longer hands what arrived to "
+        f"the protocol's data_received; {used_by}")
+    assert transport._state == transport._STATE_ACTIVE, f"nothing to read aborted the transport; {used_by}"

@@ -2,8 +2,8 @@
 in ``windowed`` publisher-confirm mode (``BrokerSettings.publish_confirms``).
 
 A windowed publish is written out and returns; its confirm is read later, whenever the link's connection is pumped
-(the I/O thread every ``PUMP_S``, a publish that finds the window full, a batch, ``flush``). Until then the message
-is kept here, by its delivery tag on the current publisher channel, so that nothing is lost without a trace:
+(the next publish, after writing its own message; the I/O thread every ``PUMP_S``; ``flush``). Until then the
+message is kept here, by its delivery tag on the current publisher channel, so that nothing is lost without a trace:
 
 - ``basic.ack`` forgets it (``multiple`` every tag up to it); ``basic.nack``, or a ``basic.return`` before the ack
   (mandatory and unroutable), records it as a ``Refusal``, which the next publish after it or ``flush`` raises;
