@@ -244,9 +244,13 @@ def test_a_chained_tasks_page_shows_its_workflow_parent_and_children(fleet: Flee
     assert first is not None
     page = open_page(dashboard)
 
-    # When the first task's page is shown, Then the next step is its child, and in its workflow
-    reload_until(page, dashboard.url + f"tasks/{first.id}",
-                 lambda p: p.locator("[data-testid=workflow-child]").count() == 1, timeout_s=20)
+    # When the first task's page is shown, Then the next step is its child, and in its workflow, once the dashboard
+    # has taken in the child's last event (its task-started can come in one read before its task-succeeded)
+    def child_finished(p: Page) -> bool:
+        child = p.locator("[data-testid=workflow-child]")
+        return child.count() == 1 and "SUCCESS" in child.inner_text()
+
+    reload_until(page, dashboard.url + f"tasks/{first.id}", child_finished, timeout_s=20)
     child = page.locator("[data-testid=workflow-child]")
     assert last.id in child.inner_text()
     assert "SUCCESS" in child.inner_text()
