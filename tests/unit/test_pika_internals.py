@@ -289,13 +289,14 @@ def plaintext_transport() -> Any:
 
 
 def test_a_plaintext_transport_sends_its_buffer_when_told_the_socket_is_writable(plaintext_transport: Any) -> None:
-    """``ConfirmPublisher._push`` writes a windowed publish from the calling thread: it checks that the connection's
-    ``_transport`` is pika's ``_AsyncPlaintextTransport``, that ``get_write_buffer_size`` has something, and calls
-    ``_on_socket_writable``, which must send the buffer now and stop watching for writability, as pika's poll would.
+    """``ConfirmPublisher._write_then_read`` writes a windowed publish from the calling thread: it checks that the
+    connection's ``_transport`` is pika's ``_AsyncPlaintextTransport``, that ``get_write_buffer_size`` has something,
+    and calls ``_on_socket_writable``, which must send the buffer now and stop watching for writability, as pika's
+    poll would.
     Otherwise the message waits for the next pump (up to ``PUMP_S``)."""
     from pika.adapters import base_connection
 
-    used_by = "taskfleet/brokers/rabbitmq/_publisher.py (ConfirmPublisher._push)"
+    used_by = "taskfleet/brokers/rabbitmq/_publisher.py (ConfirmPublisher._write_then_read)"
     transport, watches, theirs = plaintext_transport
     fd = transport._sock.fileno()
     assert "self._transport = transport" in inspect.getsource(base_connection.BaseConnection), used_by
@@ -334,10 +335,10 @@ def test_a_plaintext_transport_keeps_what_the_socket_did_not_take(plaintext_tran
 
 def test_a_plaintext_transport_reads_what_has_arrived_when_told_the_socket_is_readable(
         plaintext_transport: Any) -> None:
-    """``ConfirmPublisher._read_confirms`` calls ``_on_socket_readable`` right after a windowed publish: it must hand
+    """``ConfirmPublisher._write_then_read`` calls ``_on_socket_readable`` right after a windowed publish: it must hand
     what has arrived (the confirms) to the connection and return, without waiting, when nothing more has. Otherwise
     the confirms wait for the next pump, and a lost connection publishes their messages a second time."""
-    used_by = "taskfleet/brokers/rabbitmq/_publisher.py (ConfirmPublisher._read_confirms)"
+    used_by = "taskfleet/brokers/rabbitmq/_publisher.py (ConfirmPublisher._write_then_read)"
     transport, _watches, theirs = plaintext_transport
     theirs.sendall(b"\x01basic.ack frames\xce")
 

@@ -187,9 +187,7 @@ class ConfirmPublisher:
             if window.full:
                 self.channel._flush_output(lambda: window.outstanding <= window.limit // 2)
             else:
-                self._push()
-                self.channel._flush_output()  # what the socket did not take at once (nothing, usually)
-                self._read_confirms()
+                self._write_then_read()
         except BaseException:
             self._broken = True
             window.channel_lost()  # the written ones first, then those not reached: nothing leaves the window
@@ -246,25 +244,21 @@ class ConfirmPublisher:
             self._impl.connection._output_marshaled_frames([b"".join(pending)])
             pending.clear()
 
-    def _push(self) -> None:
-        """Send pika's output buffer to the socket now, from this thread, instead of in pika's next poll, which
-        would first read and dispatch whatever waits on the socket (the confirms of earlier messages): the message
-        is on the wire about 0.06 ms sooner, and those confirms are read after it (``_read_confirms``). Plain TCP
-        only (pika's transport sends until the socket would block and keeps the rest); over TLS the poll writes."""
+    def _write_then_read(self) -> None:
+        """Send what was written to the socket now, from this thread, then read the confirms that have arrived,
+        without waiting. pika's own poll would read and dispatch those confirms first: the message is on the wire
+        about 0.06 ms sooner this way. Reading them at all matters: after a lost connection every message whose
+        confirm was not read is published again (a duplicate). On plain TCP only, straight from pika's transport
+        (it sends until the socket would block and keeps the rest, which the poll then sends); over TLS one poll
+        does both, as before."""
         transport: Any = getattr(self._impl.connection, "_transport", None)
-        if type(transport) is PlaintextTransport and transport.get_write_buffer_size():
+        if type(transport) is not PlaintextTransport:
+            self.channel._flush_output()
+            return
+        if transport.get_write_buffer_size():
             transport._on_socket_writable()
-
-    def _read_confirms(self) -> None:
-        """Read the confirms that have arrived, without waiting: after a lost connection every message whose confirm
-        was not read is published again (a duplicate), so a slow producer (whose confirms the I/O thread would read
-        only every ``PUMP_S``) must not leave them unread. On plain TCP straight from pika's transport (a recv until
-        it would block, the frames dispatched to ``_on_confirm``); else through a poll that does not wait."""
-        transport: Any = getattr(self._impl.connection, "_transport", None)
-        if type(transport) is PlaintextTransport:
-            transport._on_socket_readable()
-        else:
-            self.channel.connection.process_data_events(time_limit=0)
+        self.channel._flush_output()  # what the socket did not take at once (nothing, usually)
+        transport._on_socket_readable()
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
