@@ -300,10 +300,10 @@ def test_unstarted_deliveries_are_reported_released_then_released() -> None:
     holdings.add([Delivery("q", m, b"") for m in ("a", "b", "c")])
     holdings.start_next()
 
-    settler.give_back(holdings, if_running_longer_than_s=3600)
-    assert (broker.calls, reporter.sent) == ([], []), "the running task is young"
+    settler.give_back(holdings, if_waiting_longer_than_s=3600)
+    assert (broker.calls, reporter.sent) == ([], []), "they have not waited that long"
 
-    settler.give_back(holdings, if_running_longer_than_s=0.0)
+    settler.give_back(holdings, if_waiting_longer_than_s=0.0)
 
     assert reporter.sent == [events.Released([2, 3])]
     assert broker.calls == [("release", ["b", "c"])]

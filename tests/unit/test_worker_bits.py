@@ -8,6 +8,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -20,6 +21,7 @@ from taskfleet.brokers.base import Delivery
 from taskfleet.brokers.stub import StubBroker
 from taskfleet.settings import BrokerSettings
 from taskfleet.worker import events
+from taskfleet.worker import holdings as holdings_module
 from taskfleet.worker.child import Child
 from taskfleet.worker.holdings import SAFE_LEASE_FRACTION, Held, Holdings, Lease, lease_certain, lease_clock
 from taskfleet.worker.loader import AppImportError, load_app, prepare_app
@@ -226,29 +228,79 @@ def test_take_waiting_without_a_threshold_takes_every_unstarted_delivery() -> No
     assert _ids(holdings.all()) == ["a"]
 
 
-def test_take_waiting_takes_nothing_while_the_running_task_is_younger_than_the_threshold() -> None:
+class _Clock:
+    """``time`` for taskfleet.worker.holdings with a ``monotonic`` the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.clock_gettime = time.clock_gettime
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    fake = _Clock()
+    monkeypatch.setattr(holdings_module, "time", fake)
+    return fake
+
+
+def test_take_waiting_takes_nothing_while_the_oldest_unstarted_delivery_has_waited_less_than_the_threshold(
+        clock: _Clock) -> None:
     holdings = Holdings()
     holdings.add(_deliveries("a", "b"))
     holdings.start_next()
 
-    assert holdings.take_waiting(if_running_longer_than_s=3600) == []
+    clock.now += 0.4
+    assert holdings.take_waiting(if_waiting_longer_than_s=0.5) == []
     assert sorted(_ids(holdings.all())) == ["a", "b"]
 
 
-def test_take_waiting_takes_the_unstarted_ones_once_the_running_task_is_older_than_the_threshold() -> None:
+def test_take_waiting_takes_the_unstarted_ones_behind_one_long_task(clock: _Clock) -> None:
     holdings = Holdings()
     holdings.add(_deliveries("a", "b"))
     holdings.start_next()
 
-    assert _ids(holdings.take_waiting(if_running_longer_than_s=0.0)) == ["b"]
+    clock.now += 0.5
+
+    assert _ids(holdings.take_waiting(if_waiting_longer_than_s=0.5)) == ["b"]
 
 
-def test_take_waiting_with_a_threshold_takes_nothing_when_no_task_is_running() -> None:
+def test_take_waiting_takes_the_unstarted_ones_behind_a_row_of_medium_tasks_though_none_ran_long(
+        clock: _Clock) -> None:
+    # Given a child that fetched three messages and has run the first for 0.3 s, then started the second
+    holdings = Holdings()
+    holdings.add(_deliveries("a", "b", "c"))
+    holdings.start_next()
+    clock.now += 0.3
+    holdings.finish()
+    holdings.start_next()
+    # When the third has waited 0.5 s in all, though the running task started 0.2 s ago
+    clock.now += 0.2
+    # Then it goes back
+    assert _ids(holdings.take_waiting(if_waiting_longer_than_s=0.5)) == ["c"]
+
+
+def test_take_waiting_takes_deliveries_taken_in_later_together_with_the_oldest(clock: _Clock) -> None:
+    holdings = Holdings()
+    holdings.add(_deliveries("a", "b"))
+    holdings.start_next()
+    clock.now += 0.4
+    holdings.add(_deliveries("c"))  # pushed to the child's connection while "a" runs
+
+    clock.now += 0.1
+
+    assert _ids(holdings.take_waiting(if_waiting_longer_than_s=0.5)) == ["b", "c"]
+
+
+def test_take_waiting_with_a_threshold_takes_nothing_when_no_task_is_running(clock: _Clock) -> None:
     holdings = Holdings()
     holdings.add(_deliveries("a", "b"))
 
-    assert holdings.take_waiting(if_running_longer_than_s=0.0) == []
+    clock.now += 60
 
+    assert holdings.take_waiting(if_waiting_longer_than_s=0.5) == []
 
 
 def test_take_waiting_reports_what_it_takes_before_returning_and_only_when_it_takes_something() -> None:
@@ -257,7 +309,7 @@ def test_take_waiting_reports_what_it_takes_before_returning_and_only_when_it_ta
     holdings.add(_deliveries("a", "b", "c"))
     holdings.start_next()
 
-    holdings.take_waiting(if_running_longer_than_s=3600, on_taken=lambda held: reported.append(_ids(held)))
+    holdings.take_waiting(if_waiting_longer_than_s=3600, on_taken=lambda held: reported.append(_ids(held)))
     taken = holdings.take_waiting(on_taken=lambda held: reported.append(_ids(held)))
 
     assert reported == [["b", "c"]] == [_ids(taken)]

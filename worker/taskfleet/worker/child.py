@@ -36,11 +36,12 @@ task starts and ends, so a task's ``print()`` is a log event with its ``task_id`
 
 A background thread renews the leases of everything the child holds (so a healthy long task is never delivered
 twice), takes in deliveries already pushed to the child's connection, sends overdue acks, gives unstarted prefetched
-messages back when one task runs long, sends heartbeats, serves the supervisor's commands, and exits the process
-if the supervisor is gone. The commands: ``Settle`` (a hard time limit), the control commands' ``Revoke``,
-``Limits`` and ``Consume`` (into the child's ``RuntimeState`` and queues), and ``Terminate``: the running task was
-revoked with terminate; its delivery is acked and the signal that follows ends the task (``TaskTerminated``, raised
-in it by the SIGTERM handler) and the child, instead of draining as a plain SIGTERM does.
+messages back once they have waited ``prefetch_release_s`` behind running tasks, sends heartbeats, serves the
+supervisor's commands, and exits the process if the supervisor is gone. The commands: ``Settle`` (a hard time
+limit), the control commands' ``Revoke``, ``Limits`` and ``Consume`` (into the child's ``RuntimeState`` and queues),
+and ``Terminate``: the running task was revoked with terminate; its delivery is acked and the signal that follows
+ends the task (``TaskTerminated``, raised in it by the SIGTERM handler) and the child, instead of draining as a
+plain SIGTERM does.
 """
 
 from __future__ import annotations
@@ -347,7 +348,7 @@ class Child:
                     next_extend = now + extend_every_s
                 if settler.overdue(ACK_DELAY_MAX_S):
                     settler.flush()
-                settler.give_back(self.holdings, if_running_longer_than_s=settings.prefetch_release_s)
+                settler.give_back(self.holdings, if_waiting_longer_than_s=settings.prefetch_release_s)
             except BrokerError as exc:
                 log.warning("lease renewal failed", error=str(exc))
             if self._events is not None and now >= next_events:

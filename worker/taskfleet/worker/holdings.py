@@ -68,6 +68,8 @@ class Holdings:
         self._active: dict[int, Held] = {}
         self._running_since = 0.0
         self._last_seq = 0
+        #: seq -> when it was added (``time.monotonic``), for every held delivery
+        self._added_at: dict[int, float] = {}
         #: seq -> when its lease was last confirmed (``lease_clock``), None when uncertain; for every held delivery
         self._confirmed: dict[int, float | None] = {}
         self._lost: set[int] = set()
@@ -81,8 +83,10 @@ class Holdings:
             held = [Held(self._last_seq + i, d) for i, d in enumerate(batch, start=1)]
             self._last_seq += len(held)
             self._waiting.extend(held)
+            now = time.monotonic()
             for h in held:
                 self._confirmed[h.seq] = confirmed_at
+                self._added_at[h.seq] = now
             if held and on_added is not None:
                 on_added(held)
             return held
@@ -152,13 +156,15 @@ class Holdings:
             running = [self._running] if self._running and self._running.seq not in self._active else []
             return [*self._waiting, *self._active.values(), *running]
 
-    def take_waiting(self, *, if_running_longer_than_s: float | None = None,
+    def take_waiting(self, *, if_waiting_longer_than_s: float | None = None,
                      on_taken: Callable[[list[Held]], None] | None = None) -> list[Held]:
-        """Remove and return the unstarted deliveries (only when a task has run that long, if given). ``on_taken``
-        is called with them, if any, before anything else may change the holdings."""
+        """Remove and return the unstarted deliveries; given a threshold, only while a task runs (``running``) and
+        the oldest of them has waited that long, however many tasks ran meanwhile. ``on_taken`` is called with them,
+        if any, before anything else may change the holdings."""
         with self._lock:
-            if if_running_longer_than_s is not None and (
-                self._running is None or time.monotonic() - self._running_since < if_running_longer_than_s
+            if if_waiting_longer_than_s is not None and (
+                self._running is None or not self._waiting
+                or time.monotonic() - self._added_at[self._waiting[0].seq] < if_waiting_longer_than_s
             ):
                 return []
             taken = list(self._waiting)
@@ -207,4 +213,5 @@ class Holdings:
 
     def _forget(self, seq: int) -> None:
         self._confirmed.pop(seq, None)
+        self._added_at.pop(seq, None)
         self._lost.discard(seq)

@@ -14,20 +14,22 @@ from taskfleet.worker.cpus import usable_cpus
 #: trips for short tasks (on Redis a fetch and an ack per 8 tasks: about twice the no-op drain rate of 4, measured
 #: with `make bench`, docs/benchmarks.md); small enough that a burst of medium tasks is not queued up behind one
 #: another in one child while its siblings idle. Prefetched messages count as in-flight, so a busy worker never
-#: hides a backlog, and a long task gives the rest back (see ``prefetch_release_s``). On RabbitMQ the CLI's default is
-#: 32 instead (``DEFAULT_PREFETCH_RABBITMQ``: fewer windows, each of which costs a round trip).
+#: hides a backlog, and what waits too long behind running tasks goes back (see ``prefetch_release_s``). On
+#: RabbitMQ the CLI's default is 32 instead (``DEFAULT_PREFETCH_RABBITMQ``: fewer windows, each of which costs a
+#: round trip).
 DEFAULT_PREFETCH = 8
 #: ``async def`` tasks in progress at once per child (``WorkerSettings.async_concurrency``).
 DEFAULT_ASYNC_CONCURRENCY = 256
 #: The CLI's default prefetch on RabbitMQ (amqp://, amqps://). RabbitMQ pushes the next deliveries only once it has
 #: the acks of the last ones, so every window costs the child an idle round trip, a Fetched and a Done event to the
 #: supervisor and an ack frame; at 8 that was about 0.05 ms of worker CPU per no-op task (0.17 ms at 8, 0.13 at 16,
-#: 0.12 at 32, 0.11 at 64: docs/benchmarks.md). Work still spreads: a child running one task past
-#: ``prefetch_release_s`` gives its unstarted messages back, and prefetched messages count as in-flight (unacked)
-#: for the operator's scaling.
+#: 0.12 at 32, 0.11 at 64: docs/benchmarks.md). Work still spreads: a child gives back the unstarted messages that
+#: have waited ``prefetch_release_s`` behind its running tasks, and prefetched messages count as in-flight
+#: (unacked) for the operator's scaling.
 DEFAULT_PREFETCH_RABBITMQ = 32
-#: A child that has been running one task this long gives its unstarted prefetched messages back to the queue, so a
-#: long task never makes short ones wait in one child while another child idles.
+#: A prefetched message that has waited this long in a child while tasks ran goes back to the queue, with every
+#: other unstarted one, so that neither one long task nor a row of medium ones keeps messages in a busy child while
+#: another child, or a pod just scaled up, idles. A child alone on its queue takes them again at its next fetch.
 DEFAULT_PREFETCH_RELEASE_S = 0.5
 #: On SIGTERM or SIGINT children stop fetching and give back their prefetched messages; running tasks get this long
 #: to finish. Then (or at a second signal) the children are SIGKILLed and their running messages go back to the queue

@@ -148,13 +148,14 @@ class Settler:
                         delivery_count=delivery.delivery_count, error=error)
         self._reporter.send(events.Dropped([held.seq]))
 
-    def give_back(self, holdings: Holdings, *, if_running_longer_than_s: float | None = None) -> None:
-        """Release the unstarted deliveries of ``holdings`` (only when a task has run that long, if given).
+    def give_back(self, holdings: Holdings, *, if_waiting_longer_than_s: float | None = None) -> None:
+        """Release the unstarted deliveries of ``holdings`` (given a threshold, only while a task runs and the oldest
+        of them has waited that long: ``Holdings.take_waiting``).
 
         They are reported ``Released`` as they are taken, before the main thread can fetch and finish later
         deliveries: a supervisor still holding them when this child dies would take them for finished
         (``Progress``) and ack them."""
-        taken = holdings.take_waiting(if_running_longer_than_s=if_running_longer_than_s,
+        taken = holdings.take_waiting(if_waiting_longer_than_s=if_waiting_longer_than_s,
                                       on_taken=self._report_released)
         if not taken:
             return
