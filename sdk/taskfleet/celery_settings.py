@@ -91,8 +91,9 @@ CELERY_SETTINGS: dict[str, CelerySetting] = {
     # worker
     "worker_concurrency": CelerySetting("taskfleet worker -c N", "default: the CPUs the process may use (affinity "
                                         "and cgroup limit), not the host's count"),
-    "worker_prefetch_multiplier": CelerySetting("taskfleet worker --prefetch N", "messages per child fetch, not a "
-                                                "multiplier; the unstarted ones go back after 0.5 s of waiting"),
+    "worker_prefetch_multiplier": CelerySetting("taskfleet worker --prefetch N", "the most messages per child fetch, "
+                                                "not a multiplier: fewer for slow tasks, and the unstarted ones go "
+                                                "back after 0.5 s of waiting"),
     "worker_max_tasks_per_child": CelerySetting("taskfleet worker --max-tasks-per-child N"),
     "worker_max_memory_per_child": CelerySetting("taskfleet worker --max-memory-per-child MB",
                                                  "megabytes, where Celery counts kilobytes"),

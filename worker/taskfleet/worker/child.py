@@ -65,6 +65,7 @@ from taskfleet.fleet.records import worker_id
 from taskfleet.worker import events
 from taskfleet.worker.events import Reporter
 from taskfleet.worker.executor import Admitted, Executor, Outcome, Started
+from taskfleet.worker.fetch_window import FetchWindow
 from taskfleet.worker.holdings import Held, Holdings, Lease, lease_clock
 from taskfleet.worker.log_redirect import Redirect, redirect_stdouts
 from taskfleet.worker.logging import get_logger
@@ -131,6 +132,8 @@ class Child:
         self.conn = conn
         self.reporter = Reporter(conn)
         self.holdings = Holdings()
+        #: How many messages a fetch asks for: fewer than ``prefetch`` for slow tasks (taskfleet.worker.fetch_window).
+        self.window = FetchWindow(prefetch=settings.prefetch, release_s=settings.prefetch_release_s)
         self.progress = progress if progress is not None else Progress()
         self.stopping = False
         self.parent_pid = os.getppid()
@@ -230,7 +233,7 @@ class Child:
             try:
                 with self._intake:  # not while deliveries the background thread took in wait: they run first
                     if not self.holdings.waiting():
-                        batch = broker.fetch(self.queues, max_messages=settings.prefetch,
+                        batch = broker.fetch(self.queues, max_messages=self.window.size(),
                                              timeout_s=settings.poll_timeout_s)
                         # The leases were granted during the call: its reply latency is in the margin.
                         self.holdings.add(batch, confirmed_at=lease_clock(), on_added=self._report_fetched)
@@ -244,10 +247,12 @@ class Child:
                 if not self._lease_held(broker, settler, running):
                     self.holdings.finish()
                     continue
+                began = time.monotonic()
                 if not self._run_one(executor, settler, running):
                     if self._first is not None:
                         return _ASYNC
                     continue
+                self.window.observe(time.monotonic() - began)
                 done += 1
                 self._done = done
                 if settings.max_tasks_per_child and done >= settings.max_tasks_per_child:

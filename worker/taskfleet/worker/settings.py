@@ -10,13 +10,13 @@ from taskfleet.fleet.records import DEFAULT_HEARTBEAT_INTERVAL_S, PodInfo
 from taskfleet.settings import validate_queue_name
 from taskfleet.worker.cpus import usable_cpus
 
-#: Messages a child leases per fetch; their acks go out together when they are done. Large enough to amortise round
-#: trips for short tasks (on Redis a fetch and an ack per 8 tasks: about twice the no-op drain rate of 4, measured
-#: with `make bench`, docs/benchmarks.md); small enough that a burst of medium tasks is not queued up behind one
-#: another in one child while its siblings idle. Prefetched messages count as in-flight, so a busy worker never
-#: hides a backlog, and what waits too long behind running tasks goes back (see ``prefetch_release_s``). On
-#: RabbitMQ the CLI's default is 32 instead (``DEFAULT_PREFETCH_RABBITMQ``: fewer windows, each of which costs a
-#: round trip).
+#: The most messages a child leases per fetch (fewer when its tasks are slow: taskfleet.worker.fetch_window); their
+#: acks go out together when they are done. Large enough to amortise round trips for short tasks (on Redis a fetch
+#: and an ack per 8 tasks: about twice the no-op drain rate of 4, measured with `make bench`, docs/benchmarks.md);
+#: small enough that a burst of medium tasks is not queued up behind one another in one child while its siblings
+#: idle. Prefetched messages count as in-flight, so a busy worker never hides a backlog, and what waits too long
+#: behind running tasks goes back (see ``prefetch_release_s``). On RabbitMQ the CLI's default is 32 instead
+#: (``DEFAULT_PREFETCH_RABBITMQ``: fewer windows, each of which costs a round trip).
 DEFAULT_PREFETCH = 8
 #: ``async def`` tasks in progress at once per child (``WorkerSettings.async_concurrency``).
 DEFAULT_ASYNC_CONCURRENCY = 256

@@ -68,8 +68,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], 
                    help="child processes (default: the CPUs this process may use: its CPU affinity and its cgroup's "
                         "CPU limit, rounded up; 2 in a pod limited to 2 CPUs)")
     p.add_argument("--prefetch", type=int, default=None,
-                   help=f"messages leased per child fetch (default: {DEFAULT_PREFETCH_RABBITMQ} on RabbitMQ, "
-                        f"{DEFAULT_PREFETCH} on the other brokers)")
+                   help=f"the most messages leased per child fetch, fewer when tasks are slow (default: "
+                        f"{DEFAULT_PREFETCH_RABBITMQ} on RabbitMQ, {DEFAULT_PREFETCH} on the other brokers)")
     p.add_argument("--async-concurrency", type=int, default=DEFAULT_ASYNC_CONCURRENCY, metavar="N",
                    help="async def tasks each child runs at once on its event loop (docs/async.md)")
     p.add_argument("--max-tasks-per-child", type=int, default=None, help="recycle a child after N tasks")
