@@ -66,7 +66,6 @@ class Holdings:
         #: An async child's deliveries in progress at once (taskfleet.worker.async_loop), by seq; ``_running`` is
         #: then the sync task among them running inline, if any.
         self._active: dict[int, Held] = {}
-        self._running_since = 0.0
         self._last_seq = 0
         #: seq -> when it was added (``time.monotonic``), for every held delivery
         self._added_at: dict[int, float] = {}
@@ -94,7 +93,6 @@ class Holdings:
     def start_next(self) -> Held | None:
         with self._lock:
             self._running = self._waiting.popleft() if self._waiting else None
-            self._running_since = time.monotonic()
             return self._running
 
     def finish(self) -> None:
@@ -125,7 +123,6 @@ class Holdings:
         and the give-back of prefetched messages work as in a sync child) until ``finish_concurrent``."""
         with self._lock:
             self._running = held
-            self._running_since = time.monotonic()
 
     def finish_concurrent(self, seq: int) -> int:
         """Delivery ``seq`` is settled. Returns the highest seq up to which every delivery is finished or no longer
