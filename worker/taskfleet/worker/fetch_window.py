@@ -2,9 +2,9 @@
 ``prefetch_release_s`` at the pace of its recent tasks.
 
 A child that prefetched more than that would give the rest back (``Holdings.take_waiting``) every
-``prefetch_release_s``: on a steady backlog of 100 ms tasks on RabbitMQ that churn cost 12 to 25% of the drain rate
-(republished and fetched again, each time). So the window follows the tasks: no-op tasks keep the whole
-``--prefetch`` (its round trips amortised), 100 ms tasks take 4 at a time, and tasks of ``prefetch_release_s`` or
+``prefetch_release_s``: on a steady backlog of 100 ms tasks on RabbitMQ that churn (republished and fetched again,
+each time) made the drain take 12 to 25% longer (docs/benchmarks.md). So the window follows the tasks: no-op tasks
+keep the whole ``--prefetch`` (its round trips amortised), 100 ms tasks take 4 at a time, and tasks of 0.3 s or
 longer one at a time, which leaves the rest of a burst in the queue for the other children and for pods still
 starting. A child that knows nothing yet (its first fetch) takes the whole ``--prefetch``; what it cannot start in
 time goes back by the release.
