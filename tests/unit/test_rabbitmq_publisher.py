@@ -39,8 +39,7 @@ class FakeBroker:
     def __post_init__(self) -> None:
         self._impl = self
         self.connection = SimpleNamespace(params=SimpleNamespace(frame_max=131072),
-                                          _output_marshaled_frames=self._received,
-                                          process_data_events=lambda time_limit: self._answer())
+                                          _output_marshaled_frames=self._received)
 
     # pika's asynchronous channel (``_impl``)
     def confirm_delivery(self, ack_nack_callback: Callable[[Any], None], callback: Callable[[Any], None]) -> None:
@@ -68,11 +67,7 @@ class FakeBroker:
     # pika's blocking channel
     def _flush_output(self, *waiters: Callable[[], bool]) -> None:
         self.flushes += 1
-        self._answer()
-        assert not waiters or any(ready() for ready in waiters), "the publisher would wait forever"
-
-    def _answer(self) -> None:
-        """RabbitMQ's answers (``script``) to what was written since the last answers, as the connection reads them."""
+        # RabbitMQ's answers (``script``) to what was written since the last flush, as the connection reads them
         new = [tag for tag, *_ in self.written[self.answered:]]
         self.answered = len(self.written)
         for tag, kind in self.script(new) if new else []:
@@ -83,6 +78,7 @@ class FakeBroker:
                 continue
             method = spec.Basic.Ack if kind.startswith("ack") else spec.Basic.Nack
             self.on_confirm(SimpleNamespace(method=method(delivery_tag=tag, multiple=kind.endswith("+"))))
+        assert not waiters or any(ready() for ready in waiters), "the publisher would wait forever"
 
     def channel(self) -> FakeBroker:
         return self
