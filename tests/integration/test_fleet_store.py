@@ -392,8 +392,8 @@ def most_kept(kind: BrokerKind, events_max_len: int, event_bytes: int, batch: in
 def least_kept(kind: BrokerKind, events_max_len: int, batch: int) -> int:
     """The fewest events a stream capped at ``events_max_len`` keeps once far more were written in batches of
     ``batch``: the cap, except on RabbitMQ, which drops whole segments and keeps at least the newest batch (seen
-    keeping 800-2,400 of a 1,000-event cap, and once 300 on a loaded machine: a loaded server writes what arrives
-    together as one chunk, which can make a segment far bigger than its size; docs/brokers.md)."""
+    keeping 800-2,400 of a 1,000-event cap; before the events writer had a window of unconfirmed bytes, a loaded
+    server once took all 50 batches as one chunk and kept none of them: docs/brokers.md)."""
     if isinstance(kind, RabbitMQKind):
         return min(events_max_len, batch)
     return events_max_len

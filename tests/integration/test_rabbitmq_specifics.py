@@ -1,18 +1,24 @@
 """What only the RabbitMQ broker has to get right: its layout on the server, heartbeats under a busy thread, the
-delivery count that AMQP does not keep, consumers RabbitMQ cancels, and how it reports what it cannot count. The
-behaviour every broker shares is in test_broker_conformance.py."""
+delivery count that AMQP does not keep, consumers RabbitMQ cancels, how it reports what it cannot count, and how
+far its events writer runs ahead of a stalled server. The behaviour every broker shares is in
+test_broker_conformance.py."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import signal
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pika
 import pytest
 
 from taskfleet.brokers.base import Delivery, Outgoing
+from taskfleet.brokers.fleet_store import connect_fleet_store
 from taskfleet.brokers.rabbitmq._consumer import LOST_HEADER
 from taskfleet.brokers.rabbitmq._dead_letters import REASON_HEADER
 from taskfleet.errors import BrokerError
@@ -264,3 +270,46 @@ def test_acking_some_deliveries_of_a_window_leaves_the_others_unacked(make_rabbi
     other = make_rabbit(management=False)
     again = other.fetch(["work"], max_messages=4, timeout_s=5)
     assert [(d.message_id, d.delivery_count) for d in again] == [("m2", 2)]
+
+
+@contextlib.contextmanager
+def paused(server: RabbitMQServer) -> Iterator[None]:
+    """The node stopped (SIGSTOP) for the block, as a server stalled on a busy disk is, then let go (SIGCONT)."""
+    pids = server.processes()
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+def test_an_events_writer_stays_within_its_window_of_a_stalled_server_so_no_flood_lands_as_one_chunk(
+    make_rabbit: MakeRabbit, rabbitmq_server: RabbitMQServer
+) -> None:
+    # Given a fleet store writing events in batches of about 40 KB, and its node stalled
+    emitter = connect_fleet_store(make_rabbit(), namespace="spec", events_max_len=1000)
+    emitter.emit_events([b"first"])
+    batches = [[b"batch-%d:" % n + b"." * 40_000] for n in range(5)]
+    emitted: list[int] = []
+
+    def emit() -> None:
+        for n, batch in enumerate(batches):
+            emitter.emit_events(batch)
+            emitted.append(n)
+
+    writer = threading.Thread(target=emit)
+    with paused(rabbitmq_server):
+        writer.start()
+        time.sleep(1.0)
+        # Then it writes one batch ahead of the confirms, not all five: a stream stores what reaches it together as
+        # one chunk, and dropping one chunk bigger than the cap once emptied the whole events stream
+        assert emitted == [0]
+
+    # And once the node goes on, every batch is written and kept
+    writer.join(timeout=30)
+    assert emitted == [0, 1, 2, 3, 4]
+    reader = connect_fleet_store(make_rabbit(), namespace="spec", events_max_len=1000)
+    events, _ = reader.read_events(None, limit=100)
+    assert [event.split(b":")[0] for event in events] == [b"first"] + [b"batch-%d" % n for n in range(5)]

@@ -34,7 +34,7 @@ from pika.adapters.select_connection import IOLoop, SelectConnection
 
 from tests.support.layout import REPO
 
-USED_BY = "taskfleet/brokers/rabbitmq/_publisher.py (ConfirmPublisher)"
+USED_BY = "taskfleet/brokers/rabbitmq/_publisher.py (ConfirmPublisher) and _appender.py (StreamAppender)"
 
 
 def shape(function: Callable[..., Any]) -> str:

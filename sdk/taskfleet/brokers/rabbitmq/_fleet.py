@@ -14,18 +14,18 @@ three stream queues (``_streams``) for the registry, the revocations and the eve
 - **Replies.** An inbox is an exclusive, auto-delete, server-named queue consumed on the store's connection; its
   name is the address, and workers publish to it through the default exchange. Once it is closed, RabbitMQ drops
   what is sent to it (unroutable).
-- **Events.** The stream ``taskfleet.fleet.N.events``, one message per ``emit_events`` batch (``event_entries``:
-  the events newline-joined; at most 1000 events or about 64 KiB a message): RabbitMQ's work per message, not per
-  event, was most of what task events cost. Streams are capped in bytes, not events: the cap is
-  ``events_max_len * ASSUMED_EVENT_BYTES`` (512 B), at least ``MIN_EVENTS_BYTES`` (1 MiB), and RabbitMQ drops whole
-  segments (a quarter of the cap) when a new one starts. So it keeps about ``events_max_len`` events of 512 bytes
-  (a packed event takes its bytes plus one; the per-message overhead is shared by the batch), more of smaller
-  ones, never more than 1.25 times the cap in bytes, and at least the newest batch (RabbitMQ writes what arrives
-  together as one chunk, so a loaded server can close a segment well past its size: dropping it once left 30% of
-  the cap's events). ``emit_events`` writes in one write without
-  waiting for confirms. The cursor is the stream offset of the last message read (markers included),
-  ``"<offset>:<n>"`` when a page ended after the first ``n`` events of that message. A cap declared first by another
-  store (another ``events_max_len``) stays as it was.
+- **Events.** The stream ``taskfleet.fleet.N.events``, one message per ``emit_events`` batch (``event_entries``: the
+  events newline-joined; at most 1000 events or about 64 KiB a message): RabbitMQ's work per message, not per event,
+  was most of what task events cost. Streams are capped in bytes, not events: the cap is ``events_max_len *
+  ASSUMED_EVENT_BYTES`` (512 B), at least ``MIN_EVENTS_BYTES`` (1 MiB), and RabbitMQ drops whole segments (a quarter
+  of the cap) when a new one starts. So it keeps about ``events_max_len`` events of 512 bytes (a packed event takes
+  its bytes plus one; the per-message overhead is shared by the batch), more of smaller ones, never more than 1.25
+  times the cap in bytes, and at least the newest batch. ``emit_events`` writes through a ``StreamAppender``
+  (``_appender``), which waits for confirms only when more than 64 KiB are unconfirmed: RabbitMQ stores what arrives
+  together as one chunk, and a flood of unconfirmed batches once landed as one chunk bigger than the cap, whose
+  segment was then dropped whole, events and all. The cursor is the stream offset of the last message read (markers
+  included), ``"<offset>:<n>"`` when a page ended after the first ``n`` events of that message. A cap declared first
+  by another store (another ``events_max_len``) stays as it was.
 
 Heartbeats and revocations are published with confirms, so a marker published after them (``_streams``) comes
 after them in the stream. Every connection is the store's own, opened from the broker's settings.
@@ -46,6 +46,7 @@ from taskfleet.brokers.base import Broker
 from taskfleet.brokers.event_entries import Cursor
 from taskfleet.brokers.fleet_store import ControlListener, FleetStore, ReplyInbox
 from taskfleet.brokers.rabbitmq import _streams as streams
+from taskfleet.brokers.rabbitmq._appender import StreamAppender
 from taskfleet.brokers.rabbitmq._link import AmqpLink, Channels
 from taskfleet.brokers.rabbitmq._publisher import Publish
 from taskfleet.errors import BrokerError, ConfigurationError, ControlError, DecodeError
@@ -138,6 +139,8 @@ class RabbitMQFleetStore(FleetStore):
         self._revocations_from: Any = "first"
         #: Replies received for each open inbox, by consumer tag.
         self._replies: dict[str, list[bytes]] = {}
+        #: Where events are written: (connection generation, its appender).
+        self._appender: tuple[int, StreamAppender] | None = None
 
     def _channels(self, ch: Channels) -> Channels:
         """``ch``, with the exchange and the streams declared on its connection."""
@@ -288,12 +291,20 @@ class RabbitMQFleetStore(FleetStore):
     # -- events ----------------------------------------------------------------------------------------------------
 
     def emit_events(self, events: Sequence[bytes]) -> None:
-        """Publish the batch as one message (more for a large batch) in one write without waiting for confirms (no
-        round trip)."""
+        """Publish the batch as one message (more for a large batch) through the appender: no round trip unless
+        more than its window is still unconfirmed (module notes)."""
         if events:
             bodies = [entry.payload for entry in event_entries.pack(events)]
-            self._link.call(lambda ch: streams.append(self._channels(ch).admin, self._events, bodies),
+            self._link.call(lambda ch: self._appender_on(ch).append(self._events, bodies,
+                                                                      confirms_within_s=self._end_within_s()),
                             action="emit events")
+
+    def _appender_on(self, ch: Channels) -> StreamAppender:
+        """The events appender of ``ch``'s connection (a new one after a reconnect or a closed channel)."""
+        current = self._appender
+        if current is None or current[0] != ch.generation or not current[1].is_open:
+            current = self._appender = (ch.generation, StreamAppender(self._channels(ch).connection))
+        return current[1]
 
     def read_events(self, cursor: str | None, *, limit: int = 1000, timeout_s: float = 0.0) -> tuple[list[bytes], str]:
         at = Cursor.parse(cursor, _OFFSET) if cursor is not None else Cursor("-1")

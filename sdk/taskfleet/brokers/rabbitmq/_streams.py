@@ -14,14 +14,12 @@ import contextlib
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pika
 from pika.adapters.blocking_connection import BlockingConnection
 
-from taskfleet.brokers.rabbitmq import _frames as frames
 from taskfleet.brokers.rabbitmq import _topology as topo
 from taskfleet.errors import BrokerConnectionError
 
@@ -147,24 +145,6 @@ def _close(channel: Any) -> None:
         if channel.is_open:
             channel._impl.close()
             channel._flush_output(lambda: channel.is_closed)
-
-
-def append(channel: Any, queue: str, bodies: Sequence[bytes]) -> None:
-    """Publish ``bodies`` to ``queue`` (through the default exchange) without confirms, in one write: their frames
-    are packed by ``_frames`` and handed to pika's output buffer at once, as ``_publisher`` does (pika's own
-    ``basic_publish`` costs about 300 µs a message, flush included). The pika internals used (``_impl``, its
-    ``channel_number``, ``_raise_if_not_open`` and ``connection._output_marshaled_frames``, and
-    ``BlockingChannel._flush_output``) are fenced by tests/unit/test_pika_internals.py."""
-    impl = channel._impl
-    number = impl.channel_number
-    frame_max = impl.connection.params.frame_max
-    method = frames.publish_method(number, "", queue, mandatory=False)
-    data = b"".join(method + frames.content_header(number, len(body), delivery_mode=None, priority=None,
-                                                   message_id=None)
-                    + frames.body_frames(number, body, frame_max=frame_max) for body in bodies)
-    impl._raise_if_not_open()
-    impl.connection._output_marshaled_frames([data])
-    channel._flush_output()
 
 
 def _mark(channel: Any, queue: str) -> str:
