@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.cgroup import MemoryCgroup
+
 #: Depth poll period while draining: short against a drain of seconds, long enough not to load the broker.
 POLL_INTERVAL_S = 0.02
 #: A drain that has not finished by then failed (the worker died or is stuck).
@@ -38,13 +40,18 @@ class Depth:
 class Worker:
     """A worker command run as its own process group, its output in ``log_path``."""
 
-    def __init__(self, command: Sequence[str], *, env: dict[str, str], cwd: Path, log_path: Path) -> None:
+    def __init__(self, command: Sequence[str], *, env: dict[str, str], cwd: Path, log_path: Path,
+                 memory_cgroup: bool = False) -> None:
+        """``memory_cgroup``: run the tree in a memory cgroup of its own (``bench.cgroup``), when the machine
+        lets us, so that ``memory`` reports its anonymous memory as Kubernetes would."""
         self.command = list(command)
         self.log_path = log_path
         self._log = log_path.open("ab")
+        self.cgroup = MemoryCgroup.create() if memory_cgroup else None
         self.started_at = time.perf_counter()
         self.proc = subprocess.Popen(self.command, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=None if self.cgroup is None else self.cgroup.enter)
 
     def check_alive(self) -> None:
         """Raise ``RuntimeError`` with the log's tail when the worker has exited."""
@@ -58,8 +65,10 @@ class Worker:
             return "(no log)"
 
     def memory(self) -> dict[str, Any]:
-        """Memory of the whole process tree (see ``tree_memory``)."""
-        return tree_memory(self.proc.pid)
+        """Memory of the whole process tree (see ``tree_memory``), with ``cgroup_anon_mb``: its cgroup's anonymous
+        memory (None when it runs in none)."""
+        return {**tree_memory(self.proc.pid),
+                "cgroup_anon_mb": None if self.cgroup is None else self.cgroup.anon_mb()}
 
     def stop(self) -> None:
         """SIGTERM (every system's graceful stop), then SIGKILL the group; leftovers in the group are killed too."""
@@ -77,6 +86,8 @@ class Worker:
         for pid in tree:  # a child that left the group (none should)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+        if self.cgroup is not None:
+            self.cgroup.remove()
         self._log.close()
 
     def __enter__(self) -> Worker:

@@ -66,6 +66,7 @@ METRICS = (
     Metric("chain_100.seconds", "chain of 100 tasks, apply to last result", "s", False, "latency"),
     Metric("idle_memory.rss_mb", "idle worker RSS, whole tree", "MiB", False, "memory"),
     Metric("idle_memory.pss_mb", "idle worker PSS, whole tree", "MiB", False, "memory"),
+    Metric("idle_memory.cgroup_anon_mb", "idle worker container RSS (its cgroup's anon)", "MiB", False, "memory"),
 )
 
 

@@ -151,7 +151,8 @@ def run_scenarios(system: System, *, tasks: int, rtt_count: int, logs: Path,
     log(f"drain with results: {out['drain_results']['per_s']}/s")
 
     out["idle_memory"], out["rtt"] = _idle_and_rtt(system, rtt_count, logs / "rtt.log")
-    log(f"idle memory: {out['idle_memory']['rss_mb']} MiB RSS, {out['idle_memory']['pss_mb']} MiB PSS; "
+    log(f"idle memory: {out['idle_memory']['rss_mb']} MiB RSS, {out['idle_memory']['pss_mb']} MiB PSS, "
+        f"{out['idle_memory']['cgroup_anon_mb']} MiB container RSS; "
         f"rtt p50 {out['rtt']['p50_ms']} ms")
 
     if hasattr(system, "chord") and hasattr(system, "chain"):
@@ -212,7 +213,7 @@ def _drain(system: System, tasks: int, log_path: Path,
 
 def _idle_and_rtt(system: System, count: int, log_path: Path) -> tuple[dict[str, Any], dict[str, float]]:
     command, env = system.worker_command()
-    with Worker(command, env=env, cwd=APPS_DIR, log_path=log_path) as worker:
+    with Worker(command, env=env, cwd=APPS_DIR, log_path=log_path, memory_cgroup=True) as worker:
         deadline = time.monotonic() + WORKER_START_TIMEOUT_S
         while True:  # the first round trip also waits out the worker's start
             try:
