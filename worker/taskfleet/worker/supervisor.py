@@ -3,10 +3,7 @@ messages of children that die, respawns and recycles them, drains on SIGTERM, an
 
 Children report in batches (taskfleet.worker.child, taskfleet.worker.events): the supervisor learns what a child
 holds from its ``Fetched`` events and what it settled from ``Done``, ``Released``, ``Dropped`` and ``Settled``, and,
-when it dies, which of those it had finished, was running or never started from the ``Progress`` they share. It
-takes events in at once after a quiet spell, then lets them gather for ``EVENTS_EVERY_S`` (10 ms) before the next
-read, every child's at once; a child's death wakes it at any time, and the dead child's events are read before
-anything is settled for it.
+when it dies, which of those it had finished, was running or never started from the ``Progress`` they share.
 
 A live child settles its own messages (its ``Settler``); the supervisor settles only a dead child's leftovers
 (taskfleet.worker.child_exit). Past a hard time limit it stores the FAILURE and sends the child ``Settle``: only the
@@ -24,11 +21,10 @@ import contextlib
 import dataclasses
 import multiprocessing
 import os
-import select
 import signal
 import time
 from collections.abc import Callable
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from queue import Empty, SimpleQueue
 from types import FrameType
 
@@ -57,11 +53,6 @@ from taskfleet.worker.tally import Tally
 log = get_logger("taskfleet.worker")
 
 _LOOP_TICK_S = 0.05
-#: After taking in children's events, the supervisor lets the next ones gather this long before it wakes for them
-#: (a child's death still wakes it at once, and its events are read first). A stream of short tasks then costs it a
-#: wake-up per interval instead of two per task (``Fetched``, ``Done``), each of which took a core from the next
-#: task's delivery: on two cores, 0.2-0.3 ms of a RabbitMQ round trip (docs/benchmarks.md).
-EVENTS_EVERY_S = 0.01
 _RESPAWN_BACKOFF_MAX_S = 10.0
 _READINESS_CACHE_S = 1.0
 #: After a hard time limit, how long the child may take to ack the timed-out message itself before it is killed
@@ -99,8 +90,6 @@ class Supervisor:
         self.tally = Tally()
         #: Work other threads hand to the main loop (``call_soon``), run at its next tick.
         self._soon: SimpleQueue[Callable[[], None]] = SimpleQueue()
-        #: When the main loop last took in children's events (monotonic): see ``EVENTS_EVERY_S``.
-        self._events_taken_at = 0.0
         #: Run once the first children are forked, before the main loop: what only the supervisor needs (the health
         #: server, prometheus_client) is started there, so the first children never hold its modules (children
         #: forked later, the replacements, inherit them, in pages shared copy-on-write with the supervisor).
@@ -216,30 +205,19 @@ class Supervisor:
             reap_orphans({rec.process.pid for rec in self.children.values() if rec.process.pid is not None})
 
     def _wait_events(self) -> None:
-        """Wait up to a tick for children's events, deaths and handed-over broker sockets; take in sockets, and
-        every child's events once ``EVENTS_EVERY_S`` has passed since they were last taken in (deaths are the
-        caller's: ``_reap`` reads the dead child's events first)."""
-        if not self.children:
-            time.sleep(_LOOP_TICK_S)
-            return
+        """Wait up to a tick for children's events, deaths and handed-over broker sockets; take in events and
+        sockets (deaths are the caller's)."""
+        conns = {rec.conn: rec for rec in self.children.values()}
+        sentinels = {rec.process.sentinel: rec for rec in self.children.values()}
         handovers = {rec.sockets.fileno(): rec for rec in self.children.values()}
-        watched: list[Connection | int] = [*(rec.process.sentinel for rec in self.children.values()), *handovers]
-        gather_until = self._events_taken_at + EVENTS_EVERY_S
-        now = time.monotonic()
-        if now >= gather_until:
-            watched += [rec.conn for rec in self.children.values()]
-            timeout = _LOOP_TICK_S
-        else:
-            timeout = gather_until - now
-        for obj in wait(watched, timeout=timeout):
-            if isinstance(obj, int) and obj in handovers:
+        ready = wait([*conns, *sentinels, *handovers], timeout=_LOOP_TICK_S) if conns else []
+        if not conns:
+            time.sleep(_LOOP_TICK_S)
+        for obj in ready:
+            if obj in conns:
+                self._drain_events(conns[obj])
+            elif obj in handovers:
                 handovers[obj].sockets.take()
-        if time.monotonic() >= gather_until:
-            taken = False
-            for rec in list(self.children.values()):
-                taken = self._drain_events(rec) or taken
-            if taken:
-                self._events_taken_at = time.monotonic()
 
     # -- children ------------------------------------------------------------------------------------------------
 
@@ -285,16 +263,12 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(rec.process.pid, signum)
 
-    def _drain_events(self, rec: ChildRecord) -> bool:
-        """Take in every event ``rec``'s child has sent so far; True when there was one."""
-        taken = False
+    def _drain_events(self, rec: ChildRecord) -> None:
         try:
-            while select.select([rec.conn], [], [], 0)[0]:  # Connection.poll() would build a selector each time
+            while rec.conn.poll():
                 self._on_event(rec, rec.conn.recv())
-                taken = True
-        except (EOFError, OSError, ValueError):  # ValueError: the connection is closed
+        except (EOFError, OSError):
             pass
-        return taken
 
     def _on_event(self, rec: ChildRecord, event: events.Event) -> None:
         now = time.monotonic()
