@@ -14,6 +14,7 @@ from pika import frame, spec
 
 from taskfleet.brokers.rabbitmq._appender import WINDOW_BYTES, StreamAppender
 from taskfleet.errors import BrokerConnectionError, BrokerError
+from tests.support.amqp_frames import decoded_frames
 
 KiB = 2**10
 
@@ -51,10 +52,7 @@ class FakeRabbit:
         return callback
 
     def _received(self, chunks: list[bytes]) -> None:
-        data = b"".join(chunks)
-        while data:
-            used, parsed = frame.decode_frame(data)
-            data = data[used:]
+        for parsed in decoded_frames(chunks):
             if isinstance(parsed, frame.Method):
                 self.bodies.append((parsed.method.routing_key, 0))
             elif isinstance(parsed, frame.Header):

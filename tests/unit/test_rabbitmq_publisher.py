@@ -15,6 +15,7 @@ from pika import frame, spec
 from taskfleet.brokers.rabbitmq import _publisher as rabbitmq_publisher
 from taskfleet.brokers.rabbitmq._publisher import NACKED, RETURNED, ConfirmPublisher, Publish
 from taskfleet.brokers.rabbitmq._window import ConfirmWindow
+from tests.support.amqp_frames import decoded_frames
 
 #: How the fake broker answers the messages written since its last answer: a list of (tag, kind) with kind
 #: "ack", "ack+" (multiple), "nack", "nack+" or "return" (a basic.return, to be followed by an ack), in order.
@@ -53,10 +54,7 @@ class FakeBroker:
         assert self.is_open
 
     def _received(self, chunks: list[bytes]) -> None:
-        data = b"".join(chunks)
-        while data:
-            used, parsed = frame.decode_frame(data)
-            data = data[used:]
+        for parsed in decoded_frames(chunks):
             if isinstance(parsed, frame.Method):
                 publish = parsed.method
                 self.written.append((len(self.written) + 1, publish.exchange, publish.routing_key, None))

@@ -2,7 +2,7 @@
 
 A stream stores what reaches its writer together as one *chunk*, and a segment is closed only between chunks; when
 RabbitMQ then enforces a byte cap it drops whole segments, always keeping the newest. So a flood of unconfirmed
-writes, arriving while the server is slow (a busy disk), can land as one chunk larger than the cap: the segment
+writes, arriving while the server is slow (on a loaded machine), can land as one chunk larger than the cap: the segment
 holding it is dropped whole on the next roll (a reader's marker is enough), and with it every event the stream had.
 The appender therefore keeps at most ``WINDOW_BYTES`` unconfirmed on a confirm-mode channel of its own: a write
 past that waits for RabbitMQ's confirms first. A writer's share of one chunk is then at most about twice that,
@@ -17,7 +17,6 @@ ioloop's ``call_later``) are fenced by tests/unit/test_pika_internals.py.
 
 from __future__ import annotations
 
-import contextlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -78,11 +77,6 @@ class StreamAppender:
             self._unconfirmed_bytes += len(body)
         self._write(pending)
         self.channel._flush_output()
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):  # a broken channel goes with its connection
-            if self.channel.is_open:
-                self.channel.close()
 
     def _write(self, pending: list[bytes]) -> None:
         if pending:
