@@ -444,6 +444,43 @@ def test_a_redelivered_task_without_a_final_result_runs_again(
     assert tasks.lines(marker) == ["twice"]
 
 
+def test_a_retry_attempt_published_twice_runs_once_the_copy_is_acked_unrun_after_its_final_state(
+    memory_app: App, started: list[Started], backend: ResultBackend, broker: Broker, marker: str
+) -> None:
+    # Given a retry's attempt that ran, then its second copy (on RabbitMQ the worker's publish of it is sent again
+    # when its confirm is lost: the message is stored twice), which is not a redelivery
+    attempt = _publish(memory_app, "tests.flaky", marker, 1, retries=1)
+    first = _run_and_settle(memory_app, started, broker.fetch([QUEUE], max_messages=1, timeout_s=0)[0])
+    memory_app.publish(attempt)
+    copy = broker.fetch([QUEUE], max_messages=1, timeout_s=0)[0]
+    second = _run_and_settle(memory_app, started, copy)
+
+    assert not copy.redelivered
+    assert (first.outcome, second.outcome, second.decision) == ("success", "duplicate", ACK)
+    assert tasks.lines(marker) == ["attempt 1"]
+    assert _record(backend, attempt.id).state is State.SUCCESS
+    assert broker.queue_depth(QUEUE).total == 0
+
+
+def test_a_copy_of_an_attempt_that_was_already_retried_is_acked_unrun(
+    memory_app: App, started: list[Started], backend: ResultBackend, broker: Broker, marker: str
+) -> None:
+    # Given attempt 1 of a task that fails twice
+    attempt = _publish(memory_app, "tests.flaky", marker, 2, retries=1)
+
+    # When it runs (and is retried: attempt 2 is published, RETRY stored) and then its second copy comes
+    first = _run_and_settle(memory_app, started, broker.fetch([QUEUE], max_messages=1, timeout_s=0)[0])
+    memory_app.publish(attempt)
+    second = _run_and_settle(memory_app, started, broker.fetch([QUEUE], max_messages=1, timeout_s=0)[0])
+
+    # Then the other copy is acked unrun: the stored RETRY names a later attempt, so this one already ran
+    assert (first.outcome, second.outcome, second.decision) == ("retry", "duplicate", ACK)
+    assert tasks.lines(marker) == ["attempt 1"]
+    record = _record(backend, attempt.id)
+    assert (record.state, record.retries) == (State.RETRY, 2)
+    assert broker.queue_depth(QUEUE).delayed == 1, "attempt 2 only once"
+
+
 # -- decisions: the executor decides, the settler settles -----------------------------------------------------
 
 

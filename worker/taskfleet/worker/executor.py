@@ -5,14 +5,18 @@ The executor decides, it does not settle: ``Executor.run`` returns an ``Outcome`
 
 - ``Ack``: the final state (success, failure, revoked) is stored, or a redelivery found it stored (duplicate). The
   ack may wait for the rest of the fetched batch: a message whose ack was still pending when its worker died is
-  delivered again and recognised by its stored final state (``_finished_record``), except with ``ignore_result``
-  (``keeps_results``), where nothing is stored and it runs again.
+  delivered again and recognised by its stored final state (``_stored_record``), except with ``ignore_result``
+  (``keeps_results``), where nothing is stored and it runs again. A retry's attempt is checked too, redelivered or
+  not: the worker's publish of it may have been sent twice (a lost confirm is published again); a copy is acked
+  unrun once the attempt's final state, or a later attempt's RETRY, is stored.
 - Workflow follow-ups (``taskfleet.worker.followups``: callbacks, errbacks, a chain's next step, a chord's join) are
   sent after the final state is stored and before the decision is returned; a redelivery that finds the final state
   stored sends them again (same task ids) before it is acked. A follow-up message (``workflow.follow_up``) whose task
-  id already has a final state is acked unrun: that costs follow-ups one backend read, plain tasks none.
+  id already has a final state is acked unrun: that costs follow-ups and retries one backend read, first
+  attempts none.
 - ``AckRetried``: the next attempt is already published and the RETRY state stored (publish before ack: never
-  lost). Its ack must not be deferred, since a stored RETRY would not let a redelivery be recognised.
+  lost). Its ack is not deferred: a redelivery is recognised by the stored RETRY naming the later attempt, but
+  with ``ignore_result`` nothing is stored and it would run again.
 - A revoked task (its id in ``RuntimeState.revoked``) or an expired one is not run: REVOKED is stored (with a
   workflow's failure follow-ups) and it is acked; a delayed one is checked when it comes due.
 - A task over its rate limit (``RuntimeState.limits``, ``RuntimeState.rate_limiter``) is deferred: published again
@@ -196,15 +200,12 @@ class Executor:
             if workflow is not None:
                 self.followups.failed(msg, workflow, Failure.of(fields))
             return self._dead(msg.task, str(error), began, msg)
-        # A redelivery, or a workflow's follow-up (sent twice after a crash), may have run already: one read.
-        if delivery.redelivered or (workflow is not None and workflow.follow_up):
-            finished = self._finished_record(msg, task)
-            if finished is not None:
-                if workflow is not None and delivery.redelivered:
-                    self.followups.redo(msg, workflow, finished)  # its follow-ups may not all have been sent
-                log.info("task already finished: acked without running it again", task_id=msg.id, task=msg.task,
-                         queue=delivery.queue, delivery_count=delivery.delivery_count)
-                return Outcome(ACK, DUPLICATE, msg.task, time.perf_counter() - began, task_id=msg.id, message=msg)
+        # A redelivery, a retry or a workflow's follow-up (a worker's publish, sent again after a lost confirm or a
+        # crash) may have run already: one read.
+        if delivery.redelivered or msg.retries or (workflow is not None and workflow.follow_up):
+            duplicate = self._duplicate(delivery, msg, task, workflow, began)
+            if duplicate is not None:
+                return duplicate
         if msg.id in self.runtime.revoked:
             return self._revoke(delivery, msg, workflow, "revoked", "revoked", began)
         if msg.is_expired():
@@ -325,7 +326,7 @@ class Executor:
             run.retried(reason, fields.get("traceback"))
         log.info("task retry", task_id=msg.id, task=msg.task, queue=delivery.queue, retries=again.retries,
                  countdown_s=round(countdown_s, 3), error=repr(exc))
-        # Acked at once, never deferred: a redelivery could not tell this attempt already ran.
+        # Acked at once, never deferred: with ignore_result a redelivery could not tell this attempt already ran.
         return Outcome(ACK_RETRIED, RETRY, msg.task, time.perf_counter() - began, task_id=msg.id, error=exc,
                        message=msg)
 
@@ -375,14 +376,32 @@ class Executor:
         return Outcome(DeadLetter(reason), DEAD_LETTERED, task, time.perf_counter() - began,
                        task_id=message.id if message is not None else None, message=message)
 
-    def _finished_record(self, msg: Message, task: Task[Any]) -> ResultRecord | None:
-        """The final state the result backend already holds for this task id, if any: the message ran (or hit its
-        hard time limit) but its ack was lost, e.g. in a broker restart, or it is a workflow follow-up sent twice.
-        Checked on redeliveries and follow-ups only."""
+    def _duplicate(self, delivery: Delivery, msg: Message, task: Task[Any], workflow: Workflow | None,
+                   began: float) -> Outcome | None:
+        """The ``DUPLICATE`` outcome when this attempt already ran (``_stored_record``), else None. A redelivered
+        workflow step sends its follow-ups again first: they may not all have been sent."""
+        record = self._stored_record(msg, task)
+        if record is None:
+            return None
+        if record.state in READY_STATES:
+            if workflow is not None and delivery.redelivered:
+                self.followups.redo(msg, workflow, record)
+            log.info("task already finished: acked without running it again", task_id=msg.id, task=msg.task,
+                     queue=delivery.queue, delivery_count=delivery.delivery_count)
+        elif record.retries > msg.retries:
+            log.info("task attempt already retried: acked without running it again", task_id=msg.id, task=msg.task,
+                     queue=delivery.queue, retries=msg.retries, delivery_count=delivery.delivery_count)
+        else:
+            return None
+        return Outcome(ACK, DUPLICATE, msg.task, time.perf_counter() - began, task_id=msg.id, message=msg)
+
+    def _stored_record(self, msg: Message, task: Task[Any]) -> ResultRecord | None:
+        """What the result backend already holds for this task id, if anything. This attempt already ran when it is
+        final (its ack was lost, e.g. in a broker restart, or it is a follow-up or a retry published twice) or names
+        a later attempt (it failed and was retried). Read for redeliveries, retries and follow-ups only."""
         if self.backend is None or not keeps_results(task):
             return None
-        record = self.backend.get(msg.id)
-        return record if record is not None and record.state in READY_STATES else None
+        return self.backend.get(msg.id)
 
     def _store(self, msg: Message, state: State, **fields: Any) -> None:
         """Store a result record, unless there is no backend or the task ignores results (``keeps_results``); with
