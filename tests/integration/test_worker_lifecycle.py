@@ -3,6 +3,7 @@ health, exit codes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -147,6 +148,36 @@ def test_killed_children_leave_no_file_descriptors_behind_in_the_supervisor(
     for _ in range(3):
         kill_child_mid_task()
     assert supervisor_fds() == before
+
+
+def _unix_sockets(pid: int) -> set[str]:
+    """The inodes of the Unix sockets process ``pid`` holds open."""
+    unix = {line.split()[6] for line in Path("/proc/net/unix").read_text().splitlines()[1:]}
+    held = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                held.add(target[len("socket:["):-1])
+    return held & unix
+
+
+def test_a_child_holds_none_of_its_supervisors_pipe_ends_so_a_dead_supervisor_breaks_them(
+        app: App, start_worker: StartWorker, marker: str) -> None:
+    """Were a child to keep a copy of the supervisor's end of its pipe (or a sibling's), the pipe would not break
+    when the supervisor dies: a child's reports would fill it and then block, and the child would never get to
+    notice it is orphaned (a child once ran on for half an hour)."""
+    worker = start_worker(concurrency=2)
+    first = wait_children(worker.pid, 2)
+    assert tasks.pid.delay().get(timeout=10) in first
+    # A child forked later (respawned) inherits every end the supervisor holds at that moment
+    os.kill(first[0], signal.SIGKILL)
+    wait_for(lambda: len(set(children_of(worker.pid)) - set(first)) == 1, timeout=10, message="a child respawned")
+
+    supervisor = _unix_sockets(worker.pid)
+    assert supervisor, "the supervisor holds its end of each child's pipe"
+    for child in children_of(worker.pid):
+        assert not supervisor & _unix_sockets(child), f"child {child} holds some of the supervisor's sockets"
 
 
 def test_children_are_recycled_after_max_tasks_per_child(app: App, start_worker: StartWorker) -> None:

@@ -409,9 +409,10 @@ def child_main(app: App, settings: WorkerSettings, conn: Connection, index: int,
                progress: Progress | None = None, handover: socket.socket | None = None,
                inherited: tuple[int, ...] = (), runtime: RuntimeState | None = None) -> None:
     """Entry point of a forked child process; ``progress`` is shared with the supervisor, ``handover`` takes this
-    child's broker sockets to it. ``inherited``: other children's broker sockets the supervisor held at the fork,
-    closed here at once (a copy kept open here would keep that connection, and its deliveries, alive). ``runtime``:
-    the supervisor's revoked ids, limits and rate limiter at the fork."""
+    child's broker sockets to it. ``inherited``: the supervisor's descriptors that must not live on here, closed at
+    once: other children's broker sockets (a copy kept open here would keep that connection, and its deliveries,
+    alive) and the supervisor's ends of the children's pipes and hand-overs (so that they break when it dies).
+    ``runtime``: the supervisor's revoked ids, limits and rate limiter at the fork."""
     for fd in inherited:
         with contextlib.suppress(OSError):
             os.close(fd)

@@ -237,7 +237,13 @@ class Supervisor:
         ours, theirs = self._ctx.Pipe(duplex=True)  # events up, commands (Settle) down
         sockets = BrokerSockets()  # broker sockets up
         progress = Progress()
-        inherited = tuple(fd for rec in self.children.values() for fd in rec.sockets.fds)
+        # Closed in the child at once: the other children's broker sockets (a copy kept open there would keep that
+        # connection, and its deliveries, alive) and this supervisor's end of every child's pipe and hand-over, the
+        # new child's included (a copy kept open there would keep a dead supervisor's pipe from breaking: a report
+        # to it would block once the pipe is full, and the child would never notice the supervisor is gone).
+        inherited = (*(fd for rec in self.children.values()
+                       for fd in (*rec.sockets.fds, rec.sockets.fileno(), rec.conn.fileno())),
+                     ours.fileno(), sockets.fileno())
         settings = dataclasses.replace(self.settings, queues=self.queues)  # the queues now, maybe changed
         process = self._ctx.Process(target=child_main, args=(self.app, settings, theirs, slot, progress,
                                                              sockets.theirs, inherited, self.runtime),
