@@ -36,7 +36,7 @@ from __future__ import annotations
 import datetime
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 import pika.exceptions
@@ -49,7 +49,7 @@ from taskfleet.brokers.rabbitmq import _streams as streams
 from taskfleet.brokers.rabbitmq._appender import StreamAppender
 from taskfleet.brokers.rabbitmq._link import AmqpLink, Channels
 from taskfleet.brokers.rabbitmq._publisher import Publish
-from taskfleet.errors import BrokerError, ConfigurationError, ControlError, DecodeError
+from taskfleet.errors import BrokerConnectionError, BrokerError, ConfigurationError, ControlError, DecodeError
 from taskfleet.fleet.revocations import Revocation
 from taskfleet.settings import BrokerSettings
 
@@ -166,6 +166,17 @@ class RabbitMQFleetStore(FleetStore):
                 raise
             ch.admin.queue_declare(name, passive=True)
 
+    def _read(self, read: Callable[[Channels], streams.StreamRead], *, action: str) -> streams.StreamRead:
+        """``read`` on the store's connection, tried once more on a new one when RabbitMQ refused a consumer on a
+        stream that is not ready yet (``streams.not_ready``): a stream declared a moment ago, say by this call."""
+        try:
+            return self._link.call(read, action=action)
+        except BrokerConnectionError as exc:
+            if not streams.not_ready(exc):
+                raise
+        time.sleep(streams.NOT_READY_PAUSE_S)
+        return self._link.call(read, action=action)
+
     def _end_within_s(self) -> float:
         return max(5.0, self._settings.socket_timeout_s)
 
@@ -196,9 +207,9 @@ class RabbitMQFleetStore(FleetStore):
         start = self._workers_from
         if start is None:
             start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=MAX_RECORD_TTL_S + 1)
-        read = self._link.call(lambda ch: streams.read_stream(self._channels(ch).connection, self._registry, start,
-                                                              end_within_s=self._end_within_s()),
-                               action="list workers")
+        read = self._read(lambda ch: streams.read_stream(self._channels(ch).connection, self._registry, start,
+                                                         end_within_s=self._end_within_s()),
+                          action="list workers")
         for message in read.messages:
             worker = message.headers.get(WORKER_HEADER)
             if worker is None:
@@ -226,9 +237,9 @@ class RabbitMQFleetStore(FleetStore):
 
     def revocations(self) -> list[Revocation]:
         start = self._revocations_from
-        read = self._link.call(lambda ch: streams.read_stream(self._channels(ch).connection, self._revoked, start,
-                                                              end_within_s=self._end_within_s()),
-                               action="list revocations")
+        read = self._read(lambda ch: streams.read_stream(self._channels(ch).connection, self._revoked, start,
+                                                         end_within_s=self._end_within_s()),
+                          action="list revocations")
         for message in read.messages:
             try:
                 revocation = Revocation.from_json(message.body)
@@ -313,7 +324,7 @@ class RabbitMQFleetStore(FleetStore):
         offset = int(at.entry)
         # A page that ended inside a message reads it again (it is skipped into below, if still kept).
         start: Any = offset if at.read is not None else "first" if offset < 0 else offset + 1
-        read = self._link.call(lambda ch: streams.read_stream(
+        read = self._read(lambda ch: streams.read_stream(
             self._channels(ch).connection, self._events, start, limit=limit, wait_s=timeout_s,
             end_within_s=self._end_within_s() + max(0.0, timeout_s)), action="read events")
         entries = [(str(m.offset), event_entries.unpack(m.body),
@@ -326,9 +337,9 @@ class RabbitMQFleetStore(FleetStore):
         return events, str(after)
 
     def events_end(self) -> str:
-        read = self._link.call(lambda ch: streams.read_stream(self._channels(ch).connection, self._events, "last",
-                                                              end_within_s=self._end_within_s()),
-                               action="find the end of the events")
+        read = self._read(lambda ch: streams.read_stream(self._channels(ch).connection, self._events, "last",
+                                                         end_within_s=self._end_within_s()),
+                          action="find the end of the events")
         return str(-1 if read.last_offset is None else read.last_offset)
 
     def close(self) -> None:

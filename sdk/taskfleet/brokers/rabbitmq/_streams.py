@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pika
+import pika.exceptions
 from pika.adapters.blocking_connection import BlockingConnection
 
 from taskfleet.brokers.rabbitmq import _topology as topo
@@ -81,6 +82,20 @@ class StreamRead:
 
     messages: list[StreamMessage]
     last_offset: int | None
+
+
+#: RabbitMQ's reply code when it closes a connection for an internal error: what a consumer attaching to a stream
+#: whose members have not started yet gets (a stream declared a moment ago, on a loaded server).
+INTERNAL_ERROR = 541
+#: How long a read waits before it tries such a stream again, on a new connection.
+NOT_READY_PAUSE_S = 0.2
+
+
+def not_ready(exc: BaseException) -> bool:
+    """Whether ``exc`` (raised by a read) is RabbitMQ closing the connection with ``INTERNAL_ERROR``: the stream was
+    not ready, and the read may be tried again."""
+    cause = exc.__cause__
+    return isinstance(cause, pika.exceptions.ConnectionClosedByBroker) and cause.reply_code == INTERNAL_ERROR
 
 
 def read_stream(connection: BlockingConnection, queue: str, offset: Any, *, limit: int | None = None,
