@@ -34,7 +34,8 @@ from pika.adapters.select_connection import IOLoop, SelectConnection
 
 from tests.support.layout import REPO
 
-USED_BY = "taskfleet/brokers/rabbitmq/_publisher.py (ConfirmPublisher) and _appender.py (StreamAppender)"
+USED_BY = ("taskfleet/brokers/rabbitmq/_output.py (write, pump_until), used by _publisher.py (ConfirmPublisher) and "
+           "_appender.py (StreamAppender)")
 
 
 def shape(function: Callable[..., Any]) -> str:

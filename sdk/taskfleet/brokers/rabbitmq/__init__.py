@@ -11,11 +11,15 @@ to this package:
 - ``_publisher``: pipelined publishing with publisher confirms, on pika internals (fenced by
   tests/unit/test_pika_internals.py);
 - ``_frames``: the bytes of a ``basic.publish``, packed directly (checked byte for byte against pika);
+- ``_output``: writing those bytes to pika's output buffer and pumping a channel with a deadline (pika internals,
+  shared by ``_publisher`` and ``_appender``);
+- ``_window``: the windowed publishes RabbitMQ has not confirmed yet;
 - ``_dead_letters``: browsing dead-letter queues and moving their messages back;
 - ``_management``: a client of the management HTTP API (queue counts and names);
 - ``_beat``: ``RabbitMQBeatStore``;
 - ``_fleet``: ``RabbitMQFleetStore``, an app's fleet state (control exchange, reply queues, streams);
-- ``_streams``: the fleet store's stream queues and reading one to its end.
+- ``_streams``: the fleet store's stream queues and reading one to its end;
+- ``_appender``: writing to them a window ahead of RabbitMQ's confirms.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ while sparse writes (a ``task-sent`` per ``delay()``) still cost no round trip.
 A nack (RabbitMQ could not store a message) is reported by the next ``append`` (``BrokerError``); a message lost
 with its connection is not written again: what goes through here is best effort (events), bounded, not guaranteed.
 Used under the link's I/O lock (its confirms are read by whichever thread pumps the connection). The pika internals
-(``_impl``, ``confirm_delivery``, ``_raise_if_not_open``, ``_output_marshaled_frames``, ``_flush_output`` and the
-ioloop's ``call_later``) are fenced by tests/unit/test_pika_internals.py.
+(``_impl``, ``confirm_delivery``, ``_flush_output``, and those of ``_output``) are fenced by
+tests/unit/test_pika_internals.py.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from taskfleet.brokers.rabbitmq import _frames as frames
+from taskfleet.brokers.rabbitmq import _output as output
 from taskfleet.errors import BrokerConnectionError, BrokerError
 
 #: The most bytes of message bodies written and not yet confirmed: a write past it waits for confirms first.
@@ -67,7 +68,7 @@ class StreamAppender:
         pending: list[bytes] = []
         for body in bodies:
             if self._unconfirmed and self._unconfirmed_bytes + len(body) > self.window_bytes:
-                self._write(pending)
+                output.write(self.channel, pending)
                 self._wait_for_room(len(body), confirms_within_s, queue)
             pending.append(method + frames.content_header(number, len(body), delivery_mode=None, priority=None,
                                                           message_id=None)
@@ -75,27 +76,14 @@ class StreamAppender:
             self._tag += 1
             self._unconfirmed[self._tag] = len(body)
             self._unconfirmed_bytes += len(body)
-        self._write(pending)
+        output.write(self.channel, pending)
         self.channel._flush_output()
-
-    def _write(self, pending: list[bytes]) -> None:
-        if pending:
-            self._impl._raise_if_not_open()
-            self._impl.connection._output_marshaled_frames([b"".join(pending)])
-            pending.clear()
 
     def _wait_for_room(self, size: int, timeout_s: float, queue: str) -> None:
         def roomy() -> bool:
             return not self._unconfirmed or self._unconfirmed_bytes + size <= self.window_bytes
 
-        expired: list[bool] = []
-        ioloop: Any = self._impl.connection.ioloop  # its timers run inside _flush_output, unlike the blocking ones
-        timer = ioloop.call_later(max(0.0, timeout_s), lambda: expired.append(True))
-        try:
-            self.channel._flush_output(roomy, lambda: bool(expired))
-        finally:
-            ioloop.remove_timeout(timer)
-        if not roomy():
+        if not output.pump_until(self.channel, roomy, timeout_s):
             raise BrokerConnectionError(f"rabbitmq did not confirm {self._unconfirmed_bytes} bytes written to "
                                         f"stream {queue} within {timeout_s:.0f}s")
 

@@ -43,6 +43,7 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport as PlaintextTransport
 
 from taskfleet.brokers.rabbitmq import _frames as frames
+from taskfleet.brokers.rabbitmq import _output as output
 
 if TYPE_CHECKING:
     from taskfleet.brokers.rabbitmq._window import ConfirmWindow
@@ -152,10 +153,10 @@ class ConfirmPublisher:
                 batch.states.append(_PENDING)
                 batch.outstanding += 1
                 if len(pending) == WRITE_EVERY or batch.outstanding >= PUBLISH_WINDOW:
-                    self._write(pending)
+                    output.write(self.channel, pending)
                     if batch.outstanding >= PUBLISH_WINDOW:
                         self.channel._flush_output(lambda: batch.outstanding <= PUBLISH_WINDOW // 2)
-            self._write(pending)
+            output.write(self.channel, pending)
             self.channel._flush_output(lambda: batch.outstanding == 0)
         except BaseException:
             # Tags counted here may not match what RabbitMQ received: this channel is done with.
@@ -183,7 +184,7 @@ class ConfirmPublisher:
                 self._tag += 1
                 window.written(self._tag, each)
                 registered += 1
-            self._write(pending)
+            output.write(self.channel, pending)
             if window.full:
                 self.channel._flush_output(lambda: window.outstanding <= window.limit // 2)
             else:
@@ -206,18 +207,12 @@ class ConfirmPublisher:
             self.send(None)
         if not window.outstanding:
             return True
-        expired: list[bool] = []
-        ioloop = self._impl.connection.ioloop  # its timers run inside _flush_output, unlike the blocking ones
-        timer = ioloop.call_later(max(0.0, timeout_s), lambda: expired.append(True))
         try:
-            self.channel._flush_output(lambda: not window.outstanding, lambda: bool(expired))
+            return output.pump_until(self.channel, lambda: not window.outstanding, timeout_s)
         except BaseException:
             self._broken = True
             window.channel_lost()
             raise
-        finally:
-            ioloop.remove_timeout(timer)
-        return not window.outstanding
 
     def _frames(self, message: Publish) -> bytes:
         channel = self._impl.channel_number
@@ -235,14 +230,6 @@ class ConfirmPublisher:
                                              message_id=message_id, frame_max=frame_max)
         header: bytes = pika.frame.Header(channel, len(message.body), message.properties).marshal()
         return method + header + frames.body_frames(channel, message.body, frame_max=frame_max)
-
-    def _write(self, pending: list[bytes]) -> None:
-        """Hand the frames of ``pending`` messages to pika's output buffer as one write (pika's own publish makes
-        a socket write per frame, three per message), then empty ``pending``."""
-        if pending:
-            self._impl._raise_if_not_open()
-            self._impl.connection._output_marshaled_frames([b"".join(pending)])
-            pending.clear()
 
     def _write_then_read(self) -> None:
         """Send what was written to the socket now, from this thread, then read the confirms that have arrived,
