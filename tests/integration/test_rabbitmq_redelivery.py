@@ -245,6 +245,31 @@ def test_a_dead_childs_unstarted_prefetched_messages_come_back_uncounted(
 
 
 @rabbitmq_only
+def test_messages_pushed_to_a_child_that_died_before_reading_them_come_back_uncounted(
+        app: App, start_worker: StartWorker, marker: str) -> None:
+    """RabbitMQ pushes deliveries into a child's socket whenever its prefetch has room; a child that dies before it
+    reads them (a poison task kills it as it starts, with the rest of the burst still in flight) never reported
+    them, so only its supervisor, reading what is left in the socket, can tell they never started."""
+    worker = start_worker(concurrency=1, extra=["--prefetch", "4"])
+    tasks.slow_record.delay(marker, 2)  # stopped at once; run again (counted) before the others
+    wait_for(lambda: any(line.startswith("start") for line in tasks.lines(marker)), timeout=15,
+             message="the slow task started")
+    child = int(next(line for line in tasks.lines(marker) if line.startswith("start")).split()[1])
+    os.kill(child, signal.SIGSTOP)  # it reads nothing from now on
+    try:
+        for i in range(3):
+            tasks.record_delivery.delay(marker, f"pushed{i}")
+        time.sleep(1.0)  # pushed into the stopped child's socket: its prefetch has room for three
+        assert _in_flight(worker) == 1, "the supervisor knows only the slow task"
+    finally:
+        os.kill(child, signal.SIGKILL)
+    wait_for(lambda: sum(line.startswith("pushed") for line in tasks.lines(marker)) == 3, timeout=20,
+             message="the pushed tasks ran after the crash")
+    counts = sorted(line for line in tasks.lines(marker) if line.startswith("pushed"))
+    assert counts == ["pushed0 1", "pushed1 1", "pushed2 1"], "never started, so not counted as lost deliveries"
+
+
+@rabbitmq_only
 def test_a_dead_childs_unstarted_prefetched_messages_keep_their_place_ahead_of_the_backlog(
         app: App, start_worker: StartWorker, marker: str) -> None:
     _kill_child_holding_unstarted(start_worker, marker, backlog=30)

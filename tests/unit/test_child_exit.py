@@ -20,6 +20,7 @@ def record(**fields: Any) -> Any:
         "slot": 0, "process": SimpleNamespace(pid=4242, exitcode=0), "held": {}, "exit_reason": None,
         "killed_for": None, "terminating": None, "killed_in_drain": False,
         "progress": SimpleNamespace(finished=0, running=lambda: None),
+        "sockets": SimpleNamespace(unread=lambda: b""),  # what its broker connection holds unread
     }
     return SimpleNamespace(**{**base, **fields})
 
@@ -41,11 +42,16 @@ def test_a_child_exit_is_counted_under_the_reason_it_ended(fields: dict[str, Any
 
 
 class RecordingBroker:
-    """What ``give_back`` asked of the broker, per call; ``fail`` makes every call raise."""
+    """What ``give_back`` asked of the broker, per call; ``fail`` makes every call raise. ``unread``: the deliveries
+    it finds in the bytes a dead child left unread (the message ids, one per byte of ``b"unread"`` bytes)."""
 
-    def __init__(self, *, fail: bool = False) -> None:
+    def __init__(self, *, fail: bool = False, unread: Sequence[str] = ()) -> None:
         self.calls: list[tuple[str, list[str]]] = []
         self.fail = fail
+        self.unread = list(unread)
+
+    def unread_deliveries(self, data: bytes) -> list[Delivery]:
+        return [Delivery("q", message_id, b"", 1) for message_id in self.unread] if data == b"unread" else []
 
     def _record(self, action: str, deliveries: Sequence[Delivery]) -> None:
         if self.fail:
@@ -93,6 +99,18 @@ def test_a_task_a_drain_had_to_kill_goes_back_uncounted() -> None:
     give_back(broker, rec)  # type: ignore[arg-type]
 
     assert broker.calls == [("release (uncounted)", ["running"])]
+
+
+def test_deliveries_a_dead_child_never_read_are_released_uncounted_with_its_unstarted_ones() -> None:
+    # Given a child that died running one task, holding one more, with two more pushed to its connection unread
+    # (one of them a second copy of the one it holds)
+    broker = RecordingBroker(unread=["pushed", "waiting"])
+    rec = record(held=held("running", "waiting"), progress=SimpleNamespace(finished=0, running=lambda: 1),
+                 sockets=SimpleNamespace(unread=lambda: b"unread"))
+
+    give_back(broker, rec)  # type: ignore[arg-type]
+
+    assert broker.calls == [("nack (counted)", ["running"]), ("release (uncounted)", ["waiting", "pushed"])]
 
 
 def test_a_child_that_held_nothing_asks_nothing_of_the_broker() -> None:

@@ -231,6 +231,13 @@ class Broker(ABC):
         brokers whose ``fetch`` leases only what it returns (the default)."""
         return []
 
+    def unread_deliveries(self, data: bytes) -> list[Delivery]:
+        """The deliveries in ``data``: what was left unread in a dead child's broker connection (one handed over by
+        ``watch_connections``), read by its supervisor before it lets the connection close. The child never read
+        them, so they never started; each as the supervisor knows a child's delivery (queue, message id, delivery
+        count, no body), to be given back uncounted (``release``). ``[]`` by default."""
+        return []
+
     def watch_connections(self, hand_over: Callable[[int], None]) -> None:
         """Call ``hand_over(fd)`` with the socket of each broker connection whose loss gives its deliveries back
         (RabbitMQ), as it is opened. A worker child hands them to its supervisor, which keeps a copy open until it

@@ -4,7 +4,9 @@ On RabbitMQ a connection is the lease on its deliveries: the moment it closes, R
 counted as lost. A child sends the socket of each broker connection it opens (``Broker.watch_connections``) over a
 Unix socketpair (SCM_RIGHTS); the supervisor keeps a copy open, so when the child dies the connection lives on until
 the supervisor has given back what it knows of the child's deliveries (its unstarted ones uncounted), and only then
-closes its copy. On brokers whose deliveries are leases (Redis, SQLite) nothing is sent.
+closes its copy. Before that it reads what is left unread in it (``unread``): deliveries the broker pushed after
+the child's last read, which the child could not report. On brokers whose deliveries are leases (Redis, SQLite)
+nothing is sent.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+
+#: The most a supervisor reads from a dead child's connection (a prefetch of large messages fits).
+UNREAD_MAX_BYTES = 64 * 2**20
 
 
 class BrokerSockets:
@@ -51,6 +56,25 @@ class BrokerSockets:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             self._fds = fds[-1:]
+
+    def unread(self) -> bytes:
+        """What the child left unread in its current broker connection, read here without waiting (once it is dead,
+        before ``close``: deliveries the broker pushed that the child never saw, ``Broker.unread_deliveries``). At
+        most ``UNREAD_MAX_BYTES``; nothing when the connection was closed."""
+        chunks: list[bytes] = []
+        left = UNREAD_MAX_BYTES
+        for fd in self._fds:
+            with contextlib.suppress(OSError), socket.socket(fileno=os.dup(fd)) as sock:
+                while left > 0:
+                    try:
+                        chunk = sock.recv(min(left, 2**16), socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        break
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    left -= len(chunk)
+        return b"".join(chunks)
 
     def close(self) -> None:
         """Close the copies and the hand-over: the broker now takes back what the child's connection held."""

@@ -41,11 +41,17 @@ def exit_reason(rec: ChildRecord, *, draining: bool) -> str:
 def give_back(broker: Broker, rec: ChildRecord) -> None:
     """Settle what a dead child held: what it finished (its acks were pending) and a timed-out task (its FAILURE
     is stored) are acked, the interrupted task goes back counted (uncounted when a drain killed it), the unstarted
-    ones uncounted. A broker error is logged: those messages return when their leases expire."""
-    if not rec.held:
+    ones uncounted, and so do the deliveries left unread in its connection (pushed after its last read: it never
+    reported them). A broker error is logged: those messages return when their leases expire."""
+    known = {d.message_id for d in rec.held.values()}
+    unread = [d for d in broker.unread_deliveries(rec.sockets.unread()) if d.message_id not in known]
+    if not rec.held and not unread:
         return
     left = sort_leftovers(rec.held, finished_upto=rec.progress.finished, running=rec.progress.running(),
                           timed_out=settled_by_supervisor(rec))
+    if unread:
+        log.info("deliveries the dead child never read are given back uncounted", slot=rec.slot, count=len(unread))
+        left.unstarted.extend(unread)
     try:
         if left.finished:
             # Redis and SQLite ack from here; on brokers that cannot settle another connection's delivery the

@@ -15,6 +15,7 @@ to this package:
   shared by ``_publisher`` and ``_appender``);
 - ``_window``: the windowed publishes RabbitMQ has not confirmed yet;
 - ``_dead_letters``: browsing dead-letter queues and moving their messages back;
+- ``_unread``: the deliveries in what a dead worker child's connection received and never read;
 - ``_management``: a client of the management HTTP API (queue counts and names);
 - ``_beat``: ``RabbitMQBeatStore``;
 - ``_fleet``: ``RabbitMQFleetStore``, an app's fleet state (control exchange, reply queues, streams);

@@ -272,6 +272,11 @@ class RabbitMQBroker(Broker):
         """Hand over the socket of each connection as it opens (see ``Broker.watch_connections``)."""
         self._link.watch_sockets(hand_over)
 
+    def unread_deliveries(self, data: bytes) -> list[Delivery]:
+        """The deliveries whose frames are whole in ``data``, bytes left unread in a dead child's connection (see
+        ``_unread``). See ``Broker.unread_deliveries``."""
+        return self._consumer.unread(data)
+
     def nack(self, deliveries: Sequence[Delivery]) -> None:
         """Give back interrupted deliveries of this connection (counted on their next delivery)."""
         self._consumer.nack(deliveries)
@@ -374,7 +379,7 @@ def _publish_of(item: Outgoing, queue_type: str) -> tuple[Publish, bool]:
 
 def _queue_of(message: Publish) -> str:
     """The task queue a published message is for (a delayed one names it at the end of its routing key)."""
-    return message.routing_key.split(".", topo.DELAY_LEVELS)[-1] if message.exchange else message.routing_key
+    return topo.queue_of(message.exchange, message.routing_key)
 
 
 def _message_count(method: Callable[[], Any]) -> int:

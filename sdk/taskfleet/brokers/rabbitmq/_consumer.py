@@ -24,6 +24,7 @@ from taskfleet.brokers.rabbitmq import _topology as topo
 from taskfleet.brokers.rabbitmq._dead_letters import DEAD_AT_HEADER, QUEUE_HEADER, REASON_HEADER
 from taskfleet.brokers.rabbitmq._link import AmqpLink, Channels, RawDelivery
 from taskfleet.brokers.rabbitmq._publisher import Publish
+from taskfleet.brokers.rabbitmq._unread import deliveries_in
 from taskfleet.errors import BrokerConnectionError
 from taskfleet.settings import BrokerSettings
 
@@ -256,6 +257,13 @@ class Consumer:
         for delivery in deliveries:
             self._publish(ch, Publish("", topo.credit_queue_name(delivery.queue, delivery.message_id),
                                       str(delivery.delivery_count).encode(), delivery.message_id, None))
+
+    @staticmethod
+    def unread(data: bytes) -> list[Delivery]:
+        """``RabbitMQBroker.unread_deliveries``: the deliveries in ``data`` (``_unread``), counted as ``fetch``
+        counts them."""
+        return [Delivery(u.queue, u.message_id, b"", _int(u.headers.get(LOST_HEADER)) + 1)
+                for u in deliveries_in(data)]
 
     def _count_lost(self, ch: Channels, delivery: Delivery, raw: RawDelivery) -> None:
         """Republish a redelivered message with its previous delivery counted as lost, or dead-letter it past

@@ -145,6 +145,12 @@ def delay_routing_key(units: int, queue: str) -> str:
     return f"{bits}.{queue}"
 
 
+def queue_of(exchange: str, routing_key: str) -> str:
+    """The task queue a message published (or dead-lettered) to ``exchange`` with ``routing_key`` is for: the
+    routing key itself through the default exchange; a delayed one names it after its delay bits."""
+    return routing_key.split(".", DELAY_LEVELS)[-1] if exchange else routing_key
+
+
 def level_pattern(level: int, bit: str) -> str:
     """Topic pattern that matches routing keys whose bit for ``level`` is ``bit``."""
     return "*." * (DELAY_LEVELS - 1 - level) + bit + ".#"
