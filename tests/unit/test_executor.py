@@ -21,7 +21,7 @@ from taskfleet.brokers.base import Broker, Delivery
 from taskfleet.errors import BrokerConnectionError, ResultError
 from taskfleet.task import TaskOptions
 from taskfleet.worker import events
-from taskfleet.worker.executor import ACK, ACK_RETRIED, DeadLetter, Executor, Leave, Outcome, Started
+from taskfleet.worker.executor import ACK, ACK_NOW, DeadLetter, Executor, Leave, Outcome, Started
 from taskfleet.worker.holdings import Held
 from taskfleet.worker.settler import Settler
 from tests import tasks
@@ -424,7 +424,7 @@ def test_a_redelivered_task_that_already_finished_is_acked_without_running_again
     outcome = _run_and_settle(memory_app, started, again)
 
     assert again.redelivered
-    assert (outcome.outcome, outcome.decision) == ("duplicate", ACK)
+    assert (outcome.outcome, outcome.decision) == ("duplicate", ACK_NOW)
     assert tasks.lines(marker) == ["once"]
     assert _record(backend, result.id).state == State.SUCCESS
     assert broker.queue_depth(QUEUE).total == 0
@@ -456,7 +456,7 @@ def test_a_retry_attempt_published_twice_runs_once_the_copy_is_acked_unrun_after
     second = _run_and_settle(memory_app, started, copy)
 
     assert not copy.redelivered
-    assert (first.outcome, second.outcome, second.decision) == ("success", "duplicate", ACK)
+    assert (first.outcome, second.outcome, second.decision) == ("success", "duplicate", ACK_NOW)
     assert tasks.lines(marker) == ["attempt 1"]
     assert _record(backend, attempt.id).state is State.SUCCESS
     assert broker.queue_depth(QUEUE).total == 0
@@ -474,7 +474,7 @@ def test_a_copy_of_an_attempt_that_was_already_retried_is_acked_unrun(
     second = _run_and_settle(memory_app, started, broker.fetch([QUEUE], max_messages=1, timeout_s=0)[0])
 
     # Then the other copy is acked unrun: the stored RETRY names a later attempt, so this one already ran
-    assert (first.outcome, second.outcome, second.decision) == ("retry", "duplicate", ACK)
+    assert (first.outcome, second.outcome, second.decision) == ("retry", "duplicate", ACK_NOW)
     assert tasks.lines(marker) == ["attempt 1"]
     record = _record(backend, attempt.id)
     assert (record.state, record.retries) == (State.RETRY, 2)
@@ -510,9 +510,11 @@ def test_a_stored_final_outcome_is_decided_ack_and_left_in_flight_for_the_settle
     assert broker.queue_depth(QUEUE).total == 0
 
 
-def test_a_redelivered_duplicate_is_decided_ack_without_running(
+def test_a_redelivered_duplicate_is_decided_an_ack_at_once_without_running(
     memory_app: App, started: list[Started], broker: Broker, marker: str
 ) -> None:
+    # Not batched: a poison message later in its batch that kills the child would otherwise have it delivered and
+    # counted again each time, until it is dead-lettered though it succeeded
     tasks.record.delay(marker, "once")
     first = broker.fetch([QUEUE], max_messages=1, timeout_s=0)[0]
     _run_and_settle(memory_app, started, first)
@@ -521,9 +523,11 @@ def test_a_redelivered_duplicate_is_decided_ack_without_running(
 
     ran, delivery = _run_unsettled(memory_app, started)
 
-    assert (ran.outcome, ran.decision, delivery.message_id) == ("duplicate", ACK, first.message_id)
-    assert broker.queue_depth(QUEUE).in_flight == 1
+    assert (ran.outcome, ran.decision, delivery.message_id) == ("duplicate", ACK_NOW, first.message_id)
+    assert broker.queue_depth(QUEUE).in_flight == 1, "not acked by the executor"
     assert tasks.lines(marker) == ["once"]
+    assert _settle(memory_app, delivery, ran, flush=False)
+    assert broker.queue_depth(QUEUE).in_flight == 0, "acked at once, with no flush of the batch"
 
 
 def test_a_retry_publishes_and_stores_the_next_attempt_before_deciding_an_ack_that_is_never_deferred(
@@ -535,7 +539,7 @@ def test_a_retry_publishes_and_stores_the_next_attempt_before_deciding_an_ack_th
     ran, delivery = _run_unsettled(memory_app, started)
 
     # The next attempt is published and stored while the original is still in flight: publish before ack
-    assert (ran.outcome, ran.decision) == ("retry", ACK_RETRIED)
+    assert (ran.outcome, ran.decision) == ("retry", ACK_NOW)
     depth = broker.queue_depth(QUEUE)
     assert (depth.in_flight, depth.delayed) == (1, 1)
     assert _record(backend, result.id).state is State.RETRY

@@ -11,7 +11,7 @@ import pytest
 
 from taskfleet import App, Message, State, TaskRevoked
 from taskfleet.worker import events
-from taskfleet.worker.executor import ACK, ACK_RETRIED, Executor, Outcome, Started
+from taskfleet.worker.executor import ACK, ACK_NOW, Executor, Outcome, Started
 from taskfleet.worker.holdings import Held
 from taskfleet.worker.rate_gate import RATE_SLOT_HEADER
 from taskfleet.worker.rate_limiter import LocalRateLimiter
@@ -85,7 +85,7 @@ def test_a_task_over_its_rate_limit_is_published_again_for_its_slot_and_acked_at
     assert run_next(memory_app, runtime).outcome == "success"
     deferred = run_next(memory_app, runtime)
 
-    assert (deferred.decision, deferred.outcome) == (ACK_RETRIED, "deferred")
+    assert (deferred.decision, deferred.outcome) == (ACK_NOW, "deferred")
     assert first.get(timeout=1) == 2
     assert second.state is State.PENDING  # not a retry: no RETRY stored
     depth = memory_app.broker.queue_depth(QUEUE)

@@ -24,7 +24,7 @@ from taskfleet import (
 from taskfleet.backends.base import ResultBackend, ResultRecord
 from taskfleet.brokers.base import Broker, Delivery
 from taskfleet.errors import ResultError
-from taskfleet.worker.executor import ACK, DeadLetter, Executor, Leave, Outcome
+from taskfleet.worker.executor import ACK_NOW, DeadLetter, Executor, Leave, Outcome
 from taskfleet.worker.holdings import Held
 from taskfleet.worker.settler import Settler
 from tests import canvas_tasks as ct
@@ -199,7 +199,7 @@ def test_a_follow_up_whose_task_already_finished_is_acked_without_running_again(
 
     duplicate = _drain(memory_app)
 
-    assert [(o.outcome, o.decision) for o in duplicate] == [("duplicate", ACK)]
+    assert [(o.outcome, o.decision) for o in duplicate] == [("duplicate", ACK_NOW)]
     assert result.get(timeout=1) == 3
 
 

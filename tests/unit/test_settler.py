@@ -17,7 +17,7 @@ from taskfleet.errors import BrokerConnectionError
 from taskfleet.settings import BrokerSettings
 from taskfleet.worker import events
 from taskfleet.worker.child import Child
-from taskfleet.worker.executor import ACK, ACK_RETRIED, DeadLetter, Decision, Leave, Outcome
+from taskfleet.worker.executor import ACK, ACK_NOW, DeadLetter, Decision, Leave, Outcome
 from taskfleet.worker.holdings import Held, Holdings, Lease, lease_clock
 from taskfleet.worker.settings import WorkerSettings
 from taskfleet.worker.settler import Settler
@@ -98,7 +98,7 @@ def test_acks_wait_for_the_flush_then_go_out_in_one_call_with_one_done_event() -
 def test_a_retried_delivery_is_acked_at_once_and_reported_with_the_next_batch() -> None:
     settler, broker, reporter = _settler()
 
-    assert settler.settle(_held(1), _outcome(ACK_RETRIED, "retry"))
+    assert settler.settle(_held(1), _outcome(ACK_NOW, "retry"))
 
     assert (broker.calls, reporter.sent) == ([("ack", ["m1"])], [])
     settler.flush()
@@ -128,7 +128,7 @@ def test_a_delivery_left_for_redelivery_is_reported_dropped_at_once_and_not_sett
 
 @pytest.mark.parametrize(
     ("decision", "failing"),
-    [pytest.param(ACK_RETRIED, "ack", id="retry ack"), pytest.param(DeadLetter("bad"), "dead_letter", id="dead")],
+    [pytest.param(ACK_NOW, "ack", id="retry ack"), pytest.param(DeadLetter("bad"), "dead_letter", id="dead")],
 )
 def test_a_failed_immediate_settlement_leaves_the_delivery_for_redelivery(decision: Decision, failing: str) -> None:
     settler, _, reporter = _settler(failing)

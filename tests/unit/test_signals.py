@@ -20,7 +20,7 @@ from taskfleet.errors import ResultError
 from taskfleet.hooks import ExceptionInfo
 from taskfleet.task import Request
 from taskfleet.worker.child import Child
-from taskfleet.worker.executor import ACK, ACK_RETRIED, Leave
+from taskfleet.worker.executor import ACK, ACK_NOW, Leave
 from taskfleet.worker.settings import WorkerSettings
 from tests import hook_tasks, tasks
 from tests.support.executing import in_memory, run_next
@@ -177,7 +177,7 @@ def test_a_retry_receiver_that_raises_does_not_stop_the_retry(app: App, marker: 
     finally:
         signals.task_retry.disconnect(_raise)
 
-    assert outcome.decision == ACK_RETRIED
+    assert outcome.decision == ACK_NOW
     assert app.broker.queue_depth("tests").delayed == 1, "the next attempt is published"
 
 

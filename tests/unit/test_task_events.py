@@ -22,7 +22,7 @@ from taskfleet.serializers import JSON, get_serializer
 from taskfleet.worker.child import Child
 from taskfleet.worker.executor import (
     ACK,
-    ACK_RETRIED,
+    ACK_NOW,
     DEAD_LETTERED,
     DROPPED,
     DUPLICATE,
@@ -97,7 +97,7 @@ def test_a_failure_ends_in_task_failed_with_the_exception_and_where_it_was_raise
 
 
 def test_a_retry_ends_in_task_retried_with_its_exception() -> None:
-    outcome = Outcome(ACK_RETRIED, RETRY, "tests.flaky", 0.1, task_id="t1", error=OSError("flaky"))
+    outcome = Outcome(ACK_NOW, RETRY, "tests.flaky", 0.1, task_id="t1", error=OSError("flaky"))
 
     event = end_event(DELIVERY, outcome, worker="w", timestamp=1.0)
 

@@ -16,7 +16,7 @@ import pytest
 from taskfleet import App, ConfigurationError, State, Task
 from taskfleet.canvas.builtins import NAMES as BUILTIN_TASKS
 from taskfleet.hooks import ExceptionInfo, TaskHooks
-from taskfleet.worker.executor import ACK, ACK_RETRIED, DeadLetter
+from taskfleet.worker.executor import ACK, ACK_NOW, DeadLetter
 from taskfleet.worker.lifecycle import overrides_hooks, task_run
 from tests import hook_tasks, tasks
 from tests.support.executing import in_memory, run_next
@@ -162,7 +162,7 @@ def test_a_retry_calls_on_retry_and_not_after_return_then_the_next_attempt_succe
     first = run_next(app)
     second = run_next(app, wait_s=2)  # the retry asked for a 0.1 s countdown
 
-    assert (first.outcome, first.decision) == ("retry", ACK_RETRIED)
+    assert (first.outcome, first.decision) == ("retry", ACK_NOW)
     assert second.outcome == "success"
     assert tasks.lines(marker) == [
         f"before_start {result.id}", "on_retry OSError OSError",
@@ -242,7 +242,7 @@ def test_a_failure_hook_that_raises_leaves_the_tasks_own_failure(app: App, marke
 def test_a_retry_hook_that_raises_still_retries(app: App, marker: str, logs: io.StringIO) -> None:
     result = hook_tasks.broken_hooks_flaky.delay(marker)
 
-    assert run_next(app).decision == ACK_RETRIED
+    assert run_next(app).decision == ACK_NOW
     assert run_next(app, wait_s=2).outcome == "success"
 
     assert result.get(timeout=1) == "ok"

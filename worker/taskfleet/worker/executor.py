@@ -3,24 +3,25 @@
 The executor decides, it does not settle: ``Executor.run`` returns an ``Outcome`` whose ``decision`` the child's
 ``Settler`` (taskfleet.worker.settler) carries out, and makes no ack or dead-letter call itself.
 
-- ``Ack``: the final state (success, failure, revoked) is stored, or a redelivery found it stored (duplicate). The
-  ack may wait for the rest of the fetched batch: a message whose ack was still pending when its worker died is
-  delivered again and recognised by its stored final state (``_stored_record``), except with ``ignore_result``
-  (``keeps_results``), where nothing is stored and it runs again. A retry's attempt is checked too, redelivered or
-  not: the worker's publish of it may have been sent twice (a lost confirm is published again); a copy is acked
-  unrun once the attempt's final state, or a later attempt's RETRY, is stored.
+- ``Ack``: the final state (success, failure, revoked) is stored. The ack may wait for the rest of the fetched
+  batch: a message whose ack was still pending when its worker died is delivered again and recognised by its stored
+  final state (``_stored_record``), except with ``ignore_result`` (``keeps_results``), where nothing is stored and
+  it runs again. A retry's attempt is checked too, redelivered or not: the worker's publish of it may have been sent
+  twice (a lost confirm is published again); a copy is acked unrun once the attempt's final state, or a later
+  attempt's RETRY, is stored.
 - Workflow follow-ups (``taskfleet.worker.followups``: callbacks, errbacks, a chain's next step, a chord's join) are
   sent after the final state is stored and before the decision is returned; a redelivery that finds the final state
   stored sends them again (same task ids) before it is acked. A follow-up message (``workflow.follow_up``) whose task
   id already has a final state is acked unrun: that costs follow-ups and retries one backend read, first
   attempts none.
-- ``AckRetried``: the next attempt is already published and the RETRY state stored (publish before ack: never
-  lost). Its ack is not deferred: a redelivery is recognised by the stored RETRY naming the later attempt, but
-  with ``ignore_result`` nothing is stored and it would run again.
+- ``AckNow``, an ack never deferred: for a retry, once the next attempt is published and the RETRY state stored
+  (publish before ack: never lost; with ``ignore_result`` nothing stored would let a redelivery be recognised), and
+  for a duplicate, a copy found already run and acked unrun (a deferred ack would leave it to be delivered, and
+  counted, again each time a poison message later in its batch kills the child, until it is dead-lettered).
 - A revoked task (its id in ``RuntimeState.revoked``) or an expired one is not run: REVOKED is stored (with a
   workflow's failure follow-ups) and it is acked; a delayed one is checked when it comes due.
 - A task over its rate limit (``RuntimeState.limits``, ``RuntimeState.rate_limiter``) is deferred: published again
-  for its reserved slot (same task id, not counted as a retry) and acked at once (``AckRetried``), so it never holds
+  for its reserved slot (same task id, not counted as a retry) and acked at once (``AckNow``), so it never holds
   the child's slot while it waits (taskfleet.worker.rate_limiter).
 - ``DeadLetter``: bad input (oversized, undecodable, unknown task) or retries used up (its FAILURE stored). Bad
   input never raises out of here: it is dead-lettered with the reason and the worker goes on.
@@ -67,7 +68,7 @@ from taskfleet.worker.lifecycle import TaskRun, task_run
 from taskfleet.worker.logging import get_logger
 from taskfleet.worker.outcomes import (
     ACK,
-    ACK_RETRIED,
+    ACK_NOW,
     DEAD_LETTERED,
     DEFERRED,
     DROPPED,
@@ -77,7 +78,7 @@ from taskfleet.worker.outcomes import (
     REVOKED,
     SUCCESS,
     Ack,
-    AckRetried,
+    AckNow,
     Admitted,
     Begun,
     DeadLetter,
@@ -93,7 +94,7 @@ from taskfleet.worker.runtime_state import RuntimeState
 #: The decision types live in taskfleet.worker.outcomes; the settler, the child and the tests import them from here.
 __all__ = [
     "ACK",
-    "ACK_RETRIED",
+    "ACK_NOW",
     "DEAD_LETTERED",
     "DEFERRED",
     "DROPPED",
@@ -103,7 +104,7 @@ __all__ = [
     "REVOKED",
     "SUCCESS",
     "Ack",
-    "AckRetried",
+    "AckNow",
     "Admitted",
     "Begun",
     "DeadLetter",
@@ -232,7 +233,7 @@ class Executor:
         self.app.publish(deferral.message)
         log.debug("task deferred by its rate limit", task_id=msg.id, task=msg.task, queue=delivery.queue,
                   delay_s=round(deferral.delay_s, 3))
-        return Outcome(ACK_RETRIED, DEFERRED, msg.task, time.perf_counter() - began, task_id=msg.id)
+        return Outcome(ACK_NOW, DEFERRED, msg.task, time.perf_counter() - began, task_id=msg.id)
 
     def execute(self, admitted: Admitted) -> Outcome:
         """Run a sync task's body with its soft time limit (SIGALRM), then ``conclude``."""
@@ -327,7 +328,7 @@ class Executor:
         log.info("task retry", task_id=msg.id, task=msg.task, queue=delivery.queue, retries=again.retries,
                  countdown_s=round(countdown_s, 3), error=repr(exc))
         # Acked at once, never deferred: with ignore_result a redelivery could not tell this attempt already ran.
-        return Outcome(ACK_RETRIED, RETRY, msg.task, time.perf_counter() - began, task_id=msg.id, error=exc,
+        return Outcome(ACK_NOW, RETRY, msg.task, time.perf_counter() - began, task_id=msg.id, error=exc,
                        message=msg)
 
     def _fail(self, delivery: Delivery, msg: Message, exc: BaseException, run: TaskRun | None,
@@ -393,7 +394,7 @@ class Executor:
                      queue=delivery.queue, retries=msg.retries, delivery_count=delivery.delivery_count)
         else:
             return None
-        return Outcome(ACK, DUPLICATE, msg.task, time.perf_counter() - began, task_id=msg.id, message=msg)
+        return Outcome(ACK_NOW, DUPLICATE, msg.task, time.perf_counter() - began, task_id=msg.id, message=msg)
 
     def _stored_record(self, msg: Message, task: Task[Any]) -> ResultRecord | None:
         """What the result backend already holds for this task id, if anything. This attempt already ran when it is

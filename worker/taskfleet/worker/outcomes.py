@@ -1,5 +1,5 @@
 """What the executor decides for a delivery (taskfleet.worker.executor): the ``Outcome`` and its decision for the
-settler (``Ack``, ``AckRetried``, ``DeadLetter``, ``Leave``), the metrics outcome names, and the steps of a run
+settler (``Ack``, ``AckNow``, ``DeadLetter``, ``Leave``), the metrics outcome names, and the steps of a run
 (``Admitted``, ``Begun``, ``Started``) that the sync path and the async one (taskfleet.worker.async_execution) share,
 and the result-record fields of an exception (``exception_fields``).
 """
@@ -66,8 +66,10 @@ class Ack:
 
 
 @dataclass(frozen=True, slots=True)
-class AckRetried:
-    """Ack at once: the next attempt is published and the RETRY state stored. Never deferred."""
+class AckNow:
+    """Ack at once, never deferred: a retry or a deferral (its next message is published), or a redelivery found
+    already run (a duplicate). A batched ack would leave it to be delivered again, and counted, should the child die
+    before the batch ends (say, killed by the next message of the batch)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +87,9 @@ class Leave:
     error: str
 
 
-Decision = Ack | AckRetried | DeadLetter | Leave
+Decision = Ack | AckNow | DeadLetter | Leave
 ACK = Ack()
-ACK_RETRIED = AckRetried()
+ACK_NOW = AckNow()
 
 
 @dataclass(frozen=True, slots=True)

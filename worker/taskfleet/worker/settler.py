@@ -5,11 +5,11 @@ timed-out delivery on the supervisor's ``Settle`` command, and reports each of t
 Acks of finished deliveries (``Ack``) are batched: ``flush`` sends them, with one ``Done`` event carrying their
 sequence numbers and metrics samples, when the fetched batch is done (before the next fetch), when they are
 overdue (``overdue``: the background thread looks every tick while a slow task runs), before the child exits, and
-when the supervisor is gone. A retried delivery (``AckRetried``) is acked at once and a dead-lettered one moved at
-once; both are reported with the next ``Done``. Before the delivery's outcome counts as finished in ``Progress``, a
-``Leave`` decision, or an ``AckRetried`` or ``DeadLetter`` whose broker call failed, is reported ``Dropped``: the
-message is delivered again when its lease runs out. A prefetched delivery whose lease was lost before it started
-(``drop_unrun``) is reported ``Dropped`` too, with no broker call.
+when the supervisor is gone. A retried or duplicate delivery (``AckNow``) is acked at once and a dead-lettered one
+moved at once; both are reported with the next ``Done``. Before the delivery's outcome counts as finished in
+``Progress``, a ``Leave`` decision, or an ``AckNow`` or ``DeadLetter`` whose broker call failed, is reported
+``Dropped``: the message is delivered again when its lease runs out. A prefetched delivery whose lease was lost
+before it started (``drop_unrun``) is reported ``Dropped`` too, with no broker call.
 
 Thread-safe: the main thread settles and flushes, the background thread flushes, renews, gives back and serves
 ``Settle``. Broker calls are made outside the lock.
@@ -24,7 +24,7 @@ from taskfleet.brokers.base import Broker, Delivery
 from taskfleet.errors import BrokerError
 from taskfleet.worker import events
 from taskfleet.worker.events import Reporter, Sample
-from taskfleet.worker.executor import Ack, AckRetried, DeadLetter, Leave, Outcome
+from taskfleet.worker.executor import Ack, AckNow, DeadLetter, Leave, Outcome
 from taskfleet.worker.holdings import Held, Holdings, lease_clock
 from taskfleet.worker.logging import get_logger
 
@@ -58,7 +58,7 @@ class Settler:
             self._reporter.send(events.Dropped([held.seq]))
             return False
         try:
-            if isinstance(decision, AckRetried):
+            if isinstance(decision, AckNow):
                 self._broker.ack([delivery])  # at once: a redelivery could not tell this attempt already ran
             elif isinstance(decision, DeadLetter):
                 self._broker.dead_letter(delivery, decision.reason)
