@@ -444,16 +444,21 @@ def test_a_redelivered_task_without_a_final_result_runs_again(
     assert tasks.lines(marker) == ["twice"]
 
 
+def _run_then_its_copy(app: App, started: list[Started], message: Message) -> tuple[Outcome, Outcome, Delivery]:
+    """Run the queued ``message``, then publish it again and run that copy: both outcomes, and the copy's delivery."""
+    first = _run_and_settle(app, started, app.broker.fetch([QUEUE], max_messages=1, timeout_s=0)[0])
+    app.publish(message)
+    copy = app.broker.fetch([QUEUE], max_messages=1, timeout_s=0)[0]
+    return first, _run_and_settle(app, started, copy), copy
+
+
 def test_a_retry_attempt_published_twice_runs_once_the_copy_is_acked_unrun_after_its_final_state(
     memory_app: App, started: list[Started], backend: ResultBackend, broker: Broker, marker: str
 ) -> None:
     # Given a retry's attempt that ran, then its second copy (on RabbitMQ the worker's publish of it is sent again
     # when its confirm is lost: the message is stored twice), which is not a redelivery
     attempt = _publish(memory_app, "tests.flaky", marker, 1, retries=1)
-    first = _run_and_settle(memory_app, started, broker.fetch([QUEUE], max_messages=1, timeout_s=0)[0])
-    memory_app.publish(attempt)
-    copy = broker.fetch([QUEUE], max_messages=1, timeout_s=0)[0]
-    second = _run_and_settle(memory_app, started, copy)
+    first, second, copy = _run_then_its_copy(memory_app, started, attempt)
 
     assert not copy.redelivered
     assert (first.outcome, second.outcome, second.decision) == ("success", "duplicate", ACK_NOW)
@@ -469,9 +474,7 @@ def test_a_copy_of_an_attempt_that_was_already_retried_is_acked_unrun(
     attempt = _publish(memory_app, "tests.flaky", marker, 2, retries=1)
 
     # When it runs (and is retried: attempt 2 is published, RETRY stored) and then its second copy comes
-    first = _run_and_settle(memory_app, started, broker.fetch([QUEUE], max_messages=1, timeout_s=0)[0])
-    memory_app.publish(attempt)
-    second = _run_and_settle(memory_app, started, broker.fetch([QUEUE], max_messages=1, timeout_s=0)[0])
+    first, second, _ = _run_then_its_copy(memory_app, started, attempt)
 
     # Then the other copy is acked unrun: the stored RETRY names a later attempt, so this one already ran
     assert (first.outcome, second.outcome, second.decision) == ("retry", "duplicate", ACK_NOW)
