@@ -62,7 +62,7 @@ class Begun(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """Ack: the final state is stored (or was found stored). The ack may be batched."""
+    """Ack: the final state is stored. The ack may be batched."""
 
 
 @dataclass(frozen=True, slots=True)
