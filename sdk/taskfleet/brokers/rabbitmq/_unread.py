@@ -57,7 +57,8 @@ def deliveries_in(data: bytes) -> list[Unread]:
 
 def _deliver_and_header(data: bytes, start: int) -> tuple[Any, Any, int]:
     """The ``basic.deliver`` method at ``start`` and the content header right after it, on the same channel, and
-    where the header ends; ``(None, None, start)`` when either is not there whole."""
+    where the delivery ends (past its body when that is whole, else past the header); ``(None, None, start)`` when
+    the method or the header is not there whole."""
     try:
         used, frame = _frame_at(data, start)
         if not used or not isinstance(frame, pika.frame.Method) or not isinstance(frame.method,
