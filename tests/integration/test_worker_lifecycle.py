@@ -163,7 +163,7 @@ def _unix_sockets(pid: int) -> set[str]:
 
 
 def test_a_child_holds_none_of_its_supervisors_pipe_ends_so_a_dead_supervisor_breaks_them(
-        app: App, start_worker: StartWorker, marker: str) -> None:
+        app: App, start_worker: StartWorker) -> None:
     """Were a child to keep a copy of the supervisor's end of its pipe (or a sibling's), the pipe would not break
     when the supervisor dies: a child's reports would fill it and then block, and the child would never get to
     notice it is orphaned (a child once ran on for half an hour)."""
