@@ -250,7 +250,7 @@ class Injector:
         t = time.monotonic()
         if fx.kill(pid):
             self.hits[task_id] = self.hits.get(task_id, 0) + 1
-            self.log.add(Fault(fx.KILL_CHILD, t, t, frozenset({pid}), f"running {task_id}"))
+            self.log.add(Fault(fx.KILL_CHILD, t, time.monotonic(), frozenset({pid}), f"running {task_id}"))
 
     def kill_worker(self) -> None:
         worker = self.rng.choice(self.fleet.live)
@@ -258,8 +258,8 @@ class Injector:
             if pid in children_of(worker.pid):
                 self.hits[task_id] = self.hits.get(task_id, 0) + 1
         t = time.monotonic()
-        pids = self.fleet.kill(worker)
-        self.log.add(Fault(fx.KILL_WORKER, t, t, pids, f"worker {worker.pid}"))
+        pids = self.fleet.kill(worker)  # one process after another: a child may start a task until its own SIGKILL
+        self.log.add(Fault(fx.KILL_WORKER, t, time.monotonic(), pids, f"worker {worker.pid}"))
         self.fleet.start()
 
     def sigstop(self) -> None:

@@ -71,7 +71,10 @@ def hit(run: Run, faults: list[Fault]) -> Fault | None:
     """The first fault that hit ``run`` before it was finished (see the module docstring)."""
     fin = _fin(run)
     for f in faults:
-        if f.kind in (KILL_CHILD, KILL_WORKER, POISON_KILL) and run.pid in f.pids and run.start <= f.begin <= fin:
+        # A kill spans begin to end (a worker's processes are killed one after another): a run its process started
+        # meanwhile was killed by it too.
+        if f.kind in (KILL_CHILD, KILL_WORKER, POISON_KILL) and run.pid in f.pids and run.start <= f.end \
+                and f.begin <= fin:
             return f
         if f.kind == SIGSTOP and run.pid in f.pids and run.start <= f.begin <= fin:
             return f
