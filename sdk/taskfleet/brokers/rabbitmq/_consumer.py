@@ -201,7 +201,7 @@ class Consumer:
             queue=self._tag_queues.get(raw.consumer_tag, consuming.queues[0]),
             message_id=raw.properties.message_id or f"amqp-{raw.generation}-{raw.delivery_tag}",
             data=raw.body,
-            delivery_count=_int(headers.get(LOST_HEADER)) + 1,
+            delivery_count=_delivery_count(headers),
             receipt=_Receipt(self._link, raw.generation, raw.delivery_tag, raw.properties),
         )
 
@@ -262,7 +262,7 @@ class Consumer:
     def unread(data: bytes) -> list[Delivery]:
         """``RabbitMQBroker.unread_deliveries``: the deliveries in ``data`` (``_unread``), counted as ``fetch``
         counts them."""
-        return [Delivery(u.queue, u.message_id, b"", _int(u.headers.get(LOST_HEADER)) + 1)
+        return [Delivery(u.queue, u.message_id, b"", _delivery_count(u.headers))
                 for u in deliveries_in(data)]
 
     def _count_lost(self, ch: Channels, delivery: Delivery, raw: RawDelivery) -> None:
@@ -395,6 +395,11 @@ class Consumer:
 
     def _own(self, deliveries: Sequence[Delivery]) -> list[_Receipt]:
         return [r for r in map(self._receipt, deliveries) if r is not None]
+
+
+def _delivery_count(headers: dict[str, Any]) -> int:
+    """A delivery's count: the deliveries counted as lost (``LOST_HEADER``), plus this one."""
+    return _int(headers.get(LOST_HEADER)) + 1
 
 
 def _int(value: Any) -> int:
