@@ -93,6 +93,21 @@ def _take_into(got: list[Delivery], broker: RabbitMQBroker) -> int:
     return len(got)
 
 
+def test_fetch_buffered_without_reading_the_socket_takes_what_the_connection_has_read(make_rabbit: Any) -> None:
+    """What a worker child asks before each task: no system call, yet everything its connection holds in memory."""
+    broker, producer = make_rabbit(), make_rabbit()
+    broker.enqueue("work", "m0", b"x")
+    assert [d.message_id for d in _fetch(broker, 1, prefetch=4)] == ["m0"]
+    for i in range(1, 4):
+        producer.enqueue("work", f"m{i}", b"x")
+    time.sleep(1.5)  # the I/O thread pumps the connection every 0.5 s: m1..m3 are read into its buffer
+
+    got = broker.fetch_buffered(8, read_socket=False)
+
+    assert [(d.message_id, d.delivery_count) for d in got] == [("m1", 1), ("m2", 1), ("m3", 1)]
+    assert broker.fetch_buffered(8, read_socket=False) == []
+
+
 def test_fetch_buffered_counts_a_redelivery_as_fetch_does(make_rabbit: Any) -> None:
     dies, holds = make_rabbit(), make_rabbit()
     dies.enqueue("work", "m", b"x")

@@ -229,6 +229,21 @@ def test_a_connection_exposes_its_socket_where_the_link_reads_it() -> None:
     assert "self._sock = sock" in inspect.getsource(io_services_utils._AsyncTransportBase.__init__), used_by
 
 
+def test_a_connection_marks_the_channels_whose_deliveries_wait_for_dispatch_where_the_link_reads_it() -> None:
+    """``_link._undispatched`` reads ``BlockingConnection._channels_pending_dispatch``: a delivery pika read during
+    another operation waits there for the next pump, and a worker child takes it (and reports it to its supervisor)
+    before each task only when that set says so. Without it the link pumps before every task (no loss, slower)."""
+    from pika.adapters.blocking_connection import BlockingConnection
+
+    used_by = "taskfleet/brokers/rabbitmq/_link.py (_undispatched)"
+    assert "self._channels_pending_dispatch" in inspect.getsource(BlockingConnection.__init__), used_by
+    assert "self._channels_pending_dispatch.add(" in inspect.getsource(
+        BlockingConnection._request_channel_dispatch), used_by
+    assert "self.connection._request_channel_dispatch(" in inspect.getsource(BlockingChannel._add_pending_event), (
+        used_by)
+    assert "_add_pending_event(" in inspect.getsource(BlockingChannel._on_consumer_message_delivery), used_by
+
+
 def test_a_channel_hands_each_delivery_to_its_own_on_deliver_and_rejects_a_cancelled_consumers() -> None:
     """``Consumer._keep_late_deliveries`` replaces ``Channel._on_deliver`` on the instance to hold what arrives for
     a consumer it cancelled: pika rejects (requeues) that before the cancel's reply, to come back flagged as

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal as os_signal
 import sys
 import time
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from taskfleet import App, ConfigurationError
+from taskfleet import App, ConfigurationError, signals
 from taskfleet.brokers.base import Delivery
 from taskfleet.brokers.stub import StubBroker
 from taskfleet.settings import BrokerSettings
@@ -430,7 +431,7 @@ class _Buffered(StubBroker):
         self.buffered = buffered
         self.calls = 0
 
-    def fetch_buffered(self, max_messages: int) -> list[Delivery]:
+    def fetch_buffered(self, max_messages: int, *, read_socket: bool = True) -> list[Delivery]:
         self.calls += 1
         taken, self.buffered = self.buffered[:max_messages], self.buffered[max_messages:]
         return taken
@@ -477,6 +478,54 @@ def test_a_child_takes_nothing_from_its_connection_while_its_main_thread_fetches
         child._take_buffered(broker)
 
     assert (broker.calls, child.holdings.waiting(), _events(conn)) == (0, 0, [])
+
+
+class _ReadsAhead(StubBroker):
+    """RabbitMQ as a child's connection sees it: a fetch returns one delivery, and the read that brought it took the
+    next one off the socket too, into the connection's buffer, where it waits for a take."""
+
+    def __init__(self) -> None:
+        super().__init__(BrokerSettings(url="memory://"))
+        self.read_ahead: list[Delivery] = []
+
+    def fetch(self, queues: Sequence[str], *, max_messages: int, timeout_s: float) -> list[Delivery]:
+        got = super().fetch(queues, max_messages=1, timeout_s=timeout_s)
+        self.read_ahead += super().fetch(queues, max_messages=1, timeout_s=0)
+        return got
+
+    def fetch_buffered(self, max_messages: int, *, read_socket: bool = True) -> list[Delivery]:
+        taken, self.read_ahead = self.read_ahead[:max_messages], self.read_ahead[max_messages:]
+        return taken
+
+
+def test_a_child_reports_what_its_connection_read_ahead_before_it_starts_a_task(
+    memory_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task that takes its child down as it starts (a segfault, an OOM kill) must not take unreported deliveries
+    with it: the supervisor gives back only what it was told of, and the rest comes back counted as lost."""
+    monkeypatch.setattr(memory_app, "_broker", (os.getpid(), _ReadsAhead()))
+    first, second = tasks.add.delay(1, 2), tasks.add.delay(3, 4)
+    ours, theirs = multiprocessing.Pipe(duplex=True)
+    reported_at_first_start: list[str] = []
+
+    def on_prerun(sender: Any = None, **named: Any) -> None:
+        if named["task_id"] != first.id:
+            return
+        while ours.poll(0):  # without waiting: the child's background thread would take the rest meanwhile
+            if isinstance(event := ours.recv(), events.Fetched):
+                reported_at_first_start.extend(message_id for _, _, message_id, _ in event.items)
+
+    signals.task_prerun.connect(on_prerun)
+    previous = os_signal.getsignal(os_signal.SIGTERM), os_signal.getsignal(os_signal.SIGINT)
+    try:
+        settings = WorkerSettings(queues=("tests",), prefetch=4, max_tasks_per_child=2, poll_timeout_s=0.1)
+        assert Child(memory_app, settings, theirs, 0).run() == "max_tasks"
+    finally:
+        signals.task_prerun.disconnect(on_prerun)
+        os_signal.signal(os_signal.SIGTERM, previous[0])
+        os_signal.signal(os_signal.SIGINT, previous[1])
+
+    assert sorted(reported_at_first_start) == sorted([first.id, second.id])
 
 
 def test_lease_brokers_have_nothing_buffered() -> None:

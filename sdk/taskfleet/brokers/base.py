@@ -223,11 +223,13 @@ class Broker(ABC):
     def ping(self) -> None:
         """Return when the broker answers; raise ``BrokerConnectionError`` when it does not."""
 
-    def fetch_buffered(self, max_messages: int) -> list[Delivery]:
+    def fetch_buffered(self, max_messages: int, *, read_socket: bool = True) -> list[Delivery]:
         """Up to ``max_messages`` deliveries the broker has already pushed to this connection for the consumers of
         the last ``fetch`` and that no ``fetch`` has returned yet (RabbitMQ's prefetch), counted as ``fetch`` counts
         them; without waiting and without a round trip to the broker (a redelivery aside). A worker child takes them
-        while a task runs, so that its supervisor knows every delivery the child's connection holds. ``[]`` on
+        while a task runs, so that its supervisor knows every delivery the child's connection holds. With
+        ``read_socket=False`` only what this process has already read off the connection (with a fetch's batch, or
+        during another call): no system call when there is none, so a child can ask before every task. ``[]`` on
         brokers whose ``fetch`` leases only what it returns (the default)."""
         return []
 

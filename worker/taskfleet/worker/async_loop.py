@@ -110,6 +110,7 @@ class AsyncChildLoop:
                     await asyncio.sleep(backoff_s)
                     backoff_s = min(backoff_s * 2, 5.0)
                     continue
+            child._take_buffered(self.broker, read_socket=False)  # reported before a task can take the child down
             while len(self._active) < capacity and not child.stopping:
                 held = child.holdings.start_concurrent()
                 if held is None:

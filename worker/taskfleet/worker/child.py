@@ -13,7 +13,8 @@ batch one ``Fetched`` event and, per ack batch, one ``Done`` event with the metr
 know every delivery the child's broker connection holds before the child can die with it: on RabbitMQ the broker
 pushes deliveries into the connection's buffer (its prefetch) while a task runs, so the background thread takes
 whatever has arrived there each tick (``Broker.fetch_buffered``; nothing on the other brokers) into the holdings,
-behind the waiting ones, and reports it with one ``Fetched`` event (none when nothing arrived). Which of its
+behind the waiting ones, and reports it with one ``Fetched`` event (none when nothing arrived); before each task the
+main thread does the same for what the child has already read off the socket (no system call when nothing). Which of its
 deliveries is running and which are finished lives in ``Progress`` (taskfleet.worker.progress), memory shared with the
 supervisor, which reads it when the child dies to settle each delivery correctly. Only a task with a hard time
 limit is reported as it starts and ends (``Started``, ``Finished``), since the supervisor enforces that limit.
@@ -243,7 +244,10 @@ class Child:
                 backoff_s = min(backoff_s * 2, 5.0)
                 continue
             backoff_s = 0.1
-            while not self.stopping and (running := self.holdings.start_next()) is not None:
+            while not self.stopping:
+                self._take_buffered(broker, read_socket=False)  # reported before a task can take the child down
+                if (running := self.holdings.start_next()) is None:
+                    break
                 if not self._lease_held(broker, settler, running):
                     self.holdings.finish()
                     continue
@@ -300,16 +304,19 @@ class Child:
         self.reporter.send(events.Fetched([(h.seq, h.delivery.queue, h.delivery.message_id, h.delivery.delivery_count)
                                            for h in held]))
 
-    def _take_buffered(self, broker: Broker) -> None:
+    def _take_buffered(self, broker: Broker, *, read_socket: bool = True) -> None:
         """Hold and report what the broker has already pushed to this child's connection and no fetch returned
         (RabbitMQ's prefetch buffer, while a task runs), so the supervisor knows it should this child die (see the
-        module notes). Not while the main thread fetches: that fetch takes it."""
+        module notes). Not while the main thread fetches: that fetch takes it. The background thread reads the
+        socket each tick; before each task the main thread takes, without a system call, what the child has read
+        off it already (more than its fetch returned, or during an ack's or a redelivery's call): a task that kills
+        its child as it starts would otherwise leave those unreported, to come back counted."""
         if not self._intake.acquire(blocking=False):
             return
         try:
             # Pushed just now on the connection that holds them (RabbitMQ's lease): confirmed as they are taken.
-            self.holdings.add(broker.fetch_buffered(self.settings.prefetch), confirmed_at=lease_clock(),
-                              on_added=self._report_fetched)
+            self.holdings.add(broker.fetch_buffered(self.settings.prefetch, read_socket=read_socket),
+                              confirmed_at=lease_clock(), on_added=self._report_fetched)
         finally:
             self._intake.release()
 

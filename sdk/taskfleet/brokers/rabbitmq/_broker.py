@@ -242,10 +242,10 @@ class RabbitMQBroker(Broker):
         ``timeout_s`` for the first. See ``Broker.fetch``."""
         return self._consumer.fetch(queues, max_messages=max_messages, timeout_s=timeout_s)
 
-    def fetch_buffered(self, max_messages: int) -> list[Delivery]:
+    def fetch_buffered(self, max_messages: int, *, read_socket: bool = True) -> list[Delivery]:
         """What RabbitMQ has already pushed to this connection's consumers and ``fetch`` has not returned, without
         waiting (see ``Broker.fetch_buffered``)."""
-        return self._consumer.fetch_buffered(max_messages)
+        return self._consumer.fetch_buffered(max_messages, read_socket=read_socket)
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Ack deliveries of this connection; others are no-ops. Returns without waiting for a busy connection

@@ -104,14 +104,15 @@ class Consumer:
             if time.monotonic() >= deadline:
                 return []
 
-    def fetch_buffered(self, max_messages: int) -> list[Delivery]:
+    def fetch_buffered(self, max_messages: int, *, read_socket: bool = True) -> list[Delivery]:
         """``RabbitMQBroker.fetch_buffered``: what the consumers of the last ``fetch`` have received and no fetch
         returned. Nothing when another thread drives the connection (that thread buffers or returns them); else it
-        reads the socket once without waiting (no round trip)."""
+        reads the socket once without waiting (no round trip), or with ``read_socket=False`` only when pika holds
+        deliveries it has read and not yet dispatched."""
         consuming = self._consuming
         if consuming is None or max_messages < 1:
             return []
-        generation, raw = self._link.take_buffered(max_messages)
+        generation, raw = self._link.take_buffered(max_messages, read_socket=read_socket)
         if generation != consuming.generation:
             return []  # the connection was lost: RabbitMQ has given them back already
         return self._accept(consuming, raw)

@@ -203,11 +203,20 @@ class AmqpLink:
         finally:
             self._io.release()
 
-    def take_buffered(self, max_messages: int) -> tuple[int, list[RawDelivery]]:
+    def take_buffered(self, max_messages: int, *, read_socket: bool = True) -> tuple[int, list[RawDelivery]]:
         """Up to ``max_messages`` consumer deliveries that have arrived, without waiting: when no other thread
         drives the connection, read the socket once first (what RabbitMQ has pushed since, no round trip); when one
-        does, nothing (it buffers or takes them itself). Returns the current generation too, like ``take``."""
-        if self._closed or os.getpid() != self._owner_pid or not self._io.acquire(blocking=False):
+        does, nothing (it buffers or takes them itself). With ``read_socket=False``, only what has been read off
+        the socket already: the buffer, and deliveries pika read during another operation (a publish waiting for
+        its confirm, a declare) and holds undispatched, which only a pump dispatches; with neither there, no system
+        call. Returns the current generation too, like ``take``."""
+        if self._closed or os.getpid() != self._owner_pid:
+            return self.generation, []
+        # Read without ``_io`` (a deque's length is safe to read): one appended meanwhile is by the thread driving
+        # the connection, which then takes it or leaves it for the next take.
+        if not read_socket and not self._incoming and not _undispatched(self._channels):
+            return self.generation, []
+        if not self._io.acquire(blocking=False):
             return self.generation, []
         try:
             generation = self.generation
@@ -382,6 +391,15 @@ def socket_fd(connection: BlockingConnection) -> int | None:
         return int(sock.fileno()) if sock is not None else None
     except (OSError, ValueError):
         return None
+
+
+def _undispatched(channels: Channels | None) -> bool:
+    """Whether pika holds channel events (deliveries among them) that it read during another operation and has
+    not dispatched yet (pika internals: ``BlockingConnection._channels_pending_dispatch``, fenced by
+    tests/unit/test_pika_internals.py; True when pika does not expose it, so the caller pumps to be sure)."""
+    if channels is None:
+        return False
+    return bool(getattr(channels.connection, "_channels_pending_dispatch", True))
 
 
 def _nothing() -> None:
