@@ -314,9 +314,9 @@ class Child:
         if not self._intake.acquire(blocking=False):
             return
         try:
-            # Pushed just now on the connection that holds them (RabbitMQ's lease): confirmed as they are taken.
-            self.holdings.add(broker.fetch_buffered(self.settings.prefetch, read_socket=read_socket),
-                              confirmed_at=lease_clock(), on_added=self._report_fetched)
+            taken = broker.fetch_buffered(self.settings.prefetch, read_socket=read_socket)
+            if taken:  # pushed just now on the connection that holds them (RabbitMQ's lease): confirmed as taken
+                self.holdings.add(taken, confirmed_at=lease_clock(), on_added=self._report_fetched)
         finally:
             self._intake.release()
 
