@@ -3,7 +3,8 @@
 Per delivery the ``Executor`` runs the task, stores its outcome and returns a decision; the child's ``Settler``
 (taskfleet.worker.settler) carries it out and is the only thing here that acks, dead-letters, releases or renews a
 message. Acks of finished deliveries wait until the fetched batch is done (before the next fetch), or
-``ACK_DELAY_MAX_S`` at most (the background thread sends them while a slow task runs), and always go out before the
+``ACK_DELAY_MAX_S`` at most (taskfleet.worker.child_thread: the background thread sends them while a slow task
+runs), and always go out before the
 child exits. A child that dies with acks pending has them sent by the supervisor (on brokers that settle from any
 connection, Redis and SQLite); otherwise the messages are delivered again and recognised by their stored final
 state.
@@ -35,14 +36,10 @@ Unless ``redirect_stdouts`` is off, the child's ``sys.stdout`` and ``sys.stderr`
 (taskfleet.worker.log_redirect) from before ``worker_process_init`` to the child's end; the child tells them when a
 task starts and ends, so a task's ``print()`` is a log event with its ``task_id``.
 
-A background thread renews the leases of everything the child holds (so a healthy long task is never delivered
-twice), takes in deliveries already pushed to the child's connection, sends overdue acks, gives unstarted prefetched
-messages back once they have waited ``prefetch_release_s`` behind running tasks, sends heartbeats, serves the
-supervisor's commands, and exits the process if the supervisor is gone. The commands: ``Settle`` (a hard time
-limit), the control commands' ``Revoke``, ``Limits`` and ``Consume`` (into the child's ``RuntimeState`` and queues),
-and ``Terminate``: the running task was revoked with terminate; its delivery is acked and the signal that follows
-ends the task (``TaskTerminated``, raised in it by the SIGTERM handler) and the child, instead of draining as a
-plain SIGTERM does.
+A background thread (taskfleet.worker.child_thread) renews the leases of everything the child holds, takes in
+deliveries already pushed to its connection, sends overdue acks, gives back unstarted prefetched messages that
+waited too long, sends task events and heartbeats, serves the supervisor's commands, and exits the process if the
+supervisor is gone.
 """
 
 from __future__ import annotations
@@ -64,6 +61,7 @@ from taskfleet.brokers.base import Broker
 from taskfleet.errors import BrokerError
 from taskfleet.fleet.records import worker_id
 from taskfleet.worker import events
+from taskfleet.worker.child_thread import ChildThread
 from taskfleet.worker.events import Reporter
 from taskfleet.worker.executor import Admitted, Executor, Outcome, Started
 from taskfleet.worker.fetch_window import FetchWindow
@@ -82,16 +80,8 @@ if TYPE_CHECKING:
 
 log = get_logger("taskfleet.worker")
 
-HEARTBEAT_INTERVAL_S = 1.0
-#: A finished delivery's ack waits at most about this long (plus one background tick) for the rest of its batch: a
-#: slow task after fast ones does not hold their acks back.
-ACK_DELAY_MAX_S = 0.05
-_TICK_S = 0.05
 #: The signals that stop a child (SIGINT is ignored there): blocked while it is forked, until its handler is set.
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
-#: Task events (``-E``) collected by the hooks go out at most this often, in one broker call: a live view stays live,
-#: and a broker that writes each call as a transaction (SQLite) pays for few of them.
-EVENTS_FLUSH_S = 0.25
 
 
 def rss_mb() -> float:
@@ -174,7 +164,7 @@ class Child:
             from taskfleet.worker.task_events import TaskEvents  # -E only: not in an idle worker without it
 
             self._events = TaskEvents.for_app(self.app, worker=worker_id(pid=self.parent_pid))
-        thread = threading.Thread(target=self._background, args=(broker, settler), name="taskfleet-lease", daemon=True)
+        thread = threading.Thread(target=ChildThread(self, broker, settler).run, name="taskfleet-lease", daemon=True)
         thread.start()
         signals.send(signals.worker_process_init, None)  # per-process resources (database connections), then work
         tracing.process_started()  # after those receivers: one may set up OpenTelemetry (docs/tracing.md)
@@ -341,75 +331,6 @@ class Child:
             self._start_reported = False
             self.reporter.send(events.Finished(running.seq))
         return settled
-
-    def _background(self, broker: Broker, settler: Settler) -> None:
-        settings = self.settings
-        extend_every_s = max(0.3, broker.settings.visibility_timeout_s / 3)
-        now = time.monotonic()
-        next_extend, next_beat, next_events = now + extend_every_s, now, now + EVENTS_FLUSH_S
-        while not self._thread_stop.wait(_TICK_S):
-            if os.getppid() != self.parent_pid:
-                log.error("supervisor is gone; child exits, its messages return when their leases expire")
-                settler.flush()
-                os._exit(1)
-            now = time.monotonic()
-            try:
-                self._take_buffered(broker)
-                if now >= next_extend:
-                    settler.renew_leases(self.holdings)
-                    next_extend = now + extend_every_s
-                if settler.overdue(ACK_DELAY_MAX_S):
-                    settler.flush()
-                settler.give_back(self.holdings, if_waiting_longer_than_s=settings.prefetch_release_s)
-            except BrokerError as exc:
-                log.warning("lease renewal failed", error=str(exc))
-            if self._events is not None and now >= next_events:
-                self._events.flush()  # one broker call for what was collected; failures are the sink's
-                next_events = now + EVENTS_FLUSH_S
-            if now >= next_beat:
-                self.reporter.send(events.BEAT)
-                next_beat = now + HEARTBEAT_INTERVAL_S
-            self._serve_commands(settler)
-            if self._watch_loop is not None:
-                self._watch_loop()
-
-    def _serve_commands(self, settler: Settler) -> None:
-        """Commands from the supervisor (module notes)."""
-        try:
-            while self.conn.poll():
-                match self.conn.recv():
-                    case events.Settle(seq):
-                        self._settle_running(seq, settler)
-                    case events.Terminate(seq):
-                        if self.progress.running() == seq:
-                            self._terminating = seq  # before the ack: the signal may follow it at once
-                            self._settle_running(seq, settler)
-                    case events.Revoke(items):
-                        self.runtime.revoked.add(items)
-                    case events.CancelTasks(task_ids) if self._async is not None:
-                        self._async.cancel(task_ids)  # coroutines revoked with terminate: cancelled, child lives
-                    case events.Limits(overrides):
-                        self.runtime.limits.apply(overrides)
-                    case events.Consume(queues):
-                        self.queues = queues
-        except (EOFError, OSError):
-            return  # the supervisor is gone; the orphan check ends this process
-
-    def _settle_running(self, seq: int, settler: Settler) -> None:
-        """Ack running delivery ``seq``, whose final state the supervisor stored (a hard time limit's FAILURE, a
-        terminate's REVOKED), after its workflow's follow-ups (see ``Settler.settle_timed_out``)."""
-        running = self.holdings.running()
-        executor = self._executor
-        if executor is not None and running is not None and running.seq == seq:
-            executor.follow_up_timed_out(running.delivery)  # a workflow's follow-ups go first
-        elif executor is not None and self._watch_loop is not None:  # a coroutine the loop could not stop
-            for held in self.holdings.held():
-                if held.seq == seq:  # its follow-ups; the supervisor acks it when the child is gone
-                    executor.follow_up_timed_out(held.delivery)
-        task = self.progress.running_task()
-        if self._events is not None and running is not None and task is not None and task.seq == seq:
-            self._events.killed(running.delivery, task, terminated=self._terminating == seq)
-        settler.settle_timed_out(seq, self.holdings)
 
 
 def child_main(app: App, settings: WorkerSettings, conn: Connection, index: int,

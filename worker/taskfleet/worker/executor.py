@@ -5,19 +5,15 @@ The executor decides, it does not settle: ``Executor.run`` returns an ``Outcome`
 
 - ``Ack``: the final state (success, failure, revoked) is stored. The ack may wait for the rest of the fetched
   batch: a message whose ack was still pending when its worker died is delivered again and recognised by its stored
-  final state (``_stored_record``), except with ``ignore_result`` (``keeps_results``), where nothing is stored and
-  it runs again. A retry's attempt is checked too, redelivered or not: the worker's publish of it may have been sent
-  twice (a lost confirm is published again); a copy is acked unrun once the attempt's final state, or a later
-  attempt's RETRY, is stored.
+  final state, except with ``ignore_result`` (``keeps_results``), where nothing is stored and it runs again. A
+  redelivery, a retry's attempt and a workflow's follow-up found already run are the ``DUPLICATE`` outcome, acked
+  unrun (taskfleet.worker.duplicates).
 - Workflow follow-ups (``taskfleet.worker.followups``: callbacks, errbacks, a chain's next step, a chord's join) are
   sent after the final state is stored and before the decision is returned; a redelivery that finds the final state
-  stored sends them again (same task ids) before it is acked. A follow-up message (``workflow.follow_up``) whose task
-  id already has a final state is acked unrun: that costs follow-ups and retries one backend read, first
-  attempts none.
+  stored sends them again (same task ids) before it is acked.
 - ``AckNow``, an ack never deferred: for a retry, once the next attempt is published and the RETRY state stored
   (publish before ack: never lost; with ``ignore_result`` nothing stored would let a redelivery be recognised), and
-  for a duplicate, a copy found already run and acked unrun (a deferred ack would leave it to be delivered, and
-  counted, again each time a poison message later in its batch kills the child, until it is dead-lettered).
+  for a duplicate.
 - A revoked task (its id in ``RuntimeState.revoked``) or an expired one is not run: REVOKED is stored (with a
   workflow's failure follow-ups) and it is acked; a delayed one is checked when it comes due.
 - A task over its rate limit (``RuntimeState.limits``, ``RuntimeState.rate_limiter``) is deferred: published again
@@ -63,6 +59,7 @@ from taskfleet.message import Message
 from taskfleet.retry import retry_delay_s
 from taskfleet.states import READY_STATES, State
 from taskfleet.task import Request, Task
+from taskfleet.worker.duplicates import Duplicates, keeps_results
 from taskfleet.worker.followups import Failure, FollowUps
 from taskfleet.worker.lifecycle import TaskRun, task_run
 from taskfleet.worker.logging import get_logger
@@ -119,12 +116,6 @@ __all__ = [
 
 log = get_logger("taskfleet.worker")
 
-def keeps_results(task: Task[Any] | None) -> bool:
-    """The ``ignore_result`` rule, the one place it is applied: nothing is stored for a task registered with
-    ``ignore_result=True`` (no STARTED, RETRY or final state, nor a hard time limit's FAILURE), so a redelivery of
-    it cannot be recognised as finished. An unregistered task (``None``) has its FAILURE stored."""
-    return task is None or not task.options.ignore_result
-
 
 def _raise_soft_limit(signum: int, frame: FrameType | None) -> None:
     raise SoftTimeLimitExceeded("soft time limit exceeded")
@@ -152,6 +143,7 @@ class Executor:
         self.extended = app.settings.result_extended
         self.followups = FollowUps(app, backend, exception_fields=partial(exception_fields,
                                                                           serialize=app.serializer.dumps))
+        self.duplicates = Duplicates(backend, self.followups)
         signal.signal(signal.SIGALRM, _raise_soft_limit)
 
     def run(self, delivery: Delivery) -> Outcome:
@@ -201,12 +193,9 @@ class Executor:
             if workflow is not None:
                 self.followups.failed(msg, workflow, Failure.of(fields))
             return self._dead(msg.task, str(error), began, msg)
-        # A redelivery, a retry or a workflow's follow-up (a worker's publish, sent again after a lost confirm or a
-        # crash) may have run already: one read.
-        if delivery.redelivered or msg.retries or (workflow is not None and workflow.follow_up):
-            duplicate = self._duplicate(delivery, msg, task, workflow, began)
-            if duplicate is not None:
-                return duplicate
+        duplicate = self.duplicates.check(delivery, msg, task, workflow, began)
+        if duplicate is not None:
+            return duplicate
         if msg.id in self.runtime.revoked:
             return self._revoke(delivery, msg, workflow, "revoked", "revoked", began)
         if msg.is_expired():
@@ -376,33 +365,6 @@ class Executor:
         # Logged by the Settler once the message is moved.
         return Outcome(DeadLetter(reason), DEAD_LETTERED, task, time.perf_counter() - began,
                        task_id=message.id if message is not None else None, message=message)
-
-    def _duplicate(self, delivery: Delivery, msg: Message, task: Task[Any], workflow: Workflow | None,
-                   began: float) -> Outcome | None:
-        """The ``DUPLICATE`` outcome when this attempt already ran (``_stored_record``), else None. A redelivered
-        workflow step sends its follow-ups again first: they may not all have been sent."""
-        record = self._stored_record(msg, task)
-        if record is None:
-            return None
-        if record.state in READY_STATES:
-            if workflow is not None and delivery.redelivered:
-                self.followups.redo(msg, workflow, record)
-            log.info("task already finished: acked without running it again", task_id=msg.id, task=msg.task,
-                     queue=delivery.queue, delivery_count=delivery.delivery_count)
-        elif record.retries > msg.retries:
-            log.info("task attempt already retried: acked without running it again", task_id=msg.id, task=msg.task,
-                     queue=delivery.queue, retries=msg.retries, delivery_count=delivery.delivery_count)
-        else:
-            return None
-        return Outcome(ACK_NOW, DUPLICATE, msg.task, time.perf_counter() - began, task_id=msg.id, message=msg)
-
-    def _stored_record(self, msg: Message, task: Task[Any]) -> ResultRecord | None:
-        """What the result backend already holds for this task id, if anything. This attempt already ran when it is
-        final (its ack was lost, e.g. in a broker restart, or it is a follow-up or a retry published twice) or names
-        a later attempt (it failed and was retried). Read for redeliveries, retries and follow-ups only."""
-        if self.backend is None or not keeps_results(task):
-            return None
-        return self.backend.get(msg.id)
 
     def _store(self, msg: Message, state: State, **fields: Any) -> None:
         """Store a result record, unless there is no backend or the task ignores results (``keeps_results``); with

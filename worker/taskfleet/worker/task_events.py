@@ -4,7 +4,7 @@ The child's main thread only collects: ``started`` and ``finished`` encode their
 hands over (``Started``, ``Outcome``: references, among them the message it decoded, so the executor builds nothing
 for events and nothing is decoded twice; the events every task has are formatted directly, see below). The child's
 background thread sends what has been collected with ONE ``FleetStore.emit_events`` call every
-``EVENTS_FLUSH_S`` (``taskfleet.worker.child``, 250 ms; none when there is nothing to send), through an
+``EVENTS_FLUSH_S`` (``taskfleet.worker.child_thread``, 250 ms; none when there is nothing to send), through an
 ``EventSink``: its own fleet store, opened there after fork, used by that one thread only, failures logged and
 dropped. So a batch of fetched tasks costs a few list appends on the hot path and one broker call beside it, and a
 child started without ``-E`` has no ``TaskEvents`` at all (one ``is None`` check per hook).
