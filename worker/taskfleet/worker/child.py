@@ -3,11 +3,10 @@
 Per delivery the ``Executor`` runs the task, stores its outcome and returns a decision; the child's ``Settler``
 (taskfleet.worker.settler) carries it out and is the only thing here that acks, dead-letters, releases or renews a
 message. Acks of finished deliveries wait until the fetched batch is done (before the next fetch), or
-``ACK_DELAY_MAX_S`` at most (taskfleet.worker.child_thread: the background thread sends them while a slow task
-runs), and always go out before the
-child exits. A child that dies with acks pending has them sent by the supervisor (on brokers that settle from any
-connection, Redis and SQLite); otherwise the messages are delivered again and recognised by their stored final
-state.
+``ACK_DELAY_MAX_S`` at most (the background thread, taskfleet.worker.child_thread, sends them while a slow task
+runs), and always go out before the child exits. A child that dies with acks pending has them sent by the supervisor
+(on brokers that settle from any connection, Redis and SQLite); otherwise the messages are delivered again and
+recognised by their stored final state.
 
 Reporting costs the supervisor a wake-up per message, so it is batched too (taskfleet.worker.events): per fetched
 batch one ``Fetched`` event and, per ack batch, one ``Done`` event with the metrics samples. The supervisor must
@@ -15,9 +14,9 @@ know every delivery the child's broker connection holds before the child can die
 pushes deliveries into the connection's buffer (its prefetch) while a task runs, so the background thread takes
 whatever has arrived there each tick (``Broker.fetch_buffered``; nothing on the other brokers) into the holdings,
 behind the waiting ones, and reports it with one ``Fetched`` event (none when nothing arrived); before each task the
-main thread does the same for what the child has already read off the socket (no system call when nothing). Which of its
-deliveries is running and which are finished lives in ``Progress`` (taskfleet.worker.progress), memory shared with the
-supervisor, which reads it when the child dies to settle each delivery correctly. Only a task with a hard time
+main thread does the same for what the child has already read off the socket (no system call when nothing). Which
+of its deliveries is running and which are finished lives in ``Progress`` (taskfleet.worker.progress), memory shared
+with the supervisor, which reads it when the child dies to settle each delivery correctly. Only a task with a hard time
 limit is reported as it starts and ends (``Started``, ``Finished``), since the supervisor enforces that limit.
 
 Before a prefetched delivery starts, the child makes sure its lease is still held: certainly so when it was fetched
