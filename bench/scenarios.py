@@ -171,6 +171,9 @@ def _async_io(system: System, out: dict[str, Any], counter_url: str | None, logs
     failure is recorded there (``{"error": ...}``) rather than losing the run's other figures."""
     if counter_url is None or not hasattr(system, "async_worker_command"):
         return
+    # A drain ends, where in-flight messages are not counted (RabbitMQ), with the prefetch window possibly still
+    # held by the worker, which its graceful stop gives back: purged, or the queue would never be empty here.
+    system.purge()
     wait_empty(system.depth)
     try:
         out["async_io"] = run_async_io(system, counter_url=counter_url, cwd=APPS_DIR, logs=logs, log=log)
