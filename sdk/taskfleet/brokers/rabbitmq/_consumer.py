@@ -107,8 +107,9 @@ class Consumer:
     def fetch_buffered(self, max_messages: int, *, read_socket: bool = True) -> list[Delivery]:
         """``RabbitMQBroker.fetch_buffered``: what the consumers of the last ``fetch`` have received and no fetch
         returned. Nothing when another thread drives the connection (that thread buffers or returns them); else it
-        reads the socket once without waiting (no round trip), or with ``read_socket=False`` only when pika holds
-        deliveries it has read and not yet dispatched."""
+        reads the socket once without waiting (no round trip), or with ``read_socket=False`` only when something
+        was read off it already: the link's buffer, or deliveries pika holds undispatched
+        (``AmqpLink.take_buffered``)."""
         consuming = self._consuming
         if consuming is None or max_messages < 1:
             return []
